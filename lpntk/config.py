@@ -1,0 +1,192 @@
+"""Configuration: validation against the workflow's JSON schema, defaults, and checks the schema cannot do.
+
+:func:`validate_config` is called by the Snakefile before any job is scheduled. It fills in the schema's
+defaults, then reports the *first* problem as one :class:`ConfigError` whose message names the key (as a
+dotted path), the offending value, and what is allowed -- e.g.::
+
+    config error at datasets.digits.train: unknown key 'epochz' (allowed: batch_size, epochs, ...)
+    config error at datasets.digits.train.epochs: -3 is less than the minimum of 1 -- number of epochs
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "dataset_config"]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, misspelt, of the wrong type or out of range."""
+
+
+def load_schema(path: str | os.PathLike) -> dict:
+    """The config schema at ``path``, with the ``$defs`` of every other ``*.schema.yaml`` beside it merged in.
+
+    Each workflow stage describes its config block in its own file (``workflow/schemas/<stage>.schema.yaml``,
+    holding ``$defs: {<stage>: ...}``); the main schema refers to it as ``{$ref: "#/$defs/<stage>"}``.
+    """
+    path = Path(path)
+    with open(path) as fh:
+        schema = yaml.safe_load(fh)
+    for other in sorted(path.parent.glob("*.schema.yaml")):
+        if other.resolve() == path.resolve():
+            continue
+        with open(other) as fh:
+            defs = (yaml.safe_load(fh) or {}).get("$defs", {})
+        clash = set(defs) & set(schema.setdefault("$defs", {}))
+        if clash:
+            raise ConfigError(f"schema {other} redefines {sorted(clash)}")
+        schema["$defs"].update(defs)
+    return schema
+
+
+def _path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def _subschema(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith("#/"), ref
+        node = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _message(err, root: dict) -> str:
+    where = _path(err.absolute_path)
+    sub = _subschema(err.schema, root) if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties":
+        allowed = sorted(sub.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        names = ", ".join(repr(e) for e in extra)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"config error at {where}: unknown key {names}{hint}; check its spelling"
+    if err.validator == "required":
+        return f"config error at {where}: {err.message}"
+    desc = sub.get("description", "")
+    return f"config error at {where}: {err.message}" + (f" -- {desc}" if desc else "")
+
+
+def _set_defaults_validator(root: dict):
+    """A Draft 2020-12 validator class that fills in defaults (resolving local ``$ref``s against ``root``)."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if prop in instance:
+                    continue
+                resolved = _subschema(sub, root)
+                if "default" in sub or "default" in resolved:
+                    instance[prop] = copy.deepcopy(sub.get("default", resolved.get("default")))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
+    """Validate ``config`` in place against the schema at ``schema_path``, fill defaults, check semantics.
+
+    Raises :class:`ConfigError` naming the first offending key. Returns ``config``.
+    """
+    schema = load_schema(schema_path)
+    validator = _set_defaults_validator(schema)(schema)
+    errors = list(validator.iter_errors(config))
+    if errors:
+        err = max(errors, key=lambda e: len(e.absolute_path))  # the deepest names the most specific key
+        raise ConfigError(_message(err, schema))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    for name, ds in config["datasets"].items():
+        where = f"datasets.{name}"
+        if ds["source"] == "torchvision":
+            import torchvision.datasets as tvd
+
+            if not hasattr(tvd, ds["name"]):
+                raise ConfigError(f"config error at {where}.name: unknown torchvision dataset {ds['name']!r}; "
+                                  f"use a class name of torchvision.datasets such as MNIST, FashionMNIST, "
+                                  f"KMNIST, CIFAR10, CIFAR100, SVHN")
+        if ds["source"] == "folder" and not ds.get("root"):
+            raise ConfigError(f"config error at {where}.root: an image-folder dataset needs 'root'")
+        train = ds["train"]
+        if train["select"] == "val" and not ds["val_fraction"] > 0:
+            raise ConfigError(f"config error at {where}.train.select: 'val' needs val_fraction > 0 "
+                              f"(got {ds['val_fraction']}); set val_fraction or select 'test'")
+        bad = [e for e in train["score_epochs"] if e > train["epochs"]]
+        if bad:
+            raise ConfigError(f"config error at {where}.train.score_epochs: epochs {bad} exceed "
+                              f"train.epochs = {train['epochs']}")
+        if len(set(train["seeds"])) != len(train["seeds"]):
+            raise ConfigError(f"config error at {where}.train.seeds: seeds repeat: {train['seeds']}")
+        if ds["kernel"]["mode"] == "sketch" and not ds["kernel"]["sketch_dim"]:
+            raise ConfigError(f"config error at {where}.kernel.sketch_dim: mode 'sketch' needs sketch_dim")
+        _check_stage_semantics(ds, where)
+        norm = ds["normalize"]
+        if isinstance(norm, Mapping) and len(norm["mean"]) != len(norm["std"]):
+            raise ConfigError(f"config error at {where}.normalize: mean and std differ in length")
+
+
+def _check_stage_semantics(ds: Mapping, where: str) -> None:
+    """Cross-key checks of the stage blocks (those the per-stage schemas cannot express)."""
+    train = ds["train"]
+    scores, pruning = ds["scores"], ds["pruning"]
+    uses = {"el2n": scores["enabled"], "grand": scores["enabled"]}
+    if pruning["enabled"]:
+        uses["el2n"] = uses["el2n"] or "el2n" in pruning["methods"]
+        uses["grand"] = uses["grand"] or "grand" in pruning["methods"]
+    for score in ("el2n", "grand"):
+        epoch = scores[f"{score}_epoch"]
+        if not uses[score]:
+            continue
+        if epoch is None and not train["score_epochs"]:
+            raise ConfigError(f"config error at {where}.train.score_epochs: {score.upper()} scores are needed "
+                              f"(scores/pruning) but no score epoch is recorded; add one, e.g. [0, 2]")
+        if epoch is not None and epoch not in train["score_epochs"]:
+            raise ConfigError(f"config error at {where}.scores.{score}_epoch: epoch {epoch} is not recorded by "
+                              f"training (train.score_epochs = {train['score_epochs']}); add it there")
+    if scores["seeds"] is not None and not set(scores["seeds"]) <= set(train["seeds"]):
+        raise ConfigError(f"config error at {where}.scores.seeds: {sorted(set(scores['seeds']) - set(train['seeds']))} "
+                          f"are not among train.seeds {train['seeds']}")
+    if pruning["enabled"] and not ds["val_fraction"] > 0:
+        raise ConfigError(f"config error at {where}.pruning.enabled: retraining selects on a validation split; "
+                          f"set val_fraction > 0")
+    size = ds["difficulty"]["size"]
+    if size["enabled"] and size["min_size"] > size["pool_per_class"]:
+        raise ConfigError(f"config error at {where}.difficulty.size.min_size: {size['min_size']} exceeds "
+                          f"pool_per_class = {size['pool_per_class']}")
+    aug = ds["augment"]
+    augments = aug["crop_padding"] or aug["horizontal_flip"]
+    if ds["forgetting"]["enabled"] and ds["forgetting"]["augment"] and not augments:
+        raise ConfigError(f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
+                          f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false")
+
+
+def load_config(config_path: str | os.PathLike, schema_path: str | os.PathLike) -> dict:
+    """Read a YAML config and validate it (for use outside Snakemake: notebooks, tests)."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise ConfigError(f"config file {config_path} does not exist")
+    with open(config_path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config, schema_path)
+
+
+def dataset_config(config: Mapping, dataset: str) -> dict[str, Any]:
+    """The resolved block of one dataset, with the global keys a job needs (what MLflow records as params)."""
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"dataset {dataset!r} is not in the config (datasets: {', '.join(config['datasets'])})")
+    return {"dataset": dataset, "device": config["device"], **copy.deepcopy(dict(config["datasets"][dataset]))}

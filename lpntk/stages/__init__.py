@@ -1,0 +1,1 @@
+"""The workflow's stages (one module per stage); see :mod:`lpntk.stages.common`."""

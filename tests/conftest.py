@@ -1,0 +1,74 @@
+"""Shared fixtures. MNIST tests read $LPNTK_DATA_DIR (CI points it at ../shared/data); they are skipped
+when the files are absent, unless LPNTK_REQUIRE_DATA=1 (set by .ci/run), which turns the skip into a
+failure so CI can never pass without running them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def schema_path() -> Path:
+    return SCHEMA
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    root = Path(os.environ.get("LPNTK_DATA_DIR", REPO.parent / "shared" / "data"))
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        msg = f"MNIST IDX files not found under {root}/MNIST/raw (set LPNTK_DATA_DIR)"
+        if os.environ.get("LPNTK_REQUIRE_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from lpntk.data import prepare_dataset
+
+    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0}
+    return prepare_dataset("digits", spec)
+
+
+def snakemake(repo: Path, workdir: Path, *args: str, configfile: str | None = ".test/config/config.yaml",
+              check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    if configfile:
+        cmd += ["--configfile", str(repo / configfile)]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LPNTK_MLFLOW_RUNS")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory):
+    """The whole workflow on .test/config/config.yaml, run once per test session: (workdir, process).
+
+    Every stage's end-to-end checks use this one run (tests/test_workflow.py and the stage test files)."""
+    workdir = tmp_path_factory.mktemp("wf")
+    proc = snakemake(REPO, workdir)
+    return workdir, proc

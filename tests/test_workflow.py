@@ -1,0 +1,107 @@
+"""End to end: the Snakemake workflow on the tiny test config, in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = workflow_run
+    res = workdir / "results" / "tiny"
+    info = json.loads((res / "data" / "info.json").read_text())
+    assert info["n"]["train"] + info["n"]["val"] == 300 and info["n"]["test"] == 100
+    for seed in (1, 2):
+        d = res / "train" / f"seed{seed}"
+        for f in ("model_best.pt", "model_last.pt", "dynamics.npz", "history.csv", "summary.json"):
+            assert (d / f).is_file(), f
+        dyn = np.load(d / "dynamics.npz")
+        assert dyn["l2"].shape == (info["n"]["train"], 3) and dyn["grand"].shape == (info["n"]["train"], 2)
+        assert (res / "logs" / "train" / f"seed{seed}.log").is_file()
+        assert (res / "benchmarks" / "train" / f"seed{seed}.tsv").is_file()
+    assert not list(res.rglob("*.tmp")) and not list(res.rglob("resume.pt"))
+    ref = json.loads((res / "reference" / "reference.json").read_text())
+    assert ref["seed"] in (1, 2)
+    train_y = np.load(res / "data" / "train.npz")["y"]
+    for c in range(10):
+        k = np.load(res / "kernel" / f"class{c}.npz")
+        n = int((train_y == c).sum())
+        assert k["gram"].shape == (n, n) and np.allclose(k["gram"], k["gram"].T, rtol=1e-5, atol=1e-6)
+        assert (train_y[k["position"]] == c).all()
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lpntk-tiny")
+    runs = client.search_runs([exp.experiment_id])
+    by_rule = {}
+    for r in runs:
+        by_rule.setdefault(r.data.tags["lpntk.rule"], []).append(r)
+    assert {int(r.data.tags["lpntk.seed"]) for r in by_rule["train"]} == {1, 2}
+    assert len(by_rule["workflow"]) == 1 and by_rule["workflow"][0].info.status == "FINISHED"
+    parent = by_rule["workflow"][0].info.run_id
+    for r in by_rule["train"] + by_rule["prepare_data"]:
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
+    kernels = sorted(by_rule["kernel"], key=lambda r: int(r.data.tags["lpntk.class"]))
+    assert [int(r.data.tags["lpntk.class"]) for r in kernels] == list(range(10))
+    assert all(float(r.data.metrics["seconds"]) > 0 and r.data.tags["lpntk.mode"] == "exact" for r in kernels)
+    train_run = by_rule["train"][0]
+    assert len(client.get_metric_history(train_run.info.run_id, "val_acc")) == 3
+    assert train_run.data.params["train.epochs"] == "3"
+
+
+def test_rerun_has_nothing_to_do(repo, workflow_run):
+    workdir, _ = workflow_run
+    proc = snakemake(repo, workdir, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_one_stage_block_reruns_only_that_stage(repo, workflow_run, tmp_path):
+    workdir, _ = workflow_run
+    text = (repo / ".test" / "config" / "config.yaml").read_text()
+    assert "tau: 0.1" in text
+    (tmp_path / "edited.yaml").write_text(text.replace("tau: 0.1", "tau: 0.25"))
+    proc = snakemake(repo, workdir, "-n", "--configfile", str(tmp_path / "edited.yaml"), configfile=None)
+    table = proc.stdout.split("Job stats:")[1].split("total")[0].strip().splitlines()[2:]  # after the header rows
+    jobs = {line.split()[0] for line in table}
+    assert jobs == {"relations", "summary", "all"}, proc.stdout
+
+
+def test_summary_page_gathers_every_stage(workflow_run):
+    workdir, _ = workflow_run
+    text = (workdir / "results" / "summary.md").read_text()
+    for heading in ("## tiny", "### Reference training runs", "relations between samples", "redundant samples",
+                    "controlling learning difficulty", "predicting forgetting events", "pruning the training set"):
+        assert heading in text, heading
+    assert "| test, selected epoch |" in text
+
+
+def test_lint_is_clean(repo, tmp_path):
+    proc = snakemake(repo, tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml", "config/mnist-cpu.yaml"])
+def test_dry_run_of_every_shipped_config(repo, tmp_path, configfile):
+    proc = snakemake(repo, tmp_path, "-n", configfile=configfile)
+    assert "train" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_broken_config_stops_before_any_job(repo, tmp_path):
+    bad = (repo / ".test" / "config" / "config.yaml").read_text().replace("epochs: 3", "epochs: -3")
+    (tmp_path / "bad.yaml").write_text(bad)
+    cmd_cfg = str(tmp_path / "bad.yaml")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
+                           str(tmp_path), "--cores", "1", "--configfile", cmd_cfg], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "config error at datasets.tiny.train.epochs" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,212 @@
+# Helpers shared by every stage (config validation, per-dataset parameters, targets, tracking hooks)
+
+import json
+
+from lpntk.config import dataset_config, validate_config
+from lpntk.tracking import finish_invocation, init_store
+
+validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+DATASETS = list(config["datasets"])
+RESULTS = "results"
+
+
+wildcard_constraints:
+    ds="|".join(DATASETS),
+    seed=r"\d+",
+    klass=r"\d+",
+
+
+STAGE_BLOCKS = ("model", "train", "augment", "kernel", "relations", "difficulty", "forgetting", "scores", "pruning")
+
+
+def stage_cfg(*blocks):
+    """``params`` function: the job's dataset block restricted to its data keys and the named ``blocks``.
+
+    This is the config the job reads and what MLflow records as its params. Passing only these keeps Snakemake's
+    params rerun trigger precise: editing one stage's block reruns that stage and what depends on its outputs,
+    not everything from prepare_data on."""
+
+    def get(wildcards):
+        cfg = dataset_config(config, wildcards.ds)
+        return {k: v for k, v in cfg.items() if k not in STAGE_BLOCKS or k in blocks}
+
+    return get
+
+
+def seeds(ds):
+    return config["datasets"][ds]["train"]["seeds"]
+
+
+def train_files(ds):
+    return expand(f"{RESULTS}/{ds}/train/seed{{seed}}/summary.json", seed=seeds(ds))
+
+
+def classes(ds):
+    """Class labels of a dataset, read from its prepared data (prepare_data is a checkpoint)."""
+    with open(checkpoints.prepare_data.get(ds=ds).output.info) as fh:
+        return list(range(json.load(fh)["num_classes"]))
+
+
+def kernel_files(ds):
+    return expand(f"{RESULTS}/{ds}/kernel/class{{klass}}.npz", klass=classes(ds))
+
+
+def stage_enabled(ds, stage):
+    return config["datasets"][ds][stage]["enabled"]
+
+
+# ---- relations / difficulty (use case 1) -------------------------------------------------------------
+
+
+def relations_targets(ds):
+    if not stage_enabled(ds, "relations"):
+        return []
+    return [f"{RESULTS}/{ds}/relations/{f}" for f in ("shares.csv", "per_class.csv", "histogram.png")]
+
+
+def difficulty_targets(ds):
+    """The difficulty stage's outputs (difficulty.enabled) and the ld_size stage's (difficulty.size.enabled)."""
+    targets = []
+    if stage_enabled(ds, "difficulty"):
+        targets += [f"{RESULTS}/{ds}/difficulty/{f}" for f in ("auc.csv", "curves.png")]
+    if config["datasets"][ds]["difficulty"]["size"]["enabled"]:
+        targets += [f"{RESULTS}/{ds}/ld_size/{f}" for f in ("correlation.csv", "correlation.png")]
+    return targets
+
+
+def difficulty_threads(wildcards):
+    """Threads of the difficulty and ld_size jobs: difficulty.threads, else the global threads."""
+    return config["datasets"][wildcards.ds]["difficulty"]["threads"] or config["threads"]
+
+
+# ---- forgetting (use case 2) -------------------------------------------------------------------------
+
+
+def forgetting_seed_groups(ds):
+    """Seed groups of the forgetting jobs, by path component (seed3, seeds1-2-3): forgetting.seeds (null: the
+    train seeds) in chunks of forgetting.seeds_per_job."""
+    fcfg = config["datasets"][ds]["forgetting"]
+    run_seeds = [int(s) for s in (fcfg["seeds"] or seeds(ds))]
+    k = int(fcfg["seeds_per_job"])
+    chunks = [run_seeds[i:i + k] for i in range(0, len(run_seeds), k)]
+    return {(f"seed{c[0]}" if len(c) == 1 else "seeds" + "-".join(map(str, c))): c for c in chunks}
+
+
+def forgetting_group_seeds(wildcards):
+    return forgetting_seed_groups(wildcards.ds)[wildcards.group]
+
+
+def forgetting_threads(wildcards):
+    return config["datasets"][wildcards.ds]["forgetting"]["threads"] or config["threads"]
+
+
+def forgetting_files(ds):
+    return expand(f"{RESULTS}/{ds}/forgetting/{{group}}/summary.json", group=list(forgetting_seed_groups(ds)))
+
+
+def forgetting_targets(ds):
+    if not stage_enabled(ds, "forgetting"):
+        return []
+    return [f"{RESULTS}/{ds}/forgetting/{name}" for name in ("table.csv", "table.md", "scores.png", "summary.json")]
+
+
+# ---- scores / pruning (use case 3) -------------------------------------------------------------------
+
+
+def pruning_targets(ds):
+    """The scores table (scores.enabled) and the pruning table and figures (pruning.enabled)."""
+    targets = []
+    if stage_enabled(ds, "scores"):
+        targets += expand(f"{RESULTS}/{ds}/scores/scores.{{ext}}", ext=["csv", "json"])
+    if stage_enabled(ds, "pruning"):
+        targets += expand(
+            f"{RESULTS}/{ds}/pruning/{{name}}",
+            name=["table.csv", "table.md", "redundant_removal.png", "small_clusters.png"],
+        )
+    return targets
+
+
+def prune_inputs(wildcards):
+    """Inputs of the prune job: the training split, the FPC clusters and (for the baselines) the scores."""
+    from lpntk.stages.pruning import SCORE_METHODS
+
+    ds = wildcards.ds
+    inputs = {
+        "train": f"{RESULTS}/{ds}/data/train.npz",
+        "clusters": f"{RESULTS}/{ds}/cluster/clusters.npz",
+    }
+    if set(config["datasets"][ds]["pruning"]["methods"]) & {*SCORE_METHODS, "random"}:
+        inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    return inputs
+
+
+def retrain_files(ds):
+    """One result file per retraining unit (subsets grouped by pruning.retrain.group_by) and shard (seeds)."""
+    from lpntk.stages.pruning import retrain_shards, retrain_units
+
+    cfg = dataset_config(config, ds)
+    return expand(
+        f"{RESULTS}/{ds}/retrain/{{unit}}/{{shard}}.json",
+        unit=list(retrain_units(cfg)),
+        shard=retrain_shards(cfg),
+    )
+
+
+def retrain_threads(wildcards):
+    return config["datasets"][wildcards.ds]["pruning"]["retrain"]["threads"] or config["threads"]
+
+
+# ---- summary and all ---------------------------------------------------------------------------------
+
+#: Tables gathered into results/summary.md: key -> (enabling flag as a path into the dataset block, file).
+SUMMARY_TABLES = {
+    "relations_shares": (("relations",), "relations/shares.md"),
+    "relations_per_class": (("relations",), "relations/per_class.md"),
+    "difficulty_auc": (("difficulty",), "difficulty/auc.md"),
+    "ld_size_correlation": (("difficulty", "size"), "ld_size/correlation.md"),
+    "forgetting_table": (("forgetting",), "forgetting/table.md"),
+    "pruning_table": (("pruning",), "pruning/table.md"),
+}
+
+
+def summary_files(ds):
+    """What the summary page reads of one dataset: {"info", "summaries", "reference", <enabled tables>}."""
+    files = {
+        "info": f"{RESULTS}/{ds}/data/info.json",
+        "summaries": train_files(ds),
+        "reference": f"{RESULTS}/{ds}/reference/reference.json",
+    }
+    for key, (flag, path) in SUMMARY_TABLES.items():
+        block = config["datasets"][ds]
+        for part in flag:
+            block = block[part]
+        if block["enabled"]:
+            files[key] = f"{RESULTS}/{ds}/{path}"
+    return files
+
+
+def summary_inputs(wildcards):
+    files = []
+    for ds in DATASETS:
+        for v in summary_files(ds).values():
+            files += v if isinstance(v, list) else [v]
+    return files
+
+
+def all_outputs(wildcards):
+    targets = [f"{RESULTS}/summary.md"]
+    for ds in DATASETS:
+        targets += train_files(ds) + kernel_files(ds)
+        targets += relations_targets(ds) + difficulty_targets(ds) + forgetting_targets(ds) + pruning_targets(ds)
+    return targets
+
+
+def start_tracking():
+    if config["mlflow"]["enabled"]:
+        init_store(DATASETS, config["mlflow"]["tracking_uri"], config["mlflow"]["experiment_prefix"])
+
+
+def finish_tracking(status):
+    if config["mlflow"]["enabled"]:
+        finish_invocation(status)
