@@ -1,0 +1,78 @@
+"""Stage functions (what the workflow scripts call), run directly on small inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lpntk.data import save_prepared
+from lpntk.io import load_json, load_npz, save_json
+from lpntk.kernel import lpntk_gram
+from lpntk.models import build_model
+from lpntk.train import choose_reference_run
+
+OFF = {"enabled": False}
+
+
+def test_choose_reference_run():
+    runs = [{"seed": 3, "select": "val", "val_acc_selected": 0.9},
+            {"seed": 1, "select": "val", "val_acc_selected": 0.95},
+            {"seed": 2, "select": "val", "val_acc_selected": 0.95}]
+    assert choose_reference_run(runs)["seed"] == 1  # best, ties to the smallest seed
+    assert choose_reference_run(runs, seed=3)["seed"] == 3
+    with pytest.raises(ValueError, match="kernel.seed = 7"):
+        choose_reference_run(runs, seed=7)
+    test_sel = [{"seed": 1, "select": "test", "test_acc_selected": 0.8}, {"seed": 2, "select": "test",
+                                                                          "test_acc_selected": 0.85}]
+    assert choose_reference_run(test_sel)["seed"] == 2
+
+
+@pytest.fixture
+def small_cfg():
+    return {"model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}}, "device": "cpu",
+            "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
+                       "dtype": "float64", "block_size": 16, "max_memory_gb": 1}}
+
+
+def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, small_cfg):
+    from lpntk.data import normalize, to_unit
+    from lpntk.stages.kernel import kernel_stage, select_reference_stage
+
+    save_prepared(digits, tmp_path / "data")
+    summaries = []
+    for seed, acc in ((1, 0.5), (2, 0.7)):
+        torch.manual_seed(seed)
+        model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        torch.save(model.state_dict(), d / "model_best.pt")
+        save_json(d / "summary.json", {"seed": seed, "select": "val", "val_acc_selected": acc, "best_epoch": 1,
+                                       "epochs": 1})
+        summaries.append(str(d / "summary.json"))
+    out = {"model": str(tmp_path / "ref" / "model.pt"), "info": str(tmp_path / "ref" / "reference.json")}
+    info = select_reference_stage("digits", small_cfg, summaries, out, OFF)
+    assert info["seed"] == 2 and load_json(out["info"])["seed"] == 2
+
+    kernel_stage("digits", small_cfg, 3, tmp_path / "data", out["model"], tmp_path / "k3.npz", 1, OFF)
+    k = load_npz(tmp_path / "k3.npz")
+    pos = np.flatnonzero(digits.train.y.numpy() == 3)
+    np.testing.assert_array_equal(k["position"], pos)
+    np.testing.assert_array_equal(k["index"], digits.train.index[pos].numpy())
+    assert int(k["label"]) == 3 and k["gram"].shape == (len(pos), len(pos)) and k["gram"].dtype == np.float32
+    model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
+    model.load_state_dict(torch.load(out["model"]))
+    x = normalize(to_unit(digits.train.x[pos]), digits.info.mean, digits.info.std)
+    ref = lpntk_gram(model.double(), x.double(), digits.train.y[pos]).numpy()
+    np.testing.assert_allclose(k["gram"], ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    np.testing.assert_allclose(k["sq_norm"], np.diag(ref), rtol=1e-6)
+
+
+def test_reference_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, digits):
+    from lpntk.stages.common import load_reference_model
+
+    torch.save(build_model("mlp", (1, 8, 8), 10).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="does not fit model 'small_cnn'"):
+        load_reference_model({"model": {"name": "small_cnn"}}, digits.info, tmp_path / "m.pt")
+    with pytest.raises(FileNotFoundError, match="run the train step"):
+        load_reference_model({"model": {"name": "small_cnn"}}, digits.info, tmp_path / "none.pt")
