@@ -1,0 +1,248 @@
+"""Learning difficulty and the rest of the dataset (paper-protocols §1.7, §4.1, §4.2; slides "Use Case 1").
+
+Learning difficulty of a sample in a training run: its L2 error ``‖softmax(z(x)) - e_y‖₂`` per epoch, and
+LD = the sum over epochs, taken from the training forward pass (train mode, before the update; the official
+``get_l2distance``), as :func:`lpntk.train.train_model` records it.
+
+**Controlling a target's difficulty (§4.2).** Per class c, a target sample t_c (:func:`choose_target`: the
+official code took the largest self-lpNTK kappa(t, t) = |phi_t|^2; ``max_mean`` takes the most typical sample,
+the largest mean lpNTK to the other samples of its class). The other samples j of the class are ranked by
+kappa(t_c, j) (or by its cosine) and three sets of ``num`` samples are taken (:func:`select_sets`):
+
+* ``easy``   -- the ``num`` highest (most interchangeable with the target),
+* ``median`` -- ``num`` consecutive samples centred on the median of the ranking,
+* ``hard``   -- the ``num`` lowest (least similar; same class, so usually still kappa > 0).
+
+A training set is the union over classes of [t_c + its num samples]. The official code returns (easy, mid, hard) but
+unpacks them as (easy, hard, mid), so its "hard" file holds the median samples and its "mid" file the least similar
+ones (:func:`official_swap` reproduces that on request; the default is the intended mapping). A fourth set,
+``contradictory``, holds samples with kappa(t_c, j) < 0 (contradictory in the paper's sense, §1.5), the most negative
+first (:func:`contradictory_sets`), drawn from the target's class or from the whole training set.
+
+**Difficulty vs dataset size (§4.1).** Per class a random pool of 4^m samples is cut into a quad-tree: 4 disjoint
+quarters, each into 4, ... down to single samples (:func:`quad_tree_subsets`). For each size s the subsets at the
+same tree position in every class form one training set; one model per training set, and each sample's LD at each
+size. Pearson correlations of LD between sizes (:func:`pearson_matrix`) show how much a sample's difficulty depends
+on the other samples it is trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Split, normalize, to_unit
+from .train import Recipe, l2_error, seed_everything, train_model
+
+__all__ = [
+    "SETS",
+    "TARGET_RULES",
+    "choose_target",
+    "target_similarity",
+    "rank_others",
+    "select_sets",
+    "official_swap",
+    "contradictory_sets",
+    "training_set_positions",
+    "target_l2_curves",
+    "curve_area",
+    "size_levels",
+    "quad_tree_subsets",
+    "learning_difficulty",
+    "pearson_matrix",
+]
+
+SETS = ("easy", "median", "hard", "contradictory")
+TARGET_RULES = ("max_self", "max_mean")
+
+
+def choose_target(gram: np.ndarray, rule: str = "max_self") -> int:
+    """The target of one class from its Gram: ``max_self`` = argmax_i kappa_ii (the official choice, the largest
+    |phi|), ``max_mean`` = argmax_i mean_{j != i} kappa_ij (the most typical sample). Ties: the first position."""
+    g = np.asarray(gram, dtype=np.float64)
+    if g.ndim != 2 or g.shape[0] != g.shape[1] or len(g) == 0:
+        raise ValueError(f"expected a non-empty square Gram, got shape {g.shape}")
+    if rule == "max_self":
+        return int(np.argmax(np.diag(g)))
+    if rule == "max_mean":
+        n = len(g)
+        if n == 1:
+            return 0
+        return int(np.argmax((g.sum(axis=1) - np.diag(g)) / (n - 1)))
+    raise ValueError(f"difficulty.target must be one of {TARGET_RULES}, got {rule!r}")
+
+
+def target_similarity(gram: np.ndarray, target: int, rank_by: str = "lpntk") -> np.ndarray:
+    """Similarity of every sample of the class to the target: kappa(t, j) (``lpntk``) or kappa(t, j)/(|phi_t||phi_j|)
+    (``cosine``; 0 where a norm vanishes)."""
+    g = np.asarray(gram, dtype=np.float64)
+    row = g[target].copy()
+    if rank_by == "lpntk":
+        return row
+    if rank_by == "cosine":
+        d = np.sqrt(np.clip(np.diag(g), 0.0, None))
+        denom = d[target] * d
+        out = np.zeros_like(row)
+        np.divide(row, denom, out=out, where=denom > 0)
+        return out
+    raise ValueError(f"difficulty.rank_by must be 'lpntk' or 'cosine', got {rank_by!r}")
+
+
+def rank_others(values: np.ndarray, exclude: int | Sequence[int]) -> np.ndarray:
+    """Positions other than ``exclude``, by ``values`` descending (ties: smaller position first)."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.ones(len(values), dtype=bool)
+    keep[np.atleast_1d(np.asarray(exclude, dtype=np.int64))] = False
+    pos = np.flatnonzero(keep)
+    return pos[np.lexsort((pos, -values[pos]))]
+
+
+def select_sets(values: np.ndarray, target: int, num: int) -> dict[str, np.ndarray]:
+    """The easy / median / hard sets of one class (positions within the class), from the similarities ``values`` of
+    every class sample to the target (:func:`target_similarity`).
+
+    With the other n - 1 samples ranked descending as r_0 .. r_{n-2}: easy = r_0 .. r_{num-1}; median =
+    r_s .. r_{s+num-1} with s = floor((n - 1 - num) / 2) (centred on the median); hard = the last num. Needs
+    n - 1 >= num; the sets overlap when n - 1 < 3 num.
+    """
+    if num < 1:
+        raise ValueError(f"difficulty.num must be >= 1, got {num}")
+    ranked = rank_others(values, target)
+    m = len(ranked)
+    if m < num:
+        raise ValueError(f"difficulty.num = {num} but the class has only {m} samples besides its target")
+    start = (m - num) // 2
+    return {"easy": ranked[:num], "median": ranked[start:start + num], "hard": ranked[m - num:]}
+
+
+def official_swap(sets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The official exp7.2 mapping: the set labelled "median" holds the least similar samples and "hard" the median
+    ones (its caller unpacks (easy, mid, hard) as (easy, hard, mid); paper-protocols §4.2 item 3)."""
+    out = dict(sets)
+    out["median"], out["hard"] = sets["hard"], sets["median"]
+    return out
+
+
+def contradictory_sets(similarity: np.ndarray, targets: Sequence[int], num: int,
+                       candidates: Sequence[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """Per target c, the ``num`` candidates j with the most negative kappa(t_c, j) < 0, without repeats.
+
+    ``similarity`` is (C, N): row c holds kappa(t_c, j) for the N samples of the pool (a class, or the whole training
+    set); ``targets`` are the targets' positions in that pool (never chosen); ``candidates[c]`` restricts target c to
+    some pool positions (default: all). Targets are served in order; a sample already taken by an earlier target is
+    skipped. Returns the chosen positions per target (fewer than ``num`` where fewer negatives exist) and the number
+    of negative candidates each target had.
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    taken = np.zeros(sim.shape[1], dtype=bool)
+    taken[np.asarray(targets, dtype=np.int64)] = True
+    chosen, available = [], []
+    for c in range(sim.shape[0]):
+        pool = np.arange(sim.shape[1]) if candidates is None else np.asarray(candidates[c], dtype=np.int64)
+        neg = pool[(sim[c, pool] < 0) & ~taken[pool]]
+        available.append(int(len(neg)))
+        neg = neg[np.lexsort((neg, sim[c, neg]))][:num]
+        taken[neg] = True
+        chosen.append(neg)
+    return chosen, available
+
+
+def training_set_positions(targets: Sequence[int], added: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One training set: the concatenation over classes of [t_c, its added samples] (positions in the training
+    split), and where the targets sit in it."""
+    parts, where, off = [], [], 0
+    for t, a in zip(targets, added, strict=True):
+        parts.append(np.concatenate([[int(t)], np.asarray(a, dtype=np.int64)]))
+        where.append(off)
+        off += len(parts[-1])
+    return np.concatenate(parts).astype(np.int64), np.asarray(where, dtype=np.int64)
+
+
+def target_l2_curves(make_model: Callable[[], nn.Module], train: Split, targets: np.ndarray, recipe: Recipe,
+                     seeds: Sequence[int], *, mean: Sequence[float], std: Sequence[float],
+                     device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """L2 error ‖softmax(z(x_t)) - e_{y_t}‖₂ of the targets per epoch, over independent runs.
+
+    For each seed r: :func:`lpntk.train.seed_everything` (r), a fresh ``make_model()``, then
+    :func:`lpntk.train.train_model` on ``train`` with seed r (the same r for every training set: paired runs).
+    ``targets`` are positions in ``train``. Returns ``train`` (R, T, E): the training forward pass of epoch e (train
+    mode, before that minibatch's update; the official record), and ``eval`` (R, T, E): an eval-mode pass after
+    epoch e's updates.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    xt = normalize(to_unit(train.x[targets]), mean, std)
+    yt = train.y[targets]
+    out_train, out_eval = [], []
+    for seed in seeds:
+        seed_everything(int(seed))
+        model = make_model()
+        model.to(device)
+        evals: list[np.ndarray] = []
+
+        def record_eval(row, model=model, evals=evals):
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                evals.append(l2_error(model(xt.to(device)), yt.to(device)).cpu().numpy())
+            model.train(was)
+
+        res = train_model(model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True,
+                          on_epoch=record_eval)
+        out_train.append(res.dynamics["l2"][targets])
+        out_eval.append(np.stack(evals, axis=1))
+    return {"train": np.stack(out_train).astype(np.float32), "eval": np.stack(out_eval).astype(np.float32)}
+
+
+def curve_area(curves: np.ndarray) -> np.ndarray:
+    """Area under L2-error curves with unit epoch width: the sum over the last axis (epochs), i.e. the learning
+    difficulty LD of §1.7 of whatever the curve describes."""
+    return np.asarray(curves, dtype=np.float64).sum(axis=-1)
+
+
+def size_levels(pool_per_class: int, min_size: int = 1) -> list[int]:
+    """Subset sizes of the quad-tree: pool, pool/4, ..., min_size (each a power of 4)."""
+    def power_of_4(n):
+        return n >= 1 and (n & (n - 1)) == 0 and (n.bit_length() - 1) % 2 == 0
+
+    if not power_of_4(pool_per_class):
+        raise ValueError(f"difficulty.size.pool_per_class must be a power of 4, got {pool_per_class}")
+    if not power_of_4(min_size) or min_size > pool_per_class:
+        raise ValueError(f"difficulty.size.min_size must be a power of 4 <= pool_per_class, got {min_size}")
+    sizes, s = [], pool_per_class
+    while s >= min_size:
+        sizes.append(s)
+        s //= 4
+    return sizes
+
+
+def quad_tree_subsets(pool: np.ndarray, size: int) -> list[np.ndarray]:
+    """The quad-tree nodes of size ``size`` over ``pool`` (already in random order): consecutive blocks
+    pool[k s:(k+1) s], k = 0 .. len(pool)/s - 1. Nodes of size s are the disjoint union of 4 nodes of size s/4."""
+    pool = np.asarray(pool)
+    if size < 1 or len(pool) % size:
+        raise ValueError(f"size {size} does not divide the pool of {len(pool)}")
+    return [pool[k * size:(k + 1) * size] for k in range(len(pool) // size)]
+
+
+def learning_difficulty(make_model: Callable[[], nn.Module], train: Split, recipe: Recipe, seed: int, *,
+                        mean: Sequence[float], std: Sequence[float],
+                        device: str | torch.device = "cpu") -> np.ndarray:
+    """LD of every sample of ``train`` in one run from ``seed``: sum over epochs of the training-pass L2 error."""
+    seed_everything(int(seed))
+    model = make_model()
+    res = train_model(model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True)
+    return curve_area(res.dynamics["l2"])
+
+
+def pearson_matrix(values: np.ndarray) -> np.ndarray:
+    """Pearson correlation between the columns of ``values`` (N, S); NaN where a column is constant."""
+    v = np.asarray(values, dtype=np.float64)
+    c = v - v.mean(axis=0)
+    norm = np.sqrt((c * c).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (c.T @ c) / np.outer(norm, norm)
+    r[~np.isfinite(r)] = np.nan
+    return np.clip(r, -1.0, 1.0)

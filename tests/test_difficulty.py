@@ -1,0 +1,408 @@
+"""Learning-difficulty control and learning difficulty vs dataset size: target and set selection on hand-made
+Grams, the L2 recording against a hand-written training loop, the stages on a small case and in the workflow."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lpntk.data import Split
+from lpntk.difficulty import (
+    choose_target,
+    contradictory_sets,
+    curve_area,
+    learning_difficulty,
+    official_swap,
+    pearson_matrix,
+    quad_tree_subsets,
+    rank_others,
+    select_sets,
+    size_levels,
+    target_l2_curves,
+    target_similarity,
+    training_set_positions,
+)
+from lpntk.train import Recipe
+
+OFF = {"enabled": False}
+
+
+def _hand_gram():
+    # 8 samples; sample 2 has the largest self-lpNTK, sample 5 the largest mean lpNTK to the others
+    g = np.array([
+        [4.0, 1.0, 3.0, 1.0, 1.0, 2.0, 0.5, 1.0],
+        [1.0, 2.0, 0.2, 0.5, 0.7, 1.9, 0.1, 0.3],
+        [3.0, 0.2, 9.0, 2.5, 1.5, 2.6, -0.5, 0.8],
+        [1.0, 0.5, 2.5, 3.0, 0.6, 2.0, 0.2, 0.4],
+        [1.0, 0.7, 1.5, 0.6, 2.5, 2.2, 0.3, 0.9],
+        [2.0, 1.9, 2.6, 2.0, 2.2, 5.0, 1.0, 2.1],
+        [0.5, 0.1, -0.5, 0.2, 0.3, 1.0, 1.0, 0.1],
+        [1.0, 0.3, 0.8, 0.4, 0.9, 2.1, 0.1, 2.0],
+    ])
+    assert np.allclose(g, g.T)
+    return g
+
+
+def test_choose_target_rules():
+    g = _hand_gram()
+    assert choose_target(g, "max_self") == 2
+    assert choose_target(g, "max_mean") == 5
+    with pytest.raises(ValueError, match="difficulty.target"):
+        choose_target(g, "median")
+
+
+def test_select_sets_on_hand_made_gram():
+    g = _hand_gram()
+    values = target_similarity(g, 2)  # kappa(2, j): 3.0, 0.2, [9], 2.5, 1.5, 2.6, -0.5, 0.8
+    np.testing.assert_array_equal(rank_others(values, 2), [0, 5, 3, 4, 7, 1, 6])
+    sets = select_sets(values, 2, 2)
+    np.testing.assert_array_equal(sets["easy"], [0, 5])
+    np.testing.assert_array_equal(sets["median"], [3, 4])  # 7 others, start (7 - 2) // 2 = 2 -> ranks 2, 3
+    np.testing.assert_array_equal(sets["hard"], [1, 6])   # the two lowest, in descending order
+    sets3 = select_sets(values, 2, 3)
+    np.testing.assert_array_equal(sets3["median"], [3, 4, 7])  # start (7 - 3) // 2 = 2: ranks 2, 3, 4
+    # ties: smaller position first
+    np.testing.assert_array_equal(rank_others(np.array([1.0, 5.0, 1.0, 1.0]), 1), [0, 2, 3])
+    # ranking by cosine changes the order: kappa / (|phi_2| |phi_j|)
+    cos = target_similarity(g, 2, "cosine")
+    np.testing.assert_allclose(cos, g[2] / np.sqrt(9.0 * np.diag(g)))
+    np.testing.assert_array_equal(select_sets(cos, 2, 2)["easy"], rank_others(cos, 2)[:2])
+    with pytest.raises(ValueError, match="difficulty.num = 8"):
+        select_sets(values, 2, 8)
+    # the official swap: "median" holds the least similar, "hard" the median ones
+    swapped = official_swap(sets)
+    np.testing.assert_array_equal(swapped["median"], sets["hard"])
+    np.testing.assert_array_equal(swapped["hard"], sets["median"])
+    np.testing.assert_array_equal(swapped["easy"], sets["easy"])
+
+
+def test_select_sets_median_is_centred():
+    values = -np.arange(12, dtype=float)  # target 0; others ranked 1..11 in order
+    sets = select_sets(values, 0, 3)
+    np.testing.assert_array_equal(sets["easy"], [1, 2, 3])
+    np.testing.assert_array_equal(sets["median"], [5, 6, 7])  # the median of 1..11 is 6
+    np.testing.assert_array_equal(sets["hard"], [9, 10, 11])
+
+
+def test_contradictory_sets_most_negative_without_repeats():
+    sim = np.array([
+        [5.0, -1.0, -3.0, 0.5, -2.0, -0.1],   # target at 0: negatives 2 (-3), 4 (-2), 5 (-0.1); 1 is a target
+        [-4.0, 6.0, -0.5, -5.0, -2.5, 1.0],   # target at 1: negatives 3 (-5), 4 (-2.5), 2 (-0.5); 0 is a target
+    ])
+    chosen, available = contradictory_sets(sim, [0, 1], 2)
+    np.testing.assert_array_equal(chosen[0], [2, 4])
+    np.testing.assert_array_equal(chosen[1], [3])  # 4 and 2 are taken by target 0
+    assert available == [3, 1]
+    chosen, available = contradictory_sets(sim, [0, 1], 2, candidates=[np.array([1, 5]), np.array([2, 3, 4])])
+    np.testing.assert_array_equal(chosen[0], [5])
+    np.testing.assert_array_equal(chosen[1], [3, 4])
+    assert available == [1, 3]
+
+
+def test_training_set_positions():
+    pos, where = training_set_positions([10, 20], [np.array([1, 2]), np.array([3])])
+    np.testing.assert_array_equal(pos, [10, 1, 2, 20, 3])
+    np.testing.assert_array_equal(where, [0, 3])
+
+
+def test_quad_tree_and_sizes():
+    assert size_levels(64) == [64, 16, 4, 1]
+    assert size_levels(64, 4) == [64, 16, 4]
+    for bad in (48, 2, 8):
+        with pytest.raises(ValueError, match="pool_per_class"):
+            size_levels(bad)
+    with pytest.raises(ValueError, match="min_size"):
+        size_levels(16, 64)
+    pool = np.random.default_rng(0).permutation(100)[:64]
+    for s in (16, 4, 1):
+        small, big = quad_tree_subsets(pool, s), quad_tree_subsets(pool, 4 * s)
+        assert len(small) == 64 // s and all(len(n) == s for n in small)
+        # nested: node k of size s lies in node k // 4 of size 4 s; the nodes of one size partition the pool
+        for k, node in enumerate(small):
+            assert set(node) <= set(big[k // 4])
+        assert sorted(np.concatenate(small).tolist()) == sorted(pool.tolist())
+    with pytest.raises(ValueError, match="divide"):
+        quad_tree_subsets(pool, 5)
+
+
+def test_pearson_matrix_matches_numpy():
+    v = np.random.default_rng(2).normal(size=(50, 4))
+    v[:, 1] += v[:, 0]
+    np.testing.assert_allclose(pearson_matrix(v), np.corrcoef(v.T), atol=1e-12)
+    const = np.c_[v[:, 0], np.ones(50)]
+    assert np.isnan(pearson_matrix(const)[0, 1])
+
+
+class _TinyMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 6)
+        self.fc2 = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def _tiny_split(n=9):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 2, 2, generator=g)
+    y = torch.arange(n) % 3
+    return Split(x, y, torch.arange(100, 100 + n))
+
+
+def test_target_l2_curves_match_a_hand_written_loop():
+    """The recorded training-pass L2 of the targets = a plain full-batch SGD loop from the same initialisation."""
+    from lpntk.train import seed_everything
+
+    split = _tiny_split()
+    recipe = Recipe(epochs=4, batch_size=64, lr=0.3, momentum=0.9, weight_decay=5e-4, schedule="none", shuffle=False,
+                    select="last")
+    targets = np.array([0, 4])
+    out = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
+    assert out["train"].shape == (2, 2, 4) and out["eval"].shape == (2, 2, 4)
+    for r, seed in enumerate((3, 4)):
+        seed_everything(seed)
+        model = _TinyMLP()
+        opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, weight_decay=5e-4)
+        x = (split.x - 0.5) / 0.25
+        for e in range(4):
+            z = model(x)
+            p = torch.softmax(z.detach(), 1)
+            onehot = torch.nn.functional.one_hot(split.y, 3).float()
+            l2 = (p - onehot).norm(dim=1)[targets].numpy()
+            np.testing.assert_allclose(out["train"][r, :, e], l2, rtol=1e-5, atol=1e-6)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(z, split.y).backward()
+            opt.step()
+            with torch.no_grad():
+                p = torch.softmax(model(x), 1)
+            np.testing.assert_allclose(out["eval"][r, :, e], (p - onehot).norm(dim=1)[targets].numpy(), rtol=1e-5,
+                                       atol=1e-6)
+    # full batch, no dropout: the training pass of epoch e + 1 sees the weights the eval pass of epoch e saw
+    np.testing.assert_allclose(out["train"][:, :, 1:], out["eval"][:, :, :-1], rtol=1e-5, atol=1e-6)
+    again = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
+    np.testing.assert_array_equal(again["train"], out["train"])
+
+
+def test_learning_difficulty_is_the_sum_of_the_training_pass_l2():
+    from lpntk.train import seed_everything, train_model
+
+    split = _tiny_split(6)
+    recipe = Recipe(epochs=3, batch_size=4, lr=0.1, schedule="none", shuffle=True, select="last")
+    ld = learning_difficulty(_TinyMLP, split, recipe, 7, mean=[0.5], std=[0.25])
+    seed_everything(7)
+    res = train_model(_TinyMLP(), split, recipe, 7, mean=[0.5], std=[0.25], device="cpu")
+    np.testing.assert_allclose(ld, res.dynamics["l2"].sum(axis=1), rtol=1e-6)
+    assert curve_area(np.ones((2, 5))).tolist() == [5.0, 5.0]
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+
+@pytest.fixture(scope="module")
+def small_setup(tmp_path_factory):
+    """Prepared digits (20 per class), a briefly trained small CNN as reference, its per-class kernel files."""
+    from lpntk.data import prepare_dataset, save_prepared
+    from lpntk.models import build_model
+    from lpntk.stages.kernel import kernel_stage
+    from lpntk.train import seed_everything, train_model
+
+    root = tmp_path_factory.mktemp("ld")
+    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0,
+            "per_class_limit": 20}
+    prep = prepare_dataset("digits", spec)
+    save_prepared(prep, root / "data")
+    args = {"width": 0.5, "hidden": 8}
+    seed_everything(0)
+    model = build_model("small_cnn", (1, 8, 8), 10, **args)
+    res = train_model(model, prep.train, Recipe(epochs=5, batch_size=32, lr=0.05, schedule="none", select="last"), 0,
+                      mean=prep.info.mean, std=prep.info.std, device="cpu")
+    torch.save(res.last_state, root / "model.pt")
+    cfg = {"dataset": "digits", "device": "cpu", "model": {"name": "small_cnn", "args": args},
+           "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
+                      "dtype": "float64", "block_size": 64, "max_memory_gb": 1}}
+    kernels = []
+    for c in range(10):
+        kernel_stage("digits", cfg, c, root / "data", root / "model.pt", root / "kernel" / f"class{c}.npz", 1, OFF)
+        kernels.append(str(root / "kernel" / f"class{c}.npz"))
+    return root, prep, cfg, kernels
+
+
+def _dcfg(**kw):
+    d = {"enabled": True, "target": "max_self", "rank_by": "lpntk", "num": 3, "runs": 2, "seed_offset": 0,
+         "epochs": 3, "batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+         "schedule": {"name": "none"}, "shuffle": False, "l2_pass": "train", "official_swap": False,
+         "contradictory": "all",
+         "size": {"enabled": True, "pool_per_class": 4, "min_size": 1, "partition_seed": 0, "seed": 1, "epochs": 2,
+                  "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                  "schedule": {"name": "step", "step_size": 2, "gamma": 0.7}, "shuffle": True}}
+    d.update(kw)
+    return d
+
+
+def _outputs(root, names):
+    ext = {"curves": "npz", "auc_md": "md", "figure": "png", "figure_pdf": "pdf", "summary": "json",
+           "correlation_md": "md", "heatmap": "png", "heatmap_pdf": "pdf"}
+    return {k: str(root / f"{k}.{ext.get(k, 'csv')}") for k in names}
+
+
+def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
+    from lpntk.io import load_json, load_npz
+    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+
+    root, prep, cfg, kernels = small_setup
+    cfg = {**cfg, "difficulty": _dcfg()}
+    out = _outputs(tmp_path, DIFFICULTY_OUTPUTS)
+    summary = difficulty_stage("digits", cfg, kernels, root / "data", root / "model.pt", out, 1, OFF)
+    sets = pd.read_csv(out["sets"])
+    names = summary["sets"]
+    assert names[:3] == ["easy", "median", "hard"]
+    for c in range(10):
+        k = load_npz(kernels[c])
+        t = int(np.argmax(np.diag(k["gram"])))
+        ranked = k["position"][rank_others(k["gram"][t].astype(np.float64), t)]
+        for s, expect in (("easy", ranked[:3]), ("hard", ranked[-3:]), ("median", ranked[(len(ranked) - 3) // 2:][:3])):
+            rows = sets[(sets["set"] == s) & (sets["class"] == c)]
+            assert rows.iloc[0]["role"] == "target" and rows.iloc[0]["position"] == k["position"][t]
+            np.testing.assert_array_equal(rows[rows["role"] == "added"]["position"], expect)
+            # original indices kept
+            positions = rows["position"].to_numpy().copy()
+            np.testing.assert_array_equal(rows["index"], prep.train.index[positions].numpy())
+    # this reference model gives every target >= 8 samples of other classes with negative lpNTK (none in its own
+    # class): the contradictory set (pool "all") is built from the most negative ones
+    assert names == ["easy", "median", "hard", "contradictory"] and min(summary["contradictory_candidates"]) >= 3
+    added = sets[(sets["set"] == "contradictory") & (sets["role"] == "added")]
+    assert (added["kappa_to_target"] < 0).all() and len(added) == 30 and added["position"].is_unique
+    from lpntk.data import normalize, to_unit
+    from lpntk.kernel import lpntk_gram
+    from lpntk.stages.common import load_reference_model
+
+    model = load_reference_model(cfg, prep.info, root / "model.pt")
+    x = normalize(to_unit(prep.train.x), prep.info.mean, prep.info.std)
+    full = lpntk_gram(model.double(), x.double(), prep.train.y, 10).detach().numpy()
+    first = added[added["class"] == 0]
+    t0 = int(sets[(sets["set"] == "contradictory") & (sets["class"] == 0)].iloc[0]["position"])
+    np.testing.assert_allclose(first["kappa_to_target"], full[t0, first["position"]], rtol=1e-6)
+    targets = set(sets[sets["role"] == "target"]["position"])
+    expect = [int(j) for j in np.argsort(full[t0]) if int(j) not in targets][:3]  # class 0 is served first
+    assert list(first["position"]) == expect
+    curves = load_npz(out["curves"])
+    assert curves["l2"].shape == (len(names), 2, 10, 3)
+    np.testing.assert_array_equal(curves["l2"], curves["l2_train"])
+    auc = pd.read_csv(out["auc"])
+    assert list(auc["set"]) == names
+    area = curves["l2"].astype(np.float64).mean(axis=2).sum(axis=2)  # (S, R)
+    np.testing.assert_allclose(auc["auc_train_mean"], area.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(auc["auc_train_std"], area.std(axis=1, ddof=1), rtol=1e-5, atol=1e-9)
+    assert (auc.loc[:2, "label_purity"] == 1.0).all() and (auc["n_train"] == 40).all()
+    assert auc.loc[3, "label_purity"] < 1.0
+    assert summary["metrics"]["ld_auc_easy"] == pytest.approx(area[0].mean())
+    assert load_json(out["summary"])["seeds"] == [1, 2]
+    assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
+    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+
+    root, prep, cfg, kernels = small_setup
+    base = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="none")}
+    swap = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="class", official_swap=True,
+                                       target="max_mean")}
+    a = difficulty_stage("digits", base, kernels, root / "data", root / "model.pt",
+                         _outputs(tmp_path / "a", DIFFICULTY_OUTPUTS), 1, OFF)
+    b = difficulty_stage("digits", swap, kernels, root / "data", root / "model.pt",
+                         _outputs(tmp_path / "b", DIFFICULTY_OUTPUTS), 1, OFF)
+    assert a["sets"] == ["easy", "median", "hard"] and a["mapping"] == "intended"
+    difficulty_stage("digits", base, kernels, root / "data", root / "model.pt",
+                     _outputs(tmp_path / "a2", DIFFICULTY_OUTPUTS), 1, OFF)
+    for f in sorted((tmp_path / "a").iterdir()):  # same config -> same bytes, figures and summary included
+        assert f.read_bytes() == (tmp_path / "a2" / f.name).read_bytes(), f.name
+    assert b["mapping"] == "official_swap" and b["target_rule"] == "max_mean"
+    sa, sb = pd.read_csv(tmp_path / "a" / "sets.csv"), pd.read_csv(tmp_path / "b" / "sets.csv")
+    for c in range(10):
+        k = load_gram(kernels[c])
+        t = choose_target(k, "max_mean")
+        sel = select_sets(target_similarity(k, t), t, 3)
+        rows = sb[(sb["class"] == c) & (sb["role"] == "added")]
+        pos = load_positions(kernels[c])
+        np.testing.assert_array_equal(rows[rows["set"] == "median"]["position"], pos[sel["hard"]])
+        np.testing.assert_array_equal(rows[rows["set"] == "hard"]["position"], pos[sel["median"]])
+    assert set(sa["set"]) == {"easy", "median", "hard"}
+    # no target has a same-class sample with negative lpNTK: the class-pool contradictory set is skipped, and says so
+    assert b["sets"] == ["easy", "median", "hard"] and "skipped" in b["contradictory"]
+    with pytest.raises(ValueError, match="difficulty.num = 30"):
+        difficulty_stage("digits", {**cfg, "difficulty": _dcfg(num=30)}, kernels, root / "data", root / "model.pt",
+                         _outputs(tmp_path / "c", DIFFICULTY_OUTPUTS), 1, OFF)
+
+
+def load_gram(path):
+    from lpntk.io import load_npz
+
+    return load_npz(path)["gram"].astype(np.float64)
+
+
+def load_positions(path):
+    from lpntk.io import load_npz
+
+    return load_npz(path)["position"]
+
+
+def test_ld_size_stage(small_setup, tmp_path):
+    from lpntk.stages.difficulty import LD_SIZE_OUTPUTS, ld_size_stage
+
+    root, prep, cfg, _ = small_setup
+    cfg = {**cfg, "difficulty": _dcfg()}
+    out = _outputs(tmp_path, LD_SIZE_OUTPUTS)
+    summary = ld_size_stage("digits", cfg, root / "data", out, 1, OFF)
+    ld_size_stage("digits", cfg, root / "data", _outputs(tmp_path / "again", LD_SIZE_OUTPUTS), 1, OFF)
+    for name, path in out.items():
+        assert open(path, "rb").read() == (tmp_path / "again" / os.path.basename(path)).read_bytes(), name
+    assert summary["sizes"] == [4, 1] and summary["runs"] == 1 + 4
+    ld = pd.read_csv(out["ld"])
+    assert len(ld) == 40 and (ld.groupby("label").size() == 4).all()
+    assert (ld[["ld_size4", "ld_size1"]] > 0).all().all()
+    np.testing.assert_array_equal(ld["index"], prep.train.index[ld["position"].to_numpy().copy()].numpy())
+    corr = pd.read_csv(out["correlation"])
+    pearson = corr[corr["method"] == "pearson"][["size4", "size1"]].to_numpy()
+    np.testing.assert_allclose(pearson, np.corrcoef(ld[["ld_size4", "ld_size1"]].to_numpy().T), atol=1e-9)
+    assert summary["metrics"]["ld_corr_4_1"] == pytest.approx(pearson[0, 1])
+    # size 4: one run on the whole pool, whose LD = sum over epochs of that run's training-pass L2
+    from lpntk.stages.common import build_from_config
+    from lpntk.stages.difficulty import difficulty_recipe
+
+    pool = prep.train.subset(ld["position"].to_numpy().copy())
+    full = learning_difficulty(lambda: build_from_config(cfg, prep.info), pool,
+                               difficulty_recipe(cfg["difficulty"]["size"]), 1, mean=prep.info.mean, std=prep.info.std)
+    np.testing.assert_allclose(ld["ld_size4"], full, rtol=1e-5)
+    with pytest.raises(ValueError, match="pool_per_class = 64"):
+        ld_size_stage("digits", {**cfg, "difficulty": _dcfg(size={**_dcfg()["size"], "pool_per_class": 64})},
+                      root / "data", _outputs(tmp_path / "x", LD_SIZE_OUTPUTS), 1, OFF)
+
+
+@pytest.mark.slow
+def test_difficulty_and_ld_size_in_workflow(workflow_run):
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = workflow_run
+    res = workdir / "results" / "tiny"
+    for f in ("sets.csv", "curves.npz", "auc.csv", "auc.md", "auc_per_class.csv", "curves.png", "curves.pdf",
+              "summary.json"):
+        assert (res / "difficulty" / f).is_file(), f
+    for f in ("ld.csv", "correlation.csv", "correlation.md", "correlation.png", "correlation.pdf", "summary.json"):
+        assert (res / "ld_size" / f).is_file(), f
+    curves = np.load(res / "difficulty" / "curves.npz")
+    sets = [str(s) for s in curves["sets"]]
+    assert sets[:3] == ["easy", "median", "hard"] and curves["l2"].shape[1:] == (2, 10, 3)
+    ld = pd.read_csv(res / "ld_size" / "ld.csv")
+    assert len(ld) == 160 and {"ld_size16", "ld_size4"} <= set(ld.columns)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lpntk-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'difficulty'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    for s in sets:
+        assert runs[0].data.metrics[f"ld_auc_{s}"] > 0
+    runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'ld_size'")
+    assert len(runs) == 1 and -1.0 <= runs[0].data.metrics["ld_corr_16_4"] <= 1.0

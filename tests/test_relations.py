@@ -1,0 +1,258 @@
+"""Relations under lpNTK: shares on constructed Grams with known answers, redundant / self-max samples, the stage
+against a brute-force full Gram, and the stage in the end-to-end workflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lpntk.relations import (
+    cosine,
+    cross_redundant_mask,
+    official_value_shares,
+    redundant_mask,
+    relation_counts,
+    relation_shares,
+    selfmax_larger_index_mask,
+    stratified_shares,
+    upper_triangle,
+)
+
+OFF = {"enabled": False}
+
+
+def _gram_from_angles(angles_deg, norms):
+    rad = np.radians(angles_deg)
+    phi = np.stack([np.cos(rad), np.sin(rad)], axis=1) * np.asarray(norms)[:, None]
+    return phi @ phi.T
+
+
+def test_shares_on_constructed_gram_with_known_angles():
+    # 4 vectors at 0, 60, 91, 180 degrees, various norms: pairwise angles (i<j):
+    # (0,1) 60 -> cos .5; (0,2) 91 -> -0.01745; (0,3) 180 -> -1; (1,2) 31 -> .857; (1,3) 120 -> -.5; (2,3) 89 -> .01745
+    g = _gram_from_angles([0, 60, 91, 180], [1.0, 2.0, 3.0, 0.5])
+    cos = upper_triangle(cosine(g, np.diag(g)))
+    expected = np.cos(np.radians([60, 91, 180, 31, 120, 89]))
+    np.testing.assert_allclose(cos, expected, atol=1e-12)
+    assert relation_counts(cos, 0.0) == {"interchangeable": 3, "unrelated": 0, "contradictory": 3}
+    assert relation_counts(cos, 0.1) == {"interchangeable": 2, "unrelated": 2, "contradictory": 2}
+    assert relation_shares(cos, 0.6) == {"interchangeable": 1 / 6, "unrelated": 4 / 6, "contradictory": 1 / 6}
+    # tau = 0: an exactly orthogonal pair is unrelated
+    assert relation_counts(np.array([0.0, 1e-9, -1e-9]), 0.0) == {"interchangeable": 1, "unrelated": 1,
+                                                                  "contradictory": 1}
+    with pytest.raises(ValueError, match="tau"):
+        relation_counts(cos, 1.0)
+
+
+def test_cosine_zero_norm_and_cross_shapes():
+    g = np.array([[4.0, 0.0, 2.0], [0.0, 0.0, 0.0], [2.0, 0.0, 1.0]])
+    c = cosine(g, np.diag(g))
+    assert c[0, 1] == 0.0 and c[1, 1] == 0.0 and c[0, 2] == pytest.approx(1.0)
+    cross = cosine(np.array([[1.0, -2.0]]), np.array([1.0]), np.array([4.0, 16.0]))
+    np.testing.assert_allclose(cross, [[0.5, -0.5]])
+    with pytest.raises(ValueError, match="shape"):
+        cosine(np.ones((2, 3)), np.ones(2))
+
+
+def test_official_raw_value_rule_boundaries():
+    v = np.array([0.1, 0.0999, -0.1, -0.0999, 5.0, -3.0, 0.0, 0.2])
+    s = official_value_shares(v, 0.1)
+    assert s == {"positive": 3 / 8, "zero": 3 / 8, "negative": 2 / 8}
+
+
+def test_redundant_mask_hand_made_and_brute_force():
+    # phi_0 = (1, 0), phi_1 = (2, 0.1), phi_2 = (0, 1): kappa(0,1) = 2 > kappa(0,0) = 1 -> 0 redundant;
+    # kappa(1,1) = 4.01 > every other -> 1 not; kappa(2,1) = 0.1 < 1 -> 2 not
+    phi = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0]])
+    g = phi @ phi.T
+    np.testing.assert_array_equal(redundant_mask(g), [True, False, False])
+    # an exact duplicate is not redundant (strict inequality)
+    dup = np.array([[1.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(redundant_mask(dup), [False, False])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        phi = rng.normal(size=(12, 4)) * rng.uniform(0.2, 3.0, size=(12, 1))
+        g = phi @ phi.T
+        brute = [any(g[i, j] > g[i, i] for j in range(12) if j != i) for i in range(12)]
+        np.testing.assert_array_equal(redundant_mask(g), brute)
+        # the cross variant: a larger kappa to some column
+        np.testing.assert_array_equal(cross_redundant_mask(g[:6, 6:], np.diag(g)[:6]),
+                                      [any(g[i, j] > g[i, i] for j in range(6, 12)) for i in range(6)])
+
+
+def test_selfmax_larger_index_is_the_official_upper_triangle_test():
+    rng = np.random.default_rng(1)
+    phi = rng.normal(size=(10, 3)) * rng.uniform(0.2, 3.0, size=(10, 1))
+    g = phi @ phi.T
+    order = rng.permutation(10)
+    m = selfmax_larger_index_mask(g, order)
+    rank = np.empty(10, dtype=int)
+    rank[order] = np.arange(10)
+    brute = [all(g[i, i] >= g[i, j] for j in range(10) if rank[j] > rank[i]) for i in range(10)]
+    np.testing.assert_array_equal(m, brute)
+    assert m[order[-1]]  # the last sample in the order is always self-max
+    # not self-max among later samples => redundant (some other sample beats the self-pair)
+    red = redundant_mask(g)
+    assert np.all(red[~m])
+    with pytest.raises(ValueError, match="permutation"):
+        selfmax_larger_index_mask(g, [0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+
+
+def test_stratified_shares_exact_when_enumerated():
+    counts = [{"a": 3, "b": 1}, {"a": 0, "b": 6}]
+    # fully enumerated strata: weighting by population = pooling the counts
+    assert stratified_shares(counts, [4, 6]) == {"a": 3 / 10, "b": 7 / 10}
+    # a sampled stratum scales to its population: stratum 2 has 600 pairs, sample share b = 1
+    assert stratified_shares(counts, [4, 600]) == pytest.approx({"a": 3 / 604, "b": 601 / 604})
+
+
+@pytest.fixture(scope="module")
+def small_setup(tmp_path_factory, digits):
+    """Prepared digits (20 per class), an untrained small CNN as reference, its per-class kernel files."""
+    from lpntk.data import prepare_dataset, save_prepared
+    from lpntk.models import build_model
+    from lpntk.stages.kernel import kernel_stage
+
+    root = tmp_path_factory.mktemp("rel")
+    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0,
+            "per_class_limit": 20}
+    prep = prepare_dataset("digits", spec)
+    save_prepared(prep, root / "data")
+    torch.manual_seed(0)
+    model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
+    torch.save(model.state_dict(), root / "model.pt")
+    cfg = {"dataset": "digits", "device": "cpu", "model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}},
+           "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
+                      "dtype": "float64", "block_size": 64, "max_memory_gb": 1}}
+    kernels = []
+    for c in range(10):
+        kernel_stage("digits", cfg, c, root / "data", root / "model.pt", root / "kernel" / f"class{c}.npz", 1, OFF)
+        kernels.append(str(root / "kernel" / f"class{c}.npz"))
+    return root, prep, model, cfg, kernels
+
+
+def _outputs(root):
+    from lpntk.stages.relations import RELATIONS_OUTPUTS
+
+    ext = {"shares_md": "md", "distribution_md": "md", "per_class_md": "md", "cross": "npz", "histogram": "png",
+           "histogram_pdf": "pdf", "summary": "json"}
+    return {k: str(root / f"{k}.{ext.get(k, 'csv')}") for k in RELATIONS_OUTPUTS}
+
+
+def test_relations_stage_matches_brute_force_full_gram(small_setup, tmp_path):
+    """With every sample in the cross-class panel the stage's shares are exact: compare with the full Gram."""
+    import pandas as pd
+
+    from lpntk.data import normalize, to_unit
+    from lpntk.io import load_json, load_npz
+    from lpntk.kernel import lpntk_gram
+    from lpntk.stages.relations import relations_stage
+
+    root, prep, model, cfg, kernels = small_setup
+    cfg = {**cfg, "relations": {"tau": 0.1, "official_threshold": 0.1, "cross_samples_per_class": 1000, "seed": 0,
+                                "quantiles": [0.0, 0.5, 1.0], "bins": 20}}
+    out = _outputs(tmp_path)
+    summary = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", out, 1, OFF)
+
+    x = normalize(to_unit(prep.train.x), prep.info.mean, prep.info.std)
+    full = lpntk_gram(model.double(), x.double(), prep.train.y, 10).detach().numpy()
+    model.float()
+    y = prep.train.y.numpy()
+    d = np.diag(full)
+    cos = full / np.sqrt(np.outer(d, d))
+    iu = np.triu(np.ones_like(full, dtype=bool), 1)
+    same = y[:, None] == y[None, :]
+    m = summary["metrics"]
+    for scope, mask, sfx in (("within", iu & same, ""), ("cross", iu & ~same, "_cross"), ("all", iu, "_all")):
+        c = cos[mask]
+        assert m[f"share_interchangeable{sfx}"] == pytest.approx((c > 0.1).mean(), abs=1e-12), scope
+        assert m[f"share_contradictory{sfx}"] == pytest.approx((c < -0.1).mean(), abs=1e-12), scope
+        assert m[f"share_unrelated{sfx}"] == pytest.approx((np.abs(c) <= 0.1).mean(), abs=1e-12), scope
+        assert m[f"share_contradictory_tau0{sfx}"] == pytest.approx((c < 0).mean(), abs=1e-12), scope
+        assert m[f"share_official_negative_{scope}"] == pytest.approx((10 * full[mask] <= -0.1).mean(), abs=1e-12)
+    # redundant: within class, against the brute-force Gram; cross-class: any other-class sample beats the self-pair
+    red = np.array([any(full[i, j] > full[i, i] for j in np.flatnonzero(y == y[i]) if j != i) for i in range(len(y))])
+    assert m["share_redundant"] == pytest.approx(red.mean())
+    off = np.where(same, -np.inf, full)
+    assert m["share_redundant_cross"] == pytest.approx((off.max(1) > d).mean())
+    assert m["cross_check_rel_err"] < 1e-6  # the kernel files store the Gram in float32
+    assert summary["pairs"].startswith("distinct pairs i < j")
+
+    shares = pd.read_csv(out["shares"])
+    assert set(shares["scope"]) >= {"within", "cross", "all"}
+    row = shares[(shares["scope"] == "within") & (shares["rule"] == "cos, tau=0.1")].iloc[0]
+    assert row["pairs"] == sum(k * (k - 1) // 2 for k in np.bincount(y))
+    per_class = pd.read_csv(out["per_class"])
+    assert list(per_class["class"].astype(str)) == [str(c) for c in range(10)] + ["all"]
+    cls3 = np.flatnonzero(y == 3)
+    assert per_class.loc[3, "share_redundant"] == pytest.approx(red[cls3].mean())
+    dist = pd.read_csv(out["distribution"])
+    within_cos = dist[(dist["scope"] == "within") & (dist["quantity"] == "cos")].iloc[0]
+    assert within_cos["q0.5"] == pytest.approx(np.median(cos[iu & same]), rel=1e-5)
+    panel = load_npz(out["cross"])
+    assert panel["gram"].shape == (len(y), len(y)) and set(panel["label"]) == set(range(10))
+    assert load_json(out["summary"])["metrics"]["share_redundant"] == pytest.approx(red.mean())
+    assert (tmp_path / "histogram.png").stat().st_size > 1000 and Path(out["shares_md"]).read_text().count("|") > 20
+
+
+def test_relations_stage_is_deterministic_and_samples_the_cross_panel(small_setup, tmp_path):
+    from lpntk.io import load_npz
+    from lpntk.stages.relations import relations_stage
+
+    root, prep, model, cfg, kernels = small_setup
+    cfg = {**cfg, "relations": {"tau": 0.2, "official_threshold": 0.1, "cross_samples_per_class": 5, "seed": 3,
+                                "quantiles": [0.5], "bins": 10}}
+    a, b = tmp_path / "a", tmp_path / "b"
+    sa = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(a), 1, OFF)
+    relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(b), 1, OFF)
+    for name in ("shares.csv", "shares_md.md", "per_class.csv", "distribution.csv", "cross.npz", "histogram.png",
+                 "histogram_pdf.pdf", "summary.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    panel = load_npz(a / "cross.npz")
+    assert len(panel["index"]) == 50 and np.bincount(panel["label"]).tolist() == [5] * 10
+    assert sa["metrics"]["pairs_cross_sampled"] == 45 * 25
+    # every panel sample keeps its original index
+    np.testing.assert_array_equal(panel["index"], prep.train.index[panel["position"]].numpy())
+
+
+def test_relations_stage_rejects_stale_kernels(small_setup, tmp_path):
+    from lpntk.models import build_model
+    from lpntk.stages.relations import relations_stage
+
+    root, prep, model, cfg, kernels = small_setup
+    torch.manual_seed(99)
+    other = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    cfg = {**cfg, "relations": {"tau": 0.1, "official_threshold": 0.1, "cross_samples_per_class": 3, "seed": 0,
+                                "quantiles": [0.5], "bins": 10}}
+    with pytest.raises(ValueError, match="stale"):
+        relations_stage("digits", cfg, kernels, root / "data", tmp_path / "other.pt", _outputs(tmp_path), 1, OFF)
+    assert not (tmp_path / "shares.csv").exists()
+
+
+@pytest.mark.slow
+def test_relations_in_workflow(workflow_run):
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = workflow_run
+    res = workdir / "results" / "tiny" / "relations"
+    for f in ("shares.csv", "shares.md", "distribution.csv", "per_class.csv", "cross_panel.npz", "histogram.png",
+              "histogram.pdf", "summary.json"):
+        assert (res / f).is_file(), f
+    shares = pd.read_csv(res / "shares.csv")
+    within = shares[(shares["scope"] == "within") & (shares["rule"] == "cos, tau=0.1")].iloc[0]
+    assert within["pairs"] == 10 * 24 * 23 // 2
+    assert within[["interchangeable", "unrelated", "contradictory"]].sum() == pytest.approx(1.0)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lpntk-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'relations'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    metrics = runs[0].data.metrics
+    for k in ("share_interchangeable", "share_unrelated", "share_contradictory", "share_redundant",
+              "share_interchangeable_cross", "share_contradictory_cross"):
+        assert 0.0 <= metrics[k] <= 1.0, k
+    assert metrics["share_interchangeable"] == pytest.approx(within["interchangeable"])
