@@ -1,0 +1,54 @@
+rule forgetting:
+    input:
+        info=f"{RESULTS}/{{ds}}/data/info.json",
+        train=f"{RESULTS}/{{ds}}/data/train.npz",
+    output:
+        steps=f"{RESULTS}/{{ds}}/forgetting/{{group}}/steps.csv",
+        samples=f"{RESULTS}/{{ds}}/forgetting/{{group}}/samples.npz",
+        summary=f"{RESULTS}/{{ds}}/forgetting/{{group}}/summary.json",
+    params:
+        cfg=stage_cfg("model", "augment", "forgetting"),
+        seeds=forgetting_group_seeds,
+        mlflow=config["mlflow"],
+    wildcard_constraints:
+        group=r"seeds?\d+(-\d+)*",
+    log:
+        f"{RESULTS}/{{ds}}/logs/forgetting/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/forgetting/{{group}}.tsv"
+    threads: forgetting_threads
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/forgetting.py"
+
+
+rule forgetting_table:
+    input:
+        summaries=lambda wc: forgetting_files(wc.ds),
+    output:
+        table_csv=report(
+            f"{RESULTS}/{{ds}}/forgetting/table.csv",
+            caption="../report/forgetting.rst",
+            category="Use case 2: forgetting",
+        ),
+        table_md=f"{RESULTS}/{{ds}}/forgetting/table.md",
+        figure_png=report(
+            f"{RESULTS}/{{ds}}/forgetting/scores.png",
+            caption="../report/forgetting.rst",
+            category="Use case 2: forgetting",
+        ),
+        figure_pdf=f"{RESULTS}/{{ds}}/forgetting/scores.pdf",
+        summary=f"{RESULTS}/{{ds}}/forgetting/summary.json",
+    params:
+        cfg=stage_cfg("forgetting"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/forgetting_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/forgetting_table.tsv"
+    threads: 1
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/forgetting_table.py"
