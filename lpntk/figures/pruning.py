@@ -1,0 +1,108 @@
+"""Figures of use case 3: accuracy after removing redundant samples, and after removing small clusters.
+
+Both take the per-subset aggregate of :func:`lpntk.stages.pruning.aggregate_runs` (accuracies in %, mean and
+std over seeds) and write a PNG and a PDF with reproducible bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..io import atomic_path
+
+__all__ = ["save_figure", "plot_redundant_removal", "plot_small_clusters"]
+
+_STYLE = {
+    "lpntk": {"label": "lpNTK FPC heads (redundant removed)", "color": "C0", "marker": "o"},
+    "lpntk_gated": {"label": "lpNTK heads, official self-max gate", "color": "C4", "marker": "v"},
+    "lpntk_random": {"label": "lpNTK one random member per cluster", "color": "C5", "marker": "^"},
+    "random": {"label": "random (class-balanced)", "color": "C7", "marker": "s"},
+    "small_clusters": {"label": "remove smallest lpNTK clusters", "color": "C0", "marker": "o"},
+    "random_removal": {"label": "remove random samples (same count per class)", "color": "C7", "marker": "s"},
+    "large_clusters": {"label": "remove from largest clusters (same count)", "color": "C3", "marker": "D"},
+}
+_METRICS = (("test_acc_best_val", "test accuracy at best-val epoch (%)"),
+            ("test_acc_max", "max test accuracy over epochs (%)\n(official code's metric)"))
+
+
+def save_figure(fig: Figure, png: str | os.PathLike, pdf: str | os.PathLike | None = None) -> None:
+    """Write ``fig`` atomically as PNG (and PDF) without timestamps or version strings."""
+    FigureCanvasAgg(fig)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
+    if pdf is not None:
+        with atomic_path(pdf) as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+
+
+def _errorline(ax, x, mean, std, style: dict) -> None:
+    order = np.argsort(x)
+    x, mean, std = np.asarray(x)[order], np.asarray(mean)[order], np.nan_to_num(np.asarray(std)[order])
+    ax.errorbar(x, mean, yerr=std, capsize=3, lw=1.5, ms=5, **style)
+
+
+def plot_redundant_removal(df: pd.DataFrame, dataset: str, png: str | os.PathLike,
+                           pdf: str | os.PathLike | None = None) -> Figure:
+    """Test accuracy vs share of training samples removed (1 - realised kept fraction), lpNTK heads vs random.
+
+    Every curve starts at the full training set (0 % removed). The slides' "Removing Redundant Samples".
+    """
+    table = df[df["experiment"] == "table"]
+    full = table[table["method"] == "full"]
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+    for ax, (metric, ylabel) in zip(axes, _METRICS, strict=True):
+        for method in ("lpntk", "lpntk_gated", "lpntk_random", "random"):
+            rows = table[(table["method"] == method) & table["keep"].notna()]
+            if not len(rows):
+                continue
+            pts = pd.concat([full, rows])
+            _errorline(ax, 100.0 * (1.0 - pts["realised_keep"].to_numpy(float)), pts[f"{metric}_mean"],
+                       pts[f"{metric}_std"], _STYLE[method])
+        ax.set_xlabel("training samples removed (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{dataset}: removing redundant samples (mean ± std over {n_seeds} seeds)")
+    fig.tight_layout()
+    save_figure(fig, png, pdf)
+    return fig
+
+
+def plot_small_clusters(df: pd.DataFrame, dataset: str, png: str | os.PathLike,
+                        pdf: str | os.PathLike | None = None) -> Figure:
+    """Per data fraction: test accuracy vs share of the subset removed, smallest lpNTK clusters vs random."""
+    small = df[df["experiment"] == "small_clusters"]
+    fractions = sorted(small["data_fraction"].dropna().unique().tolist())
+    fig = Figure(figsize=(5 * max(1, len(fractions)), 4))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(fractions))))
+    if not fractions:
+        axes[0].text(0.5, 0.5, "small-cluster experiment not configured\n(pruning.small_clusters.enabled: false)",
+                     ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    for ax, d in zip(axes, fractions, strict=False):
+        part = small[np.isclose(small["data_fraction"].astype(float), d)]
+        base = part[part["method"] == "base"]
+        for method in ("small_clusters", "random_removal", "large_clusters"):
+            rows = part[part["method"] == method]
+            if not len(rows):
+                continue
+            pts = pd.concat([base, rows])
+            _errorline(ax, 100.0 * (1.0 - pts["realised_keep"].to_numpy(float)), pts["test_acc_best_val_mean"],
+                       pts["test_acc_best_val_std"], _STYLE[method])
+        n = int(base["n_train"].iloc[0]) if len(base) else 0
+        ax.set_title(f"{100 * d:g} % of the training data ({n} samples)")
+        ax.set_xlabel("share of the subset removed (%)")
+        ax.set_ylabel("test accuracy at best-val epoch (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{dataset}: removing small lpNTK clusters (mean ± std over seeds)")
+    fig.tight_layout()
+    save_figure(fig, png, pdf)
+    return fig

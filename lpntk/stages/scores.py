@@ -1,0 +1,98 @@
+"""Stage scores: EL2N, GraNd, forgetting and random scores of every training sample (paper-protocols §4.5)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import load_npz, save_json, save_table
+from ..scores import score_table
+from .common import log, tracking_run
+
+__all__ = ["score_settings", "scores_stage"]
+
+
+def score_settings(cfg: Mapping) -> dict:
+    """The resolved score epochs and seeds of a dataset's config, checked before any work.
+
+    ``scores.el2n_epoch`` / ``scores.grand_epoch`` default (null) to the last entry of
+    ``train.score_epochs``; ``scores.seeds`` defaults to every training seed.
+    """
+    scfg, tcfg = cfg.get("scores") or {}, cfg["train"]
+    recorded = sorted(int(e) for e in tcfg.get("score_epochs") or [])
+    out = {}
+    for key in ("el2n_epoch", "grand_epoch"):
+        epoch = scfg.get(key)
+        if epoch is None:
+            if not recorded:
+                raise ValueError(f"scores.{key} is null and train.score_epochs is empty: record at least one early "
+                                 f"epoch in train.score_epochs (e.g. [0, 2]) to compute EL2N and GraNd")
+            epoch = recorded[-1]
+        if int(epoch) not in recorded:
+            raise ValueError(f"scores.{key} = {epoch} is not in train.score_epochs = {recorded}; add it there "
+                             f"(and rerun training) or choose a recorded epoch")
+        out[key] = int(epoch)
+    seeds = scfg.get("seeds")
+    train_seeds = [int(s) for s in tcfg["seeds"]]
+    if seeds is None:
+        seeds = train_seeds
+    missing = sorted(set(int(s) for s in seeds) - set(train_seeds))
+    if missing:
+        raise ValueError(f"scores.seeds {missing} are not among train.seeds = {train_seeds}")
+    out["seeds"] = [int(s) for s in seeds]
+    out["random_seed"] = int(scfg.get("random_seed", 0))
+    return out
+
+
+def scores_stage(dataset: str, cfg: Mapping, summaries: Sequence[str | os.PathLike], outputs: Mapping[str, str],
+                 mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+    """Score every training sample from the reference runs' dynamics (``dynamics.npz`` beside each summary).
+
+    Writes ``outputs["table"]`` (CSV, one row per training sample: ``index`` (original), ``position``,
+    ``label``, ``el2n``, ``grand``, ``forgetting``, ``random``, standard deviations over seeds,
+    ``never_learned``) and ``outputs["info"]`` (JSON: epochs, seeds, rank correlations between the scores).
+    """
+    settings = score_settings(cfg)
+    runs = {}
+    for path in summaries:
+        run_dir = Path(path).parent
+        seed = int(run_dir.name.removeprefix("seed"))
+        if seed in settings["seeds"]:
+            runs[seed] = run_dir / "dynamics.npz"
+    missing = sorted(set(settings["seeds"]) - set(runs))
+    if missing:
+        raise ValueError(f"no training run for scores.seeds {missing} among {[str(p) for p in summaries]}")
+    seeds = sorted(runs)
+    with tracking_run("scores", dataset, cfg, mlflow_cfg, tags={"n_seeds": len(seeds)},
+                      params={"scores.resolved_el2n_epoch": settings["el2n_epoch"],
+                              "scores.resolved_grand_epoch": settings["grand_epoch"]},
+                      run_name=f"scores-{dataset}") as run:
+        dyn = [load_npz(runs[s], what="training dynamics") for s in seeds]
+        cols = score_table(dyn, el2n_epoch=settings["el2n_epoch"], grand_epoch=settings["grand_epoch"],
+                           random_seed=settings["random_seed"], sources=[str(runs[s]) for s in seeds])
+        table = pd.DataFrame({"index": cols["index"], "position": np.arange(len(cols["index"])),
+                              **{k: v for k, v in cols.items() if k != "index"}})
+        names = ["el2n", "grand", "forgetting", "random"]
+        corr = table[names].rank().corr().round(6)
+        info = {"dataset": dataset, "n": len(table), "seeds": seeds, **{k: settings[k] for k in
+                ("el2n_epoch", "grand_epoch", "random_seed")},
+                "never_learned_any_seed": int((table["never_learned"] > 0).sum()),
+                "spearman": {a: {b: float(corr.loc[a, b]) for b in names} for a in names},
+                "forgetting_never_learned_value": "E (number of epochs of the run), above any learned sample"}
+        save_table(outputs["table"], table)
+        save_json(outputs["info"], info)
+        metrics = {"n": len(table), "never_learned_any_seed": info["never_learned_any_seed"]}
+        for i, a in enumerate(names[:3]):
+            for b in names[i + 1:3]:
+                metrics[f"spearman_{a}_{b}"] = info["spearman"][a][b]
+        for name in names[:3]:
+            metrics[f"{name}_mean"] = float(table[name].mean())
+        run.log_metrics(metrics)
+        run.log_outputs(dict(outputs))
+    log.info("%s: scores of %d samples from seeds %s (EL2N epoch %d, GraNd epoch %d)", dataset, len(table), seeds,
+             settings["el2n_epoch"], settings["grand_epoch"])
+    return table

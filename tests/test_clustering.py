@@ -1,0 +1,146 @@
+"""Farthest point clustering: the vectorised O(kN) loop against a literal re-implementation of the official one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lpntk.clustering import (
+    cluster_sizes,
+    farthest_point_clustering,
+    gated_heads,
+    head_rank,
+    initial_head,
+    self_max,
+    symmetrize_upper,
+)
+
+
+def fpc_literal(S: np.ndarray, k: int) -> tuple[list[dict], bool]:
+    """The official exp3.2 loop written out with explicit cluster lists (paper-protocols §4.4).
+
+    Clusters are lists ordered by (S(i, head) descending, index ascending); the least-similar member is the
+    last one; clusters whose last member is the head are skipped; the smallest S(m, head) wins (strict <, so
+    ties go to the cluster created first); every non-head with S(i, head) < S(i, m) moves to the new cluster.
+    """
+    n = len(S)
+    pairs = sorted(((S[i, j], i, j) for i in range(n) for j in range(i, n)), key=lambda t: (-t[0], t[1]))
+    h0 = pairs[0][1]
+    clusters = [{"head": h0, "members": sorted(range(n), key=lambda i: (-S[i, h0], i))}]
+    stopped = False
+    while len(clusters) < k:
+        best = None
+        for c, cl in enumerate(clusters):
+            m = cl["members"][-1]
+            if m == cl["head"]:
+                continue
+            if best is None or S[m, cl["head"]] < best[0]:
+                best = (S[m, cl["head"]], c, m)
+        if best is None:
+            stopped = True
+            break
+        _, c, m = best
+        clusters[c]["members"].remove(m)
+        moved = [m]
+        for cl in clusters:
+            stay = []
+            for i in cl["members"]:
+                if i != cl["head"] and S[i, cl["head"]] < S[i, m]:
+                    moved.append(i)
+                else:
+                    stay.append(i)
+            cl["members"] = stay
+        clusters.append({"head": m, "members": sorted(moved, key=lambda i: (-S[i, m], i))})
+    return clusters, stopped
+
+
+def _gram(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "psd":
+        phi = rng.normal(size=(n, 5))
+        return phi @ phi.T
+    if kind == "psd_ties":  # small integer features: many exactly equal similarities and duplicate samples
+        phi = rng.integers(-2, 3, size=(n, 3)).astype(float)
+        return phi @ phi.T
+    # symmetric but not PSD, with ties: exercises heads that are not their cluster's most similar member
+    return symmetrize_upper(rng.integers(-3, 4, size=(n, n)).astype(float))
+
+
+@pytest.mark.parametrize("kind", ["psd", "psd_ties", "indefinite_ties"])
+def test_vectorised_fpc_equals_literal_loop(kind):
+    rng = np.random.default_rng({"psd": 0, "psd_ties": 1, "indefinite_ties": 2}[kind])
+    stops = 0
+    for _ in range(120):
+        n = int(rng.integers(1, 22))
+        k = int(rng.integers(1, n + 1))
+        S = _gram(kind, n, rng)
+        literal, stopped = fpc_literal(S, k)
+        res = farthest_point_clustering(S, k)
+        assert res.heads.tolist() == [c["head"] for c in literal]
+        for c, cl in enumerate(literal):
+            assert np.flatnonzero(res.cluster == c).tolist() == sorted(cl["members"])
+            assert np.allclose(res.sim_to_head[cl["members"]], S[cl["members"], cl["head"]])
+        assert res.stopped_early == stopped
+        stops += stopped
+    if kind == "indefinite_ties":
+        assert stops > 0  # the early stop (every cluster's farthest member is its head) was exercised
+
+
+def test_heads_are_nested_and_snapshots_match_shorter_runs():
+    rng = np.random.default_rng(3)
+    S = _gram("psd", 60, rng)
+    full = farthest_point_clustering(S, 40, snapshots=[5, 17, 40])
+    for k in (5, 17, 40):
+        short = farthest_point_clustering(S, k)
+        assert np.array_equal(full.heads[:k], short.heads)
+        assert np.array_equal(full.snapshots[k], short.cluster)
+    rank = head_rank(full, 60)
+    assert sorted(rank[rank >= 0].tolist()) == list(range(40)) and (rank[full.heads] == np.arange(40)).all()
+
+
+def test_initial_head_is_largest_norm_and_uses_the_upper_triangle():
+    rng = np.random.default_rng(4)
+    phi = rng.normal(size=(30, 4))
+    S = phi @ phi.T
+    assert initial_head(S) == int(np.argmax(np.diag(S)))
+    A = np.array([[1.0, 9.0, 0.0], [-5.0, 2.0, 0.0], [0.0, 0.0, 3.0]])  # largest pair (0, 1) in the upper triangle
+    assert initial_head(A) == 0
+    assert initial_head(A.T) == 2  # now the 9 is below the diagonal and ignored; max of the rest is S[2, 2]
+    assert np.array_equal(symmetrize_upper(A), [[1, 9, 0], [9, 2, 0], [0, 0, 3]])
+
+
+def test_three_separated_groups_give_three_clusters():
+    base = np.array([[5.0, 0, 0], [0, 4.0, 0], [0, 0, 3.0]])
+    phi = np.repeat(base, [4, 3, 2], axis=0) + 0.01 * np.arange(9)[:, None]
+    res = farthest_point_clustering(phi @ phi.T, 3)
+    labels = res.cluster
+    assert len(set(labels[:4])) == len(set(labels[4:7])) == len(set(labels[7:])) == 1
+    assert len(set(labels)) == 3
+    assert sorted(cluster_sizes(labels).tolist()) == [2, 3, 4]
+
+
+def test_self_max_and_official_gate():
+    S = np.array([[4.0, 5.0, 1.0, 0.0], [5.0, 9.0, 1.0, 0.0], [1.0, 1.0, 2.0, 3.0], [0.0, 0.0, 3.0, 1.0]])
+    # row 0: 4 < 5 -> not self-max; row 1: 9 >= 1, 0; row 2: 2 < 3; row 3: last sample, always self-max
+    assert self_max(S).tolist() == [False, True, False, True]
+    rank = np.array([0, 1, -1, 2])
+    assert gated_heads(rank, self_max(S), 1).tolist() == [True, False, False, False]  # 2 self-max > k=1: FPC heads
+    assert gated_heads(rank, self_max(S), 3).tolist() == [False, True, False, True]  # 2 <= 3: the self-max samples
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="square"):
+        farthest_point_clustering(np.zeros((2, 3)), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        farthest_point_clustering(np.array([[1.0, np.nan], [np.nan, 1.0]]), 2)
+    with pytest.raises(ValueError, match="symmetrize_upper"):
+        farthest_point_clustering(np.array([[1.0, 2.0], [0.0, 1.0]]), 2)
+
+
+def test_large_class_is_fast():
+    import time
+
+    rng = np.random.default_rng(5)
+    phi = rng.normal(size=(3000, 20))
+    t0 = time.perf_counter()
+    res = farthest_point_clustering(phi @ phi.T, 2700)
+    assert len(res.heads) == 2700 and time.perf_counter() - t0 < 10  # O(kN): ~1 s here, a literal loop takes hours

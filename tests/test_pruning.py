@@ -1,0 +1,365 @@
+"""Subset selection (index bookkeeping, class balance, sizes), the pruning stages, and the end-to-end run."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lpntk.pruning import (
+    accuracy_summary,
+    class_balanced_subset,
+    keep_count,
+    remove_large_clusters,
+    remove_random,
+    remove_small_clusters,
+    select_cluster_random,
+    select_gated_heads,
+    select_heads,
+    select_node,
+    select_top,
+)
+
+# 12 samples of 2 classes with original indices that are neither contiguous nor sorted
+INDEX = np.array([50, 7, 31, 90, 12, 66, 3, 44, 81, 25, 18, 70])
+LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+
+
+def test_keep_count_rounds_half_up():
+    assert [keep_count(10, f) for f in (0.0, 0.05, 0.25, 0.5, 0.87, 1.0)] == [0, 1, 3, 5, 9, 10]
+    assert keep_count(3, 0.5) == 2 and keep_count(5, 0.3) == 2
+    with pytest.raises(ValueError):
+        keep_count(10, 1.5)
+
+
+def test_select_top_global_and_per_class():
+    scores = np.array([9, 8, 7, 6, 5, 4, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    glob = select_top(INDEX, LABELS, scores, 0.5)
+    assert glob.tolist() == sorted(INDEX[:6].tolist())  # globally the 6 highest are all class 0
+    per = select_top(INDEX, LABELS, scores, 0.5, per_class=True)
+    assert per.tolist() == sorted(INDEX[[0, 1, 2, 9, 10, 11]].tolist())
+    # ties: the higher tie-break first, then the smaller original index
+    flat = np.zeros(12)
+    assert select_top(INDEX, LABELS, flat, 2 / 12).tolist() == [3, 7]
+    tb = np.arange(12, dtype=float)
+    assert select_top(INDEX, LABELS, flat, 2 / 12, tiebreak=tb).tolist() == sorted(INDEX[[10, 11]].tolist())
+    with pytest.raises(ValueError, match="NaN"):
+        select_top(INDEX, LABELS, np.full(12, np.nan), 0.5)
+
+
+def test_lpntk_heads_per_class():
+    rank = np.array([0, 3, 1, -1, 2, -1, 1, -1, 0, 2, -1, -1])
+    kept = select_heads(INDEX, LABELS, rank, 0.5)  # k_c = 3 per class
+    assert kept.tolist() == sorted([50, 31, 12, 3, 81, 25])
+    assert set(kept) <= set(INDEX)
+    # class 1 has only 3 heads: keep 0.8 -> k_c = 5 but only 3 exist (FPC stopped early)
+    assert len(select_heads(INDEX, LABELS, rank, 0.8)) == 4 + 3
+    selfmax = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
+    # k_c = 3: each class has 2 self-max samples <= 3, so the gate keeps just them (FPC is skipped)
+    assert select_gated_heads(INDEX, LABELS, rank, selfmax, 3 / 6).tolist() == sorted([50, 7, 3, 70])
+    # k_c = 1: 2 self-max > 1, so FPC runs and its first head is kept
+    assert select_gated_heads(INDEX, LABELS, rank, selfmax, 1 / 6).tolist() == sorted([50, 81])
+
+
+def test_node_and_cluster_random():
+    # clusters named by their head's original index; class 0: {50: 4 members, 90: 2}; class 1: {3: 3, 81: 3}
+    cluster = np.array([50, 50, 50, 90, 50, 90, 3, 3, 3, 81, 81, 81])
+    kept = select_node(INDEX, LABELS, cluster, seed=0)
+    k0, k1 = kept[np.isin(kept, INDEX[:6])], kept[np.isin(kept, INDEX[6:])]
+    assert len(k0) == 2 + 2 and {90, 66} <= set(k0)  # half of the largest cluster (4 -> 2) plus all of the other
+    assert len(k1) == 2 + 3 and {25, 18, 70} <= set(k1)  # equal sizes: the smaller id (head 3) is halved (3 -> 2)
+    assert np.array_equal(kept, select_node(INDEX, LABELS, cluster, seed=0))
+    one = select_cluster_random(INDEX, LABELS, cluster, seed=1)
+    assert len(one) == 4 and all(len(set(one) & set(INDEX[cluster == h])) == 1 for h in (50, 90, 3, 81))
+
+
+def test_small_cluster_removal_and_controls():
+    # class 0 (6 samples): clusters of sizes 1, 1, 4; class 1 (6): sizes 1, 2, 3
+    cluster = np.array([50, 7, 31, 31, 31, 31, 3, 44, 44, 25, 25, 25])
+    norms = {50: 2.0, 7: 1.0, 31: 5.0, 3: 1.0, 44: 1.0, 25: 1.0}
+    kept, removed = remove_small_clusters(INDEX, LABELS, cluster, 0.2, tie_break="head_norm", head_sq_norm=norms)
+    # target round(0.2 * 6) = 1: class 0 removes the singleton with the smaller head norm (7); class 1 the singleton 3
+    assert removed == {0: 1, 1: 1} and set(INDEX) - set(kept) == {7, 3}
+    kept, removed = remove_small_clusters(INDEX, LABELS, cluster, 0.5, seed=0)
+    # target 3: class 0 takes both singletons (2) then the 4-cluster -> 6; class 1: singleton + pair = 3
+    assert removed == {0: 6, 1: 3} and set(kept) == {25, 18, 70}
+    rnd = remove_random(INDEX, LABELS, {0: 2, 1: 3}, seed=0)
+    assert len(rnd) == 7 and sum(np.isin(rnd, INDEX[:6])) == 4
+    large = remove_large_clusters(INDEX, LABELS, cluster, {0: 2, 1: 4}, seed=0)
+    assert {50, 7} <= set(large) and len(set(INDEX[2:6]) - set(large)) == 2  # class 0: 2 from the 4-cluster
+    assert len(set([25, 18, 70, 44, 81]) - set(large)) == 4 and 3 in large  # class 1: 3 from largest, 1 from pair
+    with pytest.raises(ValueError, match="cannot remove"):
+        remove_random(INDEX, LABELS, {0: 7}, seed=0)
+
+
+def test_class_balanced_subset():
+    idx = np.arange(1000, 1300)
+    lab = np.repeat([0, 1, 2], [100, 150, 50])
+    sub = class_balanced_subset(idx, lab, 0.1, seed=3)
+    assert set(sub) <= set(idx) and len(np.unique(sub)) == len(sub)
+    assert [int((lab[np.isin(idx, sub)] == c).sum()) for c in range(3)] == [10, 15, 5]
+    assert np.array_equal(sub, class_balanced_subset(idx, lab, 0.1, seed=3))
+    assert [int((lab[np.isin(idx, class_balanced_subset(idx, lab, 0.001, 0))] == c).sum()) for c in range(3)] == [1] * 3
+
+
+def test_accuracy_summary():
+    hist = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.4}, {"epoch": 2, "val_acc": 0.8, "test_acc": 0.7},
+            {"epoch": 3, "val_acc": 0.8, "test_acc": 0.9}, {"epoch": 4, "val_acc": 0.6, "test_acc": 0.6}]
+    acc = accuracy_summary(hist)
+    assert acc == {"test_acc_best_val": 0.7, "test_acc_last": 0.6, "test_acc_max": 0.9, "val_acc_best": 0.8,
+                   "best_epoch": 2, "epochs": 4}
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(repo, schema_path):
+    from lpntk.config import dataset_config, load_config
+
+    cfg = dataset_config(load_config(repo / ".test" / "config" / "config.yaml", schema_path), "tiny")
+    cfg["pruning"].update({"methods": ["lpntk", "lpntk_gated", "lpntk_random", "node", "el2n", "grand",
+                                       "forgetting", "random"], "keep": [0.7, 0.5], "curve_keep": [0.9]})
+    cfg["pruning"]["small_clusters"].update({"data_fractions": [0.5], "remove": [0.2], "controls": ["random", "large"]})
+    return cfg
+
+
+def test_subset_plan_and_units(tiny_cfg):
+    from lpntk.stages.pruning import retrain_settings, retrain_shards, retrain_units, subset_plan
+
+    names = [p["name"] for p in subset_plan(tiny_cfg)]
+    assert names[:4] == ["full", "lpntk-k0.9", "lpntk-k0.7", "lpntk-k0.5"]
+    assert "node-c0.5" in names and "el2n-k0.9" not in names and "random-k0.9" in names
+    assert names[-4:] == ["d0.5-base", "d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"]
+    cfg = copy.deepcopy(tiny_cfg)
+    for group_by, n_units in (("subset", len(names)), ("method", 10), ("all", 1)):
+        cfg["pruning"]["retrain"]["group_by"] = group_by
+        units = retrain_units(cfg)
+        assert len(units) == n_units and sorted(sum(units.values(), [])) == sorted(names)
+    assert retrain_units(cfg) == {"all": names}
+    assert retrain_shards(cfg) == ["all"]
+    cfg["pruning"]["retrain"].update({"batch_seeds": False, "seeds": [4, 5]})
+    assert retrain_shards(cfg) == ["seed4", "seed5"]
+    cfg["pruning"]["retrain"]["epochs"] = 7
+    assert retrain_settings(cfg) == {"seeds": [4, 5], "epochs": 7, "small_epochs": 7}
+    cfg["pruning"]["small_clusters"]["epochs"] = 11
+    assert retrain_settings(cfg)["small_epochs"] == 11
+
+
+@pytest.fixture(scope="module")
+def pruning_inputs(tmp_path_factory, tiny_cfg):
+    """Synthetic prepared training split, per-class kernels and scores; cluster + prune run on them."""
+    from lpntk.io import save_npz, save_table
+    from lpntk.stages.pruning import cluster_stage, prune_stage
+
+    tmp = tmp_path_factory.mktemp("pruning")
+    rng = np.random.default_rng(0)
+    n = 60
+    index = rng.permutation(np.arange(500, 500 + 3 * n))[:n]  # original indices: shuffled, not 0..N-1
+    labels = np.repeat(np.arange(10), 6)
+    rng.shuffle(labels)
+    save_npz(tmp / "train.npz", x=np.zeros((n, 1, 2, 2), np.float32), y=labels, index=index)
+    kernels = []
+    for c in range(10):
+        pos = np.flatnonzero(labels == c)
+        phi = rng.normal(size=(len(pos), 4))
+        kernels.append(str(save_npz(tmp / f"class{c}.npz", gram=(phi @ phi.T).astype(np.float32), index=index[pos],
+                                    position=pos, label=np.int64(c), sq_norm=(phi ** 2).sum(1))))
+    save_table(tmp / "scores.csv", pd.DataFrame({"index": index, "label": labels, "el2n": rng.random(n),
+                                                 "grand": rng.random(n), "forgetting": rng.integers(0, 3, n),
+                                                 "random": rng.random(n)}))
+    outs = {"clusters": str(tmp / "clusters.npz"), "summary": str(tmp / "cluster_summary.csv"),
+            "subsets": str(tmp / "subsets.npz"), "table": str(tmp / "subsets.csv")}
+    off = {"enabled": False}
+    cluster_stage("toy", tiny_cfg, kernels[::-1], {k: outs[k] for k in ("clusters", "summary")}, off)
+    prune_stage("toy", tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv",
+                {k: outs[k] for k in ("subsets", "table")}, off)
+    return tmp, index, labels, outs
+
+
+def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(pruning_inputs):
+    tmp, index, labels, outs = pruning_inputs
+    cl = np.load(outs["clusters"])
+    assert sorted(cl["index"].tolist()) == sorted(index.tolist()) and (np.diff(cl["label"]) >= 0).all()
+    assert set(cl["cluster_k0.5"]) <= set(index)  # clusters named by their head's ORIGINAL index
+    subsets = np.load(outs["subsets"])
+    table = pd.read_csv(outs["table"]).set_index("name")
+    lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
+    for name in subsets.files:
+        kept = subsets[name]
+        assert set(kept) <= set(index) and len(np.unique(kept)) == len(kept) and (np.diff(kept) > 0).all(), name
+        assert table.loc[name, "n"] == len(kept)
+    assert np.array_equal(subsets["full"], np.sort(index))
+    for keep, k in ((0.9, 5), (0.7, 4), (0.5, 3)):  # 6 per class
+        for method in ("lpntk", "random"):
+            counts = np.bincount([lab[i] for i in subsets[f"{method}-k{keep:g}"]], minlength=10)
+            assert (counts == k).all(), (method, keep, counts)
+    # heads are nested: every sample kept at 0.5 is kept at 0.7 and 0.9
+    assert set(subsets["lpntk-k0.5"]) <= set(subsets["lpntk-k0.7"]) <= set(subsets["lpntk-k0.9"])
+    # global ranking (default) keeps the highest el2n over the whole set
+    sc = pd.read_csv(tmp / "scores.csv")
+    top = sc.sort_values("el2n", ascending=False)["index"].to_numpy()[:30]
+    assert set(subsets["el2n-k0.5"]) == set(top)
+    # lpntk heads at 0.5 are exactly the first 3 heads by rank
+    rank = dict(zip(cl["index"].tolist(), cl["head_rank"].tolist(), strict=True))
+    assert all(0 <= rank[i] < 3 for i in subsets["lpntk-k0.5"])
+    # small-cluster experiment: nested in its base subset, same removed count per class as the random control
+    base = subsets["d0.5-base"]
+    assert np.bincount([lab[i] for i in base], minlength=10).tolist() == [3] * 10
+    for name in ("d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"):
+        assert set(subsets[name]) <= set(base)
+    removed_small = np.bincount([lab[i] for i in set(base) - set(subsets["d0.5-small-r0.2"])], minlength=10)
+    removed_rand = np.bincount([lab[i] for i in set(base) - set(subsets["d0.5-random-r0.2"])], minlength=10)
+    assert (removed_small >= 1).all() and np.array_equal(removed_small, removed_rand)
+    small_heads = dict(zip(cl["small_d0.5_index"].tolist(), cl["small_d0.5_cluster"].tolist(), strict=True))
+    gone = set(base) - set(subsets["d0.5-small-r0.2"])
+    assert all(small_heads[h] in gone for h in gone)  # whole clusters go: their heads go with them
+
+
+def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, tiny_cfg):
+    from lpntk.stages.pruning import prune_stage
+
+    tmp, _, _, outs = pruning_inputs
+    again = {"subsets": str(tmp / "again.npz"), "table": str(tmp / "again.csv")}
+    prune_stage("toy", tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv", again, {"enabled": False})
+    assert open(again["subsets"], "rb").read() == open(outs["subsets"], "rb").read()
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"]["curve_keep"] = [0.95]  # FPC must run further than the clusters file did
+    with pytest.raises(ValueError, match=r"another configuration \(no \['cluster_k0.95'\]\)"):
+        prune_stage("toy", cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv", again, {"enabled": False})
+
+
+def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypatch):
+    import lpntk.train
+    from lpntk.data import save_prepared
+    from lpntk.io import save_npz
+    from lpntk.stages.pruning import retrain_stage
+
+    save_prepared(digits, tmp_path / "data")
+    rng = np.random.default_rng(1)
+    chosen = np.sort(rng.choice(digits.train.index.numpy(), size=40, replace=False))
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"].update({"methods": ["lpntk"], "keep": [0.5], "curve_keep": []})
+    cfg["pruning"]["small_clusters"]["enabled"] = False
+    cfg["pruning"]["retrain"].update({"epochs": 1, "seeds": [3, 4], "group_by": "subset"})
+    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
+    seen = []
+    real = lpntk.train.train_model
+
+    def spy(model, train, recipe, seed, **kw):
+        seen.append((seed, train.index.numpy().copy(), recipe.epochs, len(kw["val"]), len(kw["test"])))
+        return real(model, train, recipe, seed, **kw)
+
+    monkeypatch.setattr(lpntk.train, "train_model", spy)
+    out = tmp_path / "res.json"
+    retrain_stage("digits", cfg, "lpntk-k0.5", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1,
+                  {"enabled": False})
+    assert [s[0] for s in seen] == [3, 4]
+    for _, idx, epochs, n_val, n_test in seen:
+        assert np.array_equal(np.sort(idx), chosen) and epochs == 1
+        assert (n_val, n_test) == (len(digits.val), len(digits.test))
+    res = json.loads(out.read_text())
+    rec = res["subsets"][0]
+    assert rec["n_train"] == 40 and rec["method"] == "lpntk" and [r["seed"] for r in rec["runs"]] == [3, 4]
+    for r in rec["runs"]:
+        assert 0 <= r["test_acc_best_val"] <= r["test_acc_max"] <= 1 and r["best_epoch"] == 1
+    with pytest.raises(ValueError, match="not in the config's plan"):
+        retrain_stage("digits", cfg, "el2n-k0.3", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1,
+                      {"enabled": False})
+
+
+def _result(subset, method, keep, accs, n, experiment="table", **extra):
+    runs = [{"seed": s + 1, "test_acc_best_val": a, "test_acc_last": a - 0.01, "test_acc_max": a + 0.01,
+             "val_acc_best": a, "best_epoch": 1, "epochs": 2, "history": []} for s, a in enumerate(accs)]
+    return {"subset": subset, "method": method, "experiment": experiment, "keep": keep, "n_train": n, "epochs": 2,
+            "runs": runs, **extra}
+
+
+def test_pruning_table_with_slides(tmp_path, tiny_cfg):
+    from lpntk.io import save_json
+    from lpntk.stages.pruning import aggregate_runs, pruning_table_stage
+
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.update({"source": "torchvision", "name": "MNIST"})
+    cfg["pruning"].update({"methods": ["lpntk", "random"], "keep": [0.5], "curve_keep": []})
+    cfg["pruning"]["small_clusters"].update({"data_fractions": [0.5], "remove": [0.2], "controls": ["random"]})
+    results = [{"subsets": [_result("full", "full", 1.0, [0.99, 0.98], 100),
+                            _result("lpntk-k0.5", "lpntk", 0.5, [0.97, 0.95], 50),
+                            _result("random-k0.5", "random", 0.5, [0.96, 0.96], 50)]},
+               {"subsets": [_result("d0.5-base", "base", 1.0, [0.8, 0.7], 50, "small_clusters", data_fraction=0.5,
+                                    remove=0.0),
+                            _result("d0.5-small-r0.2", "small_clusters", 0.8, [0.75, 0.7], 40, "small_clusters",
+                                    data_fraction=0.5, remove=0.2),
+                            _result("d0.5-random-r0.2", "random_removal", 0.8, [0.6, 0.7], 40, "small_clusters",
+                                    data_fraction=0.5, remove=0.2)]}]
+    df = aggregate_runs(results, 100)
+    row = df.set_index("subset").loc["lpntk-k0.5"]
+    assert row["test_acc_best_val_mean"] == pytest.approx(96.0)
+    assert row["test_acc_best_val_std"] == pytest.approx(np.std([97, 95], ddof=1))
+    assert row["test_acc_max_mean"] == pytest.approx(97.0) and row["realised_keep"] == 0.5
+    files = []
+    for i, r in enumerate(results):
+        files.append(str(save_json(tmp_path / f"r{i}.json", r)))
+    pd.DataFrame([{"name": n, "n": k, "reference_n": ref} for n, k, ref in
+                  (("full", 100, 100), ("lpntk-k0.5", 50, 100), ("random-k0.5", 50, 100), ("d0.5-base", 50, 50),
+                   ("d0.5-small-r0.2", 40, 50), ("d0.5-random-r0.2", 40, 50))]).to_csv(tmp_path / "s.csv", index=False)
+    outs = {k: str(tmp_path / v) for k, v in (("csv", "t.csv"), ("md", "t.md"), ("fig_redundant", "r.png"),
+                                              ("fig_redundant_pdf", "r.pdf"), ("fig_small", "s.png"),
+                                              ("fig_small_pdf", "s.pdf"))}
+    pruning_table_stage("mnist", cfg, files, tmp_path / "s.csv", outs, {"enabled": False})
+    md = open(outs["md"]).read()
+    assert "99.37 ± 0.04" in md and "96.00 ± 1.41" in md and "keep not stated" in md
+    long = pd.read_csv(outs["csv"])
+    assert set(long["source"]) == {"ours", "slides"}
+    assert long.loc[(long["source"] == "slides") & (long["method"] == "lpntk"), "reported_acc_mean"].item() == 99.37
+    small = long[long["experiment"] == "small_clusters"].set_index("subset")
+    assert small.loc["d0.5-small-r0.2", "realised_keep"] == pytest.approx(0.8)
+    for k in ("fig_redundant", "fig_redundant_pdf", "fig_small", "fig_small_pdf"):
+        assert open(outs[k], "rb").read(4) in (b"\x89PNG", b"%PDF")
+    png = open(outs["fig_redundant"], "rb").read()
+    pruning_table_stage("mnist", cfg, files, tmp_path / "s.csv", outs, {"enabled": False})
+    assert open(outs["fig_redundant"], "rb").read() == png  # reproducible bytes
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_pruning_stages_end_to_end(workflow_run):
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = workflow_run
+    res = workdir / "results" / "tiny"
+    train = np.load(res / "data" / "train.npz")
+    scores = pd.read_csv(res / "scores" / "scores.csv")
+    assert scores["index"].tolist() == train["index"].tolist() and scores["label"].tolist() == train["y"].tolist()
+    assert scores[["el2n", "grand", "forgetting", "random"]].notna().all().all()
+    subsets = np.load(res / "pruning" / "subsets.npz")
+    for name in subsets.files:
+        assert set(subsets[name]) <= set(train["index"].tolist()), name
+    n = len(train["index"])
+    assert len(subsets["lpntk-k0.5"]) == len(subsets["random-k0.5"]) == n // 2  # 24 per class -> 12 per class
+    table = pd.read_csv(res / "pruning" / "table.csv")
+    ours = table[table["source"] == "ours"].set_index("subset")
+    assert set(ours.index) == set(subsets.files)
+    assert (ours["n_seeds"] == 2).all() and ours["test_acc_best_val_mean"].between(0, 100).all()
+    for f in ("table.md", "redundant_removal.png", "redundant_removal.pdf", "small_clusters.png", "small_clusters.pdf"):
+        assert (res / "pruning" / f).stat().st_size > 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lpntk-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'retrain'", max_results=1000)
+    assert len(runs) == 2 * len(subsets.files)
+    tags = {(r.data.tags["lpntk.subset"], r.data.tags["lpntk.seed"]) for r in runs}
+    assert tags == {(s, str(seed)) for s in subsets.files for seed in (1, 2)}
+    for r in runs:
+        assert r.info.status == "FINISHED" and {"test_acc_best_val", "test_acc_last", "test_acc_max"} <= set(
+            r.data.metrics)
+        assert r.data.tags["lpntk.method"] in {"full", "lpntk", "el2n", "grand", "forgetting", "random", "base",
+                                               "small_clusters", "random_removal"}
+        assert "lpntk.keep" in r.data.tags
+    for rule in ("scores", "cluster", "prune", "pruning_table"):
+        found = client.search_runs([exp.experiment_id], f"tags.`lpntk.rule` = '{rule}'")
+        assert len(found) == 1 and found[0].info.status == "FINISHED", rule

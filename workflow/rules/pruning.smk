@@ -1,0 +1,101 @@
+rule cluster:
+    input:
+        kernels=lambda wc: kernel_files(wc.ds),
+    output:
+        clusters=f"{RESULTS}/{{ds}}/cluster/clusters.npz",
+        summary=f"{RESULTS}/{{ds}}/cluster/summary.csv",
+    params:
+        cfg=stage_cfg("pruning"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/cluster.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/cluster.tsv"
+    threads: 1
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/cluster.py"
+
+
+rule prune:
+    input:
+        unpack(prune_inputs),
+    output:
+        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
+        table=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
+    params:
+        cfg=stage_cfg("train", "scores", "pruning"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/prune.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/prune.tsv"
+    threads: 1
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/prune.py"
+
+
+rule retrain:
+    input:
+        info=f"{RESULTS}/{{ds}}/data/info.json",
+        train=f"{RESULTS}/{{ds}}/data/train.npz",
+        val=f"{RESULTS}/{{ds}}/data/val.npz",
+        test=f"{RESULTS}/{{ds}}/data/test.npz",
+        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
+    output:
+        f"{RESULTS}/{{ds}}/retrain/{{unit}}/{{shard}}.json",
+    wildcard_constraints:
+        unit=r"[A-Za-z0-9_.+-]+",
+        shard=r"all|seed\d+",
+    params:
+        cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/retrain/{{unit}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/retrain/{{unit}}/{{shard}}.tsv"
+    threads: retrain_threads
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/retrain.py"
+
+
+rule pruning_table:
+    input:
+        runs=lambda wc: retrain_files(wc.ds),
+        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
+    output:
+        csv=report(
+            f"{RESULTS}/{{ds}}/pruning/table.csv",
+            caption="../report/pruning_table.rst",
+            category="Use case 3: pruning",
+        ),
+        md=f"{RESULTS}/{{ds}}/pruning/table.md",
+        fig_redundant=report(
+            f"{RESULTS}/{{ds}}/pruning/redundant_removal.png",
+            caption="../report/pruning_redundant.rst",
+            category="Use case 3: pruning",
+        ),
+        fig_redundant_pdf=f"{RESULTS}/{{ds}}/pruning/redundant_removal.pdf",
+        fig_small=report(
+            f"{RESULTS}/{{ds}}/pruning/small_clusters.png",
+            caption="../report/pruning_small_clusters.rst",
+            category="Use case 3: pruning",
+        ),
+        fig_small_pdf=f"{RESULTS}/{{ds}}/pruning/small_clusters.pdf",
+    params:
+        cfg=stage_cfg("train", "scores", "pruning"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/pruning_table.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/pruning_table.tsv"
+    threads: 1
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/pruning_table.py"

@@ -1,0 +1,18 @@
+rule scores:
+    input:
+        summaries=lambda wc: train_files(wc.ds),
+    output:
+        table=f"{RESULTS}/{{ds}}/scores/scores.csv",
+        info=f"{RESULTS}/{{ds}}/scores/scores.json",
+    params:
+        cfg=stage_cfg("train", "scores"),
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/{{ds}}/logs/scores.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/scores.tsv"
+    threads: 1
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/scores.py"
