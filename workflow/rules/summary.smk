@@ -1,0 +1,20 @@
+rule summary:
+    input:
+        summary_inputs,
+    output:
+        report(
+            f"{RESULTS}/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    params:
+        results={ds: summary_files(ds) for ds in DATASETS},
+        mlflow=config["mlflow"],
+    log:
+        f"{RESULTS}/logs/summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summary.tsv"
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/summary.py"
