@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_kernel_setup
 
 from lpntk.data import Split
 from lpntk.difficulty import (
@@ -205,29 +206,8 @@ def test_learning_difficulty_is_the_sum_of_the_training_pass_l2():
 @pytest.fixture(scope="module")
 def small_setup(tmp_path_factory):
     """Prepared digits (20 per class), a briefly trained small CNN as reference, its per-class kernel files."""
-    from lpntk.data import prepare_dataset, save_prepared
-    from lpntk.models import build_model
-    from lpntk.stages.kernel import kernel_stage
-    from lpntk.train import seed_everything, train_model
-
     root = tmp_path_factory.mktemp("ld")
-    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0,
-            "per_class_limit": 20}
-    prep = prepare_dataset("digits", spec)
-    save_prepared(prep, root / "data")
-    args = {"width": 0.5, "hidden": 8}
-    seed_everything(0)
-    model = build_model("small_cnn", (1, 8, 8), 10, **args)
-    res = train_model(model, prep.train, Recipe(epochs=5, batch_size=32, lr=0.05, schedule="none", select="last"), 0,
-                      mean=prep.info.mean, std=prep.info.std, device="cpu")
-    torch.save(res.last_state, root / "model.pt")
-    cfg = {"dataset": "digits", "device": "cpu", "model": {"name": "small_cnn", "args": args},
-           "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
-                      "dtype": "float64", "block_size": 64, "max_memory_gb": 1}}
-    kernels = []
-    for c in range(10):
-        kernel_stage("digits", cfg, c, root / "data", root / "model.pt", root / "kernel" / f"class{c}.npz", 1, OFF)
-        kernels.append(str(root / "kernel" / f"class{c}.npz"))
+    prep, _, cfg, kernels = small_kernel_setup(root, train_epochs=5)
     return root, prep, cfg, kernels
 
 

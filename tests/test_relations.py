@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_kernel_setup
 
 from lpntk.relations import (
     cosine,
@@ -110,27 +111,10 @@ def test_stratified_shares_exact_when_enumerated():
 
 
 @pytest.fixture(scope="module")
-def small_setup(tmp_path_factory, digits):
+def small_setup(tmp_path_factory):
     """Prepared digits (20 per class), an untrained small CNN as reference, its per-class kernel files."""
-    from lpntk.data import prepare_dataset, save_prepared
-    from lpntk.models import build_model
-    from lpntk.stages.kernel import kernel_stage
-
     root = tmp_path_factory.mktemp("rel")
-    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0,
-            "per_class_limit": 20}
-    prep = prepare_dataset("digits", spec)
-    save_prepared(prep, root / "data")
-    torch.manual_seed(0)
-    model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
-    torch.save(model.state_dict(), root / "model.pt")
-    cfg = {"dataset": "digits", "device": "cpu", "model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}},
-           "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
-                      "dtype": "float64", "block_size": 64, "max_memory_gb": 1}}
-    kernels = []
-    for c in range(10):
-        kernel_stage("digits", cfg, c, root / "data", root / "model.pt", root / "kernel" / f"class{c}.npz", 1, OFF)
-        kernels.append(str(root / "kernel" / f"class{c}.npz"))
+    prep, model, cfg, kernels = small_kernel_setup(root)
     return root, prep, model, cfg, kernels
 
 

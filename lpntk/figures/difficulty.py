@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .relations import save_figure
+from . import save_figure
 
 __all__ = ["plot_difficulty_curves", "plot_ld_correlation"]
 

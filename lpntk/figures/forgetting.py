@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..io import atomic_path
+from . import save_figure
 
 __all__ = ["plot_forgetting_scores"]
 
@@ -16,14 +15,6 @@ _LABELS = {"entk": "eNTK", "lpntk": "lpNTK", "pntk": "pNTK", "lpntk_raw": "lpNTK
            "entk_update": "eNTK\nactual Δw"}
 _METRICS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
 
-
-def _save(fig: Figure, png: str | os.PathLike, pdf: str | os.PathLike | None) -> None:
-    FigureCanvasAgg(fig)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-    if pdf is not None:
-        with atomic_path(pdf) as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
 
 
 def plot_forgetting_scores(table, png: str | os.PathLike, pdf: str | os.PathLike | None = None,
@@ -60,5 +51,5 @@ def plot_forgetting_scores(table, png: str | os.PathLike, pdf: str | os.PathLike
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    _save(fig, png, pdf)
+    save_figure(fig, png, pdf)
     return fig

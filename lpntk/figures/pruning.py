@@ -10,12 +10,11 @@ import os
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..io import atomic_path
+from . import save_figure
 
-__all__ = ["save_figure", "plot_redundant_removal", "plot_small_clusters"]
+__all__ = ["plot_redundant_removal", "plot_small_clusters"]
 
 _STYLE = {
     "lpntk": {"label": "lpNTK FPC heads (redundant removed)", "color": "C0", "marker": "o"},
@@ -29,15 +28,6 @@ _STYLE = {
 _METRICS = (("test_acc_best_val", "test accuracy at best-val epoch (%)"),
             ("test_acc_max", "max test accuracy over epochs (%)\n(official code's metric)"))
 
-
-def save_figure(fig: Figure, png: str | os.PathLike, pdf: str | os.PathLike | None = None) -> None:
-    """Write ``fig`` atomically as PNG (and PDF) without timestamps or version strings."""
-    FigureCanvasAgg(fig)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-    if pdf is not None:
-        with atomic_path(pdf) as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
 
 
 def _errorline(ax, x, mean, std, style: dict) -> None:

@@ -5,22 +5,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..io import atomic_path
+from . import save_figure
 
-__all__ = ["save_figure", "plot_relation_histograms"]
+__all__ = ["plot_relation_histograms"]
 
-
-def save_figure(fig: Figure, png: str | os.PathLike, pdf: str | os.PathLike | None = None) -> None:
-    """Write ``fig`` atomically as PNG (and PDF) with no timestamp or version string, so the bytes are reproducible."""
-    FigureCanvasAgg(fig)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
-    if pdf is not None:
-        with atomic_path(pdf) as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
 
 
 def _histogram(values: np.ndarray, edges: np.ndarray, chunk: int = 1 << 23) -> np.ndarray:
