@@ -4,7 +4,8 @@
 #   snakemake --cores all                                  # embedded default (digits, minutes, offline)
 #   snakemake --cores all --configfile config/paper.yaml   # the paper's scale (MNIST, CIFAR-10; GPU)
 #
-# A --configfile replaces config/config.yaml (it is not merged into it).
+# A --configfile replaces config/config.yaml (it is not merged into it). With --directory elsewhere, a
+# config/config.yaml there is used if it exists, else this repository's.
 
 from pathlib import Path
 
@@ -13,9 +14,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+DEFAULT_CONFIG = "config/config.yaml"
+if not Path(DEFAULT_CONFIG).exists():
+    DEFAULT_CONFIG = str(Path(workflow.basedir) / DEFAULT_CONFIG)
+
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: DEFAULT_CONFIG
 
 
 include: "workflow/rules/common.smk"

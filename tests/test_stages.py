@@ -51,6 +51,11 @@ def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, smal
                                        "epochs": 1})
         summaries.append(str(d / "summary.json"))
     out = {"model": str(tmp_path / "ref" / "model.pt"), "info": str(tmp_path / "ref" / "reference.json")}
+    (tmp_path / "seed2" / "model_best.pt").rename(tmp_path / "moved.pt")
+    with pytest.raises(FileNotFoundError, match="seed2/model_best.pt of the chosen training run"):
+        select_reference_stage("digits", small_cfg, summaries, out, OFF)
+    assert not (tmp_path / "ref").exists() or not any((tmp_path / "ref").iterdir())  # nothing half-written
+    (tmp_path / "moved.pt").rename(tmp_path / "seed2" / "model_best.pt")
     info = select_reference_stage("digits", small_cfg, summaries, out, OFF)
     assert info["seed"] == 2 and load_json(out["info"])["seed"] == 2
 

@@ -74,6 +74,16 @@ def test_editing_one_stage_block_reruns_only_that_stage(repo, workflow_run, tmp_
     assert jobs == {"relations", "summary", "all"}, proc.stdout
 
 
+def test_editing_the_mlflow_block_reruns_nothing(repo, workflow_run, tmp_path):
+    workdir, _ = workflow_run
+    text = (repo / ".test" / "config" / "config.yaml").read_text()
+    assert "mlflow:\n  enabled: true\n" in text
+    edited = text.replace("mlflow:\n  enabled: true\n", "mlflow:\n  enabled: false\n  experiment_prefix: other\n")
+    (tmp_path / "edited.yaml").write_text(edited)
+    proc = snakemake(repo, workdir, "-n", "--configfile", str(tmp_path / "edited.yaml"), configfile=None)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
+
+
 def test_summary_page_gathers_every_stage(workflow_run):
     workdir, _ = workflow_run
     text = (workdir / "results" / "summary.md").read_text()
@@ -81,6 +91,18 @@ def test_summary_page_gathers_every_stage(workflow_run):
                     "controlling learning difficulty", "predicting forgetting events", "pruning the training set"):
         assert heading in text, heading
     assert "| test, selected epoch |" in text
+    assert "\n#### Pruning the training set of tiny" in text  # a table's own title nests under its section
+
+
+def test_report_bundles_the_results_without_warnings(workflow_run, repo):
+    workdir, _ = workflow_run
+    proc = snakemake(repo, workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    # a colon in a category name used to cut the report's rst link targets short ("Duplicate explicit target name")
+    messages = proc.stdout + proc.stderr  # docutils reports caption problems as "(WARNING/2)", "(ERROR/3)"
+    assert "(WARNING/" not in messages and "(ERROR/" not in messages, messages
+    for category in ("Use case 1 - relations", "Use case 2 - forgetting", "Use case 3 - pruning", "Summary"):
+        assert category in html, category
 
 
 def test_lint_is_clean(repo, tmp_path):
@@ -94,6 +116,11 @@ def test_dry_run_of_every_shipped_config(repo, tmp_path, configfile):
     proc = snakemake(repo, tmp_path, "-n", configfile=configfile)
     assert "train" in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_default_config_is_found_from_another_working_directory(repo, tmp_path):
+    proc = snakemake(repo, tmp_path, "-n", configfile=None)  # --directory tmp_path holds no config/
+    assert "prepare_data" in proc.stdout and "digits" in proc.stdout
 
 
 def test_broken_config_stops_before_any_job(repo, tmp_path):

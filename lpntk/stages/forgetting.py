@@ -32,7 +32,8 @@ from ..io import load_json, save_json, save_npz, save_table
 from ..train import seed_everything, select_device
 from .common import build_from_config, log, set_threads, tracking_run
 
-__all__ = ["seed_group_name", "forgetting_setup", "forgetting_stage", "forgetting_table_stage", "paper_reference"]
+__all__ = ["seed_group_name", "seed_groups", "forgetting_setup", "forgetting_stage", "forgetting_table_stage",
+           "paper_reference"]
 
 #: per-step columns logged to MLflow as step series (with the predictor suffix where it has one)
 _STEP_SERIES = ("n_true",)
@@ -43,6 +44,19 @@ def seed_group_name(seeds: Sequence[int]) -> str:
     """The path component of a job's seeds: ``seed3`` for one seed, ``seeds1-2-3`` for several."""
     seeds = [int(s) for s in seeds]
     return f"seed{seeds[0]}" if len(seeds) == 1 else "seeds" + "-".join(str(s) for s in seeds)
+
+
+def seed_groups(seeds: Sequence[int], per_job: int) -> dict[str, list[int]]:
+    """The forgetting jobs' seed groups: ``seeds`` in order, in chunks of ``per_job``, keyed by
+    :func:`seed_group_name` (``{"seeds1-2": [1, 2], "seed3": [3]}`` for seeds 1-3, two per job)."""
+    seeds = [int(s) for s in seeds]
+    per_job = int(per_job)
+    if per_job < 1:
+        raise ValueError(f"forgetting.seeds_per_job must be at least 1, got {per_job}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"forgetting.seeds {seeds} repeats a seed")
+    chunks = [seeds[i:i + per_job] for i in range(0, len(seeds), per_job)]
+    return {seed_group_name(chunk): chunk for chunk in chunks}
 
 
 def forgetting_setup(cfg: Mapping[str, Any]) -> ForgettingSetup:

@@ -13,12 +13,17 @@ import numpy as np
 import torch
 
 from ..data import load_prepared, normalize, to_unit
-from ..io import load_json, save_json, save_npz
+from ..io import atomic_path, load_json, save_json, save_npz
 from ..kernel import lpntk_gram
 from ..train import choose_reference_run, select_device
 from .common import load_reference_model, log, set_threads, tracking_run
 
-__all__ = ["select_reference_stage", "kernel_stage", "class_inputs"]
+__all__ = ["reference_checkpoint_name", "select_reference_stage", "kernel_stage", "class_inputs"]
+
+
+def reference_checkpoint_name(kernel_cfg: Mapping) -> str:
+    """File name of the training run's checkpoint the kernels use: ``kernel.checkpoint`` best or last."""
+    return "model_best.pt" if kernel_cfg["checkpoint"] == "best" else "model_last.pt"
 
 
 def select_reference_stage(dataset: str, cfg: Mapping, summaries: Sequence[str], outputs: Mapping[str, str],
@@ -28,12 +33,14 @@ def select_reference_stage(dataset: str, cfg: Mapping, summaries: Sequence[str],
     runs = [load_json(p, what="training summary") for p in summaries]
     chosen = choose_reference_run(runs, kcfg.get("seed"))
     run_dir = Path(summaries[[int(r["seed"]) for r in runs].index(int(chosen["seed"]))]).parent
-    ckpt = run_dir / ("model_best.pt" if kcfg["checkpoint"] == "best" else "model_last.pt")
+    ckpt = run_dir / reference_checkpoint_name(kcfg)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} of the chosen training run (seed {chosen['seed']}, "
+                                f"kernel.checkpoint: {kcfg['checkpoint']}) does not exist; rerun that seed's "
+                                f"train job (delete {run_dir / 'summary.json'} so Snakemake reruns it)")
     with tracking_run("select_reference", dataset, cfg, mlflow_cfg, seed=int(chosen["seed"])) as run:
-        tmp = Path(outputs["model"]).with_suffix(".tmp")
-        Path(outputs["model"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ckpt, tmp)
-        os.replace(tmp, outputs["model"])
+        with atomic_path(outputs["model"]) as tmp:
+            shutil.copyfile(ckpt, tmp)
         info = {"seed": int(chosen["seed"]), "checkpoint": kcfg["checkpoint"], "source": str(ckpt),
                 "epoch": chosen["best_epoch"] if kcfg["checkpoint"] == "best" else chosen["epochs"],
                 "select": chosen.get("select"), **{k: v for k, v in chosen.items() if k.endswith("_acc_selected")

@@ -10,32 +10,66 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..io import atomic_path, load_json
 from .common import log, tracking_run
 
-__all__ = ["SECTIONS", "summary_stage", "reference_runs_table"]
+__all__ = ["SECTIONS", "Section", "enabled_sections", "summary_stage", "reference_runs_table"]
 
-#: (key of the input mapping, heading, what the table shows) in page order.
-SECTIONS: tuple[tuple[str, str, str], ...] = (
-    ("relations_shares", "Use case 1 - relations between samples under lpNTK",
-     "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured tau, "
-     "and the official code's raw-value rule beside its MNIST numbers)."),
-    ("relations_per_class", "Use case 1 - redundant samples per class",
-     "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); the "
-     "official code's self-max among larger indices found 46.9 % self-max samples on MNIST."),
-    ("difficulty_auc", "Use case 1 - controlling learning difficulty",
-     "Area under the targets' L2-error curves when the training set adds the samples most interchangeable with "
-     "them (easy), around the median, the least similar (hard), and with negative lpNTK (contradictory)."),
-    ("ld_size_correlation", "Use case 1 - learning difficulty vs dataset size",
-     "Correlation of per-sample learning difficulty between nested training sets of different sizes."),
-    ("forgetting_table", "Use case 2 - predicting forgetting events",
-     "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers beside ours."),
-    ("pruning_table", "Use case 3 - pruning the training set",
-     "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours."),
+
+class Section(NamedTuple):
+    """One stage table of the summary page (the workflow's summary rule reads the same entries for its inputs)."""
+
+    key: str  #: key of the table's file in a dataset's input mapping
+    flag: tuple[str, ...]  #: path in the dataset block of the block whose ``enabled`` turns the table on
+    file: str  #: the table's file under ``results/<dataset>/``
+    heading: str
+    text: str  #: what the table shows
+
+
+#: The stage tables in page order.
+SECTIONS: tuple[Section, ...] = (
+    Section("relations_shares", ("relations",), "relations/shares.md",
+            "Use case 1 - relations between samples under lpNTK",
+            "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured "
+            "tau, and the official code's raw-value rule beside its MNIST numbers)."),
+    Section("relations_per_class", ("relations",), "relations/per_class.md",
+            "Use case 1 - redundant samples per class",
+            "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); "
+            "share_selfmax_larger_index is the official code's self-max test (against later samples only) applied "
+            "within each class; the official code tested against later samples of every class and found 46.9 % "
+            "self-max samples on MNIST, so the within-class rate runs higher and is not directly comparable."),
+    Section("difficulty_auc", ("difficulty",), "difficulty/auc.md",
+            "Use case 1 - controlling learning difficulty",
+            "Area under the targets' L2-error curves when the training set adds the samples most interchangeable "
+            "with them (easy), around the median, the least similar (hard), and with negative lpNTK "
+            "(contradictory)."),
+    Section("ld_size_correlation", ("difficulty", "size"), "ld_size/correlation.md",
+            "Use case 1 - learning difficulty vs dataset size",
+            "Correlation of per-sample learning difficulty between nested training sets of different sizes."),
+    Section("forgetting_table", ("forgetting",), "forgetting/table.md",
+            "Use case 2 - predicting forgetting events",
+            "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers "
+            "beside the stepwise rows (the official code's per-step averaging)."),
+    Section("pruning_table", ("pruning",), "pruning/table.md",
+            "Use case 3 - pruning the training set",
+            "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours."),
 )
+
+
+def enabled_sections(block: Mapping) -> list[Section]:
+    """The sections whose stage a dataset's config ``block`` enables, in page order."""
+    out = []
+    for section in SECTIONS:
+        node = block
+        for part in section.flag:
+            node = node[part]
+        if node["enabled"]:
+            out.append(section)
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -61,8 +95,8 @@ def reference_runs_table(summaries: Sequence[Mapping], reference: Mapping | None
     return text
 
 
-def _demote(markdown: str, levels: int = 2) -> str:
-    """Push a table file's own headings down so they nest under the page's headings."""
+def _demote(markdown: str, levels: int = 3) -> str:
+    """Push a table file's own headings down so they nest under the page's section headings (level 3)."""
     return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
@@ -73,8 +107,8 @@ def summary_stage(results: Mapping[str, Mapping[str, str | Sequence[str]]], outp
     The page is attached to one MLflow run (rule ``summary``) in each dataset's experiment."""
     lines = ["# lpntk results", "",
              "Regenerated by `snakemake`; every number traces back to a file under `results/<dataset>/` and a run "
-             "in MLflow. The authors' numbers are those of their slides (`paper-protocols.md` §5.0), printed "
-             "beside ours where the dataset is one they report.", ""]
+             "in MLflow. The authors' numbers are those of their slides (`docs/reference/paper-protocols.md` "
+             "§5.0), printed beside ours where the dataset is one they report.", ""]
     for ds, files in results.items():
         info = load_json(files["info"], what="prepared-data info")
         summaries = sorted((load_json(p, what="training summary") for p in files["summaries"]),
@@ -87,10 +121,10 @@ def summary_stage(results: Mapping[str, Mapping[str, str | Sequence[str]]], outp
                   f"model with {summaries[0].get('n_params', 0):,} parameters; seeds "
                   f"{', '.join(str(int(s['seed'])) for s in summaries)}.", "",
                   "### Reference training runs", "", reference_runs_table(summaries, reference), ""]
-        for key, heading, what in SECTIONS:
-            if key in files:
-                table = Path(files[key]).read_text().strip()
-                lines += [f"### {heading}", "", what, "", _demote(table), ""]
+        for section in SECTIONS:
+            if section.key in files:
+                table = Path(files[section.key]).read_text().strip()
+                lines += [f"### {section.heading}", "", section.text, "", _demote(table), ""]
     text = "\n".join(lines).rstrip() + "\n"
     with atomic_path(output) as tmp:
         Path(tmp).write_text(text)

@@ -3,6 +3,9 @@
 import json
 
 from lpntk.config import dataset_config, validate_config
+from lpntk.stages.forgetting import seed_groups
+from lpntk.stages.kernel import reference_checkpoint_name
+from lpntk.stages.summary import enabled_sections
 from lpntk.tracking import finish_invocation, init_store
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -38,8 +41,29 @@ def seeds(ds):
     return config["datasets"][ds]["train"]["seeds"]
 
 
+def prepared_files(ds):
+    """The prepare_data outputs of a dataset by name: info.json and the train / val / test splits (all of which
+    lpntk.data.load_prepared reads)."""
+    return {
+        "info": f"{RESULTS}/{ds}/data/info.json",
+        "train": f"{RESULTS}/{ds}/data/train.npz",
+        "val": f"{RESULTS}/{ds}/data/val.npz",
+        "test": f"{RESULTS}/{ds}/data/test.npz",
+    }
+
+
+def train_outputs(ds, name):
+    """One output file (summary.json, dynamics.npz, model_best.pt, ...) of every training run of a dataset."""
+    return expand(f"{RESULTS}/{ds}/train/seed{{seed}}/{name}", seed=seeds(ds))
+
+
 def train_files(ds):
-    return expand(f"{RESULTS}/{ds}/train/seed{{seed}}/summary.json", seed=seeds(ds))
+    return train_outputs(ds, "summary.json")
+
+
+def reference_checkpoints(ds):
+    """The checkpoints select_reference may copy: every run's best or last one (kernel.checkpoint)."""
+    return train_outputs(ds, reference_checkpoint_name(config["datasets"][ds]["kernel"]))
 
 
 def classes(ds):
@@ -87,10 +111,7 @@ def forgetting_seed_groups(ds):
     """Seed groups of the forgetting jobs, by path component (seed3, seeds1-2-3): forgetting.seeds (null: the
     train seeds) in chunks of forgetting.seeds_per_job."""
     fcfg = config["datasets"][ds]["forgetting"]
-    run_seeds = [int(s) for s in (fcfg["seeds"] or seeds(ds))]
-    k = int(fcfg["seeds_per_job"])
-    chunks = [run_seeds[i:i + k] for i in range(0, len(run_seeds), k)]
-    return {(f"seed{c[0]}" if len(c) == 1 else "seeds" + "-".join(map(str, c))): c for c in chunks}
+    return seed_groups(fcfg["seeds"] or seeds(ds), fcfg["seeds_per_job"])
 
 
 def forgetting_group_seeds(wildcards):
@@ -159,30 +180,16 @@ def retrain_threads(wildcards):
 
 # ---- summary and all ---------------------------------------------------------------------------------
 
-#: Tables gathered into results/summary.md: key -> (enabling flag as a path into the dataset block, file).
-SUMMARY_TABLES = {
-    "relations_shares": (("relations",), "relations/shares.md"),
-    "relations_per_class": (("relations",), "relations/per_class.md"),
-    "difficulty_auc": (("difficulty",), "difficulty/auc.md"),
-    "ld_size_correlation": (("difficulty", "size"), "ld_size/correlation.md"),
-    "forgetting_table": (("forgetting",), "forgetting/table.md"),
-    "pruning_table": (("pruning",), "pruning/table.md"),
-}
-
-
 def summary_files(ds):
-    """What the summary page reads of one dataset: {"info", "summaries", "reference", <enabled tables>}."""
+    """What the summary page reads of one dataset: {"info", "summaries", "reference", <enabled tables>} (the
+    tables are lpntk.stages.summary.SECTIONS)."""
     files = {
         "info": f"{RESULTS}/{ds}/data/info.json",
         "summaries": train_files(ds),
         "reference": f"{RESULTS}/{ds}/reference/reference.json",
     }
-    for key, (flag, path) in SUMMARY_TABLES.items():
-        block = config["datasets"][ds]
-        for part in flag:
-            block = block[part]
-        if block["enabled"]:
-            files[key] = f"{RESULTS}/{ds}/{path}"
+    for section in enabled_sections(config["datasets"][ds]):
+        files[section.key] = f"{RESULTS}/{ds}/{section.file}"
     return files
 
 

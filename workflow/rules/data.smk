@@ -7,7 +7,6 @@ checkpoint prepare_data:
     params:
         cfg=stage_cfg(),
         data_dir=config["data_dir"],
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/prepare_data.log",
     benchmark:

@@ -1,8 +1,7 @@
 rule difficulty:
     input:
+        unpack(lambda wc: prepared_files(wc.ds)),
         kernels=lambda wc: kernel_files(wc.ds),
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
         sets=f"{RESULTS}/{{ds}}/difficulty/sets.csv",
@@ -10,20 +9,19 @@ rule difficulty:
         auc=report(
             f"{RESULTS}/{{ds}}/difficulty/auc.csv",
             caption="../report/difficulty.rst",
-            category="Use case 1: learning difficulty",
+            category="Use case 1 - learning difficulty",
         ),
         auc_md=f"{RESULTS}/{{ds}}/difficulty/auc.md",
         auc_per_class=f"{RESULTS}/{{ds}}/difficulty/auc_per_class.csv",
         figure=report(
             f"{RESULTS}/{{ds}}/difficulty/curves.png",
             caption="../report/difficulty.rst",
-            category="Use case 1: learning difficulty",
+            category="Use case 1 - learning difficulty",
         ),
         figure_pdf=f"{RESULTS}/{{ds}}/difficulty/curves.pdf",
         summary=f"{RESULTS}/{{ds}}/difficulty/summary.json",
     params:
         cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/difficulty.log",
     benchmark:
@@ -37,26 +35,24 @@ rule difficulty:
 
 rule ld_size:
     input:
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
+        unpack(lambda wc: prepared_files(wc.ds)),
     output:
         ld=f"{RESULTS}/{{ds}}/ld_size/ld.csv",
         correlation=report(
             f"{RESULTS}/{{ds}}/ld_size/correlation.csv",
             caption="../report/ld_size.rst",
-            category="Use case 1: learning difficulty",
+            category="Use case 1 - learning difficulty",
         ),
         correlation_md=f"{RESULTS}/{{ds}}/ld_size/correlation.md",
         heatmap=report(
             f"{RESULTS}/{{ds}}/ld_size/correlation.png",
             caption="../report/ld_size.rst",
-            category="Use case 1: learning difficulty",
+            category="Use case 1 - learning difficulty",
         ),
         heatmap_pdf=f"{RESULTS}/{{ds}}/ld_size/correlation.pdf",
         summary=f"{RESULTS}/{{ds}}/ld_size/summary.json",
     params:
         cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/ld_size.log",
     benchmark:

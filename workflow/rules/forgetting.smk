@@ -1,7 +1,6 @@
 rule forgetting:
     input:
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
+        unpack(lambda wc: prepared_files(wc.ds)),
     output:
         steps=f"{RESULTS}/{{ds}}/forgetting/{{group}}/steps.csv",
         samples=f"{RESULTS}/{{ds}}/forgetting/{{group}}/samples.npz",
@@ -9,7 +8,6 @@ rule forgetting:
     params:
         cfg=stage_cfg("model", "augment", "forgetting"),
         seeds=forgetting_group_seeds,
-        mlflow=config["mlflow"],
     wildcard_constraints:
         group=r"seeds?\d+(-\d+)*",
     log:
@@ -30,19 +28,18 @@ rule forgetting_table:
         table_csv=report(
             f"{RESULTS}/{{ds}}/forgetting/table.csv",
             caption="../report/forgetting.rst",
-            category="Use case 2: forgetting",
+            category="Use case 2 - forgetting",
         ),
         table_md=f"{RESULTS}/{{ds}}/forgetting/table.md",
         figure_png=report(
             f"{RESULTS}/{{ds}}/forgetting/scores.png",
             caption="../report/forgetting.rst",
-            category="Use case 2: forgetting",
+            category="Use case 2 - forgetting",
         ),
         figure_pdf=f"{RESULTS}/{{ds}}/forgetting/scores.pdf",
         summary=f"{RESULTS}/{{ds}}/forgetting/summary.json",
     params:
         cfg=stage_cfg("forgetting"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/forgetting_table.log",
     benchmark:

@@ -1,12 +1,12 @@
 rule select_reference:
     input:
         summaries=lambda wc: train_files(wc.ds),
+        checkpoints=lambda wc: reference_checkpoints(wc.ds),
     output:
         model=f"{RESULTS}/{{ds}}/reference/model.pt",
         info=f"{RESULTS}/{{ds}}/reference/reference.json",
     params:
         cfg=stage_cfg("kernel"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/select_reference.log",
     benchmark:
@@ -19,14 +19,12 @@ rule select_reference:
 
 rule kernel:
     input:
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
+        unpack(lambda wc: prepared_files(wc.ds)),
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
         gram=f"{RESULTS}/{{ds}}/kernel/class{{klass}}.npz",
     params:
         cfg=stage_cfg("model", "kernel"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/kernel/class{{klass}}.log",
     benchmark:

@@ -6,7 +6,6 @@ rule cluster:
         summary=f"{RESULTS}/{{ds}}/cluster/summary.csv",
     params:
         cfg=stage_cfg("pruning"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/cluster.log",
     benchmark:
@@ -26,7 +25,6 @@ rule prune:
         table=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/prune.log",
     benchmark:
@@ -40,10 +38,7 @@ rule prune:
 
 rule retrain:
     input:
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
-        val=f"{RESULTS}/{{ds}}/data/val.npz",
-        test=f"{RESULTS}/{{ds}}/data/test.npz",
+        unpack(lambda wc: prepared_files(wc.ds)),
         subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
     output:
         f"{RESULTS}/{{ds}}/retrain/{{unit}}/{{shard}}.json",
@@ -52,7 +47,6 @@ rule retrain:
         shard=r"all|seed\d+",
     params:
         cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/retrain/{{unit}}/{{shard}}.log",
     benchmark:
@@ -72,24 +66,23 @@ rule pruning_table:
         csv=report(
             f"{RESULTS}/{{ds}}/pruning/table.csv",
             caption="../report/pruning_table.rst",
-            category="Use case 3: pruning",
+            category="Use case 3 - pruning",
         ),
         md=f"{RESULTS}/{{ds}}/pruning/table.md",
         fig_redundant=report(
             f"{RESULTS}/{{ds}}/pruning/redundant_removal.png",
             caption="../report/pruning_redundant.rst",
-            category="Use case 3: pruning",
+            category="Use case 3 - pruning",
         ),
         fig_redundant_pdf=f"{RESULTS}/{{ds}}/pruning/redundant_removal.pdf",
         fig_small=report(
             f"{RESULTS}/{{ds}}/pruning/small_clusters.png",
             caption="../report/pruning_small_clusters.rst",
-            category="Use case 3: pruning",
+            category="Use case 3 - pruning",
         ),
         fig_small_pdf=f"{RESULTS}/{{ds}}/pruning/small_clusters.pdf",
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/pruning_table.log",
     benchmark:

@@ -1,14 +1,13 @@
 rule relations:
     input:
+        unpack(lambda wc: prepared_files(wc.ds)),
         kernels=lambda wc: kernel_files(wc.ds),
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
         shares=report(
             f"{RESULTS}/{{ds}}/relations/shares.csv",
             caption="../report/relations.rst",
-            category="Use case 1: relations",
+            category="Use case 1 - relations",
         ),
         shares_md=f"{RESULTS}/{{ds}}/relations/shares.md",
         distribution=f"{RESULTS}/{{ds}}/relations/distribution.csv",
@@ -16,20 +15,19 @@ rule relations:
         per_class=report(
             f"{RESULTS}/{{ds}}/relations/per_class.csv",
             caption="../report/relations.rst",
-            category="Use case 1: relations",
+            category="Use case 1 - relations",
         ),
         per_class_md=f"{RESULTS}/{{ds}}/relations/per_class.md",
         cross=f"{RESULTS}/{{ds}}/relations/cross_panel.npz",
         histogram=report(
             f"{RESULTS}/{{ds}}/relations/histogram.png",
             caption="../report/relations.rst",
-            category="Use case 1: relations",
+            category="Use case 1 - relations",
         ),
         histogram_pdf=f"{RESULTS}/{{ds}}/relations/histogram.pdf",
         summary=f"{RESULTS}/{{ds}}/relations/summary.json",
     params:
         cfg=stage_cfg("model", "kernel", "relations"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/relations.log",
     benchmark:

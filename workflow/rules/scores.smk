@@ -1,12 +1,12 @@
 rule scores:
     input:
         summaries=lambda wc: train_files(wc.ds),
+        dynamics=lambda wc: train_outputs(wc.ds, "dynamics.npz"),
     output:
         table=f"{RESULTS}/{{ds}}/scores/scores.csv",
         info=f"{RESULTS}/{{ds}}/scores/scores.json",
     params:
         cfg=stage_cfg("train", "scores"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/scores.log",
     benchmark:

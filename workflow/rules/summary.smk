@@ -9,7 +9,6 @@ rule summary:
         ),
     params:
         results={ds: summary_files(ds) for ds in DATASETS},
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:

@@ -1,7 +1,6 @@
 rule train:
     input:
-        info=f"{RESULTS}/{{ds}}/data/info.json",
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
+        unpack(lambda wc: prepared_files(wc.ds)),
     output:
         model_best=f"{RESULTS}/{{ds}}/train/seed{{seed}}/model_best.pt",
         model_last=f"{RESULTS}/{{ds}}/train/seed{{seed}}/model_last.pt",
@@ -10,7 +9,6 @@ rule train:
         summary=f"{RESULTS}/{{ds}}/train/seed{{seed}}/summary.json",
     params:
         cfg=stage_cfg("model", "train", "augment"),
-        mlflow=config["mlflow"],
     log:
         f"{RESULTS}/{{ds}}/logs/train/seed{{seed}}.log",
     benchmark:

@@ -4,4 +4,4 @@ from lpntk.stages.pruning import cluster_stage
 
 with job_log(snakemake.log[0]):
     cluster_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.input.kernels),
-                  dict(snakemake.output), snakemake.params.mlflow)
+                  dict(snakemake.output), snakemake.config["mlflow"])

@@ -7,4 +7,4 @@ from lpntk.stages.difficulty import difficulty_stage
 with job_log(snakemake.log[0]):
     difficulty_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.input.kernels),
                      Path(snakemake.input.info).parent, snakemake.input.reference, dict(snakemake.output),
-                     snakemake.threads, snakemake.params.mlflow)
+                     snakemake.threads, snakemake.config["mlflow"])

@@ -7,4 +7,4 @@ from lpntk.stages.forgetting import forgetting_stage
 with job_log(snakemake.log[0]):
     forgetting_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.params.seeds),
                      Path(snakemake.input.info).parent, dict(snakemake.output), snakemake.threads,
-                     snakemake.params.mlflow)
+                     snakemake.config["mlflow"])

@@ -7,4 +7,4 @@ from lpntk.stages.kernel import kernel_stage
 with job_log(snakemake.log[0]):
     kernel_stage(snakemake.wildcards.ds, snakemake.params.cfg, int(snakemake.wildcards.klass),
                  Path(snakemake.input.info).parent, snakemake.input.reference, snakemake.output.gram,
-                 snakemake.threads, snakemake.params.mlflow)
+                 snakemake.threads, snakemake.config["mlflow"])

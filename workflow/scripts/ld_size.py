@@ -6,4 +6,4 @@ from lpntk.stages.difficulty import ld_size_stage
 
 with job_log(snakemake.log[0]):
     ld_size_stage(snakemake.wildcards.ds, snakemake.params.cfg, Path(snakemake.input.info).parent,
-                  dict(snakemake.output), snakemake.threads, snakemake.params.mlflow)
+                  dict(snakemake.output), snakemake.threads, snakemake.config["mlflow"])

@@ -6,4 +6,4 @@ from lpntk.stages.data import prepare_data_stage
 
 with job_log(snakemake.log[0]):
     prepare_data_stage(snakemake.wildcards.ds, snakemake.params.cfg, Path(snakemake.output.info).parent,
-                       snakemake.params.data_dir, snakemake.params.mlflow)
+                       snakemake.params.data_dir, snakemake.config["mlflow"])

@@ -4,4 +4,4 @@ from lpntk.stages.pruning import pruning_table_stage
 
 with job_log(snakemake.log[0]):
     pruning_table_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.input.runs),
-                        snakemake.input.subsets, dict(snakemake.output), snakemake.params.mlflow)
+                        snakemake.input.subsets, dict(snakemake.output), snakemake.config["mlflow"])

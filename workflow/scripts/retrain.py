@@ -7,4 +7,4 @@ from lpntk.stages.pruning import retrain_stage
 with job_log(snakemake.log[0]):
     retrain_stage(snakemake.wildcards.ds, snakemake.params.cfg, snakemake.wildcards.unit,
                   snakemake.wildcards.shard, Path(snakemake.input.info).parent, snakemake.input.subsets,
-                  snakemake.output[0], snakemake.threads, snakemake.params.mlflow)
+                  snakemake.output[0], snakemake.threads, snakemake.config["mlflow"])

@@ -4,4 +4,4 @@ from lpntk.stages.scores import scores_stage
 
 with job_log(snakemake.log[0]):
     scores_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.input.summaries),
-                 dict(snakemake.output), snakemake.params.mlflow)
+                 dict(snakemake.output), snakemake.config["mlflow"])

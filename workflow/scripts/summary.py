@@ -3,4 +3,4 @@ from lpntk.stages.common import job_log
 from lpntk.stages.summary import summary_stage
 
 with job_log(snakemake.log[0]):
-    summary_stage(snakemake.params.results, snakemake.output[0], snakemake.params.mlflow)
+    summary_stage(snakemake.params.results, snakemake.output[0], snakemake.config["mlflow"])

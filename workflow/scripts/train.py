@@ -7,4 +7,4 @@ from lpntk.stages.train import train_stage
 with job_log(snakemake.log[0]):
     train_stage(snakemake.wildcards.ds, snakemake.params.cfg, int(snakemake.wildcards.seed),
                 Path(snakemake.input.info).parent, dict(snakemake.output), snakemake.threads,
-                snakemake.params.mlflow)
+                snakemake.config["mlflow"])
