@@ -144,17 +144,18 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
     """Cross-key checks of the stage blocks (those the per-stage schemas cannot express)."""
     train = ds["train"]
     scores, pruning = ds["scores"], ds["pruning"]
-    uses = {"el2n": scores["enabled"], "grand": scores["enabled"]}
-    if pruning["enabled"]:
-        uses["el2n"] = uses["el2n"] or "el2n" in pruning["methods"]
-        uses["grand"] = uses["grand"] or "grand" in pruning["methods"]
+    # the scores stage runs when enabled or when pruning ranks by any score (the workflow's prune inputs), and
+    # it always computes EL2N and GraNd beside the forgetting and random scores
+    runs_scores = scores["enabled"] or (pruning["enabled"]
+                                        and bool({"el2n", "grand", "forgetting", "random"} & set(pruning["methods"])))
     for score in ("el2n", "grand"):
         epoch = scores[f"{score}_epoch"]
-        if not uses[score]:
+        if not runs_scores:
             continue
         if epoch is None and not train["score_epochs"]:
-            raise ConfigError(f"config error at {where}.train.score_epochs: {score.upper()} scores are needed "
-                              f"(scores/pruning) but no score epoch is recorded; add one, e.g. [0, 2]")
+            raise ConfigError(f"config error at {where}.train.score_epochs: the scores stage runs (scores.enabled "
+                              f"or a score-based pruning method) and computes {score.upper()} at a recorded score "
+                              f"epoch, but none is recorded; add one, e.g. [0, 2]")
         if epoch is not None and epoch not in train["score_epochs"]:
             raise ConfigError(f"config error at {where}.scores.{score}_epoch: epoch {epoch} is not recorded by "
                               f"training (train.score_epochs = {train['score_epochs']}); add it there")

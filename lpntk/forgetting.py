@@ -507,7 +507,8 @@ def aggregate_scores(runs: Sequence[Mapping[str, Any]], predictors: Sequence[str
     ``{precision,recall,f1}_{mean,std}`` (std with ddof = 1; seeds whose score is undefined are left out and
     ``n_seeds`` counts the rest), the mean true-event and predicted-event counts per seed, the first-order errors
     (``relerr_dz``, ``el2n_err``: means over seeds) and, where ``paper`` has the predictor, the slides' mean and
-    std (``paper_{metric}``, ``paper_{metric}_std``). Returns a pandas DataFrame.
+    std (``paper_{metric}``, ``paper_{metric}_std``) on the stepwise row only, the averaging they were computed
+    with. Returns a pandas DataFrame.
     """
     import pandas as pd
 
@@ -527,7 +528,7 @@ def aggregate_scores(runs: Sequence[Mapping[str, Any]], predictors: Sequence[str
             row["pred_events_mean"] = float(np.mean([r[f"n_pred_{p}"] for r in runs])) if runs else float("nan")
             row["relerr_dz_mean"] = _mean_std([_num(r[f"relerr_dz_{p}"]) for r in runs])[0]
             row["el2n_err_mean"] = _mean_std([_num(r[f"el2n_err_{p}"]) for r in runs])[0]
-            ref = (paper or {}).get(p)
+            ref = (paper or {}).get(p) if scoring == "stepwise" else None  # the slides averaged per step
             for metric in ("precision", "recall", "f1"):
                 row[f"paper_{metric}"], row[f"paper_{metric}_std"] = ref[metric] if ref else (float("nan"),) * 2
             rows.append(row)

@@ -9,6 +9,7 @@ the same content: json keys are sorted, npz members have a fixed order, no times
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -31,12 +32,21 @@ __all__ = [
 ]
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (reading it means setting it, which is not thread-safe to repeat)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
 
     The parent directory is created. On any exception the temporary file is removed and ``path`` is left
-    untouched.
+    untouched. The file gets the permissions a plain ``open`` would give it (0666 less the umask), not the
+    private 0600 of the temporary file, so a group sharing a results folder can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +55,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -102,7 +114,10 @@ def load_json(path: str | os.PathLike, *, what: str = "results file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist; run the workflow step that produces it")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{what} {path} cannot be read ({err}); delete it and rerun the step") from None
 
 
 def save_table(path: str | os.PathLike, df) -> Path:

@@ -982,17 +982,14 @@ def first_order_logit_change(model: nn.Module, x_obs: Tensor, x_upd: Tensor, y_u
     * ``"lpntk"``: K replaced by kappa(o, u) I_K with kappa the lpNTK (1/K scale): -lr * mean_u kappa_ou dL/dz(x_u);
       needs ``y_obs``.
     * ``"pntk"``:  the same with the pNTK.
+
+    One predictor of :func:`lpntk.forgetting.predicted_logit_changes`, which computes several from one pass.
     """
-    if kernel == "entk":
-        g = loss_gradient(model, x_upd, y_upd, block_size=block_size)
-        return -lr * jvp_logits(model, x_obs, g, block_size=block_size)
-    if kernel not in ("lpntk", "pntk"):
+    from .forgetting import predicted_logit_changes  # forgetting builds on this module
+
+    if kernel not in ("entk", "lpntk", "pntk"):
         raise ValueError(f"kernel: expected 'entk', 'lpntk' or 'pntk', got {kernel!r}")
-    err = logit_loss_gradient(model, x_upd, y_upd)
-    if kernel == "lpntk":
-        if y_obs is None:
-            raise ValueError("y_obs: kernel='lpntk' needs the labels of x_obs")
-        kap = lpntk_gram(model, x_obs, y_obs, x2=x_upd, y2=y_upd, block_size=block_size)
-    else:
-        kap = pntk_gram(model, x_obs, x_upd, block_size=block_size)
-    return -lr * (kap @ err.to(kap.dtype)) / len(x_upd)
+    if kernel == "lpntk" and y_obs is None:
+        raise ValueError("y_obs: kernel='lpntk' needs the labels of x_obs")
+    return predicted_logit_changes(model, x_obs, y_obs, x_upd, y_upd, lr, predictors=[kernel],
+                                   block_size=block_size)[kernel]

@@ -25,6 +25,8 @@ save a resumable state every few epochs and continue from it after an interrupti
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 import random
@@ -42,6 +44,8 @@ from torch import nn
 from .data import Split, normalize, to_unit
 from .io import save_torch
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Recipe",
     "TrainResult",
@@ -54,6 +58,7 @@ __all__ = [
     "presentation_forgetting",
     "evaluate",
     "train_model",
+    "run_fingerprint",
     "choose_reference_run",
 ]
 
@@ -267,6 +272,40 @@ def _set_rng_state(gens: dict[str, torch.Generator], state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def run_fingerprint(model: nn.Module, train: Split, recipe: Recipe, seed: int, mean: Sequence[float],
+                    std: Sequence[float]) -> str:
+    """SHA-256 of what makes a training run: the recipe (but how often it saves its state), the seed, the
+    model's parameter names and shapes, the normalisation and the training set's original indices and labels.
+
+    A resumable state is picked up only by the run with the same fingerprint."""
+    h = hashlib.sha256()
+    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
+    h.update(repr((sorted(spec.items()), int(seed), [float(m) for m in mean], [float(s) for s in std])).encode())
+    h.update(repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode())
+    h.update(train.index.numpy().astype(np.int64).tobytes())
+    h.update(train.y.numpy().astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _load_resume_state(path: Path, fingerprint: str, device: torch.device) -> dict | None:
+    """The resumable state at ``path`` if it belongs to this run, else None (a stale or unreadable one is removed)."""
+    if not path.is_file():
+        return None
+    try:
+        st = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # a truncated or foreign file: start over rather than fail the job
+        log.warning("ignoring unreadable resume state %s (%s); training from the start", path, err)
+        path.unlink(missing_ok=True)
+        return None
+    if not isinstance(st, dict) or st.get("fingerprint") != fingerprint:
+        log.warning("ignoring resume state %s: it was saved by a different run (recipe, seed, model or data "
+                    "changed); training from the start", path)
+        path.unlink(missing_ok=True)
+        return None
+    log.info("resuming from %s at epoch %d", path, st["epoch"])
+    return st
+
+
 def train_model(
     model: nn.Module,
     train: Split,
@@ -287,7 +326,9 @@ def train_model(
     ``model`` should be freshly built after :func:`seed_everything` (its initialisation is part of the
     run). ``on_epoch`` is called with each epoch's history row (for live metric logging). With
     ``resume_path`` set and ``recipe.resume_every > 0`` a resumable state is saved there every
-    ``resume_every`` epochs and picked up by a later call; it is deleted when the run completes.
+    ``resume_every`` epochs and picked up by a later call; it is deleted when the run completes. A state
+    saved by a different run (another recipe, seed, model, normalisation or training set:
+    :func:`run_fingerprint`) or one that cannot be read is discarded with a warning and training starts over.
 
     ``dynamics`` (all indexed by position in ``train``; ``index`` maps positions to original indices):
     ``index``, ``y``, ``loss``/``correct``/``l2`` (N, E), ``forgetting_events`` (N, E),
@@ -321,8 +362,9 @@ def train_model(
     start_epoch = 0
 
     resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and resume_path.is_file():
-        st = torch.load(resume_path, map_location=device, weights_only=False)
+    fingerprint = run_fingerprint(model, train, recipe, seed, mean, std)
+    st = _load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
+    if st is not None:
         model.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])
@@ -383,7 +425,7 @@ def train_model(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rec": {k: v.cpu() for k, v in rec.items()},
                 "batch_order": batch_order, "lrs": lrs, "el2n": el2n, "grand": grand, "history": history,
-                "best": best, "epoch": epoch + 1, "rng": _rng_state(gens)})
+                "best": best, "epoch": epoch + 1, "rng": _rng_state(gens), "fingerprint": fingerprint})
 
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     correct = rec["correct"].cpu().numpy()

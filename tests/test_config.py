@@ -43,7 +43,12 @@ def base(repo):
     (lambda c: c["datasets"]["digits"]["scores"].update(el2n_epoch=7), "datasets.digits.scores.el2n_epoch",
      "not recorded"),
     (lambda c: c["datasets"]["digits"]["train"].update(score_epochs=[]), "datasets.digits.train.score_epochs",
-     "no score epoch"),
+     "none is recorded"),
+    # no EL2N / GraNd pruning, scores stage off: the forgetting and random baselines still run the scores stage
+    (lambda c: (c["datasets"]["digits"]["train"].update(score_epochs=[]),
+                c["datasets"]["digits"]["scores"].update(enabled=False),
+                c["datasets"]["digits"]["pruning"].update(methods=["lpntk", "forgetting", "random"])),
+     "datasets.digits.train.score_epochs", "none is recorded"),
     (lambda c: c["datasets"]["digits"]["scores"].update(seeds=[1, 9]), "datasets.digits.scores.seeds", "[9]"),
     (lambda c: c["datasets"]["digits"]["forgetting"].update(augment=True), "datasets.digits.forgetting.augment",
      "augments nothing"),

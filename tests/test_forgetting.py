@@ -138,7 +138,7 @@ def test_matrix_free_path_matches_explicit_blocks():
     torch.testing.assert_close(dz["pntk"], -lr * k_p @ err / 9, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(dz["lpntk_raw"], -lr * 10 * k_lp @ err / 9, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(dz["pntk_raw"], -lr * 10 * k_p @ err / 9, rtol=1e-10, atol=1e-13)
-    # and the engine's own reference implementation
+    # lpntk.first_order_logit_change is the one-predictor entry point to the same computation
     for kernel in ("entk", "lpntk", "pntk"):
         ref = first_order_logit_change(model, x_o, x_u, y_u, lr, kernel=kernel, y_obs=y_o)
         torch.testing.assert_close(dz[kernel], ref.detach(), rtol=1e-10, atol=1e-13)
@@ -214,9 +214,27 @@ def test_aggregate_scores_mean_std_and_paper_columns():
     assert row["precision_std"] == pytest.approx(np.std([50.0, 70.0], ddof=1))
     assert row["recall_mean"] == pytest.approx(100.0) and math.isnan(row["recall_std"])  # one defined seed
     assert row["n_seeds"] == 1 and row["n_runs"] == 2 and row["true_events_mean"] == 15
-    assert row["paper_f1"] == 89.96 and row["paper_f1_std"] == 7.10
+    assert math.isnan(row["paper_f1"])  # the slides' numbers stand beside the stepwise row, their averaging
+    stepwise = table[(table.predictor == "entk") & (table.scoring == "stepwise")].iloc[0]
+    assert stepwise["paper_f1"] == 89.96 and stepwise["paper_f1_std"] == 7.10
     assert math.isnan(table[table.predictor == "lpntk"].iloc[0]["paper_f1"])
     assert len(table) == 4
+
+
+def test_forgetting_figure_marks_the_slides_in_the_stepwise_panel(tmp_path):
+    from lpntk.figures.forgetting import plot_forgetting_scores
+
+    run = {"n_true_events": 4}
+    for pred in ("entk", "lpntk"):
+        for prefix in ("", "stepwise_"):
+            run.update({f"{prefix}precision_{pred}": 0.5, f"{prefix}recall_{pred}": 0.5, f"{prefix}f1_{pred}": 0.5})
+        run.update({f"n_pred_{pred}": 4, f"relerr_dz_{pred}": 0.1, f"el2n_err_{pred}": 0.01})
+    paper = {"entk": {"precision": (95.56, 8.14), "recall": (86.67, 13.67), "f1": (89.96, 7.10)}}
+    fig = plot_forgetting_scores(aggregate_scores([run, run], ["entk", "lpntk"], paper), tmp_path / "f.png")
+    pooled, stepwise = fig.axes[:2]
+    assert "slides" not in pooled.get_legend_handles_labels()[1]
+    assert "slides" in stepwise.get_legend_handles_labels()[1]
+    assert "slides" in [t.get_text() for t in fig.legends[0].get_texts()] and (tmp_path / "f.png").stat().st_size
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -381,3 +399,16 @@ def test_workflow_forgetting(workflow_run):
         assert r.info.status == "FINISHED"
     agg = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'forgetting_table'")
     assert len(agg) == 1 and "n_true_events" in agg[0].data.metrics
+
+
+def test_seed_groups_chunk_the_seeds_in_order_under_their_path_names():
+    from lpntk.stages.forgetting import seed_group_name, seed_groups
+
+    assert seed_groups([1, 2, 3], 2) == {"seeds1-2": [1, 2], "seed3": [3]}
+    assert seed_groups([5, 3], 1) == {"seed5": [5], "seed3": [3]}
+    assert seed_groups(["4", 7], 10) == {"seeds4-7": [4, 7]}
+    assert all(seed_group_name(v) == k for k, v in seed_groups(range(1, 8), 3).items())
+    with pytest.raises(ValueError, match="seeds_per_job"):
+        seed_groups([1, 2], 0)
+    with pytest.raises(ValueError, match="repeats"):
+        seed_groups([1, 2, 1], 1)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from lpntk.io import atomic_path, load_npz, save_json, save_npz, save_table, save_torch
+import lpntk.io as io_module
+from lpntk.io import atomic_path, load_json, load_npz, save_json, save_npz, save_table, save_torch
 
 
 def test_writers_are_deterministic_across_paths(tmp_path):
@@ -33,3 +37,17 @@ def test_unreadable_results_name_the_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="bad.npz cannot be read"):
         load_npz(tmp_path / "bad.npz")
+    (tmp_path / "bad.json").write_text('{"seed": 1,')  # cut short
+    with pytest.raises(ValueError, match="bad.json cannot be read"):
+        load_json(tmp_path / "bad.json")
+
+
+def test_written_files_get_the_umask_permissions_not_the_temporary_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io_module._umask.cache_clear()
+        mode = save_npz(tmp_path / "a.npz", x=np.zeros(2)).stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+        io_module._umask.cache_clear()
+    assert mode == 0o644  # mkstemp's 0600 would hide results from a group sharing the folder

@@ -117,6 +117,40 @@ def test_resume_after_interruption_gives_identical_results(digits, tmp_path):
         np.testing.assert_array_equal(resumed.dynamics[k], full.dynamics[k])
 
 
+def test_resume_state_of_another_run_is_discarded(digits, tmp_path, caplog):
+    from dataclasses import replace
+
+    train = digits.train.subset(range(96))
+    recipe = Recipe(epochs=3, batch_size=32, lr=0.05, resume_every=1)
+
+    def run(rec, on_epoch=None):
+        seed_everything(4)
+        model = build_model("small_cnn", digits.info.input_shape, 10)
+        return train_model(model, train, rec, 4, mean=digits.info.mean, std=digits.info.std, val=digits.val,
+                           device="cpu", resume_path=tmp_path / "resume.pt", on_epoch=on_epoch)
+
+    def crash(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    changed = replace(recipe, lr=0.01)  # the config was edited after the interruption
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, crash)
+    assert (tmp_path / "resume.pt").exists()
+    with caplog.at_level("WARNING", logger="lpntk.train"):
+        after_edit = run(changed)
+    assert "saved by a different run" in caplog.text
+    assert _bytes(after_edit.last_state) == _bytes(run(changed).last_state)  # as if started fresh
+    assert after_edit.history[0]["lr"] == pytest.approx(0.01)
+
+    (tmp_path / "resume.pt").write_bytes(b"truncated")  # a state cut short by a full disk
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lpntk.train"):
+        again = run(changed)
+    assert "unreadable resume state" in caplog.text and not (tmp_path / "resume.pt").exists()
+    assert _bytes(again.last_state) == _bytes(after_edit.last_state)
+
+
 def test_score_epochs_record_el2n_and_grand(digits):
     from lpntk.train import evaluate
 

@@ -20,7 +20,8 @@ _METRICS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
 def plot_forgetting_scores(table, png: str | os.PathLike, pdf: str | os.PathLike | None = None,
                            title: str = "") -> Figure:
     """Grouped bars of precision / recall / F1 (%) per predictor, mean with std error bars over seeds, one panel per
-    scoring (pooled over the window; the official code's per-step average); the slides' numbers as black markers.
+    scoring (pooled over the window; the official code's per-step average); the slides' numbers as black markers
+    in the per-step panel, the averaging they were computed with.
 
     ``table`` is the DataFrame of :func:`lpntk.forgetting.aggregate_scores`.
     """
@@ -46,7 +47,11 @@ def plot_forgetting_scores(table, png: str | os.PathLike, pdf: str | os.PathLike
         ax.set_title("pooled over the window" if scoring == "pooled" else "per-step average (official code)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("% (mean ± std over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
+    legend = {}  # the slides' markers stand in the stepwise panel only
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
