@@ -270,7 +270,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (a couple of minutes)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--data-dir", default=os.environ.get("LPNTK_DATA_DIR"),
                     help="torchvision MNIST root (default: $LPNTK_DATA_DIR)")

@@ -30,7 +30,7 @@ The official code also *gates* FPC (§6 item 9): it runs FPC only if the class h
 (:func:`self_max`) than k; otherwise the clusters are the self-max samples as singletons and every other
 sample is dropped. With MNIST's ~47 % self-max rate this skips FPC for every kept fraction above ~0.47. The
 main method here runs FPC without the gate (§7 A6); :func:`gated_heads` gives the official behaviour as a
-labelled variant.
+labelled variant (with the self-max flags computed within the class, see :func:`self_max`).
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def self_max(S: np.ndarray) -> np.ndarray:
     Only samples with a larger index are compared (the code stores the upper triangle), so the last sample
     is always self-max. The paper's definition of a redundant sample (some x' != x with kappa(x, x') >
     kappa(x, x)) compares with all samples; this function reproduces the code's gate, not the definition.
+    The official rows spanned every class; on a per-class similarity (as the pruning stage passes) this is the
+    within-class version, which flags more samples as self-max than the code's global test.
     """
     S = _check_similarity(S)
     n = len(S)

@@ -18,7 +18,9 @@ self-pair is always "interchangeable" (cos = 1) and carries no information about
 Redundant samples (the slides' formal definition): (x, y) is redundant if some *other* sample x' has
 kappa((x, y), (x', y')) > kappa((x, y), (x, y)) = |phi|^2 (:func:`redundant_mask`). The official code tested the
 complement ("self-max") only against samples of larger index (:func:`selfmax_larger_index_mask`, 46.9 % self-max
-on MNIST, paper-protocols §3.2 and §6 item 8).
+on MNIST, paper-protocols §3.2 and §6 item 8). The official lists held the later samples of *every* class; this
+package applies the test within each class's Gram (the cross-class part of a 60,000 x 60,000 kernel is not
+computed), a looser test that finds more self-max samples, so the two rates are not directly comparable.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def selfmax_larger_index_mask(gram: np.ndarray, order: Sequence[int] | np.ndarra
 
     "After" is in ``order`` (a permutation of the rows, e.g. by original index; default: row order). The code
     sorted each anchor's row over j >= i only, so the last sample is always self-max; it is *not* the complement
-    of :func:`redundant_mask` (which compares with every other sample).
+    of :func:`redundant_mask` (which compares with every other sample). The official rows spanned all classes;
+    applied to one class's Gram, as the relations stage does, it is the within-class version of the test.
     """
     g = np.asarray(gram, dtype=np.float64)
     n = len(g)
