@@ -48,6 +48,6 @@ onerror:
 
 
 rule all:
+    default_target: True
     input:
         all_outputs,
-    default_target: True

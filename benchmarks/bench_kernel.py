@@ -91,8 +91,13 @@ def w_ours(spec: dict) -> dict:
     if spec.get("save"):
         torch.save(G, spec["save"])
     best = min(range(len(times)), key=times.__getitem__)
-    return {"n": len(idx), "seconds": times[best], "cpu_seconds": cpus[best], "all_seconds": times,
-            "peak_rss_gb": peak_rss_gb()}
+    return {
+        "n": len(idx),
+        "seconds": times[best],
+        "cpu_seconds": cpus[best],
+        "all_seconds": times,
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def w_plain(spec: dict) -> dict:
@@ -120,16 +125,22 @@ def w_plain(spec: dict) -> dict:
     chunk = spec.get("chunk", 64)
     with torch.no_grad():
         for a in range(0, len(x), chunk):
-            g = per_sample(params, x[a:a + chunk], s[a:a + chunk])
-            Phi[a:a + chunk] = torch.cat([g[n].reshape(len(g[n]), -1) for n in params], 1)
+            g = per_sample(params, x[a : a + chunk], s[a : a + chunk])
+            Phi[a : a + chunk] = torch.cat([g[n].reshape(len(g[n]), -1) for n in params], 1)
             del g
     t1 = time.perf_counter()
     G = Phi @ Phi.T
     t2 = time.perf_counter()
     if spec.get("save"):
         torch.save(G, spec["save"])
-    return {"n": len(x), "seconds": t2 - t0, "grad_seconds": t1 - t0, "gram_seconds": t2 - t1, "P": P,
-            "peak_rss_gb": peak_rss_gb()}
+    return {
+        "n": len(x),
+        "seconds": t2 - t0,
+        "grad_seconds": t1 - t0,
+        "gram_seconds": t2 - t1,
+        "P": P,
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def w_b2(spec: dict) -> dict:
@@ -146,9 +157,16 @@ def w_b2(spec: dict) -> dict:
             idx = idx[: spec["per_class"]]
         t, cpu = time.perf_counter(), time.process_time()
         G = lpntk_gram(model, x[idx], y[idx], 10, block_size=spec["block_size"])
-        rows.append({"class": c, "n": len(idx), "seconds": time.perf_counter() - t,
-                     "cpu_seconds": time.process_time() - cpu, "asym": float((G - G.T).abs().max()),
-                     "load": os.getloadavg()[0]})
+        rows.append(
+            {
+                "class": c,
+                "n": len(idx),
+                "seconds": time.perf_counter() - t,
+                "cpu_seconds": time.process_time() - cpu,
+                "asym": float((G - G.T).abs().max()),
+                "load": os.getloadavg()[0],
+            }
+        )
         del G
     return {"rows": rows, "total_seconds": time.perf_counter() - t_all, "peak_rss_gb": peak_rss_gb()}
 
@@ -158,7 +176,7 @@ def w_b3_ours(spec: dict) -> dict:
 
     x, y, _ = load_mnist(spec["data_dir"])
     b = spec["batch"]
-    xo, yo, xu, yu = x[:b], y[:b], x[b:2 * b], y[b:2 * b]
+    xo, yo, xu, yu = x[:b], y[:b], x[b : 2 * b], y[b : 2 * b]
     model = make_model()
     lr = 0.01
     entk_blocks(model, xo[:4], xu[:4])  # warm-up, not timed
@@ -190,7 +208,7 @@ def w_b3_official(spec: dict) -> dict:
 
     x, y, _ = load_mnist(spec["data_dir"])
     b = spec["batch"]
-    xo, xu = x[:b], x[b:2 * b]
+    xo, xu = x[:b], x[b : 2 * b]
     model = make_model()
     params = {k: v.detach() for k, v in model.named_parameters()}
 
@@ -208,7 +226,7 @@ def w_b3_official(spec: dict) -> dict:
     times, blocks = [], []
     for i in range(spec["anchors"]):
         t = time.perf_counter()
-        blk = empirical_ntk(xo[i:i + 1], xu)  # (1, b, K, K)
+        blk = empirical_ntk(xo[i : i + 1], xu)  # (1, b, K, K)
         times.append(time.perf_counter() - t)
         blocks.append(blk[0])
     if spec.get("save"):
@@ -228,22 +246,36 @@ def w_calibrate(spec: dict) -> dict:
     return {"gflops": 2 * 2048 * 2048 * 18816 / best / 1e9}
 
 
-WORKERS = {"calibrate": w_calibrate, "ours": w_ours, "plain": w_plain, "b2": w_b2, "b3_ours": w_b3_ours,
-           "b3_official": w_b3_official}
+WORKERS = {
+    "calibrate": w_calibrate,
+    "ours": w_ours,
+    "plain": w_plain,
+    "b2": w_b2,
+    "b3_ours": w_b3_ours,
+    "b3_official": w_b3_official,
+}
 
 
 # ------------------------------------------------------------------------------------------------ main
 
 
 def run_worker(name: str, spec: dict, threads: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--spec", json.dumps(spec),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        name,
+        "--spec",
+        json.dumps(spec),
+        "--threads",
+        str(threads),
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT "):])
+            res = json.loads(line[len("RESULT ") :])
             res["process_wall_seconds"] = wall
             return res
     tail = (proc.stdout + proc.stderr)[-2000:]
@@ -272,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--data-dir", default=os.environ.get("LPNTK_DATA_DIR"),
-                    help="torchvision MNIST root (default: $LPNTK_DATA_DIR)")
+    ap.add_argument(
+        "--data-dir", default=os.environ.get("LPNTK_DATA_DIR"), help="torchvision MNIST root (default: $LPNTK_DATA_DIR)"
+    )
     ap.add_argument("--block-size", type=int, default=256, help="lpntk block_size (samples per forward/backward)")
     ap.add_argument("--repeat", type=int, default=1, help="repeats of the n=1,024 lpntk timing (min is reported)")
     ap.add_argument("--anchors", type=int, default=None, help="official-loop anchors to time (default 4; quick 1)")
@@ -301,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     _, _, source = load_mnist(args.data_dir)
     results: dict = {"quick": quick, "threads": args.threads, "data": source}
     print(f"# bench_kernel  ({'quick' if quick else 'full'} run)")
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}"
+    )
     print(f"data: {source}")
     print("model: MnistCNN (1,199,882 params), randomly initialised (seed 0, untrained), float32, eval, exact mode\n")
     tmp = tempfile.mkdtemp(prefix="bench_kernel_")
@@ -315,17 +350,23 @@ def main(argv: list[str] | None = None) -> int:
     def gauge() -> str:
         g = run_worker("calibrate", {}, args.threads).get("gflops", float("nan"))
         results.setdefault("gemm_gflops", []).append(g)
-        return (f"[machine now: fp32 GEMM {g:.0f} GFLOP/s with {args.threads} threads, "
-                f"load average {os.getloadavg()[0]:.2f}; other processes on the machine slow every figure]")
+        return (
+            f"[machine now: fp32 GEMM {g:.0f} GFLOP/s with {args.threads} threads, "
+            f"load average {os.getloadavg()[0]:.2f}; other processes on the machine slow every figure]"
+        )
 
     print(gauge(), "\n")
 
     if "b1" in only:
         print(f"## B1: largest class (digit 1), n = {n_cmp:,} side by side", flush=True)
-        ours = run_worker("ours", {**base, "digit": 1, "n": n_cmp, "repeat": args.repeat,
-                                   "save": os.path.join(tmp, "ours.pt")}, args.threads)
-        plain = run_worker("plain", {**base, "digit": 1, "n": n_cmp, "save": os.path.join(tmp, "plain.pt")},
-                           args.threads)
+        ours = run_worker(
+            "ours",
+            {**base, "digit": 1, "n": n_cmp, "repeat": args.repeat, "save": os.path.join(tmp, "ours.pt")},
+            args.threads,
+        )
+        plain = run_worker(
+            "plain", {**base, "digit": 1, "n": n_cmp, "save": os.path.join(tmp, "plain.pt")}, args.threads
+        )
         results["b1_ours"], results["b1_plain"] = ours, plain
         if "error" in ours or "error" in plain:
             print(ours.get("error", ""), plain.get("error", ""))
@@ -334,61 +375,102 @@ def main(argv: list[str] | None = None) -> int:
             err = float((Go.double() - Gp.double()).abs().max() / Gp.double().abs().max())
             ratio = plain["seconds"] / ours["seconds"]
             results["b1_ratio"], results["b1_relerr"] = ratio, err
-            print(table([
-                ["lpntk_gram (exact)", fmt_s(ours["seconds"]), f"{ours['peak_rss_gb']:.2f} GiB", "1.0x"],
-                ["plain vmap(grad) + Phi Phi^T", fmt_s(plain["seconds"]), f"{plain['peak_rss_gb']:.2f} GiB",
-                 f"{ratio:.1f}x slower"],
-                ["  of which per-sample grads", fmt_s(plain["grad_seconds"]), "", ""],
-                ["  of which Phi Phi^T", fmt_s(plain["gram_seconds"]), "", ""],
-            ], ["method", "time", "peak RSS", "ratio"]))
-            print(f"speed-up {ratio:.1f}x {target(ratio >= 10, '>= 10x')}; "
-                  f"max |G_ours - G_plain| / max |G_plain| = {err:.1e}\n")
+            print(
+                table(
+                    [
+                        ["lpntk_gram (exact)", fmt_s(ours["seconds"]), f"{ours['peak_rss_gb']:.2f} GiB", "1.0x"],
+                        [
+                            "plain vmap(grad) + Phi Phi^T",
+                            fmt_s(plain["seconds"]),
+                            f"{plain['peak_rss_gb']:.2f} GiB",
+                            f"{ratio:.1f}x slower",
+                        ],
+                        ["  of which per-sample grads", fmt_s(plain["grad_seconds"]), "", ""],
+                        ["  of which Phi Phi^T", fmt_s(plain["gram_seconds"]), "", ""],
+                    ],
+                    ["method", "time", "peak RSS", "ratio"],
+                )
+            )
+            print(
+                f"speed-up {ratio:.1f}x {target(ratio >= 10, '>= 10x')}; "
+                f"max |G_ours - G_plain| / max |G_plain| = {err:.1e}\n"
+            )
         print(f"## B1: full class, n = {n_full:,}", flush=True)
         full = run_worker("ours", {**base, "digit": 1, "n": n_full}, args.threads)
         results["b1_full"] = full
         if "error" in full:
             print(full["error"])
         else:
-            rows = [["lpntk_gram (exact)", fmt_s(full["seconds"]), f"{full['peak_rss_gb']:.2f} GiB",
-                     f"measured (CPU time / threads {fmt_s(full['cpu_seconds'] / args.threads)})"]]
+            rows = [
+                [
+                    "lpntk_gram (exact)",
+                    fmt_s(full["seconds"]),
+                    f"{full['peak_rss_gb']:.2f} GiB",
+                    f"measured (CPU time / threads {fmt_s(full['cpu_seconds'] / args.threads)})",
+                ]
+            ]
             if "error" not in plain:
                 r = n_full / plain["n"]
                 t_ext = plain["grad_seconds"] * r + plain["gram_seconds"] * r * r
                 mem = n_full * plain["P"] * 4 / 2**30
                 results["b1_plain_extrapolated"] = {"seconds": t_ext, "phi_gb": mem}
-                rows.append(["plain vmap(grad) + Phi Phi^T", fmt_s(t_ext), f">= {mem:.1f} GiB (Phi alone)",
-                             f"extrapolated from n = {plain['n']:,}, not run"])
+                rows.append(
+                    [
+                        "plain vmap(grad) + Phi Phi^T",
+                        fmt_s(t_ext),
+                        f">= {mem:.1f} GiB (Phi alone)",
+                        f"extrapolated from n = {plain['n']:,}, not run",
+                    ]
+                )
             print(table(rows, ["method", "time", "peak RSS", "note"]))
             ok = full["peak_rss_gb"] * 2**30 <= 4e9
             print(f"peak RSS {full['peak_rss_gb']:.2f} GiB {target(ok, '<= 4 GB = 3.73 GiB')}\n")
 
     if "b2" in only:
         print(gauge())
-        print(f"## B2: all 10 classes{f' (first {per_class} of each)' if per_class else ''}, per-class exact Grams",
-              flush=True)
+        print(
+            f"## B2: all 10 classes{f' (first {per_class} of each)' if per_class else ''}, per-class exact Grams",
+            flush=True,
+        )
         b2 = run_worker("b2", {**base, "per_class": per_class}, args.threads)
         results["b2"] = b2
         if "error" in b2:
             print(b2["error"])
         else:
-            rows = [[str(r["class"]), f"{r['n']:,}", fmt_s(r["seconds"]), fmt_s(r["cpu_seconds"] / args.threads),
-                     f"{r['load']:.1f}"] for r in b2["rows"]]
+            rows = [
+                [
+                    str(r["class"]),
+                    f"{r['n']:,}",
+                    fmt_s(r["seconds"]),
+                    fmt_s(r["cpu_seconds"] / args.threads),
+                    f"{r['load']:.1f}",
+                ]
+                for r in b2["rows"]
+            ]
             kernel_total = sum(r["seconds"] for r in b2["rows"])
             cpu_total = sum(r["cpu_seconds"] for r in b2["rows"]) / args.threads
             results["b2_total_seconds"], results["b2_cpu_over_threads"] = kernel_total, cpu_total
             rows.append(["all", f"{sum(r['n'] for r in b2['rows']):,}", fmt_s(kernel_total), fmt_s(cpu_total), ""])
             print(table(rows, ["class", "n", "wall time", "CPU time / threads", "load avg (incl. this run)"]))
-            print(f"total {fmt_s(kernel_total)} of kernels ({fmt_s(b2['process_wall_seconds'])} with process start "
-                  f"and data loading), peak RSS {b2['peak_rss_gb']:.2f} GiB "
-                  f"{target(kernel_total <= 180, '<= 3 min')}\n")
+            print(
+                f"total {fmt_s(kernel_total)} of kernels ({fmt_s(b2['process_wall_seconds'])} with process start "
+                f"and data loading), peak RSS {b2['peak_rss_gb']:.2f} GiB "
+                f"{target(kernel_total <= 180, '<= 3 min')}\n"
+            )
 
     if "b3" in only:
         print(gauge())
         print(f"## B3: one step of forgetting prediction, {batch} previous x {batch} current samples", flush=True)
-        o = run_worker("b3_ours", {**base, "batch": batch, "anchors": anchors,
-                                   "save": os.path.join(tmp, "b3_ours.pt")}, args.threads)
-        off = run_worker("b3_official", {**base, "batch": batch, "anchors": anchors,
-                                         "save": os.path.join(tmp, "b3_off.pt")}, args.threads)
+        o = run_worker(
+            "b3_ours",
+            {**base, "batch": batch, "anchors": anchors, "save": os.path.join(tmp, "b3_ours.pt")},
+            args.threads,
+        )
+        off = run_worker(
+            "b3_official",
+            {**base, "batch": batch, "anchors": anchors, "save": os.path.join(tmp, "b3_off.pt")},
+            args.threads,
+        )
         results["b3_ours"], results["b3_official"] = o, off
         if "error" in o or "error" in off:
             print(o.get("error", ""), off.get("error", ""))
@@ -396,31 +478,50 @@ def main(argv: list[str] | None = None) -> int:
             Bo, Bf = torch.load(os.path.join(tmp, "b3_ours.pt")), torch.load(os.path.join(tmp, "b3_off.pt"))
             err = float((Bo.double() - Bf.double()).abs().max() / Bf.double().abs().max())
             t_off = off["seconds_per_anchor"] * batch
-            rows = [["official loop (eNTK blocks)", fmt_s(t_off),
-                     f"{batch} x median of {anchors} anchor(s), {off['seconds_per_anchor']:.2f} s", "1.0x",
-                     f"{off['peak_rss_gb']:.1f} GiB"]]
-            for key, label in [("entk_blocks", "entk_blocks (all blocks)"),
-                               ("entk_pred_via_blocks", "eNTK prediction via blocks"),
-                               ("pred_entk", "eNTK prediction, matrix-free J.g"),
-                               ("pred_lpntk", "lpNTK prediction (cross Gram)"),
-                               ("pred_pntk", "pNTK prediction (cross Gram)")]:
-                rows.append([label, fmt_s(o[key]), "measured", f"{t_off / o[key]:.0f}x faster",
-                             f"{o['peak_rss_gb']:.1f} GiB" if key == "entk_blocks" else ""])
+            rows = [
+                [
+                    "official loop (eNTK blocks)",
+                    fmt_s(t_off),
+                    f"{batch} x median of {anchors} anchor(s), {off['seconds_per_anchor']:.2f} s",
+                    "1.0x",
+                    f"{off['peak_rss_gb']:.1f} GiB",
+                ]
+            ]
+            for key, label in [
+                ("entk_blocks", "entk_blocks (all blocks)"),
+                ("entk_pred_via_blocks", "eNTK prediction via blocks"),
+                ("pred_entk", "eNTK prediction, matrix-free J.g"),
+                ("pred_lpntk", "lpNTK prediction (cross Gram)"),
+                ("pred_pntk", "pNTK prediction (cross Gram)"),
+            ]:
+                rows.append(
+                    [
+                        label,
+                        fmt_s(o[key]),
+                        "measured",
+                        f"{t_off / o[key]:.0f}x faster",
+                        f"{o['peak_rss_gb']:.1f} GiB" if key == "entk_blocks" else "",
+                    ]
+                )
             results["b3_ratio_blocks"] = t_off / o["entk_blocks"]
             print(table(rows, ["method", "time", "how", "vs official", "peak RSS"]))
-            print(f"eNTK blocks {t_off / o['entk_blocks']:.0f}x faster than the official loop "
-                  f"{target(t_off / o['entk_blocks'] >= 50, '>= 50x')}; blocks agree to {err:.1e} (relative); "
-                  f"matrix-free vs blocks prediction agree to {o['entk_matrix_free_vs_blocks_relerr']:.1e}\n")
+            print(
+                f"eNTK blocks {t_off / o['entk_blocks']:.0f}x faster than the official loop "
+                f"{target(t_off / o['entk_blocks'] >= 50, '>= 50x')}; blocks agree to {err:.1e} (relative); "
+                f"matrix-free vs blocks prediction agree to {o['entk_matrix_free_vs_blocks_relerr']:.1e}\n"
+            )
             # official per-pair approach on all of MNIST: one vmap(jacrev) call per (anchor, batch of 128)
             N = 60000
             calls = sum(math.ceil((N - i) / 128) for i in range(N))
             t_call = off["seconds_per_anchor"] * (128 / batch)
             results["official_all_mnist_seconds"] = calls * t_call
             print("## Official per-pair approach on all 60,000 MNIST training images (extrapolated)")
-            print(f"N(N+1)/2 = {N * (N + 1) // 2:,} pairs in {calls:,} anchor-batch calls of vmap(jacrev) on "
-                  f"1 + 128 samples, {t_call:.2f} s each here{f' (scaled from batch {batch})' if batch != 128 else ''}"
-                  f": {fmt_s(calls * t_call)} on this machine ({args.threads} threads); "
-                  f"storage of all blocks {N * (N + 1) / 2 * 100 * 4 / 1e9:,.0f} GB.\n")
+            print(
+                f"N(N+1)/2 = {N * (N + 1) // 2:,} pairs in {calls:,} anchor-batch calls of vmap(jacrev) on "
+                f"1 + 128 samples, {t_call:.2f} s each here{f' (scaled from batch {batch})' if batch != 128 else ''}"
+                f": {fmt_s(calls * t_call)} on this machine ({args.threads} threads); "
+                f"storage of all blocks {N * (N + 1) / 2 * 100 * 4 / 1e9:,.0f} GB.\n"
+            )
 
     print(gauge())
     if args.json:

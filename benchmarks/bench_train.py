@@ -37,7 +37,7 @@ def plain_epoch(model, x, y, batch_size, lr, generator):
     model.train()
     order = torch.randperm(len(y), generator=generator)
     for s in range(0, len(y), batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         xb = normalize(to_unit(x[idx]), MEAN, STD)
         loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -62,12 +62,18 @@ def main(argv=None):
         g = torch.Generator().manual_seed(0)
         from lpntk.data import Split
 
-        train = Split(torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g),
-                      torch.randint(0, 10, (60000,), generator=g), torch.arange(60000))
+        train = Split(
+            torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g),
+            torch.randint(0, 10, (60000,), generator=g),
+            torch.arange(60000),
+        )
         source = "random tensors of MNIST shape (MNIST not found: set LPNTK_DATA_DIR)"
     train = train.subset(range(min(args.n, len(train))))
-    print(f"# {len(train)} training images ({source}), mnist_cnn, batch 128, {args.threads} threads, "
-          f"torch {torch.__version__}", flush=True)
+    print(
+        f"# {len(train)} training images ({source}), mnist_cnn, batch 128, {args.threads} threads, "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
 
     recipe = Recipe(epochs=1, batch_size=128, lr=0.01, schedule="none", select="last")
     times = {"plain": [], "no-record": [], "record": []}
@@ -94,10 +100,14 @@ def main(argv=None):
     for k, v in med.items():
         print(f"| {k} | {v:.2f} | {v / med['plain']:.3f} | {v / med['no-record']:.3f} |")
     ratio = med["record"] / med["plain"]
-    print(f"\nrecording overhead: record / plain = {ratio:.3f} (target <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'MISSED'}); record / no-record = {med['record'] / med['no-record']:.3f}")
-    print(f"EL2N + GraNd snapshot of {len(train)} samples (score epochs only): {snap:.2f} s = "
-          f"{snap / med['plain']:.2f} x a plain epoch")
+    print(
+        f"\nrecording overhead: record / plain = {ratio:.3f} (target <= 1.10: "
+        f"{'met' if ratio <= 1.10 else 'MISSED'}); record / no-record = {med['record'] / med['no-record']:.3f}"
+    )
+    print(
+        f"EL2N + GraNd snapshot of {len(train)} samples (score epochs only): {snap:.2f} s = "
+        f"{snap / med['plain']:.2f} x a plain epoch"
+    )
     return 0 if ratio <= 1.10 else 1
 
 

@@ -168,8 +168,15 @@ class ConvFactors(OuterFactors):
     concatenated).
     """
 
-    def __init__(self, module: nn.modules.conv._ConvNd, xs: list[Tensor], ds: list[Tensor], pads: list[int],
-                 bias: bool, params: list[nn.Parameter]):
+    def __init__(
+        self,
+        module: nn.modules.conv._ConvNd,
+        xs: list[Tensor],
+        ds: list[Tensor],
+        pads: list[int],
+        bias: bool,
+        params: list[nn.Parameter],
+    ):
         self.module, self.xs, self.ds, self.pads, self.bias, self.params = module, xs, ds, pads, bias, params
         self._a = None
         self._d = None
@@ -214,8 +221,9 @@ class ConvFactors(OuterFactors):
         return self._d
 
     def rows(self, s: int, e: int) -> ConvFactors:
-        return ConvFactors(self.module, [x[s:e] for x in self.xs], [d[s:e] for d in self.ds], self.pads, self.bias,
-                           self.params)
+        return ConvFactors(
+            self.module, [x[s:e] for x in self.xs], [d[s:e] for d in self.ds], self.pads, self.bias, self.params
+        )
 
     def _use_grouped(self) -> bool:
         if CONV_WEIGHT_GRAD != "auto":
@@ -224,8 +232,13 @@ class ConvFactors(OuterFactors):
         # measured on CPU (oneDNN, 2 cores): the grouped form wins for >= 8 input channels, >= 64 positions
         # and blocks of >= 128 samples, and loses badly for 1-4 channels or small blocks; float64 (no oneDNN
         # kernel) and CUDA use unfold + bmm.
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] >= 128 and x.shape[1] >= 8
-                and self.T >= 64)
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.shape[0] >= 128
+            and x.shape[1] >= 8
+            and self.T >= 64
+        )
 
     def weight_grad(self) -> Tensor:
         if not self._use_grouped():
@@ -237,8 +250,18 @@ class ConvFactors(OuterFactors):
             _, m, c_out, oh, ow = d.shape
             wshape = (n * m * c_out, c) + self.kernel
             g = torch.ops.aten.convolution_backward(
-                d.reshape(1, n * m * c_out, oh, ow), x.reshape(1, n * c, h, w), x.new_zeros(1).expand(wshape), None,
-                list(self.stride), [ph, pw], list(self.dilation), False, [0, 0], n, [False, True, False])[1]
+                d.reshape(1, n * m * c_out, oh, ow),
+                x.reshape(1, n * c, h, w),
+                x.new_zeros(1).expand(wshape),
+                None,
+                list(self.stride),
+                [ph, pw],
+                list(self.dilation),
+                False,
+                [0, 0],
+                n,
+                [False, True, False],
+            )[1]
             g = g.reshape(n, m, -1)
             total = g if total is None else total + g
         return total
@@ -335,8 +358,9 @@ def _pad_amounts(module: nn.modules.conv._ConvNd, nd: int) -> list[int]:
     return out
 
 
-def _unfold2d(x: Tensor, pads: list[int], kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int]) -> Tensor:
+def _unfold2d(
+    x: Tensor, pads: list[int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
     """Unfolded patches (n, C*k_h*k_w, L) of a 4-D input with symmetric zero padding ``pads`` = [w, w, h, h],
     in ``F.unfold`` order, read with ``as_strided`` (one copy; faster than ``F.unfold`` on CPU)."""
     if any(pads):
@@ -409,8 +433,9 @@ def conv_factors(module: nn.modules.conv._ConvNd, calls: Sequence[Call]) -> Fact
     return DenseFactors(g=torch.cat(parts, 2), params=[weight] + ([bias] if bias is not None else []))
 
 
-def _affine_factors(gamma: nn.Parameter | None, beta: nn.Parameter | None, xhat: Tensor, d: Tensor,
-                    reduce_dims: tuple[int, ...]) -> DenseFactors:
+def _affine_factors(
+    gamma: nn.Parameter | None, beta: nn.Parameter | None, xhat: Tensor, d: Tensor, reduce_dims: tuple[int, ...]
+) -> DenseFactors:
     n, m = d.shape[:2]
     parts, params = [], []
     if gamma is not None:
@@ -507,4 +532,3 @@ def whole_model_factors(model: nn.Module, x: Tensor, v: Tensor, params: dict[str
     g = vmap(per_sample)(x, v)
     n, m = v.shape[:2]
     return DenseFactors(g=torch.cat([g[k].reshape(n, m, -1) for k in names], 2), params=[params[k] for k in names])
-

@@ -95,8 +95,10 @@ def _check_similarity(S: np.ndarray, symmetric: bool = False) -> np.ndarray:
     if not np.isfinite(S).all():
         raise ValueError("similarity matrix holds NaN or inf; recompute the lpNTK Gram")
     if symmetric and not np.array_equal(S, S.T):
-        raise ValueError("similarity matrix is not symmetric; make it so with symmetrize_upper (the official code "
-                         "uses the pairs i <= j)")
+        raise ValueError(
+            "similarity matrix is not symmetric; make it so with symmetrize_upper (the official code "
+            "uses the pairs i <= j)"
+        )
     return S
 
 
@@ -186,8 +188,9 @@ def farthest_point_clustering(S: np.ndarray, k: int, snapshots: Iterable[int] = 
         s[move] = col[move]
         if m + 1 in wanted:
             snaps[m + 1] = cluster.copy()
-    return FPCResult(heads=np.asarray(heads, dtype=np.int64), cluster=cluster, sim_to_head=s, snapshots=snaps,
-                     stopped_early=stopped)
+    return FPCResult(
+        heads=np.asarray(heads, dtype=np.int64), cluster=cluster, sim_to_head=s, snapshots=snaps, stopped_early=stopped
+    )
 
 
 def head_rank(result: FPCResult, n: int) -> np.ndarray:

@@ -117,19 +117,24 @@ def _check_semantics(config: dict) -> None:
             import torchvision.datasets as tvd
 
             if not hasattr(tvd, ds["name"]):
-                raise ConfigError(f"config error at {where}.name: unknown torchvision dataset {ds['name']!r}; "
-                                  f"use a class name of torchvision.datasets such as MNIST, FashionMNIST, "
-                                  f"KMNIST, CIFAR10, CIFAR100, SVHN")
+                raise ConfigError(
+                    f"config error at {where}.name: unknown torchvision dataset {ds['name']!r}; "
+                    f"use a class name of torchvision.datasets such as MNIST, FashionMNIST, "
+                    f"KMNIST, CIFAR10, CIFAR100, SVHN"
+                )
         if ds["source"] == "folder" and not ds.get("root"):
             raise ConfigError(f"config error at {where}.root: an image-folder dataset needs 'root'")
         train = ds["train"]
         if train["select"] == "val" and not ds["val_fraction"] > 0:
-            raise ConfigError(f"config error at {where}.train.select: 'val' needs val_fraction > 0 "
-                              f"(got {ds['val_fraction']}); set val_fraction or select 'test'")
+            raise ConfigError(
+                f"config error at {where}.train.select: 'val' needs val_fraction > 0 "
+                f"(got {ds['val_fraction']}); set val_fraction or select 'test'"
+            )
         bad = [e for e in train["score_epochs"] if e > train["epochs"]]
         if bad:
-            raise ConfigError(f"config error at {where}.train.score_epochs: epochs {bad} exceed "
-                              f"train.epochs = {train['epochs']}")
+            raise ConfigError(
+                f"config error at {where}.train.score_epochs: epochs {bad} exceed train.epochs = {train['epochs']}"
+            )
         if len(set(train["seeds"])) != len(train["seeds"]):
             raise ConfigError(f"config error at {where}.train.seeds: seeds repeat: {train['seeds']}")
         if ds["kernel"]["mode"] == "sketch" and not ds["kernel"]["sketch_dim"]:
@@ -146,34 +151,46 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
     scores, pruning = ds["scores"], ds["pruning"]
     # the scores stage runs when enabled or when pruning ranks by any score (the workflow's prune inputs), and
     # it always computes EL2N and GraNd beside the forgetting and random scores
-    runs_scores = scores["enabled"] or (pruning["enabled"]
-                                        and bool({"el2n", "grand", "forgetting", "random"} & set(pruning["methods"])))
+    runs_scores = scores["enabled"] or (
+        pruning["enabled"] and bool({"el2n", "grand", "forgetting", "random"} & set(pruning["methods"]))
+    )
     for score in ("el2n", "grand"):
         epoch = scores[f"{score}_epoch"]
         if not runs_scores:
             continue
         if epoch is None and not train["score_epochs"]:
-            raise ConfigError(f"config error at {where}.train.score_epochs: the scores stage runs (scores.enabled "
-                              f"or a score-based pruning method) and computes {score.upper()} at a recorded score "
-                              f"epoch, but none is recorded; add one, e.g. [0, 2]")
+            raise ConfigError(
+                f"config error at {where}.train.score_epochs: the scores stage runs (scores.enabled "
+                f"or a score-based pruning method) and computes {score.upper()} at a recorded score "
+                f"epoch, but none is recorded; add one, e.g. [0, 2]"
+            )
         if epoch is not None and epoch not in train["score_epochs"]:
-            raise ConfigError(f"config error at {where}.scores.{score}_epoch: epoch {epoch} is not recorded by "
-                              f"training (train.score_epochs = {train['score_epochs']}); add it there")
+            raise ConfigError(
+                f"config error at {where}.scores.{score}_epoch: epoch {epoch} is not recorded by "
+                f"training (train.score_epochs = {train['score_epochs']}); add it there"
+            )
     if scores["seeds"] is not None and not set(scores["seeds"]) <= set(train["seeds"]):
-        raise ConfigError(f"config error at {where}.scores.seeds: {sorted(set(scores['seeds']) - set(train['seeds']))} "
-                          f"are not among train.seeds {train['seeds']}")
+        raise ConfigError(
+            f"config error at {where}.scores.seeds: {sorted(set(scores['seeds']) - set(train['seeds']))} "
+            f"are not among train.seeds {train['seeds']}"
+        )
     if pruning["enabled"] and not ds["val_fraction"] > 0:
-        raise ConfigError(f"config error at {where}.pruning.enabled: retraining selects on a validation split; "
-                          f"set val_fraction > 0")
+        raise ConfigError(
+            f"config error at {where}.pruning.enabled: retraining selects on a validation split; set val_fraction > 0"
+        )
     size = ds["difficulty"]["size"]
     if size["enabled"] and size["min_size"] > size["pool_per_class"]:
-        raise ConfigError(f"config error at {where}.difficulty.size.min_size: {size['min_size']} exceeds "
-                          f"pool_per_class = {size['pool_per_class']}")
+        raise ConfigError(
+            f"config error at {where}.difficulty.size.min_size: {size['min_size']} exceeds "
+            f"pool_per_class = {size['pool_per_class']}"
+        )
     aug = ds["augment"]
     augments = aug["crop_padding"] or aug["horizontal_flip"]
     if ds["forgetting"]["enabled"] and ds["forgetting"]["augment"] and not augments:
-        raise ConfigError(f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
-                          f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false")
+        raise ConfigError(
+            f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
+            f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false"
+        )
 
 
 def load_config(config_path: str | os.PathLike, schema_path: str | os.PathLike) -> dict:

@@ -70,8 +70,9 @@ class Split:
 
     def __post_init__(self):
         if not (len(self.x) == len(self.y) == len(self.index)):
-            raise ValueError(f"split arrays differ in length: x {len(self.x)}, y {len(self.y)}, "
-                             f"index {len(self.index)}")
+            raise ValueError(
+                f"split arrays differ in length: x {len(self.x)}, y {len(self.y)}, index {len(self.index)}"
+            )
 
     def __len__(self) -> int:
         return len(self.y)
@@ -138,6 +139,7 @@ def class_counts(y, num_classes: int) -> list[int]:
 
 # --------------------------------------------------------------------------------------------- sources
 
+
 def _load_sklearn(spec: dict) -> tuple[Split, None, list[str]]:
     name = spec["name"]
     if name != "digits":
@@ -155,8 +157,10 @@ def _torchvision_class(name: str):
 
     cls = getattr(tvd, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.utils.data.Dataset)):
-        raise ValueError(f"unknown torchvision dataset {name!r} (key 'name'); torchvision has no such dataset "
-                         f"class. Known to work: {', '.join(TORCHVISION_DATASETS)}")
+        raise ValueError(
+            f"unknown torchvision dataset {name!r} (key 'name'); torchvision has no such dataset "
+            f"class. Known to work: {', '.join(TORCHVISION_DATASETS)}"
+        )
     return cls
 
 
@@ -180,8 +184,9 @@ def _tv_split_kwargs(cls, train: bool) -> dict:
         return {"train": train}
     if "split" in params:
         return {"split": "train" if train else "test"}
-    raise ValueError(f"torchvision dataset {cls.__name__} has neither a 'train' nor a 'split' argument; "
-                     f"use source: folder for it")
+    raise ValueError(
+        f"torchvision dataset {cls.__name__} has neither a 'train' nor a 'split' argument; use source: folder for it"
+    )
 
 
 def _dataset_to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,13 +220,17 @@ def _load_torchvision(spec: dict, root: Path) -> tuple[Split, Split, list[str]]:
         try:
             ds = cls(root=str(root), download=download, **_tv_split_kwargs(cls, train), **kwargs)
         except (RuntimeError, FileNotFoundError, OSError) as err:
-            how = ("downloading failed: check the network, or copy the files there by hand" if download else
-                   "set the config's data_dir (or the environment variable LPNTK_DATA_DIR, or the dataset's "
-                   "'root') to the folder that holds them, or set 'download: true' on a machine with network "
-                   "access")
+            how = (
+                "downloading failed: check the network, or copy the files there by hand"
+                if download
+                else "set the config's data_dir (or the environment variable LPNTK_DATA_DIR, or the dataset's "
+                "'root') to the folder that holds them, or set 'download: true' on a machine with network "
+                "access"
+            )
             raise DataNotFoundError(
                 f"dataset {spec['name']!r} (torchvision.datasets.{cls.__name__}) not found in {root}: expected "
-                f"{_expected_files(cls, root)}; {how}. ({err})") from None
+                f"{_expected_files(cls, root)}; {how}. ({err})"
+            ) from None
         x, y = _dataset_to_tensors(ds)
         splits.append(Split(x, y, torch.arange(len(y))))
     names = [str(c) for c in getattr(ds, "classes", [])] or [str(c) for c in range(int(splits[0].y.max()) + 1)]
@@ -247,8 +256,10 @@ def _load_folder(spec: dict, root: Path) -> tuple[Split, Split | None, list[str]
                 xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         shapes = {a.shape for a in xs}
         if len(shapes) != 1:
-            raise ValueError(f"images in {folder} differ in size {sorted(shapes)[:3]}...; set 'image_size: [H, W]' "
-                             f"in the dataset's config block")
+            raise ValueError(
+                f"images in {folder} differ in size {sorted(shapes)[:3]}...; set 'image_size: [H, W]' "
+                f"in the dataset's config block"
+            )
         y = torch.tensor([t for _, t in ds.samples], dtype=torch.long)
         return Split(torch.from_numpy(np.stack(xs)), y, torch.arange(len(y))), list(ds.classes)
 
@@ -258,7 +269,8 @@ def _load_folder(spec: dict, root: Path) -> tuple[Split, Split | None, list[str]
         raise DataNotFoundError(
             f"image folder dataset {spec.get('name', root.name)!r}: {train_dir} does not exist; expected "
             f"{train_dir}/<class name>/<image files> (and optionally {test_dir}/<class name>/...). Set the "
-            f"dataset's 'root' (or the config's data_dir / LPNTK_DATA_DIR) to the folder that holds them")
+            f"dataset's 'root' (or the config's data_dir / LPNTK_DATA_DIR) to the folder that holds them"
+        )
     train, names = load(train_dir)
     test = None
     if test_dir.is_dir():
@@ -282,6 +294,7 @@ def load_source(spec: dict, data_dir: str | os.PathLike | None = None) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------- splits
+
 
 def _stratified_take(y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of positions 0..n-1 into (rest, taken) with ``size`` taken."""
@@ -337,10 +350,18 @@ def prepare_dataset(name: str, spec: dict, data_dir: str | os.PathLike | None = 
         mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
     channels = train.x.shape[1]
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"dataset {name!r}: normalize.mean/std have {len(mean)}/{len(std)} values but the images "
-                         f"have {channels} channel(s) (key 'normalize')")
-    info = DatasetInfo(name=name, num_classes=num_classes, input_shape=tuple(int(s) for s in train.x.shape[1:]),
-                       class_names=class_names, mean=mean, std=std)
+        raise ValueError(
+            f"dataset {name!r}: normalize.mean/std have {len(mean)}/{len(std)} values but the images "
+            f"have {channels} channel(s) (key 'normalize')"
+        )
+    info = DatasetInfo(
+        name=name,
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in train.x.shape[1:]),
+        class_names=class_names,
+        mean=mean,
+        std=std,
+    )
     return PreparedData(train, val, test, info)
 
 
@@ -355,8 +376,7 @@ def save_prepared(prep: PreparedData, outdir: str | os.PathLike) -> dict:
     checksums, sizes = {}, {}
     for split_name in SPLITS:
         split = getattr(prep, split_name)
-        path = save_npz(outdir / f"{split_name}.npz", x=split.x.numpy(), y=split.y.numpy(),
-                        index=split.index.numpy())
+        path = save_npz(outdir / f"{split_name}.npz", x=split.x.numpy(), y=split.y.numpy(), index=split.index.numpy())
         checksums[split_name] = sha256_file(path)
         sizes[split_name] = class_counts(split.y.numpy(), prep.info.num_classes)
     meta = {
@@ -382,9 +402,15 @@ def load_prepared(outdir: str | os.PathLike) -> PreparedData:
     splits = {}
     for split_name in SPLITS:
         arr = load_npz(outdir / f"{split_name}.npz", what=f"prepared {split_name} split")
-        splits[split_name] = Split(torch.from_numpy(arr["x"]), torch.from_numpy(arr["y"]).long(),
-                                   torch.from_numpy(arr["index"]).long())
-    info = DatasetInfo(name=meta["name"], num_classes=int(meta["num_classes"]),
-                       input_shape=tuple(meta["input_shape"]), class_names=meta["class_names"],
-                       mean=meta["mean"], std=meta["std"])
+        splits[split_name] = Split(
+            torch.from_numpy(arr["x"]), torch.from_numpy(arr["y"]).long(), torch.from_numpy(arr["index"]).long()
+        )
+    info = DatasetInfo(
+        name=meta["name"],
+        num_classes=int(meta["num_classes"]),
+        input_shape=tuple(meta["input_shape"]),
+        class_names=meta["class_names"],
+        mean=meta["mean"],
+        std=meta["std"],
+    )
     return PreparedData(splits["train"], splits["val"], splits["test"], info)

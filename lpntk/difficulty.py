@@ -115,7 +115,7 @@ def select_sets(values: np.ndarray, target: int, num: int) -> dict[str, np.ndarr
     if m < num:
         raise ValueError(f"difficulty.num = {num} but the class has only {m} samples besides its target")
     start = (m - num) // 2
-    return {"easy": ranked[:num], "median": ranked[start:start + num], "hard": ranked[m - num:]}
+    return {"easy": ranked[:num], "median": ranked[start : start + num], "hard": ranked[m - num :]}
 
 
 def official_swap(sets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,8 +126,9 @@ def official_swap(sets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def contradictory_sets(similarity: np.ndarray, targets: Sequence[int], num: int,
-                       candidates: Sequence[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
+def contradictory_sets(
+    similarity: np.ndarray, targets: Sequence[int], num: int, candidates: Sequence[np.ndarray] | None = None
+) -> tuple[list[np.ndarray], list[int]]:
     """Per target c, the ``num`` candidates j with the most negative kappa(t_c, j) < 0, without repeats.
 
     ``similarity`` is (C, N): row c holds kappa(t_c, j) for the N samples of the pool (a class, or the whole training
@@ -161,9 +162,17 @@ def training_set_positions(targets: Sequence[int], added: Sequence[np.ndarray]) 
     return np.concatenate(parts).astype(np.int64), np.asarray(where, dtype=np.int64)
 
 
-def target_l2_curves(make_model: Callable[[], nn.Module], train: Split, targets: np.ndarray, recipe: Recipe,
-                     seeds: Sequence[int], *, mean: Sequence[float], std: Sequence[float],
-                     device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+def target_l2_curves(
+    make_model: Callable[[], nn.Module],
+    train: Split,
+    targets: np.ndarray,
+    recipe: Recipe,
+    seeds: Sequence[int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
     """L2 error ‖softmax(z(x_t)) - e_{y_t}‖₂ of the targets per epoch, over independent runs.
 
     For each seed r: :func:`lpntk.train.seed_everything` (r), a fresh ``make_model()``, then
@@ -189,8 +198,9 @@ def target_l2_curves(make_model: Callable[[], nn.Module], train: Split, targets:
                 evals.append(l2_error(model(xt.to(device)), yt.to(device)).cpu().numpy())
             model.train(was)
 
-        res = train_model(model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True,
-                          on_epoch=record_eval)
+        res = train_model(
+            model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True, on_epoch=record_eval
+        )
         out_train.append(res.dynamics["l2"][targets])
         out_eval.append(np.stack(evals, axis=1))
     return {"train": np.stack(out_train).astype(np.float32), "eval": np.stack(out_eval).astype(np.float32)}
@@ -204,6 +214,7 @@ def curve_area(curves: np.ndarray) -> np.ndarray:
 
 def size_levels(pool_per_class: int, min_size: int = 1) -> list[int]:
     """Subset sizes of the quad-tree: pool, pool/4, ..., min_size (each a power of 4)."""
+
     def power_of_4(n):
         return n >= 1 and (n & (n - 1)) == 0 and (n.bit_length() - 1) % 2 == 0
 
@@ -224,12 +235,19 @@ def quad_tree_subsets(pool: np.ndarray, size: int) -> list[np.ndarray]:
     pool = np.asarray(pool)
     if size < 1 or len(pool) % size:
         raise ValueError(f"size {size} does not divide the pool of {len(pool)}")
-    return [pool[k * size:(k + 1) * size] for k in range(len(pool) // size)]
+    return [pool[k * size : (k + 1) * size] for k in range(len(pool) // size)]
 
 
-def learning_difficulty(make_model: Callable[[], nn.Module], train: Split, recipe: Recipe, seed: int, *,
-                        mean: Sequence[float], std: Sequence[float],
-                        device: str | torch.device = "cpu") -> np.ndarray:
+def learning_difficulty(
+    make_model: Callable[[], nn.Module],
+    train: Split,
+    recipe: Recipe,
+    seed: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """LD of every sample of ``train`` in one run from ``seed``: sum over epochs of the training-pass L2 error."""
     seed_everything(int(seed))
     model = make_model()

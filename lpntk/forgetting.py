@@ -91,10 +91,14 @@ PREDICTORS = KERNEL_PREDICTORS + ("entk_update",)
 
 #: The authors' slides (paper-protocols §5.0): mean and std over runs, in %, by torchvision dataset name.
 PAPER_FORGETTING: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
-    "MNIST": {"lpntk": {"precision": (42.72, 6.55), "recall": (59.02, 7.49), "f1": (49.54, 6.99)},
-              "entk": {"precision": (95.56, 8.14), "recall": (86.67, 13.67), "f1": (89.96, 7.10)}},
-    "CIFAR10": {"lpntk": {"precision": (49.47, 7.06), "recall": (69.50, 7.49), "f1": (57.76, 7.36)},
-                "entk": {"precision": (96.99, 3.99), "recall": (98.99, 1.61), "f1": (97.87, 2.08)}},
+    "MNIST": {
+        "lpntk": {"precision": (42.72, 6.55), "recall": (59.02, 7.49), "f1": (49.54, 6.99)},
+        "entk": {"precision": (95.56, 8.14), "recall": (86.67, 13.67), "f1": (89.96, 7.10)},
+    },
+    "CIFAR10": {
+        "lpntk": {"precision": (49.47, 7.06), "recall": (69.50, 7.49), "f1": (57.76, 7.36)},
+        "entk": {"precision": (96.99, 3.99), "recall": (98.99, 1.61), "f1": (97.87, 2.08)},
+    },
 }
 
 
@@ -117,16 +121,27 @@ def batch_loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[st
     finally:
         for m, mode in modes:
             m.training = mode
-    g = {n: (gr if gr is not None else torch.zeros_like(p)).detach()
-         for (n, p), gr in zip(params.items(), grads, strict=True)}
+    g = {
+        n: (gr if gr is not None else torch.zeros_like(p)).detach()
+        for (n, p), gr in zip(params.items(), grads, strict=True)
+    }
     err = torch.softmax(z.detach(), dim=1)
     err[torch.arange(len(y), device=err.device), y] -= 1.0
     return g, err, float(loss.detach())
 
 
-def predicted_logit_changes(model: nn.Module, x_obs: Tensor, y_obs: Tensor, x_upd: Tensor, y_upd: Tensor,
-                            lr: float, *, predictors: Sequence[str] = KERNEL_PREDICTORS, block_size: int = 256,
-                            gradient: tuple[Mapping[str, Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+def predicted_logit_changes(
+    model: nn.Module,
+    x_obs: Tensor,
+    y_obs: Tensor,
+    x_upd: Tensor,
+    y_upd: Tensor,
+    lr: float,
+    *,
+    predictors: Sequence[str] = KERNEL_PREDICTORS,
+    block_size: int = 256,
+    gradient: tuple[Mapping[str, Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
     """First-order logit changes of x_obs after one plain SGD step (``lr``) on the batch (x_upd, y_upd), (N_o, K) each.
 
     * ``entk``:  Delta z(x_o) = -lr J(x_o) grad_w L_batch = -lr mean_u K(x_o, x_u) grad_z L(x_u)  (one JVP,
@@ -153,8 +168,10 @@ def predicted_logit_changes(model: nn.Module, x_obs: Tensor, y_obs: Tensor, x_up
     if "entk" in predictors:
         out["entk"] = -lr * jvp_logits(model, x_obs, g, block_size=block_size).detach()
     k = err.shape[1]
-    for name, gram in (("lpntk", lambda: lpntk_gram(model, x_obs, y_obs, x2=x_upd, y2=y_upd, block_size=block_size)),
-                       ("pntk", lambda: pntk_gram(model, x_obs, x_upd, block_size=block_size))):
+    for name, gram in (
+        ("lpntk", lambda: lpntk_gram(model, x_obs, y_obs, x2=x_upd, y2=y_upd, block_size=block_size)),
+        ("pntk", lambda: pntk_gram(model, x_obs, x_upd, block_size=block_size)),
+    ):
         if name in predictors or f"{name}_raw" in predictors:
             kap = gram().detach()
             dz = -lr * (kap @ err.to(kap.dtype)) / n_u
@@ -193,8 +210,7 @@ def confusion_counts(true: Tensor | np.ndarray, pred: Tensor | np.ndarray) -> di
     """TP, FP, TN, FN of boolean predictions ``pred`` against boolean truth ``true``."""
     t = np.asarray(true.cpu() if isinstance(true, Tensor) else true, dtype=bool)
     p = np.asarray(pred.cpu() if isinstance(pred, Tensor) else pred, dtype=bool)
-    return {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "tn": int((~t & ~p).sum()),
-            "fn": int((t & ~p).sum())}
+    return {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "tn": int((~t & ~p).sum()), "fn": int((t & ~p).sum())}
 
 
 def _ratio(num: float, den: float) -> float:
@@ -264,8 +280,11 @@ class ForgettingSetup:
             (self.lr > 0, "lr", "a positive number"),
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay", "non-negative"),
-            (isinstance(self.start_step, int) and self.start_step >= 2, "start_step",
-             "an integer >= 2 (step t is judged on the previous minibatch B_{t-1})"),
+            (
+                isinstance(self.start_step, int) and self.start_step >= 2,
+                "start_step",
+                "an integer >= 2 (step t is judged on the previous minibatch B_{t-1})",
+            ),
             (isinstance(self.steps, int) and self.steps >= 1, "steps", "a positive integer"),
             (self.space in ("logit", "probability"), "space", "'logit' or 'probability'"),
             (self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'"),
@@ -318,10 +337,18 @@ def _margin(z: Tensor, y: Tensor) -> Tensor:
     return zy - other
 
 
-def run_forgetting(model: nn.Module, train: Split, setup: ForgettingSetup, seed: int, *, mean: Sequence[float],
-                   std: Sequence[float], augment_cfg: Mapping[str, Any] | None = None,
-                   device: torch.device | str = "cpu",
-                   on_step: Callable[[dict[str, float]], None] | None = None) -> ForgettingResult:
+def run_forgetting(
+    model: nn.Module,
+    train: Split,
+    setup: ForgettingSetup,
+    seed: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment_cfg: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> ForgettingResult:
     """Train ``model`` (freshly initialised by the caller) on ``train`` and evaluate the window of ``setup``.
 
     Training: SGD (``setup.lr``, ``momentum``, ``weight_decay``), minibatches of ``batch_size`` drawn by a
@@ -371,8 +398,8 @@ def run_forgetting(model: nn.Module, train: Split, setup: ForgettingSetup, seed:
         b = (t - 1) % per_epoch
         if b == 0:
             order = torch.randperm(n, generator=gens["shuffle"])
-        pos = order[b * bs:(b + 1) * bs]
-        batches[t - 1, :len(pos)] = pos.numpy()
+        pos = order[b * bs : (b + 1) * bs]
+        batches[t - 1, : len(pos)] = pos.numpy()
         lr_t = float(opt.param_groups[0]["lr"])
         lrs[t - 1] = lr_t
         x_u, y_u = stepped(pos), y_all[pos].to(device)
@@ -394,8 +421,17 @@ def run_forgetting(model: nn.Module, train: Split, setup: ForgettingSetup, seed:
             model.eval()
             with torch.no_grad():
                 z_before = model(x_o)
-            dz = predicted_logit_changes(model, x_o, y_o, x_u, y_u, lr_t, predictors=KERNEL_PREDICTORS,
-                                         block_size=setup.block_size, gradient=(g, err))
+            dz = predicted_logit_changes(
+                model,
+                x_o,
+                y_o,
+                x_u,
+                y_u,
+                lr_t,
+                predictors=KERNEL_PREDICTORS,
+                block_size=setup.block_size,
+                gradient=(g, err),
+            )
             if shadow is not None:
                 shadow.load_state_dict(model.state_dict())
         t_pred = time.perf_counter() - t0
@@ -415,8 +451,9 @@ def run_forgetting(model: nn.Module, train: Split, setup: ForgettingSetup, seed:
                 dz["entk_update"] = jvp_logits(shadow, x_o, delta, block_size=setup.block_size).detach()
             t_upd = time.perf_counter() - t1
             row, per_sample = _judge(t, lr_t, len(pos), pos_o, y_o, z_before, z_after, dz, setup.space)
-            row.update({"epoch": (t - 1) // per_epoch + 1, "seconds_predict": t_pred, "seconds_update": t_upd,
-                        "loss": loss})
+            row.update(
+                {"epoch": (t - 1) // per_epoch + 1, "seconds_predict": t_pred, "seconds_update": t_upd, "loss": loss}
+            )
             rows.append(row)
             for k, v in per_sample.items():
                 samples.setdefault(k, []).append(v)
@@ -426,28 +463,51 @@ def run_forgetting(model: nn.Module, train: Split, setup: ForgettingSetup, seed:
     return ForgettingResult(rows, {k: np.concatenate(v) for k, v in samples.items()}, batches, lrs, asdict(setup))
 
 
-def _judge(t: int, lr: float, n_upd: int, pos_o: Tensor, y_o: Tensor, z_before: Tensor, z_after: Tensor,
-           dz: Mapping[str, Tensor], space: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _judge(
+    t: int,
+    lr: float,
+    n_upd: int,
+    pos_o: Tensor,
+    y_o: Tensor,
+    z_before: Tensor,
+    z_after: Tensor,
+    dz: Mapping[str, Tensor],
+    space: str,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """One step's row (counts, errors) and per-sample arrays."""
     true = forgetting_events(z_before, z_after, y_o)
     dz_true = z_after - z_before
     q_true = torch.softmax(z_after, dim=1)
     correct = z_before.argmax(1) == y_o
-    row: dict[str, float] = {"step": t, "lr": lr, "n_obs": len(y_o), "n_upd": n_upd, "n_correct": int(correct.sum()),
-                             "n_true": int(true.sum()), "sq_true": float((dz_true ** 2).sum())}
+    row: dict[str, float] = {
+        "step": t,
+        "lr": lr,
+        "n_obs": len(y_o),
+        "n_upd": n_upd,
+        "n_correct": int(correct.sum()),
+        "n_true": int(true.sum()),
+        "sq_true": float((dz_true**2).sum()),
+    }
     per: dict[str, np.ndarray] = {
-        "step": np.full(len(y_o), t, dtype=np.int64), "position": pos_o.numpy().astype(np.int64),
-        "label": y_o.cpu().numpy().astype(np.int64), "correct_before": correct.cpu().numpy(),
-        "true_event": true.cpu().numpy(), "margin_before": _margin(z_before, y_o).cpu().double().numpy(),
-        "margin_after": _margin(z_after, y_o).cpu().double().numpy()}
+        "step": np.full(len(y_o), t, dtype=np.int64),
+        "position": pos_o.numpy().astype(np.int64),
+        "label": y_o.cpu().numpy().astype(np.int64),
+        "correct_before": correct.cpu().numpy(),
+        "true_event": true.cpu().numpy(),
+        "margin_before": _margin(z_before, y_o).cpu().double().numpy(),
+        "margin_after": _margin(z_after, y_o).cpu().double().numpy(),
+    }
     for p, d in dz.items():
         d = d.to(z_before.dtype)
         pred = predicted_forgetting(z_before, d, y_o, space)
         other = predicted_forgetting(z_before, d, y_o, "probability" if space == "logit" else "logit")
         row.update({f"{k}_{p}": v for k, v in confusion_counts(true, pred).items()})
         row[f"sq_err_{p}"] = float(((d - dz_true) ** 2).sum())
-        q_hat = (torch.softmax(z_before + d, dim=1) if space == "logit"
-                 else torch.softmax(z_before, dim=1) + probability_change(z_before, d))
+        q_hat = (
+            torch.softmax(z_before + d, dim=1)
+            if space == "logit"
+            else torch.softmax(z_before, dim=1) + probability_change(z_before, d)
+        )
         row[f"el2n_err_{p}"] = el2n_approximation_error(q_hat, q_true, y_o)
         row[f"disagree_{p}"] = int((pred != other).sum())
         per[f"pred_{p}"] = pred.cpu().numpy()
@@ -467,16 +527,26 @@ def summarise_steps(steps: Sequence[Mapping[str, float]], predictors: Sequence[s
     if predictors is None:  # those the rows hold
         predictors = [p for p in PREDICTORS if steps and f"tp_{p}" in steps[0]]
     col = lambda k: np.array([r[k] for r in steps], dtype=np.float64)  # noqa: E731
-    out: dict[str, float] = {"n_steps": len(steps), "n_true_events": int(col("n_true").sum()),
-                             "n_obs": int(col("n_obs").sum()), "n_correct": int(col("n_correct").sum()),
-                             "steps_with_events": int((col("n_true") > 0).sum())}
+    out: dict[str, float] = {
+        "n_steps": len(steps),
+        "n_true_events": int(col("n_true").sum()),
+        "n_obs": int(col("n_obs").sum()),
+        "n_correct": int(col("n_correct").sum()),
+        "steps_with_events": int((col("n_true") > 0).sum()),
+    }
     sq_true = col("sq_true").sum()
     for p in predictors:
         tp, fp, fn = col(f"tp_{p}"), col(f"fp_{p}"), col(f"fn_{p}")
         out.update({f"{k}_{p}": v for k, v in pooled_scores(tp, fp, fn).items()})
         out.update({f"stepwise_{k}_{p}": v for k, v in stepwise_scores(tp, fp, fn).items()})
-        out.update({f"tp_{p}": int(tp.sum()), "fp_" + p: int(fp.sum()), "fn_" + p: int(fn.sum()),
-                    f"n_pred_{p}": int(tp.sum() + fp.sum())})
+        out.update(
+            {
+                f"tp_{p}": int(tp.sum()),
+                "fp_" + p: int(fp.sum()),
+                "fn_" + p: int(fn.sum()),
+                f"n_pred_{p}": int(tp.sum() + fp.sum()),
+            }
+        )
         out[f"relerr_dz_{p}"] = math.sqrt(col(f"sq_err_{p}").sum() / sq_true) if sq_true > 0 else float("nan")
         out[f"el2n_err_{p}"] = float(col(f"el2n_err_{p}").mean()) if steps else float("nan")
         out[f"disagree_{p}"] = int(col(f"disagree_{p}").sum())
@@ -499,8 +569,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size)
 
 
-def aggregate_scores(runs: Sequence[Mapping[str, Any]], predictors: Sequence[str],
-                     paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None):
+def aggregate_scores(
+    runs: Sequence[Mapping[str, Any]],
+    predictors: Sequence[str],
+    paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+):
     """Mean +- std over seeds of each predictor's precision, recall and F1 (in %), pooled and stepwise.
 
     ``runs`` are per-seed :func:`summarise_steps` dicts. One row per (predictor, scoring) with
@@ -547,17 +620,20 @@ def format_table(df) -> Any:
     def col(key: str, std_key: str) -> list[str]:
         return [pm(m, s) for m, s in zip(df[key], df[std_key], strict=True)]
 
-    return pd.DataFrame({
-        "predictor": df["predictor"], "scoring": df["scoring"],
-        "precision %": col("precision_mean", "precision_std"),
-        "recall %": col("recall_mean", "recall_std"),
-        "F1 %": col("f1_mean", "f1_std"),
-        "paper precision %": col("paper_precision", "paper_precision_std"),
-        "paper recall %": col("paper_recall", "paper_recall_std"),
-        "paper F1 %": col("paper_f1", "paper_f1_std"),
-        "seeds": [f"{a}/{b}" for a, b in zip(df["n_seeds"], df["n_runs"], strict=True)],
-        "true events / seed": [f"{v:.1f}" for v in df["true_events_mean"]],
-        "predicted / seed": [f"{v:.1f}" for v in df["pred_events_mean"]],
-        "rel. err. Δz": [f"{v:.3g}" for v in df["relerr_dz_mean"]],
-        "EL2N err.": [f"{v:.3g}" for v in df["el2n_err_mean"]],
-    })
+    return pd.DataFrame(
+        {
+            "predictor": df["predictor"],
+            "scoring": df["scoring"],
+            "precision %": col("precision_mean", "precision_std"),
+            "recall %": col("recall_mean", "recall_std"),
+            "F1 %": col("f1_mean", "f1_std"),
+            "paper precision %": col("paper_precision", "paper_precision_std"),
+            "paper recall %": col("paper_recall", "paper_recall_std"),
+            "paper F1 %": col("paper_f1", "paper_f1_std"),
+            "seeds": [f"{a}/{b}" for a, b in zip(df["n_seeds"], df["n_runs"], strict=True)],
+            "true events / seed": [f"{v:.1f}" for v in df["true_events_mean"]],
+            "predicted / seed": [f"{v:.1f}" for v in df["pred_events_mean"]],
+            "rel. err. Δz": [f"{v:.3g}" for v in df["relerr_dz_mean"]],
+            "EL2N err.": [f"{v:.3g}" for v in df["el2n_err_mean"]],
+        }
+    )

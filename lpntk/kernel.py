@@ -112,11 +112,13 @@ def _check_no_sample_mixing(model: nn.Module) -> None:
                 raise ValueError(
                     f"model: BatchNorm module {label!r} is in train mode; in train mode BatchNorm normalises with "
                     "batch statistics, so samples interact and per-sample kernels are undefined. The kernel is "
-                    "defined in eval mode: call model.eval() first.")
+                    "defined in eval mode: call model.eval() first."
+                )
             if mod.running_mean is None:
                 raise ValueError(
                     f"model: BatchNorm module {label!r} has track_running_stats=False, so it uses batch statistics "
-                    "even in eval mode and samples interact; per-sample kernels are undefined for this model.")
+                    "even in eval mode and samples interact; per-sample kernels are undefined for this model."
+                )
 
 
 @contextmanager
@@ -144,8 +146,9 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.get_default_dtype(), torch.device("cpu")
 
 
-def _prepare_model(model: nn.Module, dtype: torch.dtype | None, device: torch.device | str | None,
-                   x=None) -> tuple[nn.Module, torch.dtype, torch.device]:
+def _prepare_model(
+    model: nn.Module, dtype: torch.dtype | None, device: torch.device | str | None, x=None
+) -> tuple[nn.Module, torch.dtype, torch.device]:
     """The model to compute with: the caller's own, or a converted copy if ``dtype``/``device`` differ.
 
     Device: ``device`` if given; else CUDA if the model or the inputs ``x`` are on CUDA; else the model's.
@@ -315,8 +318,10 @@ class _Engine:
                         changed = True
                     tensors = [a for a in c.args if isinstance(a, Tensor)]
                     if tuple(a._version for a in tensors) != c.in_versions:
-                        raise RuntimeError(f"model: the input of {type(mod).__name__} is modified in place after the "
-                                           "call; its per-sample gradients cannot be recovered")
+                        raise RuntimeError(
+                            f"model: the input of {type(mod).__name__} is modified in place after the "
+                            "call; its per-sample gradients cannot be recovered"
+                        )
             if not changed:
                 return z
         raise RuntimeError("model: recorded layer outputs keep being modified in place; cannot capture them")
@@ -342,14 +347,18 @@ class _Engine:
         n, m, _ = v.shape
         if m == 1:
             gs = torch.autograd.grad(z, outs, grad_outputs=v[:, 0], allow_unused=True)
-            return [torch.zeros_like(o).unsqueeze(1) if g is None else g.unsqueeze(1)
-                    for o, g in zip(outs, gs, strict=True)]
+            return [
+                torch.zeros_like(o).unsqueeze(1) if g is None else g.unsqueeze(1) for o, g in zip(outs, gs, strict=True)
+            ]
         if self.batched_backward:
             try:
-                gs = torch.autograd.grad(z, outs, grad_outputs=v.transpose(0, 1), retain_graph=True,
-                                         is_grads_batched=True, allow_unused=True)
-                return [o.new_zeros((n, m) + tuple(o.shape[1:])) if g is None else g.transpose(0, 1).contiguous()
-                        for o, g in zip(outs, gs, strict=True)]
+                gs = torch.autograd.grad(
+                    z, outs, grad_outputs=v.transpose(0, 1), retain_graph=True, is_grads_batched=True, allow_unused=True
+                )
+                return [
+                    o.new_zeros((n, m) + tuple(o.shape[1:])) if g is None else g.transpose(0, 1).contiguous()
+                    for o, g in zip(outs, gs, strict=True)
+                ]
             except RuntimeError:
                 self.batched_backward = False
         grads = [o.new_empty((n, m) + tuple(o.shape[1:])) for o in outs]
@@ -379,8 +388,10 @@ class _Engine:
         for mname, mod, _, _ in self.plan:
             calls = self.calls.get(mod, [])
             if not calls:
-                raise RuntimeError(f"model: module {mname!r} was not called for this block although it was for the "
-                                   "first; data-dependent control flow is not supported")
+                raise RuntimeError(
+                    f"model: module {mname!r} was not called for this block although it was for the "
+                    "first; data-dependent control flow is not supported"
+                )
             recorded += calls
         outs = [c.output for c in recorded]
         if outs:
@@ -467,8 +478,12 @@ class _Packed:
         return self.dense.shape[1] if self.dense is not None else self.d[0].shape[1]
 
     def rows(self, s: int, e: int) -> _Packed:
-        return _Packed(None if self.dense is None else self.dense[s:e], [a[s:e] for a in self.a],
-                       [d[s:e] for d in self.d], self.bias)
+        return _Packed(
+            None if self.dense is None else self.dense[s:e],
+            [a[s:e] for a in self.a],
+            [d[s:e] for d in self.d],
+            self.bias,
+        )
 
 
 def _alloc_packed(layout: _Layout, n: int, dtype: torch.dtype, device: torch.device) -> _Packed:
@@ -482,10 +497,10 @@ def _alloc_packed(layout: _Layout, n: int, dtype: torch.dtype, device: torch.dev
 def _fill_packed(p: _Packed, s: int, layout: _Layout, factors: list[Factors]) -> None:
     n = factors[0].n
     for i, off, w in layout.dense:
-        p.dense[s:s + n, :, off:off + w] = factors[i].materialise()
+        p.dense[s : s + n, :, off : off + w] = factors[i].materialise()
     for k, (i, *_rest) in enumerate(layout.outer):
-        p.a[k][s:s + n] = factors[i].a
-        p.d[k][s:s + n] = factors[i].d
+        p.a[k][s : s + n] = factors[i].a
+        p.d[k][s : s + n] = factors[i].d
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -526,7 +541,7 @@ def _gram_tile(P: _Packed, Q: _Packed) -> Tensor:
             if bias:
                 aa += 1.0
             dd = (dP[s:e].reshape(r * m * T, d_out) @ dQf.T).view(r, m, T, nQ, m, T)
-            G[s * m:e * m] += torch.einsum("itjs,iatjbs->iajb", aa, dd).reshape(r * m, nQ * m)
+            G[s * m : e * m] += torch.einsum("itjs,iatjbs->iajb", aa, dd).reshape(r * m, nQ * m)
     return G
 
 
@@ -552,9 +567,9 @@ def _gram_cross_into(G2: Tensor, roff: int, coff: int, P: _Packed, Q: _Packed, m
     for s in range(0, P.n, step):
         e = min(P.n, s + step)
         tile = _gram_tile(P.rows(s, e), Q)
-        G2[roff + s * m:roff + e * m, coff:coff + Q.n * m] = tile
+        G2[roff + s * m : roff + e * m, coff : coff + Q.n * m] = tile
         if mirror:
-            G2[coff:coff + Q.n * m, roff + s * m:roff + e * m] = tile.T
+            G2[coff : coff + Q.n * m, roff + s * m : roff + e * m] = tile.T
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -570,8 +585,9 @@ class _CountSketch:
     the layers). E<S g, S g'> = <g, g'>, Var <S g, S g'> <= (||g||^2 ||g'||^2 + <g, g'>^2) / D.
     """
 
-    def __init__(self, params: list[tuple[str, nn.Parameter]], dim: int, seed: int, dtype: torch.dtype,
-                 device: torch.device):
+    def __init__(
+        self, params: list[tuple[str, nn.Parameter]], dim: int, seed: int, dtype: torch.dtype, device: torch.device
+    ):
         gen = torch.Generator().manual_seed(int(seed))
         self.dim = dim
         self.h: dict[int, Tensor] = {}
@@ -585,8 +601,10 @@ class _CountSketch:
     def _hash_of(self, f: Factors) -> tuple[Tensor, Tensor]:
         key = id(f.params[0]) if f.params else 0
         if key not in self._cache:
-            self._cache[key] = (torch.cat([self.h[id(p)] for p in f.params]),
-                                torch.cat([self.sigma[id(p)] for p in f.params]))
+            self._cache[key] = (
+                torch.cat([self.h[id(p)] for p in f.params]),
+                torch.cat([self.sigma[id(p)] for p in f.params]),
+            )
         return self._cache[key]
 
     def apply(self, factors: list[Factors], out: Tensor) -> None:
@@ -612,8 +630,17 @@ class _Side:
     cot: Cotangent
 
 
-def _gram(model: nn.Module, left: _Side, right: _Side | None, *, block_size: int, max_memory_bytes: int,
-          mode: str, sketch_dim: int | None, seed: int) -> Tensor:
+def _gram(
+    model: nn.Module,
+    left: _Side,
+    right: _Side | None,
+    *,
+    block_size: int,
+    max_memory_bytes: int,
+    mode: str,
+    sketch_dim: int | None,
+    seed: int,
+) -> Tensor:
     """(N, m, M, m) Gram of g_{ia} = J(x_i)^T v_{ia} (left) against the right side (or left itself)."""
     eng = _Engine(model)
     dtype, device = _model_dtype_device(model)
@@ -646,7 +673,7 @@ def _gram(model: nn.Module, left: _Side, right: _Side | None, *, block_size: int
                 if sketch is None:
                     _fill_packed(p, sl.start - start, layout, fs)
                 else:
-                    sketch.apply(fs, p.dense[sl.start - start:sl.stop - start])
+                    sketch.apply(fs, p.dense[sl.start - start : sl.stop - start])
                 del fs
             return p
 
@@ -660,7 +687,7 @@ def _gram(model: nn.Module, left: _Side, right: _Side | None, *, block_size: int
                 if bi == 0:
                     first = None
                 _gram_symmetric_into(G2, s * m, P)
-                for s2 in starts[bi + 1:]:
+                for s2 in starts[bi + 1 :]:
                     e2 = min(N, s2 + chunk)
                     Q = pack(left, s2, e2)
                     _gram_cross_into(G2, s * m, s2 * m, P, Q, mirror=True)
@@ -704,10 +731,21 @@ def _const_cot(v: Tensor) -> Cotangent:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def gradient_gram(model: nn.Module, x: Tensor, v: Tensor, x2: Tensor | None = None, v2: Tensor | None = None, *,
-                  mode: str = "exact", block_size: int = DEFAULT_BLOCK_SIZE,
-                  max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES, dtype: torch.dtype | None = None,
-                  device: torch.device | str | None = None, sketch_dim: int | None = None, seed: int = 0) -> Tensor:
+def gradient_gram(
+    model: nn.Module,
+    x: Tensor,
+    v: Tensor,
+    x2: Tensor | None = None,
+    v2: Tensor | None = None,
+    *,
+    mode: str = "exact",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    sketch_dim: int | None = None,
+    seed: int = 0,
+) -> Tensor:
     """Gram of per-sample vectors g_i = J(x_i)^T v_i:  G_ij = <g_i, g'_j> = v_i^T J(x_i) J(x'_j)^T v'_j.
 
     ``v``: (N, K) per-sample cotangents (v = s(y)/sqrt K gives lpNTK, v = softmax(z) - e_y the per-sample
@@ -720,8 +758,9 @@ def gradient_gram(model: nn.Module, x: Tensor, v: Tensor, x2: Tensor | None = No
     """
     if (x2 is None) != (v2 is None):
         raise ValueError("x2, v2: give both or neither")
-    model, dtype, device, x, x2, k = _setup(model, x, x2, dtype, device, None, block_size, max_memory_bytes,
-                                            mode, sketch_dim)
+    model, dtype, device, x, x2, k = _setup(
+        model, x, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
+    )
 
     def as_cot(vv, name, n):
         vv = torch.as_tensor(vv).to(device=device, dtype=dtype)
@@ -732,16 +771,34 @@ def gradient_gram(model: nn.Module, x: Tensor, v: Tensor, x2: Tensor | None = No
     left = _Side(x, as_cot(v, "v", len(x)))
     right = None if x2 is None else _Side(x2, as_cot(v2, "v2", len(x2)))
     with _eval_mode(model):
-        G = _gram(model, left, right, block_size=block_size, max_memory_bytes=max_memory_bytes, mode=mode,
-                  sketch_dim=sketch_dim, seed=seed)
+        G = _gram(
+            model,
+            left,
+            right,
+            block_size=block_size,
+            max_memory_bytes=max_memory_bytes,
+            mode=mode,
+            sketch_dim=sketch_dim,
+            seed=seed,
+        )
     return G[:, 0, :, 0]
 
 
 def _label_gram(model, x, y, num_classes, x2, y2, vec: Callable[[Tensor, int], Tensor], **kw) -> Tensor:
     if (x2 is None) != (y2 is None):
         raise ValueError("x2, y2: give both or neither")
-    model, dtype, device, x, x2, k = _setup(model, x, x2, kw["dtype"], kw["device"], num_classes, kw["block_size"],
-                                            kw["max_memory_bytes"], kw["mode"], kw["sketch_dim"])
+    model, dtype, device, x, x2, k = _setup(
+        model,
+        x,
+        x2,
+        kw["dtype"],
+        kw["device"],
+        num_classes,
+        kw["block_size"],
+        kw["max_memory_bytes"],
+        kw["mode"],
+        kw["sketch_dim"],
+    )
     y = _as_labels(y, "y", len(x), k, device)
     left = _Side(x, _const_cot(vec(y, k).to(device=device, dtype=dtype).unsqueeze(1)))
     right = None
@@ -749,8 +806,16 @@ def _label_gram(model, x, y, num_classes, x2, y2, vec: Callable[[Tensor, int], T
         y2 = _as_labels(y2, "y2", len(x2), k, device)
         right = _Side(x2, _const_cot(vec(y2, k).to(device=device, dtype=dtype).unsqueeze(1)))
     with _eval_mode(model):
-        G = _gram(model, left, right, block_size=kw["block_size"], max_memory_bytes=kw["max_memory_bytes"],
-                  mode=kw["mode"], sketch_dim=kw["sketch_dim"], seed=kw["seed"])
+        G = _gram(
+            model,
+            left,
+            right,
+            block_size=kw["block_size"],
+            max_memory_bytes=kw["max_memory_bytes"],
+            mode=kw["mode"],
+            sketch_dim=kw["sketch_dim"],
+            seed=kw["seed"],
+        )
     return G[:, 0, :, 0]
 
 
@@ -758,10 +823,22 @@ def _lpntk_vec(y: Tensor, k: int) -> Tensor:
     return sign_vectors(y.cpu(), k).double() / math.sqrt(k)
 
 
-def lpntk_gram(model: nn.Module, x: Tensor, y: Tensor, num_classes: int | None = None, x2: Tensor | None = None,
-               y2: Tensor | None = None, *, mode: str = "exact", block_size: int = DEFAULT_BLOCK_SIZE,
-               max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES, dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None, sketch_dim: int | None = None, seed: int = 0) -> Tensor:
+def lpntk_gram(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int | None = None,
+    x2: Tensor | None = None,
+    y2: Tensor | None = None,
+    *,
+    mode: str = "exact",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    sketch_dim: int | None = None,
+    seed: int = 0,
+) -> Tensor:
     """lpNTK Gram: kappa_ij = (1/K) s(y_i)^T J(x_i) J(x'_j)^T s(y'_j) = <phi_i, phi'_j>, phi = J^T s(y)/sqrt K.
 
     (N, N) symmetric (one triangle computed, then mirrored), or (N, M) against ``x2``/``y2``. The official code
@@ -773,52 +850,109 @@ def lpntk_gram(model: nn.Module, x: Tensor, y: Tensor, num_classes: int | None =
     at most (||phi||^2 ||phi'||^2 + kappa^2) / D, i.e. a standard deviation <= sqrt(2/D) ||phi|| ||phi'||.
     See :func:`gradient_gram` for ``block_size``, ``max_memory_bytes``, ``dtype``, ``device``.
     """
-    return _label_gram(model, x, y, num_classes, x2, y2, _lpntk_vec, mode=mode, block_size=block_size,
-                       max_memory_bytes=max_memory_bytes, dtype=dtype, device=device, sketch_dim=sketch_dim, seed=seed)
+    return _label_gram(
+        model,
+        x,
+        y,
+        num_classes,
+        x2,
+        y2,
+        _lpntk_vec,
+        mode=mode,
+        block_size=block_size,
+        max_memory_bytes=max_memory_bytes,
+        dtype=dtype,
+        device=device,
+        sketch_dim=sketch_dim,
+        seed=seed,
+    )
 
 
-def pntk_gram(model: nn.Module, x: Tensor, x2: Tensor | None = None, *, mode: str = "exact",
-              block_size: int = DEFAULT_BLOCK_SIZE, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-              dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-              sketch_dim: int | None = None, seed: int = 0) -> Tensor:
+def pntk_gram(
+    model: nn.Module,
+    x: Tensor,
+    x2: Tensor | None = None,
+    *,
+    mode: str = "exact",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    sketch_dim: int | None = None,
+    seed: int = 0,
+) -> Tensor:
     """pNTK Gram (Mohamadi et al. 2023): (1/K) 1^T J(x_i) J(x'_j)^T 1, i.e. the Gram of J^T 1 / sqrt K.
 
     (N, N) or (N, M) against ``x2``; options as in :func:`lpntk_gram`.
     """
-    model, dtype, device, x, x2, k = _setup(model, x, x2, dtype, device, None, block_size, max_memory_bytes, mode,
-                                            sketch_dim)
+    model, dtype, device, x, x2, k = _setup(
+        model, x, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
+    )
     ones = lambda n: torch.full((n, 1, k), 1.0 / math.sqrt(k), dtype=dtype, device=device)
     left = _Side(x, _const_cot(ones(len(x))))
     right = None if x2 is None else _Side(x2, _const_cot(ones(len(x2))))
     with _eval_mode(model):
-        G = _gram(model, left, right, block_size=block_size, max_memory_bytes=max_memory_bytes, mode=mode,
-                  sketch_dim=sketch_dim, seed=seed)
+        G = _gram(
+            model,
+            left,
+            right,
+            block_size=block_size,
+            max_memory_bytes=max_memory_bytes,
+            mode=mode,
+            sketch_dim=sketch_dim,
+            seed=seed,
+        )
     return G[:, 0, :, 0]
 
 
-def entk_blocks(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mode: str = "exact",
-                block_size: int = DEFAULT_BLOCK_SIZE, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-                dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                sketch_dim: int | None = None, seed: int = 0) -> Tensor:
+def entk_blocks(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    mode: str = "exact",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    sketch_dim: int | None = None,
+    seed: int = 0,
+) -> Tensor:
     """eNTK blocks K(x1_i, x2_j) = J(x1_i) J(x2_j)^T, returned as (N1, N2, K, K) (x2 defaults to x1).
 
     Per sample, K backward passes (one per logit) give the layer factors with an extra K axis; the blocks are
     their contraction. lpNTK = (1/K) s^T B s and pNTK = (1/K) 1^T B 1 for each block B.
     """
-    model, dtype, device, x1, x2, k = _setup(model, x1, x2, dtype, device, None, block_size, max_memory_bytes, mode,
-                                             sketch_dim)
+    model, dtype, device, x1, x2, k = _setup(
+        model, x1, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
+    )
     eye = torch.eye(k, dtype=dtype, device=device)
     cot = lambda z, idx: eye.expand(z.shape[0], k, k)
     left = _Side(x1, cot)
     right = None if x2 is None else _Side(x2, cot)
     with _eval_mode(model):
-        G = _gram(model, left, right, block_size=block_size, max_memory_bytes=max_memory_bytes, mode=mode,
-                  sketch_dim=sketch_dim, seed=seed)
+        G = _gram(
+            model,
+            left,
+            right,
+            block_size=block_size,
+            max_memory_bytes=max_memory_bytes,
+            mode=mode,
+            sketch_dim=sketch_dim,
+            seed=seed,
+        )
     return G.permute(0, 2, 1, 3).contiguous()
 
 
-def per_sample_gradients(model: nn.Module, x: Tensor, v: Tensor, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                         dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+def per_sample_gradients(
+    model: nn.Module,
+    x: Tensor,
+    v: Tensor,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Materialised per-sample vectors g_i = J(x_i)^T v_i, (N, P), columns in ``named_parameters()`` order
     (trainable parameters only, each flattened). For small models; memory N * P."""
     model, dtype, device, x, _, k = _setup(model, x, None, dtype, device, None, block_size, 1, "exact", None)
@@ -844,14 +978,21 @@ def _materialise_all(model: nn.Module, x: Tensor, cot: Cotangent, block_size: in
                     g = f.materialise()[:, 0]
                     c = 0
                     for p in f.params:
-                        out[sl, offsets[id(p)]:offsets[id(p)] + p.numel()] = g[:, c:c + p.numel()]
+                        out[sl, offsets[id(p)] : offsets[id(p)] + p.numel()] = g[:, c : c + p.numel()]
                         c += p.numel()
     return out
 
 
-def lpntk_features(model: nn.Module, x: Tensor, y: Tensor, num_classes: int | None = None, *,
-                   block_size: int = DEFAULT_BLOCK_SIZE, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None) -> Tensor:
+def lpntk_features(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int | None = None,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """lpNTK feature vectors phi(x_i, y_i) = (1/sqrt K) J(x_i)^T s(y_i) = (1/sqrt K) grad_w (s(y_i) . z(x_i)).
 
     (N, P), columns in ``named_parameters()`` order; lpntk_gram = Phi Phi^T. Memory N * P: small models only.
@@ -871,9 +1012,16 @@ def _ce_cot(y: Tensor, k: int) -> Cotangent:
     return cot
 
 
-def per_sample_grad_norms(model: nn.Module, x: Tensor, y: Tensor, *, loss: str = "cross_entropy",
-                          block_size: int = DEFAULT_BLOCK_SIZE, dtype: torch.dtype | None = None,
-                          device: torch.device | str | None = None) -> Tensor:
+def per_sample_grad_norms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss: str = "cross_entropy",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """GraNd (Paul et al. 2021): ||grad_w CE(f(x_i), y_i)||_2 = ||J(x_i)^T (softmax(z_i) - e_{y_i})||_2, (N,).
 
     Diagonal only, per layer and per block: ||a||^2 ||delta||^2 for Linear layers, the cheaper of the
@@ -911,8 +1059,9 @@ def logit_loss_gradient(model: nn.Module, x: Tensor, y: Tensor, *, block_size: i
     return g
 
 
-def loss_gradient(model: nn.Module, x: Tensor, y: Tensor, *, reduction: str = "mean",
-                  block_size: int = DEFAULT_BLOCK_SIZE) -> dict[str, Tensor]:
+def loss_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, *, reduction: str = "mean", block_size: int = DEFAULT_BLOCK_SIZE
+) -> dict[str, Tensor]:
     """Batch gradient grad_w L as a parameter-shaped dict (trainable parameters, ``named_parameters`` names).
 
     L = (1/N) sum_u CE(f(x_u), y_u) for ``reduction="mean"`` (sum for "sum"), in eval mode, so that
@@ -942,8 +1091,9 @@ def loss_gradient(model: nn.Module, x: Tensor, y: Tensor, *, reduction: str = "m
     return total
 
 
-def jvp_logits(model: nn.Module, x: Tensor, direction: Mapping[str, Tensor], *,
-               block_size: int = DEFAULT_BLOCK_SIZE) -> Tensor:
+def jvp_logits(
+    model: nn.Module, x: Tensor, direction: Mapping[str, Tensor], *, block_size: int = DEFAULT_BLOCK_SIZE
+) -> Tensor:
     """Matrix-free J(x) u: the directional derivative of the logits along a parameter-space vector u,
     (N, K), by forward-mode AD (``torch.func.jvp`` of ``functional_call``), in eval mode.
 
@@ -972,9 +1122,17 @@ def jvp_logits(model: nn.Module, x: Tensor, direction: Mapping[str, Tensor], *,
     return torch.cat(outs)
 
 
-def first_order_logit_change(model: nn.Module, x_obs: Tensor, x_upd: Tensor, y_upd: Tensor, lr: float, *,
-                             kernel: str = "entk", y_obs: Tensor | None = None,
-                             block_size: int = DEFAULT_BLOCK_SIZE) -> Tensor:
+def first_order_logit_change(
+    model: nn.Module,
+    x_obs: Tensor,
+    x_upd: Tensor,
+    y_upd: Tensor,
+    lr: float,
+    *,
+    kernel: str = "entk",
+    y_obs: Tensor | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> Tensor:
     """First-order change of the logits of x_obs after one SGD step (lr) on the batch (x_upd, y_upd), (N_o, K):
 
     * ``"entk"``:  Delta z(x_o) = -lr * mean_u K(x_o, x_u) dL/dz(x_u) = -lr * J(x_o) grad_w L_batch, matrix-free
@@ -991,5 +1149,6 @@ def first_order_logit_change(model: nn.Module, x_obs: Tensor, x_upd: Tensor, y_u
         raise ValueError(f"kernel: expected 'entk', 'lpntk' or 'pntk', got {kernel!r}")
     if kernel == "lpntk" and y_obs is None:
         raise ValueError("y_obs: kernel='lpntk' needs the labels of x_obs")
-    return predicted_logit_changes(model, x_obs, y_obs, x_upd, y_upd, lr, predictors=[kernel],
-                                   block_size=block_size)[kernel]
+    return predicted_logit_changes(model, x_obs, y_obs, x_upd, y_upd, lr, predictors=[kernel], block_size=block_size)[
+        kernel
+    ]

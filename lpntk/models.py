@@ -47,8 +47,9 @@ class MnistCNN(nn.Module):
     -> fc(->128) -> ReLU -> dropout 0.5 -> fc(128->K).
     """
 
-    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, width: float = 1.0,
-                 dropout: bool = True):
+    def __init__(
+        self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, width: float = 1.0, dropout: bool = True
+    ):
         super().__init__()
         c, h, w = in_shape
         c1, c2, hidden = _w(32, width), _w(64, width), _w(128, width)
@@ -95,8 +96,13 @@ class ResNet18NoBN(nn.Module):
     -> avg-pool 4 -> fc(512->K).
     """
 
-    def __init__(self, in_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, width: float = 1.0,
-                 blocks: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        width: float = 1.0,
+        blocks: Sequence[int] = (2, 2, 2, 2),
+    ):
         super().__init__()
         c, h, w = in_shape
         planes = [_w(p, width) for p in (64, 128, 256, 512)]
@@ -124,8 +130,9 @@ class ResNet18NoBN(nn.Module):
 class MLP(nn.Module):
     """Fully connected ReLU network: flatten -> [Linear -> ReLU] * len(hidden) -> Linear(->K)."""
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (256,),
-                 dropout: float = 0.0):
+    def __init__(
+        self, in_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (256,), dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         d = math.prod(in_shape)
@@ -148,8 +155,9 @@ class SmallCNN(nn.Module):
     -> fc(->64) -> ReLU -> fc(64->K).
     """
 
-    def __init__(self, in_shape: Sequence[int] = (1, 8, 8), num_classes: int = 10, width: float = 1.0,
-                 hidden: int = 64):
+    def __init__(
+        self, in_shape: Sequence[int] = (1, 8, 8), num_classes: int = 10, width: float = 1.0, hidden: int = 64
+    ):
         super().__init__()
         c, h, w = in_shape
         c1, c2 = _w(16, width), _w(32, width)

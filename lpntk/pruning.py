@@ -92,10 +92,10 @@ def select_top(index, labels, scores, keep: float, *, per_class: bool = False, t
         for c in np.unique(labels):
             pos = np.flatnonzero(labels == c)
             order = _ranked(scores[pos], tiebreak[pos], index[pos])
-            parts.append(index[pos[order[:keep_count(len(pos), keep)]]])
+            parts.append(index[pos[order[: keep_count(len(pos), keep)]]])
         kept = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     else:
-        kept = index[_ranked(scores, tiebreak, index)[:keep_count(len(index), keep)]]
+        kept = index[_ranked(scores, tiebreak, index)[: keep_count(len(index), keep)]]
     return np.sort(kept)
 
 
@@ -162,7 +162,7 @@ def select_node(index, labels, cluster, seed: int, fraction: float = 0.5) -> np.
         groups = _groups(cluster[pos])
         largest = max(groups, key=lambda g: (len(groups[g]), -g))
         members = pos[groups[largest]]
-        drop = rng.permutation(members)[keep_count(len(members), fraction):]
+        drop = rng.permutation(members)[keep_count(len(members), fraction) :]
         keep[drop] = False
     keep &= cluster >= 0
     return np.sort(index[keep])
@@ -193,8 +193,16 @@ def class_counts_of(labels, selected_mask=None) -> dict[int, int]:
     return {int(i): int(n) for i, n in zip(ids, counts, strict=True)}
 
 
-def remove_small_clusters(index, labels, cluster, remove: float, *, tie_break: str = "random", seed: int = 0,
-                          head_sq_norm: Mapping[int, float] | None = None) -> tuple[np.ndarray, dict[int, int]]:
+def remove_small_clusters(
+    index,
+    labels,
+    cluster,
+    remove: float,
+    *,
+    tie_break: str = "random",
+    seed: int = 0,
+    head_sq_norm: Mapping[int, float] | None = None,
+) -> tuple[np.ndarray, dict[int, int]]:
     """Remove whole clusters, smallest first, until at least round(remove * N_c) samples of class c are gone.
 
     Clusters of equal size are taken in a seeded random order (``tie_break="random"``) or by their head's
@@ -275,9 +283,15 @@ def accuracy_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]
     val = np.asarray([h.get("val_acc", np.nan) for h in history], dtype=np.float64)
     test = np.asarray([h.get("test_acc", np.nan) for h in history], dtype=np.float64)
     if np.isnan(val).all():
-        raise ValueError("the history has no validation accuracy; retraining needs a validation split "
-                         "(val_fraction > 0)")
+        raise ValueError(
+            "the history has no validation accuracy; retraining needs a validation split (val_fraction > 0)"
+        )
     best = int(np.nanargmax(val))
-    return {"test_acc_best_val": float(test[best]), "test_acc_last": float(test[-1]),
-            "test_acc_max": float(np.nanmax(test)), "val_acc_best": float(val[best]), "best_epoch": best + 1,
-            "epochs": len(history)}
+    return {
+        "test_acc_best_val": float(test[best]),
+        "test_acc_last": float(test[-1]),
+        "test_acc_max": float(np.nanmax(test)),
+        "val_acc_best": float(val[best]),
+        "best_epoch": best + 1,
+        "epochs": len(history),
+    }

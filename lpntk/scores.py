@@ -44,8 +44,10 @@ def score_column(dynamics: Mapping[str, np.ndarray], key: str, epoch: int, *, so
     """
     recorded = [int(e) for e in np.asarray(dynamics["score_epochs"]).ravel()]
     if int(epoch) not in recorded:
-        raise ValueError(f"{key} at epoch {epoch} was not recorded in {source}: train.score_epochs = {recorded}. "
-                         f"Add {epoch} to train.score_epochs (and rerun training) or choose a recorded epoch")
+        raise ValueError(
+            f"{key} at epoch {epoch} was not recorded in {source}: train.score_epochs = {recorded}. "
+            f"Add {epoch} to train.score_epochs (and rerun training) or choose a recorded epoch"
+        )
     return np.asarray(dynamics[key])[:, recorded.index(int(epoch))].astype(np.float64)
 
 
@@ -79,8 +81,14 @@ def random_scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(int(seed)).random(int(n))
 
 
-def score_table(dynamics: Sequence[Mapping[str, np.ndarray]], *, el2n_epoch: int, grand_epoch: int,
-                random_seed: int, sources: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def score_table(
+    dynamics: Sequence[Mapping[str, np.ndarray]],
+    *,
+    el2n_epoch: int,
+    grand_epoch: int,
+    random_seed: int,
+    sources: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Every baseline score of every training sample from the dynamics of several seeds.
 
     Returns columns (N,) indexed by position in the training split: ``index`` (original), ``label``,
@@ -94,11 +102,12 @@ def score_table(dynamics: Sequence[Mapping[str, np.ndarray]], *, el2n_epoch: int
     index, label = np.asarray(dynamics[0]["index"]), np.asarray(dynamics[0]["y"])
     for d, src in zip(dynamics[1:], sources[1:], strict=True):
         if not (np.array_equal(d["index"], index) and np.array_equal(d["y"], label)):
-            raise ValueError(f"{src} covers a different training split (index/y differ from {sources[0]}); "
-                             f"rerun its training on the current prepared data")
+            raise ValueError(
+                f"{src} covers a different training split (index/y differ from {sources[0]}); "
+                f"rerun its training on the current prepared data"
+            )
     el2n = np.stack([score_column(d, "el2n", el2n_epoch, source=s) for d, s in zip(dynamics, sources, strict=True)])
-    grand = np.stack([score_column(d, "grand", grand_epoch, source=s) for d, s in zip(dynamics, sources,
-                                                                                       strict=True)])
+    grand = np.stack([score_column(d, "grand", grand_epoch, source=s) for d, s in zip(dynamics, sources, strict=True)])
     counts = np.stack([np.asarray(d["forgetting_count"]) for d in dynamics])
     never = np.stack([np.asarray(d["never_learned"], dtype=bool) for d in dynamics])
     epochs = [int(np.asarray(d["correct"]).shape[1]) for d in dynamics]

@@ -124,15 +124,25 @@ def git_commit(path: str | os.PathLike = ".") -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
         commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def init_store(datasets: list[str], uri: str | None = None, prefix: str = "lpntk",
-               tags: Mapping[str, str] | None = None, export: bool = True) -> dict[str, dict[str, str]]:
+def init_store(
+    datasets: list[str],
+    uri: str | None = None,
+    prefix: str = "lpntk",
+    tags: Mapping[str, str] | None = None,
+    export: bool = True,
+) -> dict[str, dict[str, str]]:
     """Create the store, one experiment per dataset and a parent run per dataset for this invocation.
 
     Returns ``{dataset: {"experiment_id", "parent_run_id"}}`` and (with ``export``) puts it, with the
@@ -145,8 +155,13 @@ def init_store(datasets: list[str], uri: str | None = None, prefix: str = "lpntk
     runs: dict[str, dict[str, str]] = {}
     for ds in datasets:
         exp_id = _ensure_experiment(client, experiment_name(ds, prefix))
-        run_tags = {"lpntk.rule": "workflow", "lpntk.dataset": ds, "lpntk.git_commit": commit,
-                    "mlflow.runName": f"workflow {stamp}", **dict(tags or {})}
+        run_tags = {
+            "lpntk.rule": "workflow",
+            "lpntk.dataset": ds,
+            "lpntk.git_commit": commit,
+            "mlflow.runName": f"workflow {stamp}",
+            **dict(tags or {}),
+        }
         run = _retry(client.create_run, exp_id, tags=run_tags)
         runs[ds] = {"experiment_id": exp_id, "parent_run_id": run.info.run_id}
     if export:
@@ -183,9 +198,20 @@ class JobRun(AbstractContextManager):
     ...     run.log_artifact("results/digits/train/seed1/history.csv")
     """
 
-    def __init__(self, rule: str, dataset: str, *, seed: int | None = None, config: Mapping | None = None,
-                 params: Mapping | None = None, tags: Mapping[str, Any] | None = None, uri: str | None = None,
-                 prefix: str | None = None, enabled: bool = True, run_name: str | None = None):
+    def __init__(
+        self,
+        rule: str,
+        dataset: str,
+        *,
+        seed: int | None = None,
+        config: Mapping | None = None,
+        params: Mapping | None = None,
+        tags: Mapping[str, Any] | None = None,
+        uri: str | None = None,
+        prefix: str | None = None,
+        enabled: bool = True,
+        run_name: str | None = None,
+    ):
         self.rule, self.dataset, self.seed = rule, dataset, seed
         self.config, self.params, self.tags = dict(config or {}), dict(params or {}), dict(tags or {})
         self.enabled = enabled
@@ -193,8 +219,9 @@ class JobRun(AbstractContextManager):
         self.uri = state.get("uri") or tracking_uri(uri)
         self.prefix = prefix if prefix is not None else state.get("prefix", "lpntk")
         self.parent = state.get("runs", {}).get(dataset, {})
-        self.run_name = run_name or "-".join(str(p) for p in (rule, dataset, f"seed{seed}" if seed is not None
-                                                               else None) if p)
+        self.run_name = run_name or "-".join(
+            str(p) for p in (rule, dataset, f"seed{seed}" if seed is not None else None) if p
+        )
         self.client = None
         self.run_id = None
 
@@ -202,10 +229,16 @@ class JobRun(AbstractContextManager):
         if not self.enabled:
             return _NullRun()
         self.client = _client(self.uri)
-        exp_id = self.parent.get("experiment_id") or _ensure_experiment(self.client,
-                                                                        experiment_name(self.dataset, self.prefix))
-        tags = {"lpntk.rule": self.rule, "lpntk.dataset": self.dataset, "mlflow.runName": self.run_name,
-                "lpntk.config_hash": config_hash(self.config), "lpntk.git_commit": git_commit()}
+        exp_id = self.parent.get("experiment_id") or _ensure_experiment(
+            self.client, experiment_name(self.dataset, self.prefix)
+        )
+        tags = {
+            "lpntk.rule": self.rule,
+            "lpntk.dataset": self.dataset,
+            "mlflow.runName": self.run_name,
+            "lpntk.config_hash": config_hash(self.config),
+            "lpntk.git_commit": git_commit(),
+        }
         if self.seed is not None:
             tags["lpntk.seed"] = str(self.seed)
         if self.parent.get("parent_run_id"):
@@ -228,16 +261,17 @@ class JobRun(AbstractContextManager):
 
         items = [Param(str(k)[:250], str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            _retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
+            _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-                 if v is not None and v == v]  # drop None and NaN
+        items = [
+            Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None and v == v
+        ]  # drop None and NaN
         for i in range(0, len(items), 500):
-            _retry(self.client.log_batch, self.run_id, metrics=items[i:i + 500])
+            _retry(self.client.log_batch, self.run_id, metrics=items[i : i + 500])
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.log_metrics({key: value}, step)

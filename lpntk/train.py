@@ -136,6 +136,7 @@ class TrainResult:
 
 # ------------------------------------------------------------------------------------------- plumbing
 
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and request deterministic algorithms."""
     random.seed(seed)
@@ -162,8 +163,13 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD with the recipe's momentum, Nesterov flag and (coupled) weight decay."""
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov and recipe.momentum > 0)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+    )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
@@ -175,8 +181,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def augment_batch(x: torch.Tensor, crop_padding: int, horizontal_flip: bool,
-                  generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, crop_padding: int, horizontal_flip: bool, generator: torch.Generator
+) -> torch.Tensor:
     """Random crop of the original size from the zero-padded image, then random horizontal flip.
 
     The torchvision ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip`` pair, on a batch of images in
@@ -188,8 +195,8 @@ def augment_batch(x: torch.Tensor, crop_padding: int, horizontal_flip: bool,
         padded = F.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
         dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
-        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
+        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
@@ -219,28 +226,32 @@ def presentation_forgetting(correct: np.ndarray) -> dict[str, np.ndarray]:
     events[:, 1:] = correct[:, :-1] & ~correct[:, 1:]
     learned = correct.any(axis=1)
     first = np.where(learned, correct.argmax(axis=1), -1)
-    return {"events": events, "count": events.sum(axis=1).astype(np.int32),
-            "first_learned": first.astype(np.int32), "never_learned": ~learned}
+    return {
+        "events": events,
+        "count": events.sum(axis=1).astype(np.int32),
+        "first_learned": first.astype(np.int32),
+        "never_learned": ~learned,
+    }
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, mean, std, batch_size: int = 1024,
-             device: torch.device | None = None) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, split: Split, mean, std, batch_size: int = 1024, device: torch.device | None = None
+) -> dict[str, Any]:
     """Eval-mode accuracy, mean loss, per-sample logits of ``split`` (un-augmented, normalised inputs)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     logits = []
     for s in range(0, len(split), batch_size):
-        xb = normalize(to_unit(split.x[s:s + batch_size].to(device)), mean, std)
+        xb = normalize(to_unit(split.x[s : s + batch_size].to(device)), mean, std)
         logits.append(model(xb).float())
     model.train(was_training)
     if not logits:
         return {"acc": float("nan"), "loss": float("nan"), "logits": torch.empty(0)}
     z = torch.cat(logits)
     y = split.y.to(device)
-    return {"acc": float((z.argmax(1) == y).float().mean()), "loss": float(F.cross_entropy(z, y)),
-            "logits": z}
+    return {"acc": float((z.argmax(1) == y).float().mean()), "loss": float(F.cross_entropy(z, y)), "logits": z}
 
 
 def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, device) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +266,7 @@ def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, d
 
 
 # ------------------------------------------------------------------------------------------- training
+
 
 def _rng_state(gens: dict[str, torch.Generator]) -> dict:
     state = {k: g.get_state() for k, g in gens.items()}
@@ -272,8 +284,9 @@ def _set_rng_state(gens: dict[str, torch.Generator], state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def run_fingerprint(model: nn.Module, train: Split, recipe: Recipe, seed: int, mean: Sequence[float],
-                    std: Sequence[float]) -> str:
+def run_fingerprint(
+    model: nn.Module, train: Split, recipe: Recipe, seed: int, mean: Sequence[float], std: Sequence[float]
+) -> str:
     """SHA-256 of what makes a training run: the recipe (but how often it saves its state), the seed, the
     model's parameter names and shapes, the normalisation and the training set's original indices and labels.
 
@@ -298,8 +311,11 @@ def _load_resume_state(path: Path, fingerprint: str, device: torch.device) -> di
         path.unlink(missing_ok=True)
         return None
     if not isinstance(st, dict) or st.get("fingerprint") != fingerprint:
-        log.warning("ignoring resume state %s: it was saved by a different run (recipe, seed, model or data "
-                    "changed); training from the start", path)
+        log.warning(
+            "ignoring resume state %s: it was saved by a different run (recipe, seed, model or data "
+            "changed); training from the start",
+            path,
+        )
         path.unlink(missing_ok=True)
         return None
     log.info("resuming from %s at epoch %d", path, st["epoch"])
@@ -338,8 +354,10 @@ def train_model(
     device = select_device(device)
     model.to(device)
     if recipe.select == "val" and (val is None or len(val) == 0):
-        raise ValueError("select='val' needs a validation split; set the dataset's val_fraction > 0 "
-                         "or train.select to 'test' or 'last'")
+        raise ValueError(
+            "select='val' needs a validation split; set the dataset's val_fraction > 0 "
+            "or train.select to 'test' or 'last'"
+        )
     n, epochs = len(train), recipe.epochs
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     gens = {"shuffle": torch.Generator().manual_seed(seed), "augment": torch.Generator().manual_seed(seed + 7919)}
@@ -383,7 +401,7 @@ def train_model(
         batch_order[epoch] = order.numpy()
         lr_epoch = optimizer.param_groups[0]["lr"]
         for b in range(steps_per_epoch):
-            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size].to(device)
+            idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].to(device)
             xb = to_unit(x_all[idx])
             if recipe.crop_padding or recipe.horizontal_flip:
                 xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens["augment"])
@@ -401,9 +419,12 @@ def train_model(
                     rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb
                     rec["l2"][idx, epoch] = l2_error(logits, yb)
         scheduler.step()
-        row = {"epoch": epoch + 1, "lr": lr_epoch,
-               "train_loss": float(rec["loss"][:, epoch].mean()) if record else float("nan"),
-               "train_acc": float(rec["correct"][:, epoch].float().mean()) if record else float("nan")}
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr_epoch,
+            "train_loss": float(rec["loss"][:, epoch].mean()) if record else float("nan"),
+            "train_acc": float(rec["correct"][:, epoch].float().mean()) if record else float("nan"),
+        }
         for split_name, split in (("val", val), ("test", test)):
             if split is not None and len(split):
                 ev = evaluate(model, split, mean, std, recipe.eval_batch_size, device)
@@ -415,17 +436,37 @@ def train_model(
         history.append(row)
         metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[recipe.select]
         if metric is not None and metric > best["acc"]:
-            best = {"acc": metric, "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "acc": metric,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
         if on_epoch is not None:
             on_epoch(row)
-        if resume_path is not None and recipe.resume_every and (epoch + 1) % recipe.resume_every == 0 \
-                and epoch + 1 < epochs:
-            save_torch(resume_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rec": {k: v.cpu() for k, v in rec.items()},
-                "batch_order": batch_order, "lrs": lrs, "el2n": el2n, "grand": grand, "history": history,
-                "best": best, "epoch": epoch + 1, "rng": _rng_state(gens), "fingerprint": fingerprint})
+        if (
+            resume_path is not None
+            and recipe.resume_every
+            and (epoch + 1) % recipe.resume_every == 0
+            and epoch + 1 < epochs
+        ):
+            save_torch(
+                resume_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rec": {k: v.cpu() for k, v in rec.items()},
+                    "batch_order": batch_order,
+                    "lrs": lrs,
+                    "el2n": el2n,
+                    "grand": grand,
+                    "history": history,
+                    "best": best,
+                    "epoch": epoch + 1,
+                    "rng": _rng_state(gens),
+                    "fingerprint": fingerprint,
+                },
+            )
 
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     correct = rec["correct"].cpu().numpy()
@@ -458,6 +499,7 @@ def train_model(
 def _summarise(history: list[dict[str, float]], best_epoch: int, select: str) -> dict[str, Any]:
     """Headline accuracies: at the selected epoch (best validation accuracy when ``select="val"``), at the
     last epoch, and the max over epochs (what the official code reports)."""
+
     def col(key):
         return [h.get(key, float("nan")) for h in history]
 
@@ -484,8 +526,9 @@ def choose_reference_run(summaries: Sequence[dict[str, Any]], seed: int | None =
     if seed is not None:
         match = [s for s in summaries if int(s["seed"]) == int(seed)]
         if not match:
-            raise ValueError(f"kernel.seed = {seed} is not among the trained seeds "
-                             f"{sorted(int(s['seed']) for s in summaries)}")
+            raise ValueError(
+                f"kernel.seed = {seed} is not among the trained seeds {sorted(int(s['seed']) for s in summaries)}"
+            )
         return match[0]
     select = summaries[0].get("select", "val")
     key = {"val": "val_acc_selected", "test": "test_acc_selected", "last": "val_acc_last"}[select]

@@ -62,20 +62,39 @@ def small_kernel_setup(root: Path, train_epochs: int = 0):
     from lpntk.stages.kernel import kernel_stage
     from lpntk.train import Recipe, seed_everything, train_model
 
-    spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0,
-            "per_class_limit": 20}
+    spec = {
+        "source": "sklearn",
+        "name": "digits",
+        "test_fraction": 0.2,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "per_class_limit": 20,
+    }
     prep = prepare_dataset("digits", spec)
     save_prepared(prep, root / "data")
     seed_everything(0)
     model = build_model("small_cnn", (1, 8, 8), 10, **SMALL_ARGS)
     if train_epochs:
         recipe = Recipe(epochs=train_epochs, batch_size=32, lr=0.05, schedule="none", select="last")
-        model.load_state_dict(train_model(model, prep.train, recipe, 0, mean=prep.info.mean, std=prep.info.std,
-                                          device="cpu").last_state)
+        model.load_state_dict(
+            train_model(model, prep.train, recipe, 0, mean=prep.info.mean, std=prep.info.std, device="cpu").last_state
+        )
     torch.save(model.state_dict(), root / "model.pt")
-    cfg = {"dataset": "digits", "device": "cpu", "model": {"name": "small_cnn", "args": dict(SMALL_ARGS)},
-           "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
-                      "dtype": "float64", "block_size": 64, "max_memory_gb": 1}}
+    cfg = {
+        "dataset": "digits",
+        "device": "cpu",
+        "model": {"name": "small_cnn", "args": dict(SMALL_ARGS)},
+        "kernel": {
+            "checkpoint": "best",
+            "seed": None,
+            "mode": "exact",
+            "sketch_dim": None,
+            "sketch_seed": 0,
+            "dtype": "float64",
+            "block_size": 64,
+            "max_memory_gb": 1,
+        },
+    }
     kernels = []
     for c in range(10):
         path = root / "kernel" / f"class{c}.npz"
@@ -84,10 +103,21 @@ def small_kernel_setup(root: Path, train_epochs: int = 0):
     return prep, model, cfg, kernels
 
 
-def snakemake(repo: Path, workdir: Path, *args: str, configfile: str | None = ".test/config/config.yaml",
-              check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
+def snakemake(
+    repo: Path, workdir: Path, *args: str, configfile: str | None = ".test/config/config.yaml", check: bool = True
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     if configfile:
         cmd += ["--configfile", str(repo / configfile)]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LPNTK_MLFLOW_RUNS")}

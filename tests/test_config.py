@@ -16,8 +16,14 @@ def test_shipped_configs_validate(repo, schema_path, name):
 
 
 def test_defaults_are_filled(schema_path):
-    cfg = validate_config({"datasets": {"d": {"source": "sklearn", "name": "digits", "model": {"name": "small_cnn"},
-                                              "train": {"epochs": 2}}}}, schema_path)
+    cfg = validate_config(
+        {
+            "datasets": {
+                "d": {"source": "sklearn", "name": "digits", "model": {"name": "small_cnn"}, "train": {"epochs": 2}}
+            }
+        },
+        schema_path,
+    )
     ds = cfg["datasets"]["d"]
     assert cfg["device"] == "auto" and cfg["mlflow"]["enabled"] is True
     assert ds["val_fraction"] == 0.1 and ds["train"]["batch_size"] == 128 and ds["train"]["select"] == "val"
@@ -29,33 +35,60 @@ def base(repo):
     return yaml.safe_load((repo / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("mutate,where,what", [
-    (lambda c: c["datasets"]["digits"]["train"].update(epochz=3), "datasets.digits.train", "unknown key 'epochz'"),
-    (lambda c: c["datasets"]["digits"]["train"].update(epochs=-2), "datasets.digits.train.epochs", "minimum of 1"),
-    (lambda c: c["datasets"]["digits"].update(source="torchvision", name="MNISTT"), "datasets.digits.name",
-     "unknown torchvision dataset 'MNISTT'"),
-    (lambda c: c["datasets"]["digits"].update(source="kaggle"), "datasets.digits.source", "kaggle"),
-    (lambda c: c["datasets"]["digits"]["model"].update(name="lenet"), "datasets.digits.model.name", "lenet"),
-    (lambda c: c.update(mlfow={}), "<top level>", "unknown key 'mlfow'"),
-    (lambda c: c["datasets"]["digits"].update(val_fraction=0.0), "datasets.digits.train.select", "val_fraction"),
-    (lambda c: c["datasets"]["digits"]["train"].update(score_epochs=[99]), "datasets.digits.train.score_epochs",
-     "exceed"),
-    (lambda c: c["datasets"]["digits"]["scores"].update(el2n_epoch=7), "datasets.digits.scores.el2n_epoch",
-     "not recorded"),
-    (lambda c: c["datasets"]["digits"]["train"].update(score_epochs=[]), "datasets.digits.train.score_epochs",
-     "none is recorded"),
-    # no EL2N / GraNd pruning, scores stage off: the forgetting and random baselines still run the scores stage
-    (lambda c: (c["datasets"]["digits"]["train"].update(score_epochs=[]),
+@pytest.mark.parametrize(
+    "mutate,where,what",
+    [
+        (lambda c: c["datasets"]["digits"]["train"].update(epochz=3), "datasets.digits.train", "unknown key 'epochz'"),
+        (lambda c: c["datasets"]["digits"]["train"].update(epochs=-2), "datasets.digits.train.epochs", "minimum of 1"),
+        (
+            lambda c: c["datasets"]["digits"].update(source="torchvision", name="MNISTT"),
+            "datasets.digits.name",
+            "unknown torchvision dataset 'MNISTT'",
+        ),
+        (lambda c: c["datasets"]["digits"].update(source="kaggle"), "datasets.digits.source", "kaggle"),
+        (lambda c: c["datasets"]["digits"]["model"].update(name="lenet"), "datasets.digits.model.name", "lenet"),
+        (lambda c: c.update(mlfow={}), "<top level>", "unknown key 'mlfow'"),
+        (lambda c: c["datasets"]["digits"].update(val_fraction=0.0), "datasets.digits.train.select", "val_fraction"),
+        (
+            lambda c: c["datasets"]["digits"]["train"].update(score_epochs=[99]),
+            "datasets.digits.train.score_epochs",
+            "exceed",
+        ),
+        (
+            lambda c: c["datasets"]["digits"]["scores"].update(el2n_epoch=7),
+            "datasets.digits.scores.el2n_epoch",
+            "not recorded",
+        ),
+        (
+            lambda c: c["datasets"]["digits"]["train"].update(score_epochs=[]),
+            "datasets.digits.train.score_epochs",
+            "none is recorded",
+        ),
+        # no EL2N / GraNd pruning, scores stage off: the forgetting and random baselines still run the scores stage
+        (
+            lambda c: (
+                c["datasets"]["digits"]["train"].update(score_epochs=[]),
                 c["datasets"]["digits"]["scores"].update(enabled=False),
-                c["datasets"]["digits"]["pruning"].update(methods=["lpntk", "forgetting", "random"])),
-     "datasets.digits.train.score_epochs", "none is recorded"),
-    (lambda c: c["datasets"]["digits"]["scores"].update(seeds=[1, 9]), "datasets.digits.scores.seeds", "[9]"),
-    (lambda c: c["datasets"]["digits"]["forgetting"].update(augment=True), "datasets.digits.forgetting.augment",
-     "augments nothing"),
-    (lambda c: c["datasets"]["digits"]["difficulty"].update(size={"enabled": True, "pool_per_class": 4,
-                                                                   "min_size": 16}),
-     "datasets.digits.difficulty.size.min_size", "exceeds"),
-])
+                c["datasets"]["digits"]["pruning"].update(methods=["lpntk", "forgetting", "random"]),
+            ),
+            "datasets.digits.train.score_epochs",
+            "none is recorded",
+        ),
+        (lambda c: c["datasets"]["digits"]["scores"].update(seeds=[1, 9]), "datasets.digits.scores.seeds", "[9]"),
+        (
+            lambda c: c["datasets"]["digits"]["forgetting"].update(augment=True),
+            "datasets.digits.forgetting.augment",
+            "augments nothing",
+        ),
+        (
+            lambda c: c["datasets"]["digits"]["difficulty"].update(
+                size={"enabled": True, "pool_per_class": 4, "min_size": 16}
+            ),
+            "datasets.digits.difficulty.size.min_size",
+            "exceeds",
+        ),
+    ],
+)
 def test_broken_configs_name_the_key(base, schema_path, mutate, where, what):
     cfg = copy.deepcopy(base)
     mutate(cfg)

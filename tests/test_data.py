@@ -80,8 +80,10 @@ def _fake_cifar10(root, n_per_batch=20, seed=0):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n_per_batch).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n_per_batch).tolist(),
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
     with open(folder / "batches.meta", "wb") as fh:
@@ -94,8 +96,13 @@ def test_cifar10_path_on_tensors_of_cifar_shape(tmp_path, monkeypatch):
 
     _fake_cifar10(tmp_path)
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)  # the md5s are of the real files
-    spec = {"source": "torchvision", "name": "CIFAR10", "root": str(tmp_path), "val_fraction": 0.1,
-            "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}}
+    spec = {
+        "source": "torchvision",
+        "name": "CIFAR10",
+        "root": str(tmp_path),
+        "val_fraction": 0.1,
+        "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]},
+    }
     p = prepare_dataset("cifar10", spec)
     assert p.train.x.shape[1:] == (3, 32, 32) and p.train.x.dtype == torch.uint8
     assert len(p.train) + len(p.val) == 100 and len(p.test) == 20
@@ -117,8 +124,17 @@ def test_image_folder_source(tmp_path):
             d.mkdir(parents=True)
             for k in range(n):
                 Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(d / f"{k}.png")
-    p = prepare_dataset("pets", {"source": "folder", "name": "pets", "root": str(tmp_path), "image_size": [8, 8],
-                                 "channels": 3, "val_fraction": 0.25})
+    p = prepare_dataset(
+        "pets",
+        {
+            "source": "folder",
+            "name": "pets",
+            "root": str(tmp_path),
+            "image_size": [8, 8],
+            "channels": 3,
+            "val_fraction": 0.25,
+        },
+    )
     assert p.info.class_names == ["cat", "dog"] and p.train.x.shape[1:] == (3, 8, 8)
     assert len(p.train) + len(p.val) == 12 and len(p.test) == 4
     with pytest.raises(DataNotFoundError, match="does not exist"):

@@ -34,16 +34,18 @@ OFF = {"enabled": False}
 
 def _hand_gram():
     # 8 samples; sample 2 has the largest self-lpNTK, sample 5 the largest mean lpNTK to the others
-    g = np.array([
-        [4.0, 1.0, 3.0, 1.0, 1.0, 2.0, 0.5, 1.0],
-        [1.0, 2.0, 0.2, 0.5, 0.7, 1.9, 0.1, 0.3],
-        [3.0, 0.2, 9.0, 2.5, 1.5, 2.6, -0.5, 0.8],
-        [1.0, 0.5, 2.5, 3.0, 0.6, 2.0, 0.2, 0.4],
-        [1.0, 0.7, 1.5, 0.6, 2.5, 2.2, 0.3, 0.9],
-        [2.0, 1.9, 2.6, 2.0, 2.2, 5.0, 1.0, 2.1],
-        [0.5, 0.1, -0.5, 0.2, 0.3, 1.0, 1.0, 0.1],
-        [1.0, 0.3, 0.8, 0.4, 0.9, 2.1, 0.1, 2.0],
-    ])
+    g = np.array(
+        [
+            [4.0, 1.0, 3.0, 1.0, 1.0, 2.0, 0.5, 1.0],
+            [1.0, 2.0, 0.2, 0.5, 0.7, 1.9, 0.1, 0.3],
+            [3.0, 0.2, 9.0, 2.5, 1.5, 2.6, -0.5, 0.8],
+            [1.0, 0.5, 2.5, 3.0, 0.6, 2.0, 0.2, 0.4],
+            [1.0, 0.7, 1.5, 0.6, 2.5, 2.2, 0.3, 0.9],
+            [2.0, 1.9, 2.6, 2.0, 2.2, 5.0, 1.0, 2.1],
+            [0.5, 0.1, -0.5, 0.2, 0.3, 1.0, 1.0, 0.1],
+            [1.0, 0.3, 0.8, 0.4, 0.9, 2.1, 0.1, 2.0],
+        ]
+    )
     assert np.allclose(g, g.T)
     return g
 
@@ -63,7 +65,7 @@ def test_select_sets_on_hand_made_gram():
     sets = select_sets(values, 2, 2)
     np.testing.assert_array_equal(sets["easy"], [0, 5])
     np.testing.assert_array_equal(sets["median"], [3, 4])  # 7 others, start (7 - 2) // 2 = 2 -> ranks 2, 3
-    np.testing.assert_array_equal(sets["hard"], [1, 6])   # the two lowest, in descending order
+    np.testing.assert_array_equal(sets["hard"], [1, 6])  # the two lowest, in descending order
     sets3 = select_sets(values, 2, 3)
     np.testing.assert_array_equal(sets3["median"], [3, 4, 7])  # start (7 - 3) // 2 = 2: ranks 2, 3, 4
     # ties: smaller position first
@@ -90,10 +92,12 @@ def test_select_sets_median_is_centred():
 
 
 def test_contradictory_sets_most_negative_without_repeats():
-    sim = np.array([
-        [5.0, -1.0, -3.0, 0.5, -2.0, -0.1],   # target at 0: negatives 2 (-3), 4 (-2), 5 (-0.1); 1 is a target
-        [-4.0, 6.0, -0.5, -5.0, -2.5, 1.0],   # target at 1: negatives 3 (-5), 4 (-2.5), 2 (-0.5); 0 is a target
-    ])
+    sim = np.array(
+        [
+            [5.0, -1.0, -3.0, 0.5, -2.0, -0.1],  # target at 0: negatives 2 (-3), 4 (-2), 5 (-0.1); 1 is a target
+            [-4.0, 6.0, -0.5, -5.0, -2.5, 1.0],  # target at 1: negatives 3 (-5), 4 (-2.5), 2 (-0.5); 0 is a target
+        ]
+    )
     chosen, available = contradictory_sets(sim, [0, 1], 2)
     np.testing.assert_array_equal(chosen[0], [2, 4])
     np.testing.assert_array_equal(chosen[1], [3])  # 4 and 2 are taken by target 0
@@ -160,8 +164,9 @@ def test_target_l2_curves_match_a_hand_written_loop():
     from lpntk.train import seed_everything
 
     split = _tiny_split()
-    recipe = Recipe(epochs=4, batch_size=64, lr=0.3, momentum=0.9, weight_decay=5e-4, schedule="none", shuffle=False,
-                    select="last")
+    recipe = Recipe(
+        epochs=4, batch_size=64, lr=0.3, momentum=0.9, weight_decay=5e-4, schedule="none", shuffle=False, select="last"
+    )
     targets = np.array([0, 4])
     out = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
     assert out["train"].shape == (2, 2, 4) and out["eval"].shape == (2, 2, 4)
@@ -181,8 +186,9 @@ def test_target_l2_curves_match_a_hand_written_loop():
             opt.step()
             with torch.no_grad():
                 p = torch.softmax(model(x), 1)
-            np.testing.assert_allclose(out["eval"][r, :, e], (p - onehot).norm(dim=1)[targets].numpy(), rtol=1e-5,
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                out["eval"][r, :, e], (p - onehot).norm(dim=1)[targets].numpy(), rtol=1e-5, atol=1e-6
+            )
     # full batch, no dropout: the training pass of epoch e + 1 sees the weights the eval pass of epoch e saw
     np.testing.assert_allclose(out["train"][:, :, 1:], out["eval"][:, :, :-1], rtol=1e-5, atol=1e-6)
     again = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
@@ -203,6 +209,7 @@ def test_learning_difficulty_is_the_sum_of_the_training_pass_l2():
 
 # ---------------------------------------------------------------------------------------------------- stages
 
+
 @pytest.fixture(scope="module")
 def small_setup(tmp_path_factory):
     """Prepared digits (20 per class), a briefly trained small CNN as reference, its per-class kernel files."""
@@ -212,20 +219,53 @@ def small_setup(tmp_path_factory):
 
 
 def _dcfg(**kw):
-    d = {"enabled": True, "target": "max_self", "rank_by": "lpntk", "num": 3, "runs": 2, "seed_offset": 0,
-         "epochs": 3, "batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
-         "schedule": {"name": "none"}, "shuffle": False, "l2_pass": "train", "official_swap": False,
-         "contradictory": "all",
-         "size": {"enabled": True, "pool_per_class": 4, "min_size": 1, "partition_seed": 0, "seed": 1, "epochs": 2,
-                  "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                  "schedule": {"name": "step", "step_size": 2, "gamma": 0.7}, "shuffle": True}}
+    d = {
+        "enabled": True,
+        "target": "max_self",
+        "rank_by": "lpntk",
+        "num": 3,
+        "runs": 2,
+        "seed_offset": 0,
+        "epochs": 3,
+        "batch_size": 128,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": {"name": "none"},
+        "shuffle": False,
+        "l2_pass": "train",
+        "official_swap": False,
+        "contradictory": "all",
+        "size": {
+            "enabled": True,
+            "pool_per_class": 4,
+            "min_size": 1,
+            "partition_seed": 0,
+            "seed": 1,
+            "epochs": 2,
+            "batch_size": 128,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "schedule": {"name": "step", "step_size": 2, "gamma": 0.7},
+            "shuffle": True,
+        },
+    }
     d.update(kw)
     return d
 
 
 def _outputs(root, names):
-    ext = {"curves": "npz", "auc_md": "md", "figure": "png", "figure_pdf": "pdf", "summary": "json",
-           "correlation_md": "md", "heatmap": "png", "heatmap_pdf": "pdf"}
+    ext = {
+        "curves": "npz",
+        "auc_md": "md",
+        "figure": "png",
+        "figure_pdf": "pdf",
+        "summary": "json",
+        "correlation_md": "md",
+        "heatmap": "png",
+        "heatmap_pdf": "pdf",
+    }
     return {k: str(root / f"{k}.{ext.get(k, 'csv')}") for k in names}
 
 
@@ -244,7 +284,11 @@ def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
         k = load_npz(kernels[c])
         t = int(np.argmax(np.diag(k["gram"])))
         ranked = k["position"][rank_others(k["gram"][t].astype(np.float64), t)]
-        for s, expect in (("easy", ranked[:3]), ("hard", ranked[-3:]), ("median", ranked[(len(ranked) - 3) // 2:][:3])):
+        for s, expect in (
+            ("easy", ranked[:3]),
+            ("hard", ranked[-3:]),
+            ("median", ranked[(len(ranked) - 3) // 2 :][:3]),
+        ):
             rows = sets[(sets["set"] == s) & (sets["class"] == c)]
             assert rows.iloc[0]["role"] == "target" and rows.iloc[0]["position"] == k["position"][t]
             np.testing.assert_array_equal(rows[rows["role"] == "added"]["position"], expect)
@@ -289,15 +333,17 @@ def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
 
     root, prep, cfg, kernels = small_setup
     base = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="none")}
-    swap = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="class", official_swap=True,
-                                       target="max_mean")}
-    a = difficulty_stage("digits", base, kernels, root / "data", root / "model.pt",
-                         _outputs(tmp_path / "a", DIFFICULTY_OUTPUTS), 1, OFF)
-    b = difficulty_stage("digits", swap, kernels, root / "data", root / "model.pt",
-                         _outputs(tmp_path / "b", DIFFICULTY_OUTPUTS), 1, OFF)
+    swap = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="class", official_swap=True, target="max_mean")}
+    a = difficulty_stage(
+        "digits", base, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "a", DIFFICULTY_OUTPUTS), 1, OFF
+    )
+    b = difficulty_stage(
+        "digits", swap, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "b", DIFFICULTY_OUTPUTS), 1, OFF
+    )
     assert a["sets"] == ["easy", "median", "hard"] and a["mapping"] == "intended"
-    difficulty_stage("digits", base, kernels, root / "data", root / "model.pt",
-                     _outputs(tmp_path / "a2", DIFFICULTY_OUTPUTS), 1, OFF)
+    difficulty_stage(
+        "digits", base, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "a2", DIFFICULTY_OUTPUTS), 1, OFF
+    )
     for f in sorted((tmp_path / "a").iterdir()):  # same config -> same bytes, figures and summary included
         assert f.read_bytes() == (tmp_path / "a2" / f.name).read_bytes(), f.name
     assert b["mapping"] == "official_swap" and b["target_rule"] == "max_mean"
@@ -314,8 +360,16 @@ def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
     # no target has a same-class sample with negative lpNTK: the class-pool contradictory set is skipped, and says so
     assert b["sets"] == ["easy", "median", "hard"] and "skipped" in b["contradictory"]
     with pytest.raises(ValueError, match="difficulty.num = 30"):
-        difficulty_stage("digits", {**cfg, "difficulty": _dcfg(num=30)}, kernels, root / "data", root / "model.pt",
-                         _outputs(tmp_path / "c", DIFFICULTY_OUTPUTS), 1, OFF)
+        difficulty_stage(
+            "digits",
+            {**cfg, "difficulty": _dcfg(num=30)},
+            kernels,
+            root / "data",
+            root / "model.pt",
+            _outputs(tmp_path / "c", DIFFICULTY_OUTPUTS),
+            1,
+            OFF,
+        )
 
 
 def load_gram(path):
@@ -354,12 +408,24 @@ def test_ld_size_stage(small_setup, tmp_path):
     from lpntk.stages.difficulty import difficulty_recipe
 
     pool = prep.train.subset(ld["position"].to_numpy().copy())
-    full = learning_difficulty(lambda: build_from_config(cfg, prep.info), pool,
-                               difficulty_recipe(cfg["difficulty"]["size"]), 1, mean=prep.info.mean, std=prep.info.std)
+    full = learning_difficulty(
+        lambda: build_from_config(cfg, prep.info),
+        pool,
+        difficulty_recipe(cfg["difficulty"]["size"]),
+        1,
+        mean=prep.info.mean,
+        std=prep.info.std,
+    )
     np.testing.assert_allclose(ld["ld_size4"], full, rtol=1e-5)
     with pytest.raises(ValueError, match="pool_per_class = 64"):
-        ld_size_stage("digits", {**cfg, "difficulty": _dcfg(size={**_dcfg()["size"], "pool_per_class": 64})},
-                      root / "data", _outputs(tmp_path / "x", LD_SIZE_OUTPUTS), 1, OFF)
+        ld_size_stage(
+            "digits",
+            {**cfg, "difficulty": _dcfg(size={**_dcfg()["size"], "pool_per_class": 64})},
+            root / "data",
+            _outputs(tmp_path / "x", LD_SIZE_OUTPUTS),
+            1,
+            OFF,
+        )
 
 
 @pytest.mark.slow
@@ -368,8 +434,16 @@ def test_difficulty_and_ld_size_in_workflow(workflow_run):
 
     workdir, _ = workflow_run
     res = workdir / "results" / "tiny"
-    for f in ("sets.csv", "curves.npz", "auc.csv", "auc.md", "auc_per_class.csv", "curves.png", "curves.pdf",
-              "summary.json"):
+    for f in (
+        "sets.csv",
+        "curves.npz",
+        "auc.csv",
+        "auc.md",
+        "auc_per_class.csv",
+        "curves.png",
+        "curves.pdf",
+        "summary.json",
+    ):
         assert (res / "difficulty" / f).is_file(), f
     for f in ("ld.csv", "correlation.csv", "correlation.md", "correlation.png", "correlation.pdf", "summary.json"):
         assert (res / "ld_size" / f).is_file(), f

@@ -100,7 +100,7 @@ def test_probability_change_is_softmax_jacobian_and_first_order_agrees():
     dz = torch.randn(50, 5, dtype=torch.float64)
     for i in range(3):
         jac = torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), z[i])
-        torch.testing.assert_close(probability_change(z[i:i + 1], dz[i:i + 1])[0], jac @ dz[i])
+        torch.testing.assert_close(probability_change(z[i : i + 1], dz[i : i + 1])[0], jac @ dz[i])
     y = z.argmax(1)  # all correct before
     small = 1e-6 * dz
     # the logit and probability forms agree to first order; with dz small they agree unless a tie is within O(dz^2)
@@ -122,8 +122,10 @@ def _small_model(seed=0) -> nn.Module:
 def test_matrix_free_path_matches_explicit_blocks():
     model = _small_model()
     g = torch.Generator().manual_seed(1)
-    x_o, x_u = torch.randn(7, 1, 8, 8, generator=g, dtype=torch.float64), torch.randn(9, 1, 8, 8, generator=g,
-                                                                                     dtype=torch.float64)
+    x_o, x_u = (
+        torch.randn(7, 1, 8, 8, generator=g, dtype=torch.float64),
+        torch.randn(9, 1, 8, 8, generator=g, dtype=torch.float64),
+    )
     y_o, y_u = torch.randint(0, 10, (7,), generator=g), torch.randint(0, 10, (9,), generator=g)
     lr = 0.3
     dz = predicted_logit_changes(model, x_o, y_o, x_u, y_u, lr)
@@ -201,9 +203,19 @@ def test_aggregate_scores_mean_std_and_paper_columns():
     def run(p, r, f, n):
         out = {"n_true_events": n}
         for pred in ("entk", "lpntk"):
-            out.update({f"precision_{pred}": p, f"recall_{pred}": r, f"f1_{pred}": f,
-                        f"stepwise_precision_{pred}": 1.0, f"stepwise_recall_{pred}": 1.0, f"stepwise_f1_{pred}": 1.0,
-                        f"n_pred_{pred}": 3, f"relerr_dz_{pred}": 0.1, f"el2n_err_{pred}": 0.01})
+            out.update(
+                {
+                    f"precision_{pred}": p,
+                    f"recall_{pred}": r,
+                    f"f1_{pred}": f,
+                    f"stepwise_precision_{pred}": 1.0,
+                    f"stepwise_recall_{pred}": 1.0,
+                    f"stepwise_f1_{pred}": 1.0,
+                    f"n_pred_{pred}": 3,
+                    f"relerr_dz_{pred}": 0.1,
+                    f"el2n_err_{pred}": 0.01,
+                }
+            )
         return out
 
     runs = [run(0.5, 1.0, 0.6, 10), run(0.7, float("nan"), 0.8, 20)]
@@ -277,8 +289,11 @@ def test_window_does_not_change_the_training_trajectory():
     for start, steps in ((2, 8), (6, 4)):
         torch.manual_seed(0)
         model = build_model("mlp", (1, 1, 2), 2, hidden=[4])
-        runs.append(run_forgetting(model, train, ForgettingSetup(start_step=start, steps=steps, **kw), seed=2,
-                                   mean=[0.5], std=[0.25]))
+        runs.append(
+            run_forgetting(
+                model, train, ForgettingSetup(start_step=start, steps=steps, **kw), seed=2, mean=[0.5], std=[0.25]
+            )
+        )
     a = pd.DataFrame(runs[0].steps).set_index("step").loc[6:9]
     b = pd.DataFrame(runs[1].steps).set_index("step")
     cols = ["n_correct", "n_true", "sq_true", "tp_entk", "fp_entk", "sq_err_lpntk"]
@@ -287,8 +302,9 @@ def test_window_does_not_change_the_training_trajectory():
 
 def test_momentum_adds_the_actual_update_predictor():
     train = _linear_data(40, seed=2)
-    setup = ForgettingSetup(batch_size=8, lr=1.0, momentum=0.9, weight_decay=0.01, start_step=3, steps=6,
-                            dtype="float64")
+    setup = ForgettingSetup(
+        batch_size=8, lr=1.0, momentum=0.9, weight_decay=0.01, start_step=3, steps=6, dtype="float64"
+    )
     torch.manual_seed(0)
     model = build_model("mlp", (1, 1, 2), 2, hidden=[])
     res = run_forgetting(model, train, setup, seed=1, mean=[0.5], std=[0.25])
@@ -313,11 +329,28 @@ def test_setup_validation_names_the_key():
 
 @pytest.fixture
 def forgetting_cfg():
-    return {"source": "sklearn", "name": "digits", "device": "cpu",
-            "model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}},
-            "forgetting": {"enabled": True, "seeds": None, "seeds_per_job": 2, "batch_size": 64, "lr": 0.1,
-                           "momentum": 0.0, "weight_decay": 0.0, "dropout": False, "augment": False,
-                           "start_step": 3, "steps": 4, "space": "logit", "dtype": "float32", "block_size": 256}}
+    return {
+        "source": "sklearn",
+        "name": "digits",
+        "device": "cpu",
+        "model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}},
+        "forgetting": {
+            "enabled": True,
+            "seeds": None,
+            "seeds_per_job": 2,
+            "batch_size": 64,
+            "lr": 0.1,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "dropout": False,
+            "augment": False,
+            "start_step": 3,
+            "steps": 4,
+            "space": "logit",
+            "dtype": "float32",
+            "block_size": 256,
+        },
+    }
 
 
 def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
@@ -342,9 +375,16 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     assert [r["seed"] for r in summ["runs"]] == [1, 2]
     assert summ["runs"][0]["n_true_events"] == int(steps[steps.seed == 1]["n_true"].sum())
 
-    outs = {k: str(tmp_path / "table" / f) for k, f in (("table_csv", "table.csv"), ("table_md", "table.md"),
-                                                        ("figure_png", "scores.png"), ("figure_pdf", "scores.pdf"),
-                                                        ("summary", "summary.json"))}
+    outs = {
+        k: str(tmp_path / "table" / f)
+        for k, f in (
+            ("table_csv", "table.csv"),
+            ("table_md", "table.md"),
+            ("figure_png", "scores.png"),
+            ("figure_pdf", "scores.pdf"),
+            ("summary", "summary.json"),
+        )
+    }
     table = forgetting_table_stage("digits", forgetting_cfg, summaries, outs, OFF)
     assert len(table) == 10 and set(table["n_runs"]) == {3}
     assert table["paper_f1"].isna().all()  # digits: no paper column

@@ -336,7 +336,7 @@ def test_per_sample_grad_norms(brute, name, layer_form):
     assert rel_err(got, ref) <= TOL64
     # also against autograd, sample by sample
     i = 2
-    loss = F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+    loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
     gs = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
     assert math.isclose(float(torch.cat([g.flatten() for g in gs]).norm()), float(got[i]), rel_tol=1e-9)
 
@@ -348,7 +348,7 @@ def test_jvp_loss_gradient_and_forgetting_prediction(brute):
     u = torch.randn(J.shape[2], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     direction, off = {}, 0
     for n in names:
-        direction[n] = u[off:off + shapes[n].numel()].view(shapes[n])
+        direction[n] = u[off : off + shapes[n].numel()].view(shapes[n])
         off += shapes[n].numel()
     assert rel_err(jvp_logits(model, x, direction, block_size=4), J @ u) <= TOL64
     # batch gradient of the mean cross-entropy

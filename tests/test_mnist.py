@@ -13,8 +13,14 @@ from lpntk.train import Recipe, seed_everything, train_model
 def test_mnist_prepare_and_train_a_few_hundred_samples(mnist_dir):
     import torchvision
 
-    spec = {"source": "torchvision", "name": "MNIST", "per_class_limit": 40, "test_limit": 20, "val_fraction": 0.25,
-            "normalize": {"mean": [0.1307], "std": [0.3081]}}
+    spec = {
+        "source": "torchvision",
+        "name": "MNIST",
+        "per_class_limit": 40,
+        "test_limit": 20,
+        "val_fraction": 0.25,
+        "normalize": {"mean": [0.1307], "std": [0.3081]},
+    }
     p = prepare_dataset("mnist", spec, mnist_dir)
     assert p.train.x.shape[1:] == (1, 28, 28) and p.train.x.dtype == torch.uint8
     assert len(p.train) == 300 and len(p.val) == 100 and len(p.test) == 200
@@ -27,7 +33,6 @@ def test_mnist_prepare_and_train_a_few_hundred_samples(mnist_dir):
     model = build_model("mnist_cnn", (1, 28, 28), 10)
     assert count_parameters(model) == 1_199_882
     recipe = Recipe(epochs=2, batch_size=64, lr=0.05, schedule="step", step_size=2, gamma=0.7, score_epochs=(1,))
-    r = train_model(model, p.train, recipe, 1, mean=p.info.mean, std=p.info.std, val=p.val, test=p.test,
-                    device="cpu")
+    r = train_model(model, p.train, recipe, 1, mean=p.info.mean, std=p.info.std, val=p.val, test=p.test, device="cpu")
     assert r.dynamics["l2"].shape == (300, 2) and np.isfinite(r.dynamics["grand"]).all()
     assert r.summary["test_acc_selected"] > 0.5  # 300 images, 2 epochs: well above chance

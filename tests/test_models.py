@@ -7,12 +7,15 @@ import yaml
 from lpntk.models import MODELS, build_model, count_parameters
 
 
-@pytest.mark.parametrize("name,shape,params", [
-    ("mnist_cnn", (1, 28, 28), 1_199_882),      # paper-protocols 2.1 (Jacobian width 11,998,820 / 10)
-    ("resnet18_nobn", (3, 32, 32), 11_164_362),  # paper-protocols 2.1
-    ("small_cnn", (1, 8, 8), 38_282),
-    ("mlp", (1, 8, 8), 64 * 256 + 256 + 256 * 10 + 10),
-])
+@pytest.mark.parametrize(
+    "name,shape,params",
+    [
+        ("mnist_cnn", (1, 28, 28), 1_199_882),  # paper-protocols 2.1 (Jacobian width 11,998,820 / 10)
+        ("resnet18_nobn", (3, 32, 32), 11_164_362),  # paper-protocols 2.1
+        ("small_cnn", (1, 8, 8), 38_282),
+        ("mlp", (1, 8, 8), 64 * 256 + 256 + 256 * 10 + 10),
+    ],
+)
 def test_parameter_counts_and_output_shape(name, shape, params):
     torch.manual_seed(0)
     model = build_model(name, shape, 10)

@@ -106,11 +106,21 @@ def test_class_balanced_subset():
 
 
 def test_accuracy_summary():
-    hist = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.4}, {"epoch": 2, "val_acc": 0.8, "test_acc": 0.7},
-            {"epoch": 3, "val_acc": 0.8, "test_acc": 0.9}, {"epoch": 4, "val_acc": 0.6, "test_acc": 0.6}]
+    hist = [
+        {"epoch": 1, "val_acc": 0.5, "test_acc": 0.4},
+        {"epoch": 2, "val_acc": 0.8, "test_acc": 0.7},
+        {"epoch": 3, "val_acc": 0.8, "test_acc": 0.9},
+        {"epoch": 4, "val_acc": 0.6, "test_acc": 0.6},
+    ]
     acc = accuracy_summary(hist)
-    assert acc == {"test_acc_best_val": 0.7, "test_acc_last": 0.6, "test_acc_max": 0.9, "val_acc_best": 0.8,
-                   "best_epoch": 2, "epochs": 4}
+    assert acc == {
+        "test_acc_best_val": 0.7,
+        "test_acc_last": 0.6,
+        "test_acc_max": 0.9,
+        "val_acc_best": 0.8,
+        "best_epoch": 2,
+        "epochs": 4,
+    }
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -121,8 +131,13 @@ def tiny_cfg(repo, schema_path):
     from lpntk.config import dataset_config, load_config
 
     cfg = dataset_config(load_config(repo / ".test" / "config" / "config.yaml", schema_path), "tiny")
-    cfg["pruning"].update({"methods": ["lpntk", "lpntk_gated", "lpntk_random", "node", "el2n", "grand",
-                                       "forgetting", "random"], "keep": [0.7, 0.5], "curve_keep": [0.9]})
+    cfg["pruning"].update(
+        {
+            "methods": ["lpntk", "lpntk_gated", "lpntk_random", "node", "el2n", "grand", "forgetting", "random"],
+            "keep": [0.7, 0.5],
+            "curve_keep": [0.9],
+        }
+    )
     cfg["pruning"]["small_clusters"].update({"data_fractions": [0.5], "remove": [0.2], "controls": ["random", "large"]})
     return cfg
 
@@ -166,17 +181,48 @@ def pruning_inputs(tmp_path_factory, tiny_cfg):
     for c in range(10):
         pos = np.flatnonzero(labels == c)
         phi = rng.normal(size=(len(pos), 4))
-        kernels.append(str(save_npz(tmp / f"class{c}.npz", gram=(phi @ phi.T).astype(np.float32), index=index[pos],
-                                    position=pos, label=np.int64(c), sq_norm=(phi ** 2).sum(1))))
-    save_table(tmp / "scores.csv", pd.DataFrame({"index": index, "label": labels, "el2n": rng.random(n),
-                                                 "grand": rng.random(n), "forgetting": rng.integers(0, 3, n),
-                                                 "random": rng.random(n)}))
-    outs = {"clusters": str(tmp / "clusters.npz"), "summary": str(tmp / "cluster_summary.csv"),
-            "subsets": str(tmp / "subsets.npz"), "table": str(tmp / "subsets.csv")}
+        kernels.append(
+            str(
+                save_npz(
+                    tmp / f"class{c}.npz",
+                    gram=(phi @ phi.T).astype(np.float32),
+                    index=index[pos],
+                    position=pos,
+                    label=np.int64(c),
+                    sq_norm=(phi**2).sum(1),
+                )
+            )
+        )
+    save_table(
+        tmp / "scores.csv",
+        pd.DataFrame(
+            {
+                "index": index,
+                "label": labels,
+                "el2n": rng.random(n),
+                "grand": rng.random(n),
+                "forgetting": rng.integers(0, 3, n),
+                "random": rng.random(n),
+            }
+        ),
+    )
+    outs = {
+        "clusters": str(tmp / "clusters.npz"),
+        "summary": str(tmp / "cluster_summary.csv"),
+        "subsets": str(tmp / "subsets.npz"),
+        "table": str(tmp / "subsets.csv"),
+    }
     off = {"enabled": False}
     cluster_stage("toy", tiny_cfg, kernels[::-1], {k: outs[k] for k in ("clusters", "summary")}, off)
-    prune_stage("toy", tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv",
-                {k: outs[k] for k in ("subsets", "table")}, off)
+    prune_stage(
+        "toy",
+        tiny_cfg,
+        tmp / "train.npz",
+        outs["clusters"],
+        tmp / "scores.csv",
+        {k: outs[k] for k in ("subsets", "table")},
+        off,
+    )
     return tmp, index, labels, outs
 
 
@@ -255,8 +301,9 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
 
     monkeypatch.setattr(lpntk.train, "train_model", spy)
     out = tmp_path / "res.json"
-    retrain_stage("digits", cfg, "lpntk-k0.5", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1,
-                  {"enabled": False})
+    retrain_stage(
+        "digits", cfg, "lpntk-k0.5", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1, {"enabled": False}
+    )
     assert [s[0] for s in seen] == [3, 4]
     for _, idx, epochs, n_val, n_test in seen:
         assert np.array_equal(np.sort(idx), chosen) and epochs == 1
@@ -267,15 +314,35 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
     for r in rec["runs"]:
         assert 0 <= r["test_acc_best_val"] <= r["test_acc_max"] <= 1 and r["best_epoch"] == 1
     with pytest.raises(ValueError, match="not in the config's plan"):
-        retrain_stage("digits", cfg, "el2n-k0.3", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1,
-                      {"enabled": False})
+        retrain_stage(
+            "digits", cfg, "el2n-k0.3", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1, {"enabled": False}
+        )
 
 
 def _result(subset, method, keep, accs, n, experiment="table", **extra):
-    runs = [{"seed": s + 1, "test_acc_best_val": a, "test_acc_last": a - 0.01, "test_acc_max": a + 0.01,
-             "val_acc_best": a, "best_epoch": 1, "epochs": 2, "history": []} for s, a in enumerate(accs)]
-    return {"subset": subset, "method": method, "experiment": experiment, "keep": keep, "n_train": n, "epochs": 2,
-            "runs": runs, **extra}
+    runs = [
+        {
+            "seed": s + 1,
+            "test_acc_best_val": a,
+            "test_acc_last": a - 0.01,
+            "test_acc_max": a + 0.01,
+            "val_acc_best": a,
+            "best_epoch": 1,
+            "epochs": 2,
+            "history": [],
+        }
+        for s, a in enumerate(accs)
+    ]
+    return {
+        "subset": subset,
+        "method": method,
+        "experiment": experiment,
+        "keep": keep,
+        "n_train": n,
+        "epochs": 2,
+        "runs": runs,
+        **extra,
+    }
 
 
 def test_pruning_table_with_slides(tmp_path, tiny_cfg):
@@ -286,15 +353,40 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     cfg.update({"source": "torchvision", "name": "MNIST"})
     cfg["pruning"].update({"methods": ["lpntk", "random"], "keep": [0.5], "curve_keep": []})
     cfg["pruning"]["small_clusters"].update({"data_fractions": [0.5], "remove": [0.2], "controls": ["random"]})
-    results = [{"subsets": [_result("full", "full", 1.0, [0.99, 0.98], 100),
-                            _result("lpntk-k0.5", "lpntk", 0.5, [0.97, 0.95], 50),
-                            _result("random-k0.5", "random", 0.5, [0.96, 0.96], 50)]},
-               {"subsets": [_result("d0.5-base", "base", 1.0, [0.8, 0.7], 50, "small_clusters", data_fraction=0.5,
-                                    remove=0.0),
-                            _result("d0.5-small-r0.2", "small_clusters", 0.8, [0.75, 0.7], 40, "small_clusters",
-                                    data_fraction=0.5, remove=0.2),
-                            _result("d0.5-random-r0.2", "random_removal", 0.8, [0.6, 0.7], 40, "small_clusters",
-                                    data_fraction=0.5, remove=0.2)]}]
+    results = [
+        {
+            "subsets": [
+                _result("full", "full", 1.0, [0.99, 0.98], 100),
+                _result("lpntk-k0.5", "lpntk", 0.5, [0.97, 0.95], 50),
+                _result("random-k0.5", "random", 0.5, [0.96, 0.96], 50),
+            ]
+        },
+        {
+            "subsets": [
+                _result("d0.5-base", "base", 1.0, [0.8, 0.7], 50, "small_clusters", data_fraction=0.5, remove=0.0),
+                _result(
+                    "d0.5-small-r0.2",
+                    "small_clusters",
+                    0.8,
+                    [0.75, 0.7],
+                    40,
+                    "small_clusters",
+                    data_fraction=0.5,
+                    remove=0.2,
+                ),
+                _result(
+                    "d0.5-random-r0.2",
+                    "random_removal",
+                    0.8,
+                    [0.6, 0.7],
+                    40,
+                    "small_clusters",
+                    data_fraction=0.5,
+                    remove=0.2,
+                ),
+            ]
+        },
+    ]
     df = aggregate_runs(results, 100)
     row = df.set_index("subset").loc["lpntk-k0.5"]
     assert row["test_acc_best_val_mean"] == pytest.approx(96.0)
@@ -303,12 +395,30 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     files = []
     for i, r in enumerate(results):
         files.append(str(save_json(tmp_path / f"r{i}.json", r)))
-    pd.DataFrame([{"name": n, "n": k, "reference_n": ref} for n, k, ref in
-                  (("full", 100, 100), ("lpntk-k0.5", 50, 100), ("random-k0.5", 50, 100), ("d0.5-base", 50, 50),
-                   ("d0.5-small-r0.2", 40, 50), ("d0.5-random-r0.2", 40, 50))]).to_csv(tmp_path / "s.csv", index=False)
-    outs = {k: str(tmp_path / v) for k, v in (("csv", "t.csv"), ("md", "t.md"), ("fig_redundant", "r.png"),
-                                              ("fig_redundant_pdf", "r.pdf"), ("fig_small", "s.png"),
-                                              ("fig_small_pdf", "s.pdf"))}
+    pd.DataFrame(
+        [
+            {"name": n, "n": k, "reference_n": ref}
+            for n, k, ref in (
+                ("full", 100, 100),
+                ("lpntk-k0.5", 50, 100),
+                ("random-k0.5", 50, 100),
+                ("d0.5-base", 50, 50),
+                ("d0.5-small-r0.2", 40, 50),
+                ("d0.5-random-r0.2", 40, 50),
+            )
+        ]
+    ).to_csv(tmp_path / "s.csv", index=False)
+    outs = {
+        k: str(tmp_path / v)
+        for k, v in (
+            ("csv", "t.csv"),
+            ("md", "t.md"),
+            ("fig_redundant", "r.png"),
+            ("fig_redundant_pdf", "r.pdf"),
+            ("fig_small", "s.png"),
+            ("fig_small_pdf", "s.pdf"),
+        )
+    }
     pruning_table_stage("mnist", cfg, files, tmp_path / "s.csv", outs, {"enabled": False})
     md = open(outs["md"]).read()
     assert "99.37 ± 0.04" in md and "96.00 ± 1.41" in md and "keep not stated" in md
@@ -356,9 +466,19 @@ def test_pruning_stages_end_to_end(workflow_run):
     assert tags == {(s, str(seed)) for s in subsets.files for seed in (1, 2)}
     for r in runs:
         assert r.info.status == "FINISHED" and {"test_acc_best_val", "test_acc_last", "test_acc_max"} <= set(
-            r.data.metrics)
-        assert r.data.tags["lpntk.method"] in {"full", "lpntk", "el2n", "grand", "forgetting", "random", "base",
-                                               "small_clusters", "random_removal"}
+            r.data.metrics
+        )
+        assert r.data.tags["lpntk.method"] in {
+            "full",
+            "lpntk",
+            "el2n",
+            "grand",
+            "forgetting",
+            "random",
+            "base",
+            "small_clusters",
+            "random_removal",
+        }
         assert "lpntk.keep" in r.data.tags
     for rule in ("scores", "cluster", "prune", "pruning_table"):
         found = client.search_runs([exp.experiment_id], f"tags.`lpntk.rule` = '{rule}'")

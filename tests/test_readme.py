@@ -9,7 +9,7 @@ def test_readme_quickstart_commands_match_ci(repo):
     readme = (repo / "README.md").read_text()
     quickstart = readme.split("## Quickstart")[1].split("\n## ")[0]
     commands = re.findall(r"```bash\n(.+?)\n```", quickstart)
-    assert commands[:2] == ['pip install -e . && snakemake --cores all', 'pip install -e ".[test]" && pytest']
+    assert commands[:2] == ["pip install -e . && snakemake --cores all", 'pip install -e ".[test]" && pytest']
     ci = (repo / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == commands[1]  # CI runs command (b) verbatim
 

@@ -42,8 +42,11 @@ def test_shares_on_constructed_gram_with_known_angles():
     assert relation_counts(cos, 0.1) == {"interchangeable": 2, "unrelated": 2, "contradictory": 2}
     assert relation_shares(cos, 0.6) == {"interchangeable": 1 / 6, "unrelated": 4 / 6, "contradictory": 1 / 6}
     # tau = 0: an exactly orthogonal pair is unrelated
-    assert relation_counts(np.array([0.0, 1e-9, -1e-9]), 0.0) == {"interchangeable": 1, "unrelated": 1,
-                                                                  "contradictory": 1}
+    assert relation_counts(np.array([0.0, 1e-9, -1e-9]), 0.0) == {
+        "interchangeable": 1,
+        "unrelated": 1,
+        "contradictory": 1,
+    }
     with pytest.raises(ValueError, match="tau"):
         relation_counts(cos, 1.0)
 
@@ -80,8 +83,10 @@ def test_redundant_mask_hand_made_and_brute_force():
         brute = [any(g[i, j] > g[i, i] for j in range(12) if j != i) for i in range(12)]
         np.testing.assert_array_equal(redundant_mask(g), brute)
         # the cross variant: a larger kappa to some column
-        np.testing.assert_array_equal(cross_redundant_mask(g[:6, 6:], np.diag(g)[:6]),
-                                      [any(g[i, j] > g[i, i] for j in range(6, 12)) for i in range(6)])
+        np.testing.assert_array_equal(
+            cross_redundant_mask(g[:6, 6:], np.diag(g)[:6]),
+            [any(g[i, j] > g[i, i] for j in range(6, 12)) for i in range(6)],
+        )
 
 
 def test_selfmax_larger_index_is_the_official_upper_triangle_test():
@@ -121,8 +126,15 @@ def small_setup(tmp_path_factory):
 def _outputs(root):
     from lpntk.stages.relations import RELATIONS_OUTPUTS
 
-    ext = {"shares_md": "md", "distribution_md": "md", "per_class_md": "md", "cross": "npz", "histogram": "png",
-           "histogram_pdf": "pdf", "summary": "json"}
+    ext = {
+        "shares_md": "md",
+        "distribution_md": "md",
+        "per_class_md": "md",
+        "cross": "npz",
+        "histogram": "png",
+        "histogram_pdf": "pdf",
+        "summary": "json",
+    }
     return {k: str(root / f"{k}.{ext.get(k, 'csv')}") for k in RELATIONS_OUTPUTS}
 
 
@@ -136,8 +148,17 @@ def test_relations_stage_matches_brute_force_full_gram(small_setup, tmp_path):
     from lpntk.stages.relations import relations_stage
 
     root, prep, model, cfg, kernels = small_setup
-    cfg = {**cfg, "relations": {"tau": 0.1, "official_threshold": 0.1, "cross_samples_per_class": 1000, "seed": 0,
-                                "quantiles": [0.0, 0.5, 1.0], "bins": 20}}
+    cfg = {
+        **cfg,
+        "relations": {
+            "tau": 0.1,
+            "official_threshold": 0.1,
+            "cross_samples_per_class": 1000,
+            "seed": 0,
+            "quantiles": [0.0, 0.5, 1.0],
+            "bins": 20,
+        },
+    }
     out = _outputs(tmp_path)
     summary = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", out, 1, OFF)
 
@@ -187,13 +208,30 @@ def test_relations_stage_is_deterministic_and_samples_the_cross_panel(small_setu
     from lpntk.stages.relations import relations_stage
 
     root, prep, model, cfg, kernels = small_setup
-    cfg = {**cfg, "relations": {"tau": 0.2, "official_threshold": 0.1, "cross_samples_per_class": 5, "seed": 3,
-                                "quantiles": [0.5], "bins": 10}}
+    cfg = {
+        **cfg,
+        "relations": {
+            "tau": 0.2,
+            "official_threshold": 0.1,
+            "cross_samples_per_class": 5,
+            "seed": 3,
+            "quantiles": [0.5],
+            "bins": 10,
+        },
+    }
     a, b = tmp_path / "a", tmp_path / "b"
     sa = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(a), 1, OFF)
     relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(b), 1, OFF)
-    for name in ("shares.csv", "shares_md.md", "per_class.csv", "distribution.csv", "cross.npz", "histogram.png",
-                 "histogram_pdf.pdf", "summary.json"):
+    for name in (
+        "shares.csv",
+        "shares_md.md",
+        "per_class.csv",
+        "distribution.csv",
+        "cross.npz",
+        "histogram.png",
+        "histogram_pdf.pdf",
+        "summary.json",
+    ):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     panel = load_npz(a / "cross.npz")
     assert len(panel["index"]) == 50 and np.bincount(panel["label"]).tolist() == [5] * 10
@@ -210,8 +248,17 @@ def test_relations_stage_rejects_stale_kernels(small_setup, tmp_path):
     torch.manual_seed(99)
     other = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
     torch.save(other.state_dict(), tmp_path / "other.pt")
-    cfg = {**cfg, "relations": {"tau": 0.1, "official_threshold": 0.1, "cross_samples_per_class": 3, "seed": 0,
-                                "quantiles": [0.5], "bins": 10}}
+    cfg = {
+        **cfg,
+        "relations": {
+            "tau": 0.1,
+            "official_threshold": 0.1,
+            "cross_samples_per_class": 3,
+            "seed": 0,
+            "quantiles": [0.5],
+            "bins": 10,
+        },
+    }
     with pytest.raises(ValueError, match="stale"):
         relations_stage("digits", cfg, kernels, root / "data", tmp_path / "other.pt", _outputs(tmp_path), 1, OFF)
     assert not (tmp_path / "shares.csv").exists()
@@ -224,8 +271,16 @@ def test_relations_in_workflow(workflow_run):
 
     workdir, _ = workflow_run
     res = workdir / "results" / "tiny" / "relations"
-    for f in ("shares.csv", "shares.md", "distribution.csv", "per_class.csv", "cross_panel.npz", "histogram.png",
-              "histogram.pdf", "summary.json"):
+    for f in (
+        "shares.csv",
+        "shares.md",
+        "distribution.csv",
+        "per_class.csv",
+        "cross_panel.npz",
+        "histogram.png",
+        "histogram.pdf",
+        "summary.json",
+    ):
         assert (res / f).is_file(), f
     shares = pd.read_csv(res / "shares.csv")
     within = shares[(shares["scope"] == "within") & (shares["rule"] == "cos, tau=0.1")].iloc[0]
@@ -236,7 +291,13 @@ def test_relations_in_workflow(workflow_run):
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'relations'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     metrics = runs[0].data.metrics
-    for k in ("share_interchangeable", "share_unrelated", "share_contradictory", "share_redundant",
-              "share_interchangeable_cross", "share_contradictory_cross"):
+    for k in (
+        "share_interchangeable",
+        "share_unrelated",
+        "share_contradictory",
+        "share_redundant",
+        "share_interchangeable_cross",
+        "share_contradictory_cross",
+    ):
         assert 0.0 <= metrics[k] <= 1.0, k
     assert metrics["share_interchangeable"] == pytest.approx(within["interchangeable"])

@@ -27,16 +27,29 @@ Y = np.array([0, 1, 0, 1])
 def _dynamics(correct: list[list[int]], el2n: list[list[float]], grand: list[list[float]], score_epochs=(0, 2)):
     correct = np.asarray(correct, dtype=bool)
     f = presentation_forgetting(correct)
-    return {"index": INDEX, "y": Y, "correct": correct, "forgetting_count": f["count"],
-            "never_learned": f["never_learned"], "score_epochs": np.asarray(score_epochs),
-            "el2n": np.asarray(el2n, dtype=np.float32), "grand": np.asarray(grand, dtype=np.float32)}
+    return {
+        "index": INDEX,
+        "y": Y,
+        "correct": correct,
+        "forgetting_count": f["count"],
+        "never_learned": f["never_learned"],
+        "score_epochs": np.asarray(score_epochs),
+        "el2n": np.asarray(el2n, dtype=np.float32),
+        "grand": np.asarray(grand, dtype=np.float32),
+    }
 
 
 # correctness at the presentations of 4 epochs; sample 3 is never learned
-RUN1 = _dynamics([[1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0, 0]],
-                 [[0.9, 0.1], [0.8, 0.5], [0.7, 0.2], [0.6, 1.2]], [[3.0, 1.0], [2.0, 4.0], [1.0, 2.0], [0.5, 6.0]])
-RUN2 = _dynamics([[1, 1, 1, 1], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0]],
-                 [[0.9, 0.3], [0.8, 0.7], [0.7, 0.2], [0.6, 1.0]], [[3.0, 3.0], [2.0, 2.0], [1.0, 0.0], [0.5, 4.0]])
+RUN1 = _dynamics(
+    [[1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0, 0]],
+    [[0.9, 0.1], [0.8, 0.5], [0.7, 0.2], [0.6, 1.2]],
+    [[3.0, 1.0], [2.0, 4.0], [1.0, 2.0], [0.5, 6.0]],
+)
+RUN2 = _dynamics(
+    [[1, 1, 1, 1], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0]],
+    [[0.9, 0.3], [0.8, 0.7], [0.7, 0.2], [0.6, 1.0]],
+    [[3.0, 3.0], [2.0, 2.0], [1.0, 0.0], [0.5, 4.0]],
+)
 
 
 def test_hand_made_scores():
@@ -80,9 +93,12 @@ def test_missing_score_epoch_names_the_key():
 
 
 def _cfg(**scores):
-    return {"dataset": "toy", "device": "cpu", "train": {"seeds": [1, 2], "epochs": 4, "score_epochs": [0, 2]},
-            "scores": {"enabled": True, "el2n_epoch": None, "grand_epoch": None, "seeds": None, "random_seed": 0,
-                       **scores}}
+    return {
+        "dataset": "toy",
+        "device": "cpu",
+        "train": {"seeds": [1, 2], "epochs": 4, "score_epochs": [0, 2]},
+        "scores": {"enabled": True, "el2n_epoch": None, "grand_epoch": None, "seeds": None, "random_seed": 0, **scores},
+    }
 
 
 def test_scores_stage_writes_table_keyed_by_original_index(tmp_path):
@@ -108,8 +124,13 @@ def test_scores_stage_writes_table_keyed_by_original_index(tmp_path):
     assert np.allclose(pd.read_csv(out["table"])["el2n"], [0.9, 0.8, 0.7, 0.6])
 
 
-@pytest.mark.parametrize("scores,match", [({"el2n_epoch": 3}, r"scores\.el2n_epoch = 3 is not in train\.score_epochs"),
-                                          ({"seeds": [9]}, r"scores\.seeds \[9\]")])
+@pytest.mark.parametrize(
+    "scores,match",
+    [
+        ({"el2n_epoch": 3}, r"scores\.el2n_epoch = 3 is not in train\.score_epochs"),
+        ({"seeds": [9]}, r"scores\.seeds \[9\]"),
+    ],
+)
 def test_score_settings_errors(scores, match):
     from lpntk.stages.scores import score_settings
 

@@ -16,23 +16,38 @@ OFF = {"enabled": False}
 
 
 def test_choose_reference_run():
-    runs = [{"seed": 3, "select": "val", "val_acc_selected": 0.9},
-            {"seed": 1, "select": "val", "val_acc_selected": 0.95},
-            {"seed": 2, "select": "val", "val_acc_selected": 0.95}]
+    runs = [
+        {"seed": 3, "select": "val", "val_acc_selected": 0.9},
+        {"seed": 1, "select": "val", "val_acc_selected": 0.95},
+        {"seed": 2, "select": "val", "val_acc_selected": 0.95},
+    ]
     assert choose_reference_run(runs)["seed"] == 1  # best, ties to the smallest seed
     assert choose_reference_run(runs, seed=3)["seed"] == 3
     with pytest.raises(ValueError, match="kernel.seed = 7"):
         choose_reference_run(runs, seed=7)
-    test_sel = [{"seed": 1, "select": "test", "test_acc_selected": 0.8}, {"seed": 2, "select": "test",
-                                                                          "test_acc_selected": 0.85}]
+    test_sel = [
+        {"seed": 1, "select": "test", "test_acc_selected": 0.8},
+        {"seed": 2, "select": "test", "test_acc_selected": 0.85},
+    ]
     assert choose_reference_run(test_sel)["seed"] == 2
 
 
 @pytest.fixture
 def small_cfg():
-    return {"model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}}, "device": "cpu",
-            "kernel": {"checkpoint": "best", "seed": None, "mode": "exact", "sketch_dim": None, "sketch_seed": 0,
-                       "dtype": "float64", "block_size": 16, "max_memory_gb": 1}}
+    return {
+        "model": {"name": "small_cnn", "args": {"width": 0.5, "hidden": 8}},
+        "device": "cpu",
+        "kernel": {
+            "checkpoint": "best",
+            "seed": None,
+            "mode": "exact",
+            "sketch_dim": None,
+            "sketch_seed": 0,
+            "dtype": "float64",
+            "block_size": 16,
+            "max_memory_gb": 1,
+        },
+    }
 
 
 def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, small_cfg):
@@ -47,8 +62,9 @@ def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, smal
         d = tmp_path / f"seed{seed}"
         d.mkdir()
         torch.save(model.state_dict(), d / "model_best.pt")
-        save_json(d / "summary.json", {"seed": seed, "select": "val", "val_acc_selected": acc, "best_epoch": 1,
-                                       "epochs": 1})
+        save_json(
+            d / "summary.json", {"seed": seed, "select": "val", "val_acc_selected": acc, "best_epoch": 1, "epochs": 1}
+        )
         summaries.append(str(d / "summary.json"))
     out = {"model": str(tmp_path / "ref" / "model.pt"), "info": str(tmp_path / "ref" / "reference.json")}
     (tmp_path / "seed2" / "model_best.pt").rename(tmp_path / "moved.pt")

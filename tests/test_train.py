@@ -16,8 +16,17 @@ def _run(digits, seed=1, n=200, **recipe_kw):
     recipe = Recipe(**kw)
     seed_everything(seed)
     model = build_model("small_cnn", digits.info.input_shape, 10)
-    return train_model(model, digits.train.subset(range(n)), recipe, seed, mean=digits.info.mean,
-                       std=digits.info.std, val=digits.val, test=digits.test, device="cpu")
+    return train_model(
+        model,
+        digits.train.subset(range(n)),
+        recipe,
+        seed,
+        mean=digits.info.mean,
+        std=digits.info.std,
+        val=digits.val,
+        test=digits.test,
+        device="cpu",
+    )
 
 
 def _bytes(state):
@@ -59,12 +68,15 @@ def test_l2_error_by_hand():
 
 
 def test_forgetting_events_on_a_hand_made_sequence():
-    correct = np.array([
-        [0, 1, 0, 1, 1, 0],  # learned at 1, forgotten at 2 and 5 -> 2 events
-        [1, 1, 1, 1, 1, 1],  # never forgotten
-        [0, 0, 0, 0, 0, 0],  # never learned
-        [1, 0, 0, 1, 0, 1],  # forgotten at 1 and 4
-    ], dtype=bool)
+    correct = np.array(
+        [
+            [0, 1, 0, 1, 1, 0],  # learned at 1, forgotten at 2 and 5 -> 2 events
+            [1, 1, 1, 1, 1, 1],  # never forgotten
+            [0, 0, 0, 0, 0, 0],  # never learned
+            [1, 0, 0, 1, 0, 1],  # forgotten at 1 and 4
+        ],
+        dtype=bool,
+    )
     f = presentation_forgetting(correct)
     np.testing.assert_array_equal(f["count"], [2, 0, 0, 2])
     np.testing.assert_array_equal(f["first_learned"], [1, 0, -1, 0])
@@ -83,7 +95,7 @@ def test_augment_batch_crops_shifted_windows_and_flips():
     dx = torch.randint(0, 5, (2,), generator=g)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        ref = padded[i, :, dy[i]:dy[i] + 4, dx[i]:dx[i] + 4]
+        ref = padded[i, :, dy[i] : dy[i] + 4, dx[i] : dx[i] + 4]
         assert torch.equal(out[i], ref)
     flipped = augment_batch(x, 0, True, torch.Generator().manual_seed(1))
     for i in range(2):
@@ -91,15 +103,26 @@ def test_augment_batch_crops_shifted_windows_and_flips():
 
 
 def test_resume_after_interruption_gives_identical_results(digits, tmp_path):
-    recipe = Recipe(epochs=5, batch_size=32, lr=0.05, schedule="step", step_size=2, gamma=0.5, resume_every=2,
-                    score_epochs=(0, 3))
+    recipe = Recipe(
+        epochs=5, batch_size=32, lr=0.05, schedule="step", step_size=2, gamma=0.5, resume_every=2, score_epochs=(0, 3)
+    )
     train = digits.train.subset(range(150))
 
     def run(on_epoch=None):
         seed_everything(4)
         model = build_model("small_cnn", digits.info.input_shape, 10)
-        return train_model(model, train, recipe, 4, mean=digits.info.mean, std=digits.info.std, val=digits.val,
-                           device="cpu", resume_path=tmp_path / "resume.pt", on_epoch=on_epoch)
+        return train_model(
+            model,
+            train,
+            recipe,
+            4,
+            mean=digits.info.mean,
+            std=digits.info.std,
+            val=digits.val,
+            device="cpu",
+            resume_path=tmp_path / "resume.pt",
+            on_epoch=on_epoch,
+        )
 
     full = run()
     assert not (tmp_path / "resume.pt").exists()  # removed on completion
@@ -126,8 +149,18 @@ def test_resume_state_of_another_run_is_discarded(digits, tmp_path, caplog):
     def run(rec, on_epoch=None):
         seed_everything(4)
         model = build_model("small_cnn", digits.info.input_shape, 10)
-        return train_model(model, train, rec, 4, mean=digits.info.mean, std=digits.info.std, val=digits.val,
-                           device="cpu", resume_path=tmp_path / "resume.pt", on_epoch=on_epoch)
+        return train_model(
+            model,
+            train,
+            rec,
+            4,
+            mean=digits.info.mean,
+            std=digits.info.std,
+            val=digits.val,
+            device="cpu",
+            resume_path=tmp_path / "resume.pt",
+            on_epoch=on_epoch,
+        )
 
     def crash(row):
         if row["epoch"] == 2:
@@ -170,8 +203,8 @@ def test_score_epochs_record_el2n_and_grand(digits):
     model.eval()
     for i in (0, 7, 63):
         model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[i:i + 1]), sub.y[i:i + 1]).backward()
-        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+        torch.nn.functional.cross_entropy(model(x[i : i + 1]), sub.y[i : i + 1]).backward()
+        norm = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters()))
         np.testing.assert_allclose(d["grand"][i, 1], float(norm), rtol=1e-4)
 
 

@@ -87,8 +87,15 @@ def test_editing_the_mlflow_block_reruns_nothing(repo, workflow_run, tmp_path):
 def test_summary_page_gathers_every_stage(workflow_run):
     workdir, _ = workflow_run
     text = (workdir / "results" / "summary.md").read_text()
-    for heading in ("## tiny", "### Reference training runs", "relations between samples", "redundant samples",
-                    "controlling learning difficulty", "predicting forgetting events", "pruning the training set"):
+    for heading in (
+        "## tiny",
+        "### Reference training runs",
+        "relations between samples",
+        "redundant samples",
+        "controlling learning difficulty",
+        "predicting forgetting events",
+        "pruning the training set",
+    ):
         assert heading in text, heading
     assert "| test, selected epoch |" in text
     assert "\n#### Pruning the training set of tiny" in text  # a table's own title nests under its section
@@ -127,8 +134,23 @@ def test_broken_config_stops_before_any_job(repo, tmp_path):
     bad = (repo / ".test" / "config" / "config.yaml").read_text().replace("epochs: 3", "epochs: -3")
     (tmp_path / "bad.yaml").write_text(bad)
     cmd_cfg = str(tmp_path / "bad.yaml")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory",
-                           str(tmp_path), "--cores", "1", "--configfile", cmd_cfg], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "--configfile",
+            cmd_cfg,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "config error at datasets.tiny.train.epochs" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()

@@ -21,9 +21,15 @@ _STYLE = {
 }
 
 
-def plot_difficulty_curves(l2: np.ndarray, sets: Sequence[str], dataset: str, png: str | os.PathLike,
-                           pdf: str | os.PathLike | None = None, l2_pass: str = "train",
-                           mapping: str = "intended") -> Figure:
+def plot_difficulty_curves(
+    l2: np.ndarray,
+    sets: Sequence[str],
+    dataset: str,
+    png: str | os.PathLike,
+    pdf: str | os.PathLike | None = None,
+    l2_pass: str = "train",
+    mapping: str = "intended",
+) -> Figure:
     """Mean +- std over runs of the targets' mean L2 error ‖softmax - onehot‖ per epoch, one curve per set.
 
     ``l2`` is (S, R, T, E): set x run x target x epoch. Left: averaged over the targets (all classes), mean +- std
@@ -50,15 +56,22 @@ def plot_difficulty_curves(l2: np.ndarray, sets: Sequence[str], dataset: str, pn
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{dataset}: controlling learning difficulty (mean ± std over {l2.shape[1]} runs, "
-                 f"{l2.shape[2]} targets)")
+    fig.suptitle(
+        f"{dataset}: controlling learning difficulty (mean ± std over {l2.shape[1]} runs, {l2.shape[2]} targets)"
+    )
     fig.tight_layout()
     save_figure(fig, png, pdf)
     return fig
 
 
-def plot_ld_correlation(pearson: np.ndarray, sizes: Sequence[int], dataset: str, png: str | os.PathLike,
-                        pdf: str | os.PathLike | None = None, n_samples: int | None = None) -> Figure:
+def plot_ld_correlation(
+    pearson: np.ndarray,
+    sizes: Sequence[int],
+    dataset: str,
+    png: str | os.PathLike,
+    pdf: str | os.PathLike | None = None,
+    n_samples: int | None = None,
+) -> Figure:
     """Heat map of the Pearson correlation of learning difficulty between training-set sizes (samples per class)."""
     pearson = np.asarray(pearson, dtype=np.float64)
     fig = Figure(figsize=(1.2 * len(sizes) + 2.5, 1.0 * len(sizes) + 1.8))
@@ -72,8 +85,15 @@ def plot_ld_correlation(pearson: np.ndarray, sizes: Sequence[int], dataset: str,
     for i in range(len(sizes)):
         for j in range(len(sizes)):
             v = pearson[i, j]
-            ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=9,
-                    color="white" if abs(v) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                "nan" if np.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if abs(v) > 0.6 else "black",
+            )
     fig.colorbar(im, ax=ax, label="Pearson r of learning difficulty")
     extra = f", {n_samples} samples" if n_samples else ""
     ax.set_title(f"{dataset}: learning difficulty vs dataset size{extra}", fontsize=10)

@@ -11,14 +11,20 @@ from . import save_figure
 
 __all__ = ["plot_forgetting_scores"]
 
-_LABELS = {"entk": "eNTK", "lpntk": "lpNTK", "pntk": "pNTK", "lpntk_raw": "lpNTK\nc = 1", "pntk_raw": "pNTK\nc = 1",
-           "entk_update": "eNTK\nactual Δw"}
+_LABELS = {
+    "entk": "eNTK",
+    "lpntk": "lpNTK",
+    "pntk": "pNTK",
+    "lpntk_raw": "lpNTK\nc = 1",
+    "pntk_raw": "pNTK\nc = 1",
+    "entk_update": "eNTK\nactual Δw",
+}
 _METRICS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
 
 
-
-def plot_forgetting_scores(table, png: str | os.PathLike, pdf: str | os.PathLike | None = None,
-                           title: str = "") -> Figure:
+def plot_forgetting_scores(
+    table, png: str | os.PathLike, pdf: str | os.PathLike | None = None, title: str = ""
+) -> Figure:
     """Grouped bars of precision / recall / F1 (%) per predictor, mean with std error bars over seeds, one panel per
     scoring (pooled over the window; the official code's per-step average); the slides' numbers as black markers
     in the per-step panel, the averaging they were computed with.

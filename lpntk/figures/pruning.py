@@ -25,9 +25,10 @@ _STYLE = {
     "random_removal": {"label": "remove random samples (same count per class)", "color": "C7", "marker": "s"},
     "large_clusters": {"label": "remove from largest clusters (same count)", "color": "C3", "marker": "D"},
 }
-_METRICS = (("test_acc_best_val", "test accuracy at best-val epoch (%)"),
-            ("test_acc_max", "max test accuracy over epochs (%)\n(official code's metric)"))
-
+_METRICS = (
+    ("test_acc_best_val", "test accuracy at best-val epoch (%)"),
+    ("test_acc_max", "max test accuracy over epochs (%)\n(official code's metric)"),
+)
 
 
 def _errorline(ax, x, mean, std, style: dict) -> None:
@@ -36,8 +37,9 @@ def _errorline(ax, x, mean, std, style: dict) -> None:
     ax.errorbar(x, mean, yerr=std, capsize=3, lw=1.5, ms=5, **style)
 
 
-def plot_redundant_removal(df: pd.DataFrame, dataset: str, png: str | os.PathLike,
-                           pdf: str | os.PathLike | None = None) -> Figure:
+def plot_redundant_removal(
+    df: pd.DataFrame, dataset: str, png: str | os.PathLike, pdf: str | os.PathLike | None = None
+) -> Figure:
     """Test accuracy vs share of training samples removed (1 - realised kept fraction), lpNTK heads vs random.
 
     Every curve starts at the full training set (0 % removed). The slides' "Removing Redundant Samples".
@@ -53,8 +55,13 @@ def plot_redundant_removal(df: pd.DataFrame, dataset: str, png: str | os.PathLik
             if not len(rows):
                 continue
             pts = pd.concat([full, rows])
-            _errorline(ax, 100.0 * (1.0 - pts["realised_keep"].to_numpy(float)), pts[f"{metric}_mean"],
-                       pts[f"{metric}_std"], _STYLE[method])
+            _errorline(
+                ax,
+                100.0 * (1.0 - pts["realised_keep"].to_numpy(float)),
+                pts[f"{metric}_mean"],
+                pts[f"{metric}_std"],
+                _STYLE[method],
+            )
         ax.set_xlabel("training samples removed (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -65,16 +72,23 @@ def plot_redundant_removal(df: pd.DataFrame, dataset: str, png: str | os.PathLik
     return fig
 
 
-def plot_small_clusters(df: pd.DataFrame, dataset: str, png: str | os.PathLike,
-                        pdf: str | os.PathLike | None = None) -> Figure:
+def plot_small_clusters(
+    df: pd.DataFrame, dataset: str, png: str | os.PathLike, pdf: str | os.PathLike | None = None
+) -> Figure:
     """Per data fraction: test accuracy vs share of the subset removed, smallest lpNTK clusters vs random."""
     small = df[df["experiment"] == "small_clusters"]
     fractions = sorted(small["data_fraction"].dropna().unique().tolist())
     fig = Figure(figsize=(5 * max(1, len(fractions)), 4))
     axes = np.atleast_1d(fig.subplots(1, max(1, len(fractions))))
     if not fractions:
-        axes[0].text(0.5, 0.5, "small-cluster experiment not configured\n(pruning.small_clusters.enabled: false)",
-                     ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].text(
+            0.5,
+            0.5,
+            "small-cluster experiment not configured\n(pruning.small_clusters.enabled: false)",
+            ha="center",
+            va="center",
+            transform=axes[0].transAxes,
+        )
         axes[0].set_axis_off()
     for ax, d in zip(axes, fractions, strict=False):
         part = small[np.isclose(small["data_fraction"].astype(float), d)]
@@ -84,8 +98,13 @@ def plot_small_clusters(df: pd.DataFrame, dataset: str, png: str | os.PathLike,
             if not len(rows):
                 continue
             pts = pd.concat([base, rows])
-            _errorline(ax, 100.0 * (1.0 - pts["realised_keep"].to_numpy(float)), pts["test_acc_best_val_mean"],
-                       pts["test_acc_best_val_std"], _STYLE[method])
+            _errorline(
+                ax,
+                100.0 * (1.0 - pts["realised_keep"].to_numpy(float)),
+                pts["test_acc_best_val_mean"],
+                pts["test_acc_best_val_std"],
+                _STYLE[method],
+            )
         n = int(base["n_train"].iloc[0]) if len(base) else 0
         ax.set_title(f"{100 * d:g} % of the training data ({n} samples)")
         ax.set_xlabel("share of the subset removed (%)")

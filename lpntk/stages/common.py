@@ -58,9 +58,15 @@ def set_threads(threads: int | None) -> None:
 def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | None, **kwargs) -> JobRun:
     """A :class:`JobRun` configured from the config's ``mlflow`` block."""
     mlflow_cfg = dict(mlflow_cfg or {})
-    return JobRun(rule, dataset, config=cfg, uri=mlflow_cfg.get("tracking_uri"),
-                  prefix=mlflow_cfg.get("experiment_prefix", "lpntk"), enabled=mlflow_cfg.get("enabled", True),
-                  **kwargs)
+    return JobRun(
+        rule,
+        dataset,
+        config=cfg,
+        uri=mlflow_cfg.get("tracking_uri"),
+        prefix=mlflow_cfg.get("experiment_prefix", "lpntk"),
+        enabled=mlflow_cfg.get("enabled", True),
+        **kwargs,
+    )
 
 
 def build_from_config(cfg: Mapping, info) -> torch.nn.Module:
@@ -68,8 +74,9 @@ def build_from_config(cfg: Mapping, info) -> torch.nn.Module:
     return build_model(cfg["model"]["name"], info.input_shape, info.num_classes, **dict(cfg["model"].get("args") or {}))
 
 
-def load_reference_model(cfg: Mapping, info, checkpoint: str | os.PathLike,
-                         device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_reference_model(
+    cfg: Mapping, info, checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Rebuild the config's model and load a saved state dict, with a clear error if they do not match."""
     model = build_from_config(cfg, info)
     path = Path(checkpoint)
@@ -79,7 +86,9 @@ def load_reference_model(cfg: Mapping, info, checkpoint: str | os.PathLike,
         state = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(state)
     except Exception as err:
-        raise ValueError(f"checkpoint {path} does not fit model {cfg['model']['name']!r} with args "
-                         f"{dict(cfg['model'].get('args') or {})}: {str(err).splitlines()[0]}; delete it and "
-                         f"rerun the train step") from None
+        raise ValueError(
+            f"checkpoint {path} does not fit model {cfg['model']['name']!r} with args "
+            f"{dict(cfg['model'].get('args') or {})}: {str(err).splitlines()[0]}; delete it and "
+            f"rerun the train step"
+        ) from None
     return model.to(device).eval()

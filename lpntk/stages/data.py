@@ -12,14 +12,21 @@ from .common import log, tracking_run
 __all__ = ["prepare_data_stage"]
 
 
-def prepare_data_stage(dataset: str, cfg: Mapping, outdir: str | os.PathLike, data_dir: str | None,
-                       mlflow_cfg: Mapping | None = None) -> dict:
+def prepare_data_stage(
+    dataset: str, cfg: Mapping, outdir: str | os.PathLike, data_dir: str | None, mlflow_cfg: Mapping | None = None
+) -> dict:
     """Load the dataset once, carve its seeded splits and cache them as ``.npz`` with ``info.json``."""
     with tracking_run("prepare_data", dataset, cfg, mlflow_cfg) as run:
         prep = prepare_dataset(dataset, dict(cfg), data_dir)
         meta = save_prepared(prep, outdir)
-        log.info("%s: %s train / %s val / %s test samples, %d classes", dataset, meta["n"]["train"],
-                 meta["n"]["val"], meta["n"]["test"], meta["num_classes"])
+        log.info(
+            "%s: %s train / %s val / %s test samples, %d classes",
+            dataset,
+            meta["n"]["train"],
+            meta["n"]["val"],
+            meta["n"]["test"],
+            meta["num_classes"],
+        )
         run.log_metrics({f"n_{k}": v for k, v in meta["n"].items()})
         run.set_tags({f"lpntk.sha256.{k}": v for k, v in meta["sha256"].items()})
         run.log_artifact(Path(outdir) / "info.json")

@@ -32,8 +32,14 @@ from ..io import load_json, save_json, save_npz, save_table
 from ..train import seed_everything, select_device
 from .common import build_from_config, log, set_threads, tracking_run
 
-__all__ = ["seed_group_name", "seed_groups", "forgetting_setup", "forgetting_stage", "forgetting_table_stage",
-           "paper_reference"]
+__all__ = [
+    "seed_group_name",
+    "seed_groups",
+    "forgetting_setup",
+    "forgetting_stage",
+    "forgetting_table_stage",
+    "paper_reference",
+]
 
 #: per-step columns logged to MLflow as step series (with the predictor suffix where it has one)
 _STEP_SERIES = ("n_true",)
@@ -55,7 +61,7 @@ def seed_groups(seeds: Sequence[int], per_job: int) -> dict[str, list[int]]:
         raise ValueError(f"forgetting.seeds_per_job must be at least 1, got {per_job}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"forgetting.seeds {seeds} repeats a seed")
-    chunks = [seeds[i:i + per_job] for i in range(0, len(seeds), per_job)]
+    chunks = [seeds[i : i + per_job] for i in range(0, len(seeds), per_job)]
     return {seed_group_name(chunk): chunk for chunk in chunks}
 
 
@@ -63,8 +69,10 @@ def forgetting_setup(cfg: Mapping[str, Any]) -> ForgettingSetup:
     """The dataset's ``forgetting`` block as a :class:`ForgettingSetup` (ValueError naming a bad key)."""
     block = dict(cfg.get("forgetting") or {})
     if block.get("augment") and not any((cfg.get("augment") or {}).values()):
-        raise ValueError("forgetting.augment: true, but the dataset has no augmentation configured (augment: "
-                         "crop_padding / horizontal_flip); set forgetting.augment to false")
+        raise ValueError(
+            "forgetting.augment: true, but the dataset has no augmentation configured (augment: "
+            "crop_padding / horizontal_flip); set forgetting.augment to false"
+        )
     return ForgettingSetup.from_config(block)
 
 
@@ -89,14 +97,22 @@ def _log_series(run, rows: Sequence[Mapping[str, float]], predictors: Sequence[s
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, int(row["step"])) for row in rows
-             for k, v in _step_metrics(row, predictors).items()]
+    items = [
+        Metric(k, float(v), now, int(row["step"])) for row in rows for k, v in _step_metrics(row, predictors).items()
+    ]
     for i in range(0, len(items), 500):
-        run.client.log_batch(run.run_id, metrics=items[i:i + 500])
+        run.client.log_batch(run.run_id, metrics=items[i : i + 500])
 
 
-def forgetting_stage(dataset: str, cfg: Mapping, seeds: Sequence[int], data_dir: str | os.PathLike,
-                     outputs: Mapping[str, str], threads: int | None = None, mlflow_cfg: Mapping | None = None) -> dict:
+def forgetting_stage(
+    dataset: str,
+    cfg: Mapping,
+    seeds: Sequence[int],
+    data_dir: str | os.PathLike,
+    outputs: Mapping[str, str],
+    threads: int | None = None,
+    mlflow_cfg: Mapping | None = None,
+) -> dict:
     """Forgetting-prediction runs of ``seeds`` (one after the other; one MLflow run each).
 
     ``outputs``: ``steps`` (CSV, one row per (seed, evaluated step): confusion counts ``tp_<p>``, ``fp_<p>``,
@@ -118,17 +134,31 @@ def forgetting_stage(dataset: str, cfg: Mapping, seeds: Sequence[int], data_dir:
     step_frames, sample_parts, runs = [], [], []
     batch_pos, lrs = [], []
     for seed in seeds:
-        tags = {"window": f"{setup.start_step}-{setup.last_step}", "lr": setup.lr, "momentum": setup.momentum,
-                "space": setup.space, "device": str(device)}
+        tags = {
+            "window": f"{setup.start_step}-{setup.last_step}",
+            "lr": setup.lr,
+            "momentum": setup.momentum,
+            "space": setup.space,
+            "device": str(device),
+        }
         with tracking_run("forgetting", dataset, cfg, mlflow_cfg, seed=seed, params={"seed": seed}, tags=tags) as run:
             seed_everything(seed)
             model = build_from_config(cfg, prep.info)
             t0 = time.perf_counter()
-            res = run_forgetting(model, prep.train, setup, seed, mean=prep.info.mean, std=prep.info.std,
-                                 augment_cfg=cfg.get("augment"), device=device)
-            timing = {"seconds": time.perf_counter() - t0,  # MLflow and the log only: the files stay byte-identical
-                      "seconds_per_step": float(np.median([r["seconds_predict"] + r["seconds_update"]
-                                                           for r in res.steps]))}
+            res = run_forgetting(
+                model,
+                prep.train,
+                setup,
+                seed,
+                mean=prep.info.mean,
+                std=prep.info.std,
+                augment_cfg=cfg.get("augment"),
+                device=device,
+            )
+            timing = {
+                "seconds": time.perf_counter() - t0,  # MLflow and the log only: the files stay byte-identical
+                "seconds_per_step": float(np.median([r["seconds_predict"] + r["seconds_update"] for r in res.steps])),
+            }
             summary = summarise_steps(res.steps, predictors)
             summary["seed"] = seed
             runs.append(summary)
@@ -148,9 +178,19 @@ def forgetting_stage(dataset: str, cfg: Mapping, seeds: Sequence[int], data_dir:
                 path = Path(tmp) / f"forgetting_steps_seed{seed}.csv"
                 save_table(path, frame)
                 run.log_artifact(path)
-            log.info("%s seed %d: %d steps (%d-%d), %d true events; F1 entk %.3f lpntk %.3f pntk %.3f; %.2f s/step",
-                     dataset, seed, summary["n_steps"], setup.start_step, setup.last_step, summary["n_true_events"],
-                     summary["f1_entk"], summary["f1_lpntk"], summary["f1_pntk"], timing["seconds_per_step"])
+            log.info(
+                "%s seed %d: %d steps (%d-%d), %d true events; F1 entk %.3f lpntk %.3f pntk %.3f; %.2f s/step",
+                dataset,
+                seed,
+                summary["n_steps"],
+                setup.start_step,
+                setup.last_step,
+                summary["n_true_events"],
+                summary["f1_entk"],
+                summary["f1_lpntk"],
+                summary["f1_pntk"],
+                timing["seconds_per_step"],
+            )
     steps = pd.concat(step_frames, ignore_index=True)
     first = ["seed", "step", "epoch", "lr", "n_obs", "n_upd", "n_correct", "n_true"]
     steps = steps[first + [c for c in steps.columns if c not in first]]
@@ -158,17 +198,29 @@ def forgetting_stage(dataset: str, cfg: Mapping, seeds: Sequence[int], data_dir:
     keys = list(sample_parts[0])
     order = ["seed", "step", "position", "index"] + [k for k in keys if k not in ("seed", "step", "position", "index")]
     batches = np.stack(batch_pos)
-    save_npz(outputs["samples"], **{k: np.concatenate([p[k] for p in sample_parts]) for k in order},
-             seeds=np.asarray(seeds, dtype=np.int64), batch_positions=batches,
-             batch_index=np.where(batches >= 0, index[np.maximum(batches, 0)], -1), lr=np.stack(lrs))
-    out = {"dataset": dataset, "seeds": seeds, "predictors": predictors, "setup": setup.__dict__.copy(),
-           "n_train": len(prep.train), "runs": runs}
+    save_npz(
+        outputs["samples"],
+        **{k: np.concatenate([p[k] for p in sample_parts]) for k in order},
+        seeds=np.asarray(seeds, dtype=np.int64),
+        batch_positions=batches,
+        batch_index=np.where(batches >= 0, index[np.maximum(batches, 0)], -1),
+        lr=np.stack(lrs),
+    )
+    out = {
+        "dataset": dataset,
+        "seeds": seeds,
+        "predictors": predictors,
+        "setup": setup.__dict__.copy(),
+        "n_train": len(prep.train),
+        "runs": runs,
+    }
     save_json(outputs["summary"], out)
     return out
 
 
-def forgetting_table_stage(dataset: str, cfg: Mapping, summaries: Sequence[str], outputs: Mapping[str, str],
-                           mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+def forgetting_table_stage(
+    dataset: str, cfg: Mapping, summaries: Sequence[str], outputs: Mapping[str, str], mlflow_cfg: Mapping | None = None
+) -> pd.DataFrame:
     """Mean +- std over all seeds of the dataset: ``table_csv`` (numbers), ``table_md`` (display, with the slides'
     numbers), ``figure_png``/``figure_pdf`` (bars), ``summary`` (JSON: per-seed and aggregate scores)."""
     from ..figures.forgetting import plot_forgetting_scores
@@ -179,19 +231,26 @@ def forgetting_table_stage(dataset: str, cfg: Mapping, summaries: Sequence[str],
     runs = sorted((r for g in groups for r in g["runs"]), key=lambda r: r["seed"])
     predictors = groups[0]["predictors"]
     if any(g["predictors"] != predictors or g["setup"] != groups[0]["setup"] for g in groups):
-        raise ValueError(f"{dataset}: the forgetting summaries {list(summaries)} come from different setups; "
-                         "delete them and rerun the forgetting step")
+        raise ValueError(
+            f"{dataset}: the forgetting summaries {list(summaries)} come from different setups; "
+            "delete them and rerun the forgetting step"
+        )
     paper = paper_reference(cfg)
     table = aggregate_scores(runs, predictors, paper)
     save_table(outputs["table_csv"], table)
     save_table(outputs["table_md"], format_table(table))
     setup = groups[0]["setup"]
-    title = (f"{dataset}: forgetting events predicted to first order, steps {setup['start_step']}-"
-             f"{setup['start_step'] + setup['steps'] - 1}, lr {setup['lr']:g}, momentum {setup['momentum']:g}, "
-             f"{len(runs)} seeds")
+    title = (
+        f"{dataset}: forgetting events predicted to first order, steps {setup['start_step']}-"
+        f"{setup['start_step'] + setup['steps'] - 1}, lr {setup['lr']:g}, momentum {setup['momentum']:g}, "
+        f"{len(runs)} seeds"
+    )
     plot_forgetting_scores(table, outputs["figure_png"], outputs["figure_pdf"], title=title)
-    agg: dict[str, float] = {"n_seeds": len(runs), "n_true_events": float(np.mean([r["n_true_events"] for r in runs])),
-                             "n_true_events_total": int(sum(r["n_true_events"] for r in runs))}
+    agg: dict[str, float] = {
+        "n_seeds": len(runs),
+        "n_true_events": float(np.mean([r["n_true_events"] for r in runs])),
+        "n_true_events_total": int(sum(r["n_true_events"] for r in runs)),
+    }
     for _, row in table.iterrows():
         prefix = "" if row["scoring"] == "pooled" else "stepwise_"
         for metric in ("precision", "recall", "f1"):
@@ -199,13 +258,27 @@ def forgetting_table_stage(dataset: str, cfg: Mapping, summaries: Sequence[str],
             agg[f"{prefix}{metric}_{row['predictor']}_std"] = row[f"{metric}_std"] / 100.0
         if row["scoring"] == "pooled":
             agg[f"relerr_dz_{row['predictor']}"] = row["relerr_dz_mean"]
-    save_json(outputs["summary"], {"dataset": dataset, "setup": setup, "predictors": predictors,
-                                   "seeds": [r["seed"] for r in runs], "aggregate": agg, "runs": runs,
-                                   "paper": paper})
-    with tracking_run("forgetting_table", dataset, cfg, mlflow_cfg, tags={"n_seeds": len(runs)},
-                      run_name=f"forgetting_table-{dataset}") as run:
+    save_json(
+        outputs["summary"],
+        {
+            "dataset": dataset,
+            "setup": setup,
+            "predictors": predictors,
+            "seeds": [r["seed"] for r in runs],
+            "aggregate": agg,
+            "runs": runs,
+            "paper": paper,
+        },
+    )
+    with tracking_run(
+        "forgetting_table",
+        dataset,
+        cfg,
+        mlflow_cfg,
+        tags={"n_seeds": len(runs)},
+        run_name=f"forgetting_table-{dataset}",
+    ) as run:
         run.log_metrics(agg)
         run.log_outputs(dict(outputs))
-    log.info("%s: forgetting table over %d seeds, %.1f true events per seed", dataset, len(runs),
-             agg["n_true_events"])
+    log.info("%s: forgetting table over %d seeds, %.1f true events per seed", dataset, len(runs), agg["n_true_events"])
     return table

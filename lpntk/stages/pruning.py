@@ -65,10 +65,20 @@ SCORE_METHODS = ("el2n", "grand", "forgetting")
 #: the authors' slides ("Experiment Results on Pruning Image Training Sets"), test accuracy in %, mean and std;
 #: the kept fraction is not stated. Keyed by torchvision dataset name.
 SLIDES = {
-    "MNIST": {"full": (99.31, 0.03), "lpntk": (99.37, 0.04), "el2n": (99.33, 0.06), "grand": (99.28, 0.05),
-              "forgetting": (99.26, 0.06)},
-    "CIFAR10": {"full": (93.28, 0.06), "lpntk": (93.55, 0.12), "el2n": (93.32, 0.07), "grand": (92.87, 0.13),
-                "forgetting": (92.64, 0.22)},
+    "MNIST": {
+        "full": (99.31, 0.03),
+        "lpntk": (99.37, 0.04),
+        "el2n": (99.33, 0.06),
+        "grand": (99.28, 0.05),
+        "forgetting": (99.26, 0.06),
+    },
+    "CIFAR10": {
+        "full": (93.28, 0.06),
+        "lpntk": (93.55, 0.12),
+        "el2n": (93.32, 0.07),
+        "grand": (92.87, 0.13),
+        "forgetting": (92.64, 0.22),
+    },
 }
 METRICS = ("test_acc_best_val", "test_acc_last", "test_acc_max")
 _SMALL_METHODS = {"small": "small_clusters", "random": "random_removal", "large": "large_clusters"}
@@ -79,6 +89,7 @@ def _fmt(x: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the plan
+
 
 def subset_plan(cfg: Mapping) -> list[dict]:
     """Every training subset the config asks for, in a fixed order: name, method, experiment and parameters.
@@ -92,8 +103,9 @@ def subset_plan(cfg: Mapping) -> list[dict]:
     for method in pcfg["methods"]:
         if method == "node":
             ck = float(pcfg["node"]["cluster_keep"])
-            plan.append({"name": f"node-c{_fmt(ck)}", "method": "node", "experiment": "table", "keep": None,
-                         "cluster_keep": ck})
+            plan.append(
+                {"name": f"node-c{_fmt(ck)}", "method": "node", "experiment": "table", "keep": None, "cluster_keep": ck}
+            )
             continue
         keeps = [float(k) for k in pcfg["keep"]]
         if method in ("lpntk", "random"):
@@ -103,12 +115,28 @@ def subset_plan(cfg: Mapping) -> list[dict]:
     scfg = pcfg["small_clusters"]
     if scfg["enabled"]:
         for d in sorted({float(x) for x in scfg["data_fractions"]}):
-            plan.append({"name": f"d{_fmt(d)}-base", "method": "base", "experiment": "small_clusters",
-                         "data_fraction": d, "remove": 0.0, "keep": 1.0})
+            plan.append(
+                {
+                    "name": f"d{_fmt(d)}-base",
+                    "method": "base",
+                    "experiment": "small_clusters",
+                    "data_fraction": d,
+                    "remove": 0.0,
+                    "keep": 1.0,
+                }
+            )
             for r in sorted({float(x) for x in scfg["remove"]}):
                 for m in ["small", *scfg["controls"]]:
-                    plan.append({"name": f"d{_fmt(d)}-{m}-r{_fmt(r)}", "method": _SMALL_METHODS[m],
-                                 "experiment": "small_clusters", "data_fraction": d, "remove": r, "keep": 1.0 - r})
+                    plan.append(
+                        {
+                            "name": f"d{_fmt(d)}-{m}-r{_fmt(r)}",
+                            "method": _SMALL_METHODS[m],
+                            "experiment": "small_clusters",
+                            "data_fraction": d,
+                            "remove": r,
+                            "keep": 1.0 - r,
+                        }
+                    )
     names = [p["name"] for p in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"pruning: subset names repeat ({names}); check pruning.methods for duplicates")
@@ -123,8 +151,11 @@ def retrain_settings(cfg: Mapping) -> dict:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"pruning.retrain.seeds repeat: {seeds}")
     epochs = int(rcfg.get("epochs") or cfg["train"]["epochs"])
-    return {"seeds": seeds, "epochs": epochs,
-            "small_epochs": int(cfg["pruning"]["small_clusters"].get("epochs") or epochs)}
+    return {
+        "seeds": seeds,
+        "epochs": epochs,
+        "small_epochs": int(cfg["pruning"]["small_clusters"].get("epochs") or epochs),
+    }
 
 
 def retrain_shards(cfg: Mapping) -> list[str]:
@@ -178,6 +209,7 @@ def _check_pruning_config(cfg: Mapping) -> None:
 
 # ---------------------------------------------------------------------------------------------- cluster
 
+
 def _kernel_class(path: str | os.PathLike) -> dict[str, np.ndarray]:
     k = load_npz(path, what="per-class lpNTK Gram")
     for key in ("gram", "index", "position", "label", "sq_norm"):
@@ -186,8 +218,13 @@ def _kernel_class(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return k
 
 
-def cluster_stage(dataset: str, cfg: Mapping, kernels: Sequence[str | os.PathLike], outputs: Mapping[str, str],
-                  mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+def cluster_stage(
+    dataset: str,
+    cfg: Mapping,
+    kernels: Sequence[str | os.PathLike],
+    outputs: Mapping[str, str],
+    mlflow_cfg: Mapping | None = None,
+) -> pd.DataFrame:
     """FPC of every class at every configured cluster count, and of the small-cluster experiment's subsets.
 
     Writes ``outputs["clusters"]`` (npz, one entry per training sample, classes in label order): ``index``
@@ -218,17 +255,33 @@ def cluster_stage(dataset: str, cfg: Mapping, kernels: Sequence[str | os.PathLik
             ks = {keep: keep_count(n, keep) for keep in keeps}
             res = farthest_point_clustering(S, max(ks.values()), snapshots=ks.values())
             sm = self_max(S)
-            part = {"index": index, "label": np.full(n, c, dtype=np.int64),
-                    "position": np.asarray(k["position"], dtype=np.int64), "sq_norm": np.diag(S).copy(),
-                    "head_rank": head_rank(res, n), "self_max": sm}
+            part = {
+                "index": index,
+                "label": np.full(n, c, dtype=np.int64),
+                "position": np.asarray(k["position"], dtype=np.int64),
+                "sq_norm": np.diag(S).copy(),
+                "head_rank": head_rank(res, n),
+                "self_max": sm,
+            }
             for keep, kc in ks.items():
                 snap = res.snapshots.get(kc, res.cluster)  # stopped early: the final assignment
                 part[f"cluster_k{_fmt(keep)}"] = index[res.heads[snap]]
                 sizes = cluster_sizes(snap, min(kc, len(res.heads)))
-                rows.append({"class": c, "setting": "full", "keep": keep, "n": n, "k": kc,
-                             "clusters": int((sizes > 0).sum()), "largest": int(sizes.max()),
-                             "singletons": int((sizes == 1).sum()), "median_size": float(np.median(sizes)),
-                             "self_max": int(sm.sum()), "stopped_early": bool(len(res.heads) < kc)})
+                rows.append(
+                    {
+                        "class": c,
+                        "setting": "full",
+                        "keep": keep,
+                        "n": n,
+                        "k": kc,
+                        "clusters": int((sizes > 0).sum()),
+                        "largest": int(sizes.max()),
+                        "singletons": int((sizes == 1).sum()),
+                        "median_size": float(np.median(sizes)),
+                        "self_max": int(sm.sum()),
+                        "stopped_early": bool(len(res.heads) < kc),
+                    }
+                )
             for d in fractions:  # FPC of the class-balanced subset on its sub-Gram (full-data checkpoint)
                 sub = class_balanced_subset(index, part["label"], d, int(scfg["seed"]))
                 sel = np.flatnonzero(np.isin(index, sub))
@@ -238,10 +291,21 @@ def cluster_stage(dataset: str, cfg: Mapping, kernels: Sequence[str | os.PathLik
                 part[f"small_d{_fmt(d)}_index"] = index[sel]
                 part[f"small_d{_fmt(d)}_cluster"] = index[sel][res.heads[res.cluster]]
                 sizes = cluster_sizes(res.cluster, len(res.heads))
-                rows.append({"class": c, "setting": f"d{_fmt(d)}", "keep": float(scfg["cluster_keep"]),
-                             "n": len(sel), "k": kc, "clusters": len(res.heads), "largest": int(sizes.max()),
-                             "singletons": int((sizes == 1).sum()), "median_size": float(np.median(sizes)),
-                             "self_max": int(self_max(S_sub).sum()), "stopped_early": bool(res.stopped_early)})
+                rows.append(
+                    {
+                        "class": c,
+                        "setting": f"d{_fmt(d)}",
+                        "keep": float(scfg["cluster_keep"]),
+                        "n": len(sel),
+                        "k": kc,
+                        "clusters": len(res.heads),
+                        "largest": int(sizes.max()),
+                        "singletons": int((sizes == 1).sum()),
+                        "median_size": float(np.median(sizes)),
+                        "self_max": int(self_max(S_sub).sum()),
+                        "stopped_early": bool(res.stopped_early),
+                    }
+                )
             parts[c] = part
             del S
         order = sorted(parts)
@@ -260,13 +324,17 @@ def cluster_stage(dataset: str, cfg: Mapping, kernels: Sequence[str | os.PathLik
         run.log_metrics(metrics)
         run.log_outputs(dict(outputs))
     if summary["stopped_early"].any():
-        log.warning("%s: FPC stopped early (every cluster's farthest member is its head) for %s", dataset,
-                    summary.loc[summary["stopped_early"], ["class", "setting", "keep"]].to_dict("records"))
+        log.warning(
+            "%s: FPC stopped early (every cluster's farthest member is its head) for %s",
+            dataset,
+            summary.loc[summary["stopped_early"], ["class", "setting", "keep"]].to_dict("records"),
+        )
     log.info("%s: FPC of %d classes at keeps %s in %.1f s", dataset, len(parts), keeps, seconds)
     return summary
 
 
 # ---------------------------------------------------------------------------------------------- prune
+
 
 def _load_train_ids(train_npz: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     arr = load_npz(train_npz, what="prepared train split")
@@ -276,15 +344,23 @@ def _load_train_ids(train_npz: str | os.PathLike) -> tuple[np.ndarray, np.ndarra
 def _aligned(name: str, src_index: np.ndarray, index: np.ndarray, path) -> np.ndarray:
     """Positions p such that src_index[p] == index, with a clear error if the sets differ."""
     if len(src_index) != len(index) or not np.array_equal(np.sort(src_index), np.sort(index)):
-        raise ValueError(f"{name} {path} does not cover the training split ({len(src_index)} vs {len(index)} "
-                         f"samples, or different indices); rerun the step that produces it")
+        raise ValueError(
+            f"{name} {path} does not cover the training split ({len(src_index)} vs {len(index)} "
+            f"samples, or different indices); rerun the step that produces it"
+        )
     order = np.argsort(src_index)
     return order[np.searchsorted(src_index[order], index)]
 
 
-def prune_stage(dataset: str, cfg: Mapping, train_npz: str | os.PathLike, clusters: str | os.PathLike,
-                scores: str | os.PathLike | None, outputs: Mapping[str, str],
-                mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+def prune_stage(
+    dataset: str,
+    cfg: Mapping,
+    train_npz: str | os.PathLike,
+    clusters: str | os.PathLike,
+    scores: str | os.PathLike | None,
+    outputs: Mapping[str, str],
+    mlflow_cfg: Mapping | None = None,
+) -> pd.DataFrame:
     """Build every subset of :func:`subset_plan` as sorted ORIGINAL indices.
 
     Writes ``outputs["subsets"]`` (npz: subset name -> original indices) and ``outputs["table"]`` (CSV: name,
@@ -298,11 +374,15 @@ def prune_stage(dataset: str, cfg: Mapping, train_npz: str | os.PathLike, cluste
     cl = load_npz(clusters, what="FPC clusters")
     missing = [f"cluster_k{_fmt(k)}" for k in cluster_keeps(cfg) if f"cluster_k{_fmt(k)}" not in cl]
     if pcfg["small_clusters"]["enabled"]:
-        missing += [f"small_d{_fmt(d)}_index" for d in pcfg["small_clusters"]["data_fractions"]
-                    if f"small_d{_fmt(d)}_index" not in cl]
+        missing += [
+            f"small_d{_fmt(d)}_index"
+            for d in pcfg["small_clusters"]["data_fractions"]
+            if f"small_d{_fmt(d)}_index" not in cl
+        ]
     if missing:
-        raise ValueError(f"FPC clusters {clusters} were computed for another configuration (no {missing}); "
-                         f"rerun the cluster step")
+        raise ValueError(
+            f"FPC clusters {clusters} were computed for another configuration (no {missing}); rerun the cluster step"
+        )
     cpos = _aligned("FPC clusters", cl["index"], index, clusters)
     rank, selfmax, sq_norm = cl["head_rank"][cpos], cl["self_max"][cpos], cl["sq_norm"][cpos]
     need_scores = any(p["method"] in (*SCORE_METHODS, "random") for p in plan)
@@ -327,11 +407,13 @@ def prune_stage(dataset: str, cfg: Mapping, train_npz: str | os.PathLike, cluste
         elif m == "lpntk_random":
             kept = select_cluster_random(index, labels, cl[f"cluster_k{_fmt(p['keep'])}"][cpos], seed)
         elif m == "node":
-            kept = select_node(index, labels, cl[f"cluster_k{_fmt(p['cluster_keep'])}"][cpos], seed,
-                               float(pcfg["node"]["fraction"]))
+            kept = select_node(
+                index, labels, cl[f"cluster_k{_fmt(p['cluster_keep'])}"][cpos], seed, float(pcfg["node"]["fraction"])
+            )
         elif m in SCORE_METHODS:
-            kept = select_top(index, labels, table[m].to_numpy(np.float64), p["keep"], per_class=per_class_rank,
-                              tiebreak=tiebreak)
+            kept = select_top(
+                index, labels, table[m].to_numpy(np.float64), p["keep"], per_class=per_class_rank, tiebreak=tiebreak
+            )
         elif m == "random":  # class-balanced uniform: per-class top-k of seeded uniform scores
             kept = select_top(index, labels, table["random"].to_numpy(np.float64), p["keep"], per_class=True)
         else:  # small-cluster experiment
@@ -348,12 +430,22 @@ def prune_stage(dataset: str, cfg: Mapping, train_npz: str | os.PathLike, cluste
         if p["method"] == "base":
             base_n[p["data_fraction"]] = len(kept)
         ref = base_n.get(p.get("data_fraction"), len(index)) if p["experiment"] == "small_clusters" else len(index)
-        rows.append({"name": p["name"], "method": p["method"], "experiment": p["experiment"],
-                     "keep": p.get("keep"), "data_fraction": p.get("data_fraction"), "remove": p.get("remove"),
-                     "n": len(kept), "realised_keep": len(kept) / ref, "reference_n": ref,
-                     "min_class": min(counts.values()) if counts else 0,
-                     "max_class": max(counts.values()) if counts else 0,
-                     "class_counts": " ".join(f"{c}:{counts.get(c, 0)}" for c in sorted(set(labels.tolist())))})
+        rows.append(
+            {
+                "name": p["name"],
+                "method": p["method"],
+                "experiment": p["experiment"],
+                "keep": p.get("keep"),
+                "data_fraction": p.get("data_fraction"),
+                "remove": p.get("remove"),
+                "n": len(kept),
+                "realised_keep": len(kept) / ref,
+                "reference_n": ref,
+                "min_class": min(counts.values()) if counts else 0,
+                "max_class": max(counts.values()) if counts else 0,
+                "class_counts": " ".join(f"{c}:{counts.get(c, 0)}" for c in sorted(set(labels.tolist()))),
+            }
+        )
     summary = pd.DataFrame(rows)
     with tracking_run("prune", dataset, cfg, mlflow_cfg, run_name=f"prune-{dataset}") as run:
         save_npz(outputs["subsets"], **subsets)
@@ -364,8 +456,15 @@ def prune_stage(dataset: str, cfg: Mapping, train_npz: str | os.PathLike, cluste
     return summary
 
 
-def _small_cluster_subset(p: Mapping, cl: Mapping[str, np.ndarray], index: np.ndarray, labels: np.ndarray,
-                          sq_norm: np.ndarray, scfg: Mapping, removed_cache: dict) -> np.ndarray:
+def _small_cluster_subset(
+    p: Mapping,
+    cl: Mapping[str, np.ndarray],
+    index: np.ndarray,
+    labels: np.ndarray,
+    sq_norm: np.ndarray,
+    scfg: Mapping,
+    removed_cache: dict,
+) -> np.ndarray:
     d = _fmt(p["data_fraction"])
     sub = np.asarray(cl[f"small_d{d}_index"], dtype=np.int64)
     head = np.asarray(cl[f"small_d{d}_cluster"], dtype=np.int64)
@@ -377,8 +476,15 @@ def _small_cluster_subset(p: Mapping, cl: Mapping[str, np.ndarray], index: np.nd
     norms = dict(zip(index.tolist(), sq_norm.tolist(), strict=True))
     seed = int(scfg["seed"])
     if key not in removed_cache:
-        kept, removed = remove_small_clusters(sub, sub_labels, head, p["remove"], tie_break=scfg["tie_break"],
-                                              seed=seed, head_sq_norm={int(h): norms[int(h)] for h in head})
+        kept, removed = remove_small_clusters(
+            sub,
+            sub_labels,
+            head,
+            p["remove"],
+            tie_break=scfg["tie_break"],
+            seed=seed,
+            head_sq_norm={int(h): norms[int(h)] for h in head},
+        )
         removed_cache[key] = removed
         removed_cache[(d, p["remove"], "kept")] = kept
     removed = removed_cache[key]
@@ -392,6 +498,7 @@ def _small_cluster_subset(p: Mapping, cl: Mapping[str, np.ndarray], index: np.nd
 
 
 # ---------------------------------------------------------------------------------------------- retrain
+
 
 def subset_split(train: Split, indices) -> Split:
     """The training samples with the given ORIGINAL indices, in training-split order (error if any is missing)."""
@@ -408,9 +515,17 @@ def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.sort(np.asarray(a, dtype=np.int64))).tobytes()).hexdigest()[:16]
 
 
-def retrain_stage(dataset: str, cfg: Mapping, unit: str, shard: str, data_dir: str | os.PathLike,
-                  subsets: str | os.PathLike, output: str | os.PathLike, threads: int | None = None,
-                  mlflow_cfg: Mapping | None = None) -> dict:
+def retrain_stage(
+    dataset: str,
+    cfg: Mapping,
+    unit: str,
+    shard: str,
+    data_dir: str | os.PathLike,
+    subsets: str | os.PathLike,
+    output: str | os.PathLike,
+    threads: int | None = None,
+    mlflow_cfg: Mapping | None = None,
+) -> dict:
     """Train fresh models on every subset of one unit (:func:`retrain_units`), one per seed of the shard.
 
     Each run uses the dataset's recipe (``pruning.retrain`` may override epochs and seeds, and
@@ -437,8 +552,10 @@ def retrain_stage(dataset: str, cfg: Mapping, unit: str, shard: str, data_dir: s
         raise ValueError(f"shard {shard!r}: expected 'all' or seed<n> with n in {settings['seeds']}")
     prep = load_prepared(data_dir)
     if len(prep.val) == 0:
-        raise ValueError(f"dataset {dataset!r}: retraining reports the test accuracy at the best validation epoch "
-                         f"and needs a validation split; set val_fraction > 0")
+        raise ValueError(
+            f"dataset {dataset!r}: retraining reports the test accuracy at the best validation epoch "
+            f"and needs a validation split; set val_fraction > 0"
+        )
     arr = load_npz(subsets, what="pruned subsets")
     missing = [name for name in units[unit] if name not in arr]
     if missing:
@@ -447,52 +564,105 @@ def retrain_stage(dataset: str, cfg: Mapping, unit: str, shard: str, data_dir: s
     records = []
     for name in units[unit]:
         epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
-        recipe = Recipe.from_config({**cfg["train"], "epochs": epochs, "score_epochs": [], "select": "val"},
-                                    cfg.get("augment"))
-        records.append(_retrain_subset(dataset, cfg, plan[name], subset_split(prep.train, arr[name]), prep, recipe,
-                                       seeds, device, mlflow_cfg))
+        recipe = Recipe.from_config(
+            {**cfg["train"], "epochs": epochs, "score_epochs": [], "select": "val"}, cfg.get("augment")
+        )
+        records.append(
+            _retrain_subset(
+                dataset, cfg, plan[name], subset_split(prep.train, arr[name]), prep, recipe, seeds, device, mlflow_cfg
+            )
+        )
     out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
     save_json(output, out)
     return out
 
 
-def _retrain_subset(dataset: str, cfg: Mapping, spec: Mapping, train: Split, prep, recipe, seeds: Sequence[int],
-                    device, mlflow_cfg: Mapping | None) -> dict:
+def _retrain_subset(
+    dataset: str,
+    cfg: Mapping,
+    spec: Mapping,
+    train: Split,
+    prep,
+    recipe,
+    seeds: Sequence[int],
+    device,
+    mlflow_cfg: Mapping | None,
+) -> dict:
     from ..train import seed_everything, train_model
 
     subset = spec["name"]
-    tags = {"method": spec["method"], "subset": subset, "experiment": spec["experiment"],
-            "keep": _fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
-            "n_train": len(train), "device": str(device)}
+    tags = {
+        "method": spec["method"],
+        "subset": subset,
+        "experiment": spec["experiment"],
+        "keep": _fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
+        "n_train": len(train),
+        "device": str(device),
+    }
     if spec["experiment"] == "small_clusters":
         tags.update({"data_fraction": _fmt(spec["data_fraction"]), "remove": _fmt(spec["remove"])})
     runs = []
     for seed in seeds:
-        with tracking_run("retrain", dataset, cfg, mlflow_cfg, seed=seed, tags=tags,
-                          params={"subset": subset, "retrain_epochs": recipe.epochs},
-                          run_name=f"retrain-{dataset}-{subset}-seed{seed}") as run:
+        with tracking_run(
+            "retrain",
+            dataset,
+            cfg,
+            mlflow_cfg,
+            seed=seed,
+            tags=tags,
+            params={"subset": subset, "retrain_epochs": recipe.epochs},
+            run_name=f"retrain-{dataset}-{subset}-seed{seed}",
+        ) as run:
             seed_everything(seed)
             model = build_from_config(cfg, prep.info)
             t0 = time.perf_counter()
-            result = train_model(model, train, recipe, seed, mean=prep.info.mean, std=prep.info.std, val=prep.val,
-                                 test=prep.test, device=device, record=False,
-                                 on_epoch=lambda row, run=run: run.log_metrics(
-                                     {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row},
-                                     step=int(row["epoch"])))
+            result = train_model(
+                model,
+                train,
+                recipe,
+                seed,
+                mean=prep.info.mean,
+                std=prep.info.std,
+                val=prep.val,
+                test=prep.test,
+                device=device,
+                record=False,
+                on_epoch=lambda row, run=run: run.log_metrics(
+                    {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}, step=int(row["epoch"])
+                ),
+            )
             seconds = time.perf_counter() - t0
             acc = accuracy_summary(result.history)
             run.log_metrics({**acc, "n_train": len(train), "seconds": seconds})
-            history = [{k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h}
-                       for h in result.history]
+            history = [
+                {k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h}
+                for h in result.history
+            ]
             runs.append({"seed": int(seed), **acc, "history": history})
-            log.info("%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
-                     dataset, subset, seed, len(train), acc["test_acc_best_val"], acc["best_epoch"],
-                     acc["test_acc_last"], acc["test_acc_max"], seconds)
-    return {"subset": subset, **{k: v for k, v in spec.items() if k != "name"}, "n_train": len(train),
-            "index_sha256": _sha256(train.index.numpy()), "epochs": recipe.epochs, "runs": runs}
+            log.info(
+                "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
+                dataset,
+                subset,
+                seed,
+                len(train),
+                acc["test_acc_best_val"],
+                acc["best_epoch"],
+                acc["test_acc_last"],
+                acc["test_acc_max"],
+                seconds,
+            )
+    return {
+        "subset": subset,
+        **{k: v for k, v in spec.items() if k != "name"},
+        "n_train": len(train),
+        "index_sha256": _sha256(train.index.numpy()),
+        "epochs": recipe.epochs,
+        "runs": runs,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- table
+
 
 def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.DataFrame:
     """One row per subset of the retraining results: mean and sample std (ddof=1) over seeds of each metric, in %."""
@@ -505,9 +675,17 @@ def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.
         seeds = sorted(r["seed"] for r in rec["runs"])
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"subset {name}: seeds repeat across shards: {seeds}")
-        row = {"subset": name, "method": rec["method"], "experiment": rec["experiment"], "keep": rec.get("keep"),
-               "data_fraction": rec.get("data_fraction"), "remove": rec.get("remove"), "n_train": rec["n_train"],
-               "n_seeds": len(seeds), "epochs": rec.get("epochs")}
+        row = {
+            "subset": name,
+            "method": rec["method"],
+            "experiment": rec["experiment"],
+            "keep": rec.get("keep"),
+            "data_fraction": rec.get("data_fraction"),
+            "remove": rec.get("remove"),
+            "n_train": rec["n_train"],
+            "n_seeds": len(seeds),
+            "epochs": rec.get("epochs"),
+        }
         if n_full:
             row["realised_keep"] = rec["n_train"] / n_full
         for m in METRICS:
@@ -546,8 +724,14 @@ def _wide(df: pd.DataFrame, metric: str, slides: Mapping | None, methods: Sequen
     return pd.DataFrame(rows)
 
 
-def pruning_table_stage(dataset: str, cfg: Mapping, runs: Sequence[str | os.PathLike], subsets_table: str | os.PathLike,
-                        outputs: Mapping[str, str], mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+def pruning_table_stage(
+    dataset: str,
+    cfg: Mapping,
+    runs: Sequence[str | os.PathLike],
+    subsets_table: str | os.PathLike,
+    outputs: Mapping[str, str],
+    mlflow_cfg: Mapping | None = None,
+) -> pd.DataFrame:
     """Aggregate the retraining runs: ``outputs["csv"]`` (long: one row per subset, plus the slides' rows),
     ``outputs["md"]`` (wide tables with the slides beside ours), the figures ``outputs["fig_redundant"]`` /
     ``outputs["fig_small"]`` (PNG) and ``outputs["fig_redundant_pdf"]`` / ``outputs["fig_small_pdf"]``."""
@@ -569,40 +753,69 @@ def pruning_table_stage(dataset: str, cfg: Mapping, runs: Sequence[str | os.Path
     slides = SLIDES.get(key) if key else None
     long = df
     if slides is not None:
-        srows = pd.DataFrame([{"source": "slides", "dataset": dataset, "subset": "", "method": m,
-                               "experiment": "table", "reported_acc_mean": v[0], "reported_acc_std": v[1]}
-                              for m, v in slides.items()])
+        srows = pd.DataFrame(
+            [
+                {
+                    "source": "slides",
+                    "dataset": dataset,
+                    "subset": "",
+                    "method": m,
+                    "experiment": "table",
+                    "reported_acc_mean": v[0],
+                    "reported_acc_std": v[1],
+                }
+                for m, v in slides.items()
+            ]
+        )
         long = pd.concat([df, srows], ignore_index=True)
     methods = ["full", *[m for m in cfg["pruning"]["methods"] if m != "node"]]
     n_seeds = int(df["n_seeds"].max())
     table_epochs = sorted({int(e) for e in df.loc[~small, "epochs"]})
-    lines = [f"# Pruning the training set of {dataset}: test accuracy (%) of models retrained from scratch",
-             "", f"Mean ± sample std (ddof=1) over {n_seeds} seeds, {'/'.join(map(str, table_epochs))} epochs per "
-             "run. "
-             "The authors' slides give one number per method for MNIST and CIFAR-10 without stating the kept "
-             "fraction (and, as the official code, probably the maximum test accuracy over epochs)."
-             + ("" if slides else f" The slides have no numbers for this dataset ({cfg.get('name')})."), ""]
-    for metric, title in (("test_acc_best_val", "test accuracy at the best-validation epoch (main)"),
-                          ("test_acc_max", "maximum test accuracy over epochs (the official code's metric; "
-                                           "selects on the test set, optimistic)"),
-                          ("test_acc_last", "test accuracy at the last epoch")):
+    lines = [
+        f"# Pruning the training set of {dataset}: test accuracy (%) of models retrained from scratch",
+        "",
+        f"Mean ± sample std (ddof=1) over {n_seeds} seeds, {'/'.join(map(str, table_epochs))} epochs per "
+        "run. "
+        "The authors' slides give one number per method for MNIST and CIFAR-10 without stating the kept "
+        "fraction (and, as the official code, probably the maximum test accuracy over epochs)."
+        + ("" if slides else f" The slides have no numbers for this dataset ({cfg.get('name')})."),
+        "",
+    ]
+    for metric, title in (
+        ("test_acc_best_val", "test accuracy at the best-validation epoch (main)"),
+        (
+            "test_acc_max",
+            "maximum test accuracy over epochs (the official code's metric; selects on the test set, optimistic)",
+        ),
+        ("test_acc_last", "test accuracy at the last epoch"),
+    ):
         lines += [f"## {title}", "", _wide(df, metric, slides, methods).to_markdown(index=False), ""]
     other = df[(df["experiment"] == "table") & df["keep"].isna()]
     if len(other):
-        lines += ["## other variants (kept fraction is an outcome)", "",
-                  other.assign(realised=other["realised_keep"].map(lambda v: f"{v:.3f}"),
-                               acc=[_pm(a, b) for a, b in zip(other["test_acc_best_val_mean"],
-                                                              other["test_acc_best_val_std"], strict=True)])
-                  [["subset", "method", "n_train", "realised", "acc"]].to_markdown(index=False), ""]
+        lines += [
+            "## other variants (kept fraction is an outcome)",
+            "",
+            other.assign(
+                realised=other["realised_keep"].map(lambda v: f"{v:.3f}"),
+                acc=[
+                    _pm(a, b)
+                    for a, b in zip(other["test_acc_best_val_mean"], other["test_acc_best_val_std"], strict=True)
+                ],
+            )[["subset", "method", "n_train", "realised", "acc"]].to_markdown(index=False),
+            "",
+        ]
     if small.any():
         s = df[small]
-        lines += [f"## small-cluster removal on class-balanced subsets (test accuracy at best validation; "
-                  f"{'/'.join(str(int(e)) for e in sorted(set(s['epochs'])))} epochs per run)", "",
-                  s.assign(realised=s["realised_keep"].map(lambda v: f"{v:.3f}"),
-                           acc=[_pm(a, b) for a, b in zip(s["test_acc_best_val_mean"], s["test_acc_best_val_std"],
-                                                          strict=True)])
-                  [["subset", "method", "data_fraction", "remove", "n_train", "realised", "acc"]]
-                  .to_markdown(index=False), ""]
+        lines += [
+            f"## small-cluster removal on class-balanced subsets (test accuracy at best validation; "
+            f"{'/'.join(str(int(e)) for e in sorted(set(s['epochs'])))} epochs per run)",
+            "",
+            s.assign(
+                realised=s["realised_keep"].map(lambda v: f"{v:.3f}"),
+                acc=[_pm(a, b) for a, b in zip(s["test_acc_best_val_mean"], s["test_acc_best_val_std"], strict=True)],
+            )[["subset", "method", "data_fraction", "remove", "n_train", "realised", "acc"]].to_markdown(index=False),
+            "",
+        ]
     with tracking_run("pruning_table", dataset, cfg, mlflow_cfg, run_name=f"pruning_table-{dataset}") as run:
         save_table(outputs["csv"], long)
         with atomic_path(outputs["md"]) as tmp:

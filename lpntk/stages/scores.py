@@ -29,12 +29,16 @@ def score_settings(cfg: Mapping) -> dict:
         epoch = scfg.get(key)
         if epoch is None:
             if not recorded:
-                raise ValueError(f"scores.{key} is null and train.score_epochs is empty: record at least one early "
-                                 f"epoch in train.score_epochs (e.g. [0, 2]) to compute EL2N and GraNd")
+                raise ValueError(
+                    f"scores.{key} is null and train.score_epochs is empty: record at least one early "
+                    f"epoch in train.score_epochs (e.g. [0, 2]) to compute EL2N and GraNd"
+                )
             epoch = recorded[-1]
         if int(epoch) not in recorded:
-            raise ValueError(f"scores.{key} = {epoch} is not in train.score_epochs = {recorded}; add it there "
-                             f"(and rerun training) or choose a recorded epoch")
+            raise ValueError(
+                f"scores.{key} = {epoch} is not in train.score_epochs = {recorded}; add it there "
+                f"(and rerun training) or choose a recorded epoch"
+            )
         out[key] = int(epoch)
     seeds = scfg.get("seeds")
     train_seeds = [int(s) for s in tcfg["seeds"]]
@@ -48,8 +52,13 @@ def score_settings(cfg: Mapping) -> dict:
     return out
 
 
-def scores_stage(dataset: str, cfg: Mapping, summaries: Sequence[str | os.PathLike], outputs: Mapping[str, str],
-                 mlflow_cfg: Mapping | None = None) -> pd.DataFrame:
+def scores_stage(
+    dataset: str,
+    cfg: Mapping,
+    summaries: Sequence[str | os.PathLike],
+    outputs: Mapping[str, str],
+    mlflow_cfg: Mapping | None = None,
+) -> pd.DataFrame:
     """Score every training sample from the reference runs' dynamics (``dynamics.npz`` beside each summary).
 
     Writes ``outputs["table"]`` (CSV, one row per training sample: ``index`` (original), ``position``,
@@ -67,32 +76,60 @@ def scores_stage(dataset: str, cfg: Mapping, summaries: Sequence[str | os.PathLi
     if missing:
         raise ValueError(f"no training run for scores.seeds {missing} among {[str(p) for p in summaries]}")
     seeds = sorted(runs)
-    with tracking_run("scores", dataset, cfg, mlflow_cfg, tags={"n_seeds": len(seeds)},
-                      params={"scores.resolved_el2n_epoch": settings["el2n_epoch"],
-                              "scores.resolved_grand_epoch": settings["grand_epoch"]},
-                      run_name=f"scores-{dataset}") as run:
+    with tracking_run(
+        "scores",
+        dataset,
+        cfg,
+        mlflow_cfg,
+        tags={"n_seeds": len(seeds)},
+        params={
+            "scores.resolved_el2n_epoch": settings["el2n_epoch"],
+            "scores.resolved_grand_epoch": settings["grand_epoch"],
+        },
+        run_name=f"scores-{dataset}",
+    ) as run:
         dyn = [load_npz(runs[s], what="training dynamics") for s in seeds]
-        cols = score_table(dyn, el2n_epoch=settings["el2n_epoch"], grand_epoch=settings["grand_epoch"],
-                           random_seed=settings["random_seed"], sources=[str(runs[s]) for s in seeds])
-        table = pd.DataFrame({"index": cols["index"], "position": np.arange(len(cols["index"])),
-                              **{k: v for k, v in cols.items() if k != "index"}})
+        cols = score_table(
+            dyn,
+            el2n_epoch=settings["el2n_epoch"],
+            grand_epoch=settings["grand_epoch"],
+            random_seed=settings["random_seed"],
+            sources=[str(runs[s]) for s in seeds],
+        )
+        table = pd.DataFrame(
+            {
+                "index": cols["index"],
+                "position": np.arange(len(cols["index"])),
+                **{k: v for k, v in cols.items() if k != "index"},
+            }
+        )
         names = ["el2n", "grand", "forgetting", "random"]
         corr = table[names].rank().corr().round(6)
-        info = {"dataset": dataset, "n": len(table), "seeds": seeds, **{k: settings[k] for k in
-                ("el2n_epoch", "grand_epoch", "random_seed")},
-                "never_learned_any_seed": int((table["never_learned"] > 0).sum()),
-                "spearman": {a: {b: float(corr.loc[a, b]) for b in names} for a in names},
-                "forgetting_never_learned_value": "E (number of epochs of the run), above any learned sample"}
+        info = {
+            "dataset": dataset,
+            "n": len(table),
+            "seeds": seeds,
+            **{k: settings[k] for k in ("el2n_epoch", "grand_epoch", "random_seed")},
+            "never_learned_any_seed": int((table["never_learned"] > 0).sum()),
+            "spearman": {a: {b: float(corr.loc[a, b]) for b in names} for a in names},
+            "forgetting_never_learned_value": "E (number of epochs of the run), above any learned sample",
+        }
         save_table(outputs["table"], table)
         save_json(outputs["info"], info)
         metrics = {"n": len(table), "never_learned_any_seed": info["never_learned_any_seed"]}
         for i, a in enumerate(names[:3]):
-            for b in names[i + 1:3]:
+            for b in names[i + 1 : 3]:
                 metrics[f"spearman_{a}_{b}"] = info["spearman"][a][b]
         for name in names[:3]:
             metrics[f"{name}_mean"] = float(table[name].mean())
         run.log_metrics(metrics)
         run.log_outputs(dict(outputs))
-    log.info("%s: scores of %d samples from seeds %s (EL2N epoch %d, GraNd epoch %d)", dataset, len(table), seeds,
-             settings["el2n_epoch"], settings["grand_epoch"])
+    log.info(
+        "%s: scores of %d samples from seeds %s (EL2N epoch %d, GraNd epoch %d)",
+        dataset,
+        len(table),
+        seeds,
+        settings["el2n_epoch"],
+        settings["grand_epoch"],
+    )
     return table

@@ -32,31 +32,55 @@ class Section(NamedTuple):
 
 #: The stage tables in page order.
 SECTIONS: tuple[Section, ...] = (
-    Section("relations_shares", ("relations",), "relations/shares.md",
-            "Use case 1 - relations between samples under lpNTK",
-            "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured "
-            "tau, and the official code's raw-value rule beside its MNIST numbers)."),
-    Section("relations_per_class", ("relations",), "relations/per_class.md",
-            "Use case 1 - redundant samples per class",
-            "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); "
-            "share_selfmax_larger_index is the official code's self-max test (against later samples only) applied "
-            "within each class; the official code tested against later samples of every class and found 46.9 % "
-            "self-max samples on MNIST, so the within-class rate runs higher and is not directly comparable."),
-    Section("difficulty_auc", ("difficulty",), "difficulty/auc.md",
-            "Use case 1 - controlling learning difficulty",
-            "Area under the targets' L2-error curves when the training set adds the samples most interchangeable "
-            "with them (easy), around the median, the least similar (hard), and with negative lpNTK "
-            "(contradictory)."),
-    Section("ld_size_correlation", ("difficulty", "size"), "ld_size/correlation.md",
-            "Use case 1 - learning difficulty vs dataset size",
-            "Correlation of per-sample learning difficulty between nested training sets of different sizes."),
-    Section("forgetting_table", ("forgetting",), "forgetting/table.md",
-            "Use case 2 - predicting forgetting events",
-            "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers "
-            "beside the stepwise rows (the official code's per-step averaging)."),
-    Section("pruning_table", ("pruning",), "pruning/table.md",
-            "Use case 3 - pruning the training set",
-            "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours."),
+    Section(
+        "relations_shares",
+        ("relations",),
+        "relations/shares.md",
+        "Use case 1 - relations between samples under lpNTK",
+        "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured "
+        "tau, and the official code's raw-value rule beside its MNIST numbers).",
+    ),
+    Section(
+        "relations_per_class",
+        ("relations",),
+        "relations/per_class.md",
+        "Use case 1 - redundant samples per class",
+        "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); "
+        "share_selfmax_larger_index is the official code's self-max test (against later samples only) applied "
+        "within each class; the official code tested against later samples of every class and found 46.9 % "
+        "self-max samples on MNIST, so the within-class rate runs higher and is not directly comparable.",
+    ),
+    Section(
+        "difficulty_auc",
+        ("difficulty",),
+        "difficulty/auc.md",
+        "Use case 1 - controlling learning difficulty",
+        "Area under the targets' L2-error curves when the training set adds the samples most interchangeable "
+        "with them (easy), around the median, the least similar (hard), and with negative lpNTK "
+        "(contradictory).",
+    ),
+    Section(
+        "ld_size_correlation",
+        ("difficulty", "size"),
+        "ld_size/correlation.md",
+        "Use case 1 - learning difficulty vs dataset size",
+        "Correlation of per-sample learning difficulty between nested training sets of different sizes.",
+    ),
+    Section(
+        "forgetting_table",
+        ("forgetting",),
+        "forgetting/table.md",
+        "Use case 2 - predicting forgetting events",
+        "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers "
+        "beside the stepwise rows (the official code's per-step averaging).",
+    ),
+    Section(
+        "pruning_table",
+        ("pruning",),
+        "pruning/table.md",
+        "Use case 3 - pruning the training set",
+        "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours.",
+    ),
 )
 
 
@@ -81,8 +105,12 @@ def _mean_std(values: Sequence[float]) -> str:
 
 def reference_runs_table(summaries: Sequence[Mapping], reference: Mapping | None) -> str:
     """Markdown table of the reference runs: accuracies (%) at the selected and last epochs, mean ± std."""
-    keys = [("val_acc_selected", "validation, selected epoch"), ("test_acc_selected", "test, selected epoch"),
-            ("test_acc_last", "test, last epoch"), ("test_acc_max", "test, max over epochs (official metric)")]
+    keys = [
+        ("val_acc_selected", "validation, selected epoch"),
+        ("test_acc_selected", "test, selected epoch"),
+        ("test_acc_last", "test, last epoch"),
+        ("test_acc_max", "test, max over epochs (official metric)"),
+    ]
     rows = ["| accuracy (%) | mean ± std over seeds | per seed |", "|---|---|---|"]
     for key, label in keys:
         vals = [s.get(key) for s in summaries]
@@ -90,8 +118,10 @@ def reference_runs_table(summaries: Sequence[Mapping], reference: Mapping | None
         rows.append(f"| {label} | {_mean_std(vals)} | {per_seed} |")
     text = "\n".join(rows)
     if reference:
-        text += (f"\n\nReference checkpoint for the kernels: seed {reference['seed']}, epoch {reference['epoch']} "
-                 f"({reference['checkpoint']}, selected on {reference.get('select')}).")
+        text += (
+            f"\n\nReference checkpoint for the kernels: seed {reference['seed']}, epoch {reference['epoch']} "
+            f"({reference['checkpoint']}, selected on {reference.get('select')})."
+        )
     return text
 
 
@@ -100,27 +130,42 @@ def _demote(markdown: str, levels: int = 3) -> str:
     return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def summary_stage(results: Mapping[str, Mapping[str, str | Sequence[str]]], output: str | os.PathLike,
-                  mlflow_cfg: Mapping | None = None) -> str:
+def summary_stage(
+    results: Mapping[str, Mapping[str, str | Sequence[str]]],
+    output: str | os.PathLike,
+    mlflow_cfg: Mapping | None = None,
+) -> str:
     """Write the summary page from ``results[dataset]`` = {"info", "summaries", "reference", <section keys>}.
 
     The page is attached to one MLflow run (rule ``summary``) in each dataset's experiment."""
-    lines = ["# lpntk results", "",
-             "Regenerated by `snakemake`; every number traces back to a file under `results/<dataset>/` and a run "
-             "in MLflow. The authors' numbers are those of their slides (`docs/reference/paper-protocols.md` "
-             "§5.0), printed beside ours where the dataset is one they report.", ""]
+    lines = [
+        "# lpntk results",
+        "",
+        "Regenerated by `snakemake`; every number traces back to a file under `results/<dataset>/` and a run "
+        "in MLflow. The authors' numbers are those of their slides (`docs/reference/paper-protocols.md` "
+        "§5.0), printed beside ours where the dataset is one they report.",
+        "",
+    ]
     for ds, files in results.items():
         info = load_json(files["info"], what="prepared-data info")
-        summaries = sorted((load_json(p, what="training summary") for p in files["summaries"]),
-                           key=lambda s: int(s["seed"]))
+        summaries = sorted(
+            (load_json(p, what="training summary") for p in files["summaries"]), key=lambda s: int(s["seed"])
+        )
         reference = load_json(files["reference"], what="reference info") if files.get("reference") else None
         n = info["n"]
-        lines += [f"## {ds}", "",
-                  f"{n['train']:,} training / {n['val']:,} validation / {n['test']:,} test images, "
-                  f"{info['num_classes']} classes, input {'x'.join(map(str, info['input_shape']))}; "
-                  f"model with {summaries[0].get('n_params', 0):,} parameters; seeds "
-                  f"{', '.join(str(int(s['seed'])) for s in summaries)}.", "",
-                  "### Reference training runs", "", reference_runs_table(summaries, reference), ""]
+        lines += [
+            f"## {ds}",
+            "",
+            f"{n['train']:,} training / {n['val']:,} validation / {n['test']:,} test images, "
+            f"{info['num_classes']} classes, input {'x'.join(map(str, info['input_shape']))}; "
+            f"model with {summaries[0].get('n_params', 0):,} parameters; seeds "
+            f"{', '.join(str(int(s['seed'])) for s in summaries)}.",
+            "",
+            "### Reference training runs",
+            "",
+            reference_runs_table(summaries, reference),
+            "",
+        ]
         for section in SECTIONS:
             if section.key in files:
                 table = Path(files[section.key]).read_text().strip()

@@ -180,6 +180,7 @@ def retrain_threads(wildcards):
 
 # ---- summary and all ---------------------------------------------------------------------------------
 
+
 def summary_files(ds):
     """What the summary page reads of one dataset: {"info", "summaries", "reference", <enabled tables>} (the
     tables are lpntk.stages.summary.SECTIONS)."""

@@ -20,15 +20,15 @@ rule difficulty:
         ),
         figure_pdf=f"{RESULTS}/{{ds}}/difficulty/curves.pdf",
         summary=f"{RESULTS}/{{ds}}/difficulty/summary.json",
-    params:
-        cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     log:
         f"{RESULTS}/{{ds}}/logs/difficulty.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/difficulty.tsv"
-    threads: difficulty_threads
     conda:
         "../envs/lpntk.yaml"
+    threads: difficulty_threads
+    params:
+        cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     script:
         "../scripts/difficulty.py"
 
@@ -51,14 +51,14 @@ rule ld_size:
         ),
         heatmap_pdf=f"{RESULTS}/{{ds}}/ld_size/correlation.pdf",
         summary=f"{RESULTS}/{{ds}}/ld_size/summary.json",
-    params:
-        cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     log:
         f"{RESULTS}/{{ds}}/logs/ld_size.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/ld_size.tsv"
-    threads: difficulty_threads
     conda:
         "../envs/lpntk.yaml"
+    threads: difficulty_threads
+    params:
+        cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     script:
         "../scripts/ld_size.py"

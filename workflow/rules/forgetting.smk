@@ -5,18 +5,18 @@ rule forgetting:
         steps=f"{RESULTS}/{{ds}}/forgetting/{{group}}/steps.csv",
         samples=f"{RESULTS}/{{ds}}/forgetting/{{group}}/samples.npz",
         summary=f"{RESULTS}/{{ds}}/forgetting/{{group}}/summary.json",
-    params:
-        cfg=stage_cfg("model", "augment", "forgetting"),
-        seeds=forgetting_group_seeds,
-    wildcard_constraints:
-        group=r"seeds?\d+(-\d+)*",
     log:
         f"{RESULTS}/{{ds}}/logs/forgetting/{{group}}.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/forgetting/{{group}}.tsv"
-    threads: forgetting_threads
+    wildcard_constraints:
+        group=r"seeds?\d+(-\d+)*",
     conda:
         "../envs/lpntk.yaml"
+    threads: forgetting_threads
+    params:
+        cfg=stage_cfg("model", "augment", "forgetting"),
+        seeds=forgetting_group_seeds,
     script:
         "../scripts/forgetting.py"
 
@@ -38,14 +38,14 @@ rule forgetting_table:
         ),
         figure_pdf=f"{RESULTS}/{{ds}}/forgetting/scores.pdf",
         summary=f"{RESULTS}/{{ds}}/forgetting/summary.json",
-    params:
-        cfg=stage_cfg("forgetting"),
     log:
         f"{RESULTS}/{{ds}}/logs/forgetting_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/forgetting_table.tsv"
-    threads: 1
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    params:
+        cfg=stage_cfg("forgetting"),
     script:
         "../scripts/forgetting_table.py"

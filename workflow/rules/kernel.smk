@@ -5,14 +5,14 @@ rule select_reference:
     output:
         model=f"{RESULTS}/{{ds}}/reference/model.pt",
         info=f"{RESULTS}/{{ds}}/reference/reference.json",
-    params:
-        cfg=stage_cfg("kernel"),
     log:
         f"{RESULTS}/{{ds}}/logs/select_reference.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/select_reference.tsv"
     conda:
         "../envs/lpntk.yaml"
+    params:
+        cfg=stage_cfg("kernel"),
     script:
         "../scripts/select_reference.py"
 
@@ -23,14 +23,14 @@ rule kernel:
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
         gram=f"{RESULTS}/{{ds}}/kernel/class{{klass}}.npz",
-    params:
-        cfg=stage_cfg("model", "kernel"),
     log:
         f"{RESULTS}/{{ds}}/logs/kernel/class{{klass}}.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/kernel/class{{klass}}.tsv"
-    threads: config["threads"]
     conda:
         "../envs/lpntk.yaml"
+    threads: config["threads"]
+    params:
+        cfg=stage_cfg("model", "kernel"),
     script:
         "../scripts/kernel.py"

@@ -4,15 +4,15 @@ rule cluster:
     output:
         clusters=f"{RESULTS}/{{ds}}/cluster/clusters.npz",
         summary=f"{RESULTS}/{{ds}}/cluster/summary.csv",
-    params:
-        cfg=stage_cfg("pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/cluster.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/cluster.tsv"
-    threads: 1
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    params:
+        cfg=stage_cfg("pruning"),
     script:
         "../scripts/cluster.py"
 
@@ -23,15 +23,15 @@ rule prune:
     output:
         subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
         table=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
-    params:
-        cfg=stage_cfg("train", "scores", "pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/prune.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/prune.tsv"
-    threads: 1
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    params:
+        cfg=stage_cfg("train", "scores", "pruning"),
     script:
         "../scripts/prune.py"
 
@@ -42,18 +42,18 @@ rule retrain:
         subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
     output:
         f"{RESULTS}/{{ds}}/retrain/{{unit}}/{{shard}}.json",
-    wildcard_constraints:
-        unit=r"[A-Za-z0-9_.+-]+",
-        shard=r"all|seed\d+",
-    params:
-        cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/retrain/{{unit}}/{{shard}}.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/retrain/{{unit}}/{{shard}}.tsv"
-    threads: retrain_threads
+    wildcard_constraints:
+        unit=r"[A-Za-z0-9_.+-]+",
+        shard=r"all|seed\d+",
     conda:
         "../envs/lpntk.yaml"
+    threads: retrain_threads
+    params:
+        cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
     script:
         "../scripts/retrain.py"
 
@@ -81,14 +81,14 @@ rule pruning_table:
             category="Use case 3 - pruning",
         ),
         fig_small_pdf=f"{RESULTS}/{{ds}}/pruning/small_clusters.pdf",
-    params:
-        cfg=stage_cfg("train", "scores", "pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/pruning_table.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/pruning_table.tsv"
-    threads: 1
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    params:
+        cfg=stage_cfg("train", "scores", "pruning"),
     script:
         "../scripts/pruning_table.py"

@@ -26,14 +26,14 @@ rule relations:
         ),
         histogram_pdf=f"{RESULTS}/{{ds}}/relations/histogram.pdf",
         summary=f"{RESULTS}/{{ds}}/relations/summary.json",
-    params:
-        cfg=stage_cfg("model", "kernel", "relations"),
     log:
         f"{RESULTS}/{{ds}}/logs/relations.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/relations.tsv"
-    threads: config["threads"]
     conda:
         "../envs/lpntk.yaml"
+    threads: config["threads"]
+    params:
+        cfg=stage_cfg("model", "kernel", "relations"),
     script:
         "../scripts/relations.py"

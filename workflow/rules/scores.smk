@@ -5,14 +5,14 @@ rule scores:
     output:
         table=f"{RESULTS}/{{ds}}/scores/scores.csv",
         info=f"{RESULTS}/{{ds}}/scores/scores.json",
-    params:
-        cfg=stage_cfg("train", "scores"),
     log:
         f"{RESULTS}/{{ds}}/logs/scores.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/scores.tsv"
-    threads: 1
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    params:
+        cfg=stage_cfg("train", "scores"),
     script:
         "../scripts/scores.py"

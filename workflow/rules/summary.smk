@@ -7,13 +7,13 @@ rule summary:
             caption="../report/summary.rst",
             category="Summary",
         ),
-    params:
-        results={ds: summary_files(ds) for ds in DATASETS},
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/summary.tsv"
     conda:
         "../envs/lpntk.yaml"
+    params:
+        results={ds: summary_files(ds) for ds in DATASETS},
     script:
         "../scripts/summary.py"

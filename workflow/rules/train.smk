@@ -7,14 +7,14 @@ rule train:
         dynamics=f"{RESULTS}/{{ds}}/train/seed{{seed}}/dynamics.npz",
         history=f"{RESULTS}/{{ds}}/train/seed{{seed}}/history.csv",
         summary=f"{RESULTS}/{{ds}}/train/seed{{seed}}/summary.json",
-    params:
-        cfg=stage_cfg("model", "train", "augment"),
     log:
         f"{RESULTS}/{{ds}}/logs/train/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/train/seed{{seed}}.tsv"
-    threads: config["threads"]
     conda:
         "../envs/lpntk.yaml"
+    threads: config["threads"]
+    params:
+        cfg=stage_cfg("model", "train", "augment"),
     script:
         "../scripts/train.py"

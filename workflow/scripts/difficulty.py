@@ -1,10 +1,18 @@
 """Adapter: rule difficulty -> lpntk.stages.difficulty.difficulty_stage."""
+
 from pathlib import Path
 
 from lpntk.stages.common import job_log
 from lpntk.stages.difficulty import difficulty_stage
 
 with job_log(snakemake.log[0]):
-    difficulty_stage(snakemake.wildcards.ds, snakemake.params.cfg, list(snakemake.input.kernels),
-                     Path(snakemake.input.info).parent, snakemake.input.reference, dict(snakemake.output),
-                     snakemake.threads, snakemake.config["mlflow"])
+    difficulty_stage(
+        snakemake.wildcards.ds,
+        snakemake.params.cfg,
+        list(snakemake.input.kernels),
+        Path(snakemake.input.info).parent,
+        snakemake.input.reference,
+        dict(snakemake.output),
+        snakemake.threads,
+        snakemake.config["mlflow"],
+    )

@@ -1,4 +1,5 @@
 """Adapter: rule summary -> lpntk.stages.summary.summary_stage."""
+
 from lpntk.stages.common import job_log
 from lpntk.stages.summary import summary_stage
 
