@@ -172,7 +172,8 @@ def w_b2(spec: dict) -> dict:
 
 
 def w_b3_ours(spec: dict) -> dict:
-    from lpntk.kernel import entk_blocks, first_order_logit_change, logit_loss_gradient
+    from lpntk.forgetting import first_order_logit_change
+    from lpntk.kernel import entk_blocks, logit_loss_gradient
 
     x, y, _ = load_mnist(spec["data_dir"])
     b = spec["batch"]

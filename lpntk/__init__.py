@@ -21,11 +21,16 @@ from . import clustering, difficulty, forgetting, pruning, relations, scores
 from .clustering import farthest_point_clustering
 from .data import DataNotFoundError, PreparedData, Split, load_prepared, prepare_dataset
 from .difficulty import select_sets, target_l2_curves
-from .forgetting import forgetting_events, predicted_forgetting, predicted_logit_changes, run_forgetting
+from .forgetting import (
+    first_order_logit_change,
+    forgetting_events,
+    predicted_forgetting,
+    predicted_logit_changes,
+    run_forgetting,
+)
 from .kernel import (
     entk_blocks,
     exact_matmul,
-    first_order_logit_change,
     gradient_gram,
     jvp_logits,
     logit_loss_gradient,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .io import load_json, load_npz, save_json, save_npz, sha256_file
 
@@ -47,6 +48,7 @@ __all__ = [
     "to_unit",
     "normalize",
     "class_counts",
+    "augment_batch",
 ]
 
 #: torchvision datasets known to load as (image, label) classification sets; any other torchvision class
@@ -414,3 +416,28 @@ def load_prepared(outdir: str | os.PathLike) -> PreparedData:
         std=meta["std"],
     )
     return PreparedData(splits["train"], splits["val"], splits["test"], info)
+
+
+def augment_batch(
+    x: torch.Tensor, crop_padding: int, horizontal_flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded image, then random horizontal flip.
+
+    The torchvision ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip`` pair, on a batch of images in
+    [0, 1] (before normalisation), with offsets and flips drawn from ``generator`` (on the CPU).
+    """
+    n, _, h, w = x.shape
+    if crop_padding > 0:
+        p = crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
+        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    if horizontal_flip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x

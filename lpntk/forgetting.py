@@ -58,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import Split, normalize, to_unit
+from .data import Split, augment_batch, normalize, to_unit
 from .kernel import jvp_logits, lpntk_gram, pntk_gram
-from .train import augment_batch
 
 __all__ = [
     "KERNEL_PREDICTORS",
@@ -70,6 +69,7 @@ __all__ = [
     "ForgettingResult",
     "batch_loss_gradient",
     "predicted_logit_changes",
+    "first_order_logit_change",
     "probability_change",
     "forgetting_events",
     "predicted_forgetting",
@@ -180,6 +180,36 @@ def predicted_logit_changes(
             if f"{name}_raw" in predictors:
                 out[f"{name}_raw"] = k * dz
     return {p: out[p] for p in predictors}
+
+
+def first_order_logit_change(
+    model: nn.Module,
+    x_obs: Tensor,
+    x_upd: Tensor,
+    y_upd: Tensor,
+    lr: float,
+    *,
+    kernel: str = "entk",
+    y_obs: Tensor | None = None,
+    block_size: int = 256,
+) -> Tensor:
+    """First-order change of the logits of x_obs after one SGD step (lr) on the batch (x_upd, y_upd), (N_o, K):
+
+    * ``"entk"``:  Delta z(x_o) = -lr * mean_u K(x_o, x_u) dL/dz(x_u) = -lr * J(x_o) grad_w L_batch, matrix-free
+      (paper-protocols §1.1, 4.3).
+    * ``"lpntk"``: K replaced by kappa(o, u) I_K with kappa the lpNTK (1/K scale): -lr * mean_u kappa_ou dL/dz(x_u);
+      needs ``y_obs``.
+    * ``"pntk"``:  the same with the pNTK.
+
+    One predictor of :func:`lpntk.forgetting.predicted_logit_changes`, which computes several from one pass.
+    """
+    if kernel not in ("entk", "lpntk", "pntk"):
+        raise ValueError(f"kernel: expected 'entk', 'lpntk' or 'pntk', got {kernel!r}")
+    if kernel == "lpntk" and y_obs is None:
+        raise ValueError("y_obs: kernel='lpntk' needs the labels of x_obs")
+    return predicted_logit_changes(model, x_obs, y_obs, x_upd, y_upd, lr, predictors=[kernel], block_size=block_size)[
+        kernel
+    ]
 
 
 def probability_change(z: Tensor, dz: Tensor) -> Tensor:

@@ -74,7 +74,6 @@ __all__ = [
     "logit_loss_gradient",
     "loss_gradient",
     "jvp_logits",
-    "first_order_logit_change",
     "exact_matmul",
 ]
 
@@ -1120,35 +1119,3 @@ def jvp_logits(
             _, jz = jvp(lambda p, xb=x[sl]: functional_call(model, p, (xb,)), (primals,), (tangents,))
             outs.append(jz)
     return torch.cat(outs)
-
-
-def first_order_logit_change(
-    model: nn.Module,
-    x_obs: Tensor,
-    x_upd: Tensor,
-    y_upd: Tensor,
-    lr: float,
-    *,
-    kernel: str = "entk",
-    y_obs: Tensor | None = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Tensor:
-    """First-order change of the logits of x_obs after one SGD step (lr) on the batch (x_upd, y_upd), (N_o, K):
-
-    * ``"entk"``:  Delta z(x_o) = -lr * mean_u K(x_o, x_u) dL/dz(x_u) = -lr * J(x_o) grad_w L_batch, matrix-free
-      (paper-protocols §1.1, 4.3).
-    * ``"lpntk"``: K replaced by kappa(o, u) I_K with kappa the lpNTK (1/K scale): -lr * mean_u kappa_ou dL/dz(x_u);
-      needs ``y_obs``.
-    * ``"pntk"``:  the same with the pNTK.
-
-    One predictor of :func:`lpntk.forgetting.predicted_logit_changes`, which computes several from one pass.
-    """
-    from .forgetting import predicted_logit_changes  # forgetting builds on this module
-
-    if kernel not in ("entk", "lpntk", "pntk"):
-        raise ValueError(f"kernel: expected 'entk', 'lpntk' or 'pntk', got {kernel!r}")
-    if kernel == "lpntk" and y_obs is None:
-        raise ValueError("y_obs: kernel='lpntk' needs the labels of x_obs")
-    return predicted_logit_changes(model, x_obs, y_obs, x_upd, y_upd, lr, predictors=[kernel], block_size=block_size)[
-        kernel
-    ]

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split, normalize, to_unit
+from .data import Split, augment_batch, normalize, to_unit
 from .io import save_torch
+from .kernel import per_sample_grad_norms
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ __all__ = [
     "select_device",
     "make_optimizer",
     "make_scheduler",
-    "augment_batch",
     "l2_error",
     "presentation_forgetting",
     "evaluate",
@@ -181,31 +181,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def augment_batch(
-    x: torch.Tensor, crop_padding: int, horizontal_flip: bool, generator: torch.Generator
-) -> torch.Tensor:
-    """Random crop of the original size from the zero-padded image, then random horizontal flip.
-
-    The torchvision ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip`` pair, on a batch of images in
-    [0, 1] (before normalisation), with offsets and flips drawn from ``generator`` (on the CPU).
-    """
-    n, _, h, w = x.shape
-    if crop_padding > 0:
-        p = crop_padding
-        padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
-        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
-    if horizontal_flip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x
-
-
 def l2_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """EL2N / learning-difficulty term ‖softmax(z) - e_y‖₂ per sample."""
     p = torch.softmax(logits.detach().float(), dim=1)
@@ -256,8 +231,6 @@ def evaluate(
 
 def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, device) -> tuple[np.ndarray, np.ndarray]:
     """EL2N and GraNd of every training sample at the current weights (eval mode, un-augmented)."""
-    from .kernel import per_sample_grad_norms
-
     ev = evaluate(model, split, mean, std, recipe.eval_batch_size, device)
     el2n = l2_error(ev["logits"], split.y.to(device)).cpu().numpy()
     x = normalize(to_unit(split.x.to(device)), mean, std)

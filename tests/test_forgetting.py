@@ -18,6 +18,7 @@ from lpntk.forgetting import (
     aggregate_scores,
     batch_loss_gradient,
     confusion_counts,
+    first_order_logit_change,
     forgetting_events,
     pooled_scores,
     predicted_forgetting,
@@ -27,7 +28,7 @@ from lpntk.forgetting import (
     stepwise_scores,
     summarise_steps,
 )
-from lpntk.kernel import entk_blocks, first_order_logit_change, logit_loss_gradient, loss_gradient, sign_vectors
+from lpntk.kernel import entk_blocks, logit_loss_gradient, loss_gradient, sign_vectors
 from lpntk.models import build_model
 
 OFF = {"enabled": False}

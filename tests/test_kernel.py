@@ -17,9 +17,9 @@ from torch.func import functional_call, jacrev, vmap
 
 from lpntk import _grad_sample, kernel
 from lpntk._grad_sample import OuterFactors
+from lpntk.forgetting import first_order_logit_change
 from lpntk.kernel import (
     entk_blocks,
-    first_order_logit_change,
     gradient_gram,
     jvp_logits,
     logit_loss_gradient,

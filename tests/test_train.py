@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from lpntk.data import augment_batch
 from lpntk.models import build_model
-from lpntk.train import Recipe, augment_batch, l2_error, presentation_forgetting, seed_everything, train_model
+from lpntk.train import Recipe, l2_error, presentation_forgetting, seed_everything, train_model
 
 
 def _run(digits, seed=1, n=200, **recipe_kw):
