@@ -44,7 +44,7 @@ def test_eight_concurrent_writers_on_a_fresh_store(store, monkeypatch):
     assert [p.exitcode for p in procs] == [0] * 8
     finish_invocation("FINISHED")
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     for ds, seeds in (("alpha", {1, 3, 5, 7}), ("beta", {0, 2, 4, 6})):
         exp = client.get_experiment_by_name(f"lpntk-{ds}")
         assert exp.experiment_id == runs[ds]["experiment_id"]
@@ -64,12 +64,14 @@ def test_eight_concurrent_writers_on_a_fresh_store(store, monkeypatch):
     assert default is None or not client.search_runs([default.experiment_id])  # nothing strayed into Default
 
 
-def test_uri_precedence(monkeypatch):
+def test_uri_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.tracking_uri() == "sqlite:///mlflow.db"
-    assert tracking.tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
-    assert tracking.tracking_uri("sqlite:///x.db") == "sqlite:///env.db"
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"  # relative paths are made absolute
+    assert tracking.tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path}/x.db"
+    assert tracking.tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri("sqlite:///x.db") == "http://127.0.0.1:5000"
 
 
 def test_failed_job_marks_run_failed_and_works_without_onstart(store):
@@ -79,7 +81,7 @@ def test_failed_job_marks_run_failed_and_works_without_onstart(store):
         with JobRun("kernel", "gamma", seed=None, tags={"class": 3}) as run:
             run_id = run.run_id
             raise RuntimeError("boom")
-    r = MlflowClient("sqlite:///mlflow.db").get_run(run_id)
+    r = MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(run_id)
     assert r.info.status == "FAILED" and r.data.tags["lpntk.class"] == "3"
 
 
@@ -94,3 +96,64 @@ def test_flatten_and_hash_are_stable():
     cfg = {"b": {"c": 1, "d": [1, 2]}, "a": "x"}
     assert tracking.flatten(cfg) == {"b.c": 1, "b.d": json.dumps([1, 2]), "a": "x"}
     assert tracking.config_hash(cfg) == tracking.config_hash({"a": "x", "b": {"d": [1, 2], "c": 1}})
+
+
+def test_spooled_runs_reach_the_store_when_the_invocation_ends(store):
+    from mlflow.tracking import MlflowClient
+
+    runs = init_store(["alpha"])
+    spool = store / ".lpntk" / "mlflow-spool"
+    (store / "table.csv").write_text("a,b\n1,2\n")
+    with JobRun("prune", "alpha", config={"pruning": {"keep": [0.5]}}, tags={"n": 3}, live=False) as run:
+        run.log_metrics({"n_full": 240.0}, step=0)
+        run.log_metric_history([("loss", 0.5, 1), ("loss", 0.25, 2)])
+        run.set_tags({"lpntk.output.table": "table.csv"})
+        run.log_artifact(store / "table.csv")
+        assert run.run_id is None and len(list(spool.glob("*.json"))) == 1  # a record, no store access
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = runs["alpha"]["experiment_id"]
+    assert not client.search_runs([exp], "tags.`lpntk.rule` = 'prune'")  # not logged until the invocation ends
+    finish_invocation("FINISHED")
+    (r,) = client.search_runs([exp], "tags.`lpntk.rule` = 'prune'")
+    assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == runs["alpha"]["parent_run_id"]
+    assert r.data.metrics["n_full"] == 240.0 and r.data.params["pruning.keep"] == "[0.5]"
+    assert [m.value for m in client.get_metric_history(r.info.run_id, "loss")] == [0.5, 0.25]
+    assert r.data.tags["lpntk.n"] == "3" and r.data.tags["lpntk.output.table"] == "table.csv"
+    assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["table.csv"]
+    assert 0 <= r.info.end_time - r.info.start_time < 60_000  # the job's own times, not the replay's
+    assert not list(spool.glob("*.json"))
+
+
+_KILLED = """
+import os, signal
+from lpntk.tracking import JobRun, init_store
+init_store(["alpha"])
+live = JobRun("train", "alpha", seed=1).__enter__()
+live.log_metrics({"val_acc": 0.5}, step=1)
+JobRun("scores", "alpha", live=False).__enter__()
+print(live.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_hard_killed_invocation_is_closed_at_the_next_start_and_a_live_one_is_not(store):
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    proc = subprocess.run([sys.executable, "-c", _KILLED], cwd=store, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    killed_job = proc.stdout.split()[-1]
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    assert client.get_run(killed_job).info.status == "RUNNING"  # what the UI showed forever before
+    first = init_store(["alpha"])  # the next invocation (this process: alive)
+    exp = first["alpha"]["experiment_id"]
+    assert client.get_run(killed_job).info.status == "KILLED"
+    parents = client.search_runs([exp], "tags.`lpntk.rule` = 'workflow'")
+    status = {p.info.run_id: p.info.status for p in parents}
+    assert sorted(status.values()) == ["KILLED", "RUNNING"] and status[first["alpha"]["parent_run_id"]] == "RUNNING"
+    (spooled,) = client.search_runs([exp], "tags.`lpntk.rule` = 'scores'")  # replayed from the dead job's record
+    assert spooled.info.status == "KILLED"
+    init_store(["alpha"])  # a second invocation while the first is alive (same host): the first is left alone
+    assert client.get_run(first["alpha"]["parent_run_id"]).info.status == "RUNNING"

@@ -1,0 +1,46 @@
+"""MLflow tracking: one experiment per dataset, one run per workflow job, a parent run per invocation.
+
+Conventions (``docs/design.md``):
+
+* Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else the config's ``mlflow.tracking_uri``, else
+  ``sqlite:///mlflow.db`` in the working directory. On a cluster point it at an ``mlflow server``; never
+  put a SQLite file on NFS.
+* :func:`init_store` (the Snakefile's ``onstart``) creates the store, one experiment per dataset and a
+  parent run per dataset for this invocation, *before* any job runs: a fresh SQLite store races on schema
+  creation, and ``mlflow.set_experiment`` races into the "Default" experiment under parallel jobs. The
+  experiment ids and parent run ids reach the jobs through the environment variable ``LPNTK_MLFLOW_RUNS``.
+* Every job opens a :class:`JobRun` with an explicit ``experiment_id``, tags ``lpntk.rule``,
+  ``lpntk.dataset``, ``lpntk.seed`` (and any others), the config hash, git commit and package versions;
+  its params are the job's resolved config; metrics carry their step; small outputs are attached as
+  artifacts and large ones referenced by path (tags ``lpntk.output.<name>``).
+* Jobs that compute almost nothing spool their run to a JSON record instead of importing mlflow; the invocation
+  replays the records into the store when it ends (``onsuccess`` / ``onerror``), or the next one at its start.
+* Every invocation run records its host and process (``lpntk.host``, ``lpntk.pid``, ``lpntk.pid_start``); the next
+  invocation marks the runs of one killed hard (its process gone from this host) KILLED, and an invocation marks
+  its own job runs left RUNNING (their job was killed) KILLED when it ends, so the UI never shows phantom runs.
+
+All client calls are retried with back-off on SQLite's "database is locked".
+
+Only this package imports mlflow, and only inside the functions that talk to the store (importing it costs about
+2 s): ``_store`` (URI, client, retries, config hash, versions), ``_invocation`` (parent runs, killed invocations,
+the spool), ``_run`` (:class:`JobRun`).
+"""
+
+from ._invocation import close_dead_invocations, finish_invocation, init_store, replay_spool
+from ._run import JobRun
+from ._store import RUNS_ENV, config_hash, experiment_name, flatten, git_commit, package_versions, tracking_uri
+
+__all__ = [
+    "RUNS_ENV",
+    "tracking_uri",
+    "experiment_name",
+    "init_store",
+    "finish_invocation",
+    "JobRun",
+    "config_hash",
+    "flatten",
+    "package_versions",
+    "git_commit",
+    "close_dead_invocations",
+    "replay_spool",
+]

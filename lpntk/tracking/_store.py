@@ -1,0 +1,113 @@
+"""The MLflow store: its URI, a client, retries on SQLite locks, and the values every run records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RUNS_ENV = "LPNTK_MLFLOW_RUNS"
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``configured``, else ``sqlite:///mlflow.db``; a relative SQLite path is made
+    absolute against the working directory (mlflow caches one store per URI and process, so a relative URI would
+    keep pointing at the first directory it was opened in)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        uri = prefix + str(Path(uri[len(prefix) :]).absolute())
+    return uri
+
+
+def experiment_name(dataset: str, prefix: str = "lpntk") -> str:
+    return f"{prefix}-{dataset}" if prefix else dataset
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _retry(fn, *args, attempts: int = 10, **kwargs):
+    """Call ``fn``, retrying with jittered exponential back-off while SQLite reports a lock."""
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
+            text = str(err).lower()
+            if i == attempts - 1 or not ("database is locked" in text or "database table is locked" in text):
+                raise
+            time.sleep(min(5.0, 0.05 * 2**i) * (0.5 + random.random()))
+
+
+def _ensure_experiment(client, name: str) -> str:
+    exp = _retry(client.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return _retry(client.create_experiment, name)
+    except Exception as err:  # lost a creation race: someone else made it
+        exp = _retry(client.get_experiment_by_name, name)
+        if exp is None:
+            raise err
+        return exp.experiment_id
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {"a.b.c": value}; lists are kept as JSON strings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def config_hash(config: Mapping) -> str:
+    """Short SHA-256 of the canonical JSON of ``config``."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("lpntk", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "mlflow", "snakemake"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(path: str | os.PathLike = ".") -> str:
+    env = os.environ.get("LPNTK_GIT_COMMIT")
+    if env:
+        return env
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty and commit != "unknown" else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
