@@ -21,8 +21,8 @@ every later step (dynamics, kernels, subsets) can be traced back to the source d
 
 from __future__ import annotations
 
-import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,16 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from .io import load_json, load_npz, save_json, save_npz, sha256_file
+from .sources import DataCorruptError, DataNotFoundError, load_source
 
 __all__ = [
     "Split",
     "DatasetInfo",
     "PreparedData",
     "DataNotFoundError",
-    "SOURCES",
-    "TORCHVISION_DATASETS",
-    "resolve_data_dir",
-    "load_source",
+    "DataCorruptError",
     "prepare_dataset",
     "save_prepared",
     "load_prepared",
@@ -50,16 +48,6 @@ __all__ = [
     "class_counts",
     "augment_batch",
 ]
-
-#: torchvision datasets known to load as (image, label) classification sets; any other torchvision class
-#: with a ``train`` or ``split`` argument also works, these are the ones the tests exercise.
-TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "KMNIST", "QMNIST", "CIFAR10", "CIFAR100", "SVHN", "USPS")
-SKLEARN_DATASETS = ("digits",)
-SOURCES = ("sklearn", "torchvision", "folder")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The files of a dataset are not where the config says, and downloading is off."""
 
 
 @dataclass
@@ -113,14 +101,6 @@ class PreparedData:
     info: DatasetInfo
 
 
-def resolve_data_dir(configured: str | os.PathLike | None = None) -> Path:
-    """Data directory: the config's value, else ``$LPNTK_DATA_DIR``, else ``./data``."""
-    if configured:
-        return Path(configured).expanduser()
-    env = os.environ.get("LPNTK_DATA_DIR")
-    return Path(env).expanduser() if env else Path("data")
-
-
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """Images as float32 in [0, 1]: ``uint8`` is divided by 255, floats are passed through."""
     if x.dtype == torch.uint8:
@@ -137,162 +117,6 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def class_counts(y, num_classes: int) -> list[int]:
     return np.bincount(np.asarray(y), minlength=num_classes).astype(int).tolist()
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-
-def _load_sklearn(spec: dict) -> tuple[Split, None, list[str]]:
-    name = spec["name"]
-    if name != "digits":
-        raise ValueError(f"unknown scikit-learn dataset {name!r} (key 'name'); known: {', '.join(SKLEARN_DATASETS)}")
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
-    y = torch.from_numpy(d.target.astype(np.int64))
-    return Split(x, y, torch.arange(len(y))), None, [str(c) for c in d.target_names]
-
-
-def _torchvision_class(name: str):
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, torch.utils.data.Dataset)):
-        raise ValueError(
-            f"unknown torchvision dataset {name!r} (key 'name'); torchvision has no such dataset "
-            f"class. Known to work: {', '.join(TORCHVISION_DATASETS)}"
-        )
-    return cls
-
-
-def _expected_files(cls, root: Path) -> str:
-    """Human-readable description of where torchvision looks for ``cls``'s files under ``root``."""
-    if hasattr(cls, "resources"):  # MNIST family
-        names = [Path(r[0] if isinstance(r, tuple) else r).name.removesuffix(".gz") for r in cls.resources]
-        return f"{root / cls.__name__ / 'raw'}/{{{', '.join(names)}}}"
-    if hasattr(cls, "base_folder") and hasattr(cls, "train_list"):  # CIFAR
-        names = [n for n, _ in cls.train_list + cls.test_list]
-        return f"{root / cls.base_folder}/{{{', '.join(names)}}}"
-    if hasattr(cls, "split_list"):  # SVHN
-        names = [v[1] for v in cls.split_list.values()]
-        return f"{root}/{{{', '.join(names)}}}"
-    return f"the layout torchvision.datasets.{cls.__name__} expects under {root}"
-
-
-def _tv_split_kwargs(cls, train: bool) -> dict:
-    params = inspect.signature(cls.__init__).parameters
-    if "train" in params:
-        return {"train": train}
-    if "split" in params:
-        return {"split": "train" if train else "test"}
-    raise ValueError(
-        f"torchvision dataset {cls.__name__} has neither a 'train' nor a 'split' argument; use source: folder for it"
-    )
-
-
-def _dataset_to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x uint8 (N, C, H, W), y int64) from a torchvision dataset, using its arrays when it has them."""
-    data = getattr(ds, "data", None)
-    labels = getattr(ds, "targets", None)
-    if labels is None:
-        labels = getattr(ds, "labels", None)
-    if data is not None and labels is not None:
-        x = torch.as_tensor(np.asarray(data))
-        if x.ndim == 3:  # (N, H, W) grey
-            x = x.unsqueeze(1)
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
-            x = x.permute(0, 3, 1, 2)
-        y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        return x.contiguous().to(torch.uint8), y
-    xs, ys = [], []
-    for img, label in ds:  # generic path: PIL images
-        a = np.asarray(img, dtype=np.uint8)
-        xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        ys.append(int(label))
-    return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.long)
-
-
-def _load_torchvision(spec: dict, root: Path) -> tuple[Split, Split, list[str]]:
-    cls = _torchvision_class(spec["name"])
-    download = bool(spec.get("download", False))
-    kwargs = dict(spec.get("kwargs") or {})
-    splits = []
-    for train in (True, False):
-        try:
-            ds = cls(root=str(root), download=download, **_tv_split_kwargs(cls, train), **kwargs)
-        except (RuntimeError, FileNotFoundError, OSError) as err:
-            how = (
-                "downloading failed: check the network, or copy the files there by hand"
-                if download
-                else "set the config's data_dir (or the environment variable LPNTK_DATA_DIR, or the dataset's "
-                "'root') to the folder that holds them, or set 'download: true' on a machine with network "
-                "access"
-            )
-            raise DataNotFoundError(
-                f"dataset {spec['name']!r} (torchvision.datasets.{cls.__name__}) not found in {root}: expected "
-                f"{_expected_files(cls, root)}; {how}. ({err})"
-            ) from None
-        x, y = _dataset_to_tensors(ds)
-        splits.append(Split(x, y, torch.arange(len(y))))
-    names = [str(c) for c in getattr(ds, "classes", [])] or [str(c) for c in range(int(splits[0].y.max()) + 1)]
-    return splits[0], splits[1], names
-
-
-def _load_folder(spec: dict, root: Path) -> tuple[Split, Split | None, list[str]]:
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-
-    size = spec.get("image_size")
-    mode = {1: "L", 3: "RGB"}[int(spec.get("channels", 3))]
-
-    def load(folder: Path) -> tuple[Split, list[str]]:
-        ds = ImageFolder(str(folder))
-        xs = []
-        for path, _ in ds.samples:
-            with Image.open(path) as im:
-                im = im.convert(mode)
-                if size:
-                    im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-                xs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        shapes = {a.shape for a in xs}
-        if len(shapes) != 1:
-            raise ValueError(
-                f"images in {folder} differ in size {sorted(shapes)[:3]}...; set 'image_size: [H, W]' "
-                f"in the dataset's config block"
-            )
-        y = torch.tensor([t for _, t in ds.samples], dtype=torch.long)
-        return Split(torch.from_numpy(np.stack(xs)), y, torch.arange(len(y))), list(ds.classes)
-
-    train_dir = root / spec.get("train_dir", "train")
-    test_dir = root / spec.get("test_dir", "test")
-    if not train_dir.is_dir():
-        raise DataNotFoundError(
-            f"image folder dataset {spec.get('name', root.name)!r}: {train_dir} does not exist; expected "
-            f"{train_dir}/<class name>/<image files> (and optionally {test_dir}/<class name>/...). Set the "
-            f"dataset's 'root' (or the config's data_dir / LPNTK_DATA_DIR) to the folder that holds them"
-        )
-    train, names = load(train_dir)
-    test = None
-    if test_dir.is_dir():
-        test, test_names = load(test_dir)
-        if test_names != names:
-            raise ValueError(f"class folders of {test_dir} {test_names} differ from those of {train_dir} {names}")
-    return train, test, names
-
-
-def load_source(spec: dict, data_dir: str | os.PathLike | None = None) -> tuple[Split, Split | None, list[str]]:
-    """Load a dataset's source splits: (train, test or None, class names). Nothing is written."""
-    source = spec.get("source")
-    if source not in SOURCES:
-        raise ValueError(f"unknown dataset source {source!r} (key 'source'); use one of {', '.join(SOURCES)}")
-    if source == "sklearn":
-        return _load_sklearn(spec)
-    root = Path(spec["root"]).expanduser() if spec.get("root") else resolve_data_dir(data_dir)
-    if source == "torchvision":
-        return _load_torchvision(spec, root)
-    return _load_folder(spec, root)
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -325,7 +149,9 @@ def _channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def prepare_dataset(name: str, spec: dict, data_dir: str | os.PathLike | None = None) -> PreparedData:
     """Load the source and carve the seeded splits of one dataset (see the module docstring)."""
-    train_pool, test, class_names = load_source(spec, data_dir)
+    (x, y), test_xy, class_names = load_source(spec, data_dir)
+    train_pool = Split(x, y, torch.arange(len(y)))
+    test = None if test_xy is None else Split(test_xy[0], test_xy[1], torch.arange(len(test_xy[1])))
     seed = int(spec.get("split_seed", 0))
     y = train_pool.y.numpy()
     if test is None:
@@ -372,13 +198,21 @@ def prepare_dataset(name: str, spec: dict, data_dir: str | os.PathLike | None = 
 SPLITS = ("train", "val", "test")
 
 
-def save_prepared(prep: PreparedData, outdir: str | os.PathLike) -> dict:
-    """Write ``{train,val,test}.npz`` and ``info.json`` (class sizes, checksums) into ``outdir``."""
-    outdir = Path(outdir)
+def _prepared_paths(files: str | os.PathLike | Mapping[str, str | os.PathLike]) -> dict[str, Path]:
+    """The prepared-data files by name: given as a mapping (``info``, ``train``, ``val``, ``test``), or in a folder."""
+    if isinstance(files, Mapping):
+        return {k: Path(files[k]) for k in ("info", *SPLITS)}
+    return {"info": Path(files) / "info.json", **{k: Path(files) / f"{k}.npz" for k in SPLITS}}
+
+
+def save_prepared(prep: PreparedData, files: str | os.PathLike | Mapping[str, str | os.PathLike]) -> dict:
+    """Write the splits (npz: ``x``, ``y``, ``index``) and the info (JSON: class sizes, checksums) to ``files``:
+    a mapping ``info`` / ``train`` / ``val`` / ``test`` -> path, or a folder (``info.json``, ``<split>.npz``)."""
+    paths = _prepared_paths(files)
     checksums, sizes = {}, {}
     for split_name in SPLITS:
         split = getattr(prep, split_name)
-        path = save_npz(outdir / f"{split_name}.npz", x=split.x.numpy(), y=split.y.numpy(), index=split.index.numpy())
+        path = save_npz(paths[split_name], x=split.x.numpy(), y=split.y.numpy(), index=split.index.numpy())
         checksums[split_name] = sha256_file(path)
         sizes[split_name] = class_counts(split.y.numpy(), prep.info.num_classes)
     meta = {
@@ -393,17 +227,18 @@ def save_prepared(prep: PreparedData, outdir: str | os.PathLike) -> dict:
         "sha256": checksums,
         "dtype": str(prep.train.x.dtype).removeprefix("torch."),
     }
-    save_json(outdir / "info.json", meta)
+    save_json(paths["info"], meta)
     return meta
 
 
-def load_prepared(outdir: str | os.PathLike) -> PreparedData:
-    """Read what :func:`save_prepared` wrote."""
-    outdir = Path(outdir)
-    meta = load_json(outdir / "info.json", what="prepared-data info")
+def load_prepared(files: str | os.PathLike | Mapping[str, str | os.PathLike]) -> PreparedData:
+    """Read what :func:`save_prepared` wrote: from its folder, or from the files by name (``info``, ``train``,
+    ``val``, ``test``: what a workflow job declares as inputs)."""
+    paths = _prepared_paths(files)
+    meta = load_json(paths["info"], what="prepared-data info")
     splits = {}
     for split_name in SPLITS:
-        arr = load_npz(outdir / f"{split_name}.npz", what=f"prepared {split_name} split")
+        arr = load_npz(paths[split_name], what=f"prepared {split_name} split")
         splits[split_name] = Split(
             torch.from_numpy(arr["x"]), torch.from_numpy(arr["y"]).long(), torch.from_numpy(arr["index"]).long()
         )

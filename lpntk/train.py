@@ -25,13 +25,12 @@ save a resumable state every few epochs and continue from it after an interrupti
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split, augment_batch, normalize, to_unit
-from .io import save_torch
 from .kernel import per_sample_grad_norms
+from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,6 @@ __all__ = [
     "presentation_forgetting",
     "evaluate",
     "train_model",
-    "run_fingerprint",
-    "choose_reference_run",
 ]
 
 
@@ -73,7 +70,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "step"  # none | step | cosine
+    schedule: str = "none"  # none | step | cosine
     step_size: int = 2  # StepLR: decay every step_size epochs ...
     gamma: float = 0.7  # ... by gamma
     t_max: int | None = None  # cosine: period in epochs (default: epochs)
@@ -86,27 +83,31 @@ class Recipe:
     resume_every: int = 0  # save a resumable state every this many epochs (0: never)
 
     @classmethod
-    def from_config(cls, train_cfg: dict, augment_cfg: dict | None = None) -> Recipe:
-        sched = dict(train_cfg.get("schedule") or {"name": "none"})
-        augment_cfg = augment_cfg or {}
+    def from_config(cls, train_cfg: Mapping[str, Any], augment_cfg: Mapping[str, Any]) -> Recipe:
+        """The recipe of a resolved ``train`` block and ``augment`` block of the workflow config.
+
+        The config schema (``workflow/schemas/config.schema.yaml``) fills in every default before this is called, so
+        every key is read as given; the dataclass's own defaults (for library users) equal the schema's (a test
+        checks that)."""
+        sched = train_cfg["schedule"]
         return cls(
             epochs=int(train_cfg["epochs"]),
-            batch_size=int(train_cfg.get("batch_size", 128)),
-            lr=float(train_cfg.get("lr", 0.1)),
-            momentum=float(train_cfg.get("momentum", 0.9)),
-            weight_decay=float(train_cfg.get("weight_decay", 5e-4)),
-            nesterov=bool(train_cfg.get("nesterov", False)),
-            schedule=str(sched.get("name", "none")),
-            step_size=int(sched.get("step_size", 2)),
-            gamma=float(sched.get("gamma", 0.7)),
-            t_max=sched.get("t_max"),
-            shuffle=bool(train_cfg.get("shuffle", True)),
-            select=str(train_cfg.get("select", "val")),
-            score_epochs=tuple(int(e) for e in train_cfg.get("score_epochs", ())),
-            crop_padding=int(augment_cfg.get("crop_padding", 0)),
-            horizontal_flip=bool(augment_cfg.get("horizontal_flip", False)),
-            eval_batch_size=int(train_cfg.get("eval_batch_size", 1024)),
-            resume_every=int(train_cfg.get("resume_every", 0)),
+            batch_size=int(train_cfg["batch_size"]),
+            lr=float(train_cfg["lr"]),
+            momentum=float(train_cfg["momentum"]),
+            weight_decay=float(train_cfg["weight_decay"]),
+            nesterov=bool(train_cfg["nesterov"]),
+            schedule=str(sched["name"]),
+            step_size=int(sched["step_size"]),
+            gamma=float(sched["gamma"]),
+            t_max=sched["t_max"],
+            shuffle=bool(train_cfg["shuffle"]),
+            select=str(train_cfg["select"]),
+            score_epochs=tuple(int(e) for e in train_cfg["score_epochs"]),
+            crop_padding=int(augment_cfg["crop_padding"]),
+            horizontal_flip=bool(augment_cfg["horizontal_flip"]),
+            eval_batch_size=int(train_cfg["eval_batch_size"]),
+            resume_every=int(train_cfg["resume_every"]),
         )
 
     def __post_init__(self):
@@ -241,60 +242,6 @@ def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, d
 # ------------------------------------------------------------------------------------------- training
 
 
-def _rng_state(gens: dict[str, torch.Generator]) -> dict:
-    state = {k: g.get_state() for k, g in gens.items()}
-    state["torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(gens: dict[str, torch.Generator], state: dict) -> None:
-    for k, g in gens.items():
-        g.set_state(state[k])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def run_fingerprint(
-    model: nn.Module, train: Split, recipe: Recipe, seed: int, mean: Sequence[float], std: Sequence[float]
-) -> str:
-    """SHA-256 of what makes a training run: the recipe (but how often it saves its state), the seed, the
-    model's parameter names and shapes, the normalisation and the training set's original indices and labels.
-
-    A resumable state is picked up only by the run with the same fingerprint."""
-    h = hashlib.sha256()
-    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
-    h.update(repr((sorted(spec.items()), int(seed), [float(m) for m in mean], [float(s) for s in std])).encode())
-    h.update(repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode())
-    h.update(train.index.numpy().astype(np.int64).tobytes())
-    h.update(train.y.numpy().astype(np.int64).tobytes())
-    return h.hexdigest()
-
-
-def _load_resume_state(path: Path, fingerprint: str, device: torch.device) -> dict | None:
-    """The resumable state at ``path`` if it belongs to this run, else None (a stale or unreadable one is removed)."""
-    if not path.is_file():
-        return None
-    try:
-        st = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # a truncated or foreign file: start over rather than fail the job
-        log.warning("ignoring unreadable resume state %s (%s); training from the start", path, err)
-        path.unlink(missing_ok=True)
-        return None
-    if not isinstance(st, dict) or st.get("fingerprint") != fingerprint:
-        log.warning(
-            "ignoring resume state %s: it was saved by a different run (recipe, seed, model or data "
-            "changed); training from the start",
-            path,
-        )
-        path.unlink(missing_ok=True)
-        return None
-    log.info("resuming from %s at epoch %d", path, st["epoch"])
-    return st
-
-
 def train_model(
     model: nn.Module,
     train: Split,
@@ -353,8 +300,9 @@ def train_model(
     start_epoch = 0
 
     resume_path = Path(resume_path) if resume_path else None
-    fingerprint = run_fingerprint(model, train, recipe, seed, mean, std)
-    st = _load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
+    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}  # how often it saves does not matter
+    fingerprint = run_fingerprint(spec, seed, model, train, mean, std)
+    st = load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
     if st is not None:
         model.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
@@ -363,7 +311,7 @@ def train_model(
             rec[k] = st["rec"][k].to(device)
         batch_order, lrs, el2n, grand = st["batch_order"], st["lrs"], st["el2n"], st["grand"]
         history, best, start_epoch = st["history"], st["best"], st["epoch"]
-        _set_rng_state(gens, st["rng"])
+        set_rng_state(gens, st["rng"])
     elif 0 in score_epochs:
         el2n[:, 0], grand[:, 0] = _score_snapshot(model, train, mean, std, recipe, device)
 
@@ -422,7 +370,7 @@ def train_model(
             and (epoch + 1) % recipe.resume_every == 0
             and epoch + 1 < epochs
         ):
-            save_torch(
+            save_resume_state(
                 resume_path,
                 {
                     "model": model.state_dict(),
@@ -436,7 +384,7 @@ def train_model(
                     "history": history,
                     "best": best,
                     "epoch": epoch + 1,
-                    "rng": _rng_state(gens),
+                    "rng": rng_state(gens),
                     "fingerprint": fingerprint,
                 },
             )
@@ -484,25 +432,3 @@ def _summarise(history: list[dict[str, float]], best_epoch: int, select: str) ->
             out[f"{split_name}_acc_last"] = accs[-1]
             out[f"{split_name}_acc_max"] = max(accs)
     return out
-
-
-def choose_reference_run(summaries: Sequence[dict[str, Any]], seed: int | None = None) -> dict[str, Any]:
-    """The reference run whose checkpoint the kernel is computed at (paper-protocols §2.4).
-
-    The official code kept the checkpoint with the highest *test* accuracy over all seeds and epochs. Here
-    each run's summary already holds its selected checkpoint (best validation accuracy with
-    ``select="val"``, best test accuracy with ``select="test"``); this picks the run whose selected
-    checkpoint scores best on that same criterion (ties: the smallest seed), or the run of ``seed``.
-    """
-    if not summaries:
-        raise ValueError("no training runs to choose a reference checkpoint from")
-    if seed is not None:
-        match = [s for s in summaries if int(s["seed"]) == int(seed)]
-        if not match:
-            raise ValueError(
-                f"kernel.seed = {seed} is not among the trained seeds {sorted(int(s['seed']) for s in summaries)}"
-            )
-        return match[0]
-    select = summaries[0].get("select", "val")
-    key = {"val": "val_acc_selected", "test": "test_acc_selected", "last": "val_acc_last"}[select]
-    return max(sorted(summaries, key=lambda s: int(s["seed"])), key=lambda s: s.get(key, float("-inf")))

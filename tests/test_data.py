@@ -65,6 +65,40 @@ def test_missing_torchvision_data_names_dataset_dir_and_files(tmp_path):
     assert not out.exists()  # nothing written
 
 
+def _fake_mnist(root, n_train=20, n_test=10, seed=0):
+    """MNIST's four raw IDX files (magic 0 0 8 ndim, big-endian dimensions, uint8 data) with random pixels."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)  # every class at least twice
+        header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28))
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes())
+    return raw
+
+
+def test_truncated_mnist_file_is_named_with_its_sizes(tmp_path):
+    from lpntk.data import DataCorruptError
+
+    raw = _fake_mnist(tmp_path)
+    spec = {"source": "torchvision", "name": "MNIST", "root": str(tmp_path), "val_fraction": 0.5}
+    p = prepare_dataset("mnist", spec)
+    assert len(p.train) + len(p.val) == 20 and len(p.test) == 10 and p.train.x.shape[1:] == (1, 28, 28)
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])  # an interrupted copy
+    with pytest.raises(DataCorruptError) as err:
+        prepare_dataset("mnist", spec)
+    msg = str(err.value)
+    assert str(images) in msg and "truncated: 5,000 bytes read, 15,696 expected" in msg  # 16 + 20 * 784
+    assert "copy it again" in msg and "not found" not in msg
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"PK\x03\x04 a zip file")
+    images.unlink()
+    with pytest.raises(DataCorruptError, match="t10k-labels-idx1-ubyte is not an IDX file"):
+        prepare_dataset("mnist", spec)
+
+
 def test_unknown_sources_and_names_are_clear_errors():
     with pytest.raises(ValueError, match="unknown torchvision dataset 'Mnistt'"):
         prepare_dataset("x", {"source": "torchvision", "name": "Mnistt"})
