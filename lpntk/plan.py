@@ -1,0 +1,274 @@
+"""The workflow's plan: which jobs a config asks for, and the names of their files.
+
+Everything the Snakefile needs to build the DAG before any job runs -- seed groups of the forgetting jobs, class
+groups of the kernel jobs, the pruning experiment's subsets and retraining units, the summary's sections -- as
+plain functions of the resolved config. The stage functions read the same plan at run time, so the two never
+disagree. Like :mod:`lpntk.config` and :mod:`lpntk.tracking`, this module imports only the standard library:
+parsing the workflow (once per job on a cluster) never loads torch, pandas or mlflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "fmt",
+    "group_name",
+    "seed_groups",
+    "class_groups",
+    "kernel_group_name",
+    "reference_checkpoint_name",
+    "KEEP_METHODS",
+    "SCORE_METHODS",
+    "SMALL_CLUSTER_METHODS",
+    "check_pruning_config",
+    "subset_plan",
+    "retrain_settings",
+    "retrain_shards",
+    "retrain_units",
+    "cluster_keeps",
+    "Section",
+    "SECTIONS",
+    "enabled_sections",
+]
+
+
+def fmt(x: float) -> str:
+    """A number as it appears in file and subset names: ``0.5`` -> ``0.5``, ``1.0`` -> ``1``."""
+    return f"{float(x):g}"
+
+
+# ---------------------------------------------------------------------------------------------- job groups
+
+
+def group_name(prefix: str, members: Sequence[int]) -> str:
+    """The path component of a job over ``members``: ``seed3`` for one, ``seeds1-2-3`` (``classes0-1``) for several."""
+    members = [int(m) for m in members]
+    if len(members) == 1:
+        return f"{prefix}{members[0]}"
+    plural = prefix + ("es" if prefix.endswith("s") else "s")
+    return plural + "-".join(str(m) for m in members)
+
+
+def _chunks(members: Sequence[int], per_job: int, what: str) -> list[list[int]]:
+    members = [int(m) for m in members]
+    if int(per_job) < 1:
+        raise ValueError(f"{what}: expected at least 1 per job, got {per_job}")
+    if len(set(members)) != len(members):
+        raise ValueError(f"{what}: {members} repeats a member")
+    return [members[i : i + int(per_job)] for i in range(0, len(members), int(per_job))]
+
+
+def seed_groups(seeds: Sequence[int], per_job: int) -> dict[str, list[int]]:
+    """The forgetting jobs' seed groups: ``seeds`` in order, in chunks of ``per_job``, keyed by :func:`group_name`
+    (``{"seeds1-2": [1, 2], "seed3": [3]}`` for seeds 1-3, two per job)."""
+    return {group_name("seed", c): c for c in _chunks(seeds, per_job, "forgetting.seeds_per_job")}
+
+
+def class_groups(num_classes: int, per_job: int) -> dict[str, list[int]]:
+    """The kernel jobs' class groups: classes 0..C-1 in chunks of ``kernel.classes_per_job``
+    (``{"class0": [0], ...}`` with one class per job, ``{"classes0-1-...-9": [0, ..., 9]}`` with all in one)."""
+    return {group_name("class", c): c for c in _chunks(range(int(num_classes)), per_job, "kernel.classes_per_job")}
+
+
+def kernel_group_name(klass: int, num_classes: int, per_job: int) -> str:
+    """The kernel file (group) that holds class ``klass``."""
+    for name, members in class_groups(num_classes, per_job).items():
+        if int(klass) in members:
+            return name
+    raise ValueError(f"class {klass} is not among the {num_classes} classes")
+
+
+def reference_checkpoint_name(kernel_cfg: Mapping[str, Any]) -> str:
+    """File name of the training run's checkpoint the kernels use: ``kernel.checkpoint`` best or last."""
+    return "model_best.pt" if kernel_cfg["checkpoint"] == "best" else "model_last.pt"
+
+
+# ---------------------------------------------------------------------------------------------- pruning
+
+#: methods selecting a kept fraction of the training set (one subset per keep fraction)
+KEEP_METHODS = ("lpntk", "lpntk_gated", "lpntk_random", "el2n", "grand", "forgetting", "random")
+#: methods ranking by a score of the scores stage
+SCORE_METHODS = ("el2n", "grand", "forgetting")
+#: the small-cluster experiment's removal rule and its controls, by their config name
+SMALL_CLUSTER_METHODS = {"small": "small_clusters", "random": "random_removal", "large": "large_clusters"}
+
+
+def check_pruning_config(cfg: Mapping[str, Any]) -> None:
+    """Kept and removed fractions lie in (0, 1); ValueError naming the key otherwise."""
+    pcfg = cfg["pruning"]
+    for key in ("keep", "curve_keep"):
+        bad = [k for k in pcfg.get(key) or [] if not 0 < float(k) < 1]
+        if bad:
+            raise ValueError(f"pruning.{key}: kept fractions must lie in (0, 1), got {bad}")
+    scfg = pcfg["small_clusters"]
+    if scfg["enabled"]:
+        bad = [r for r in scfg["remove"] if not 0 < float(r) < 1]
+        if bad:
+            raise ValueError(f"pruning.small_clusters.remove: fractions must lie in (0, 1), got {bad}")
+
+
+def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every training subset the config asks for, in a fixed order: name, method, experiment and parameters.
+
+    ``full``; ``<method>-k<keep>`` for every method of ``pruning.methods`` that keeps a fraction (lpntk and
+    random also at ``pruning.curve_keep``); ``node-c<cluster_keep>``; and for the small-cluster experiment
+    ``d<fraction>-base`` (the class-balanced subset itself) and ``d<fraction>-<small|random|large>-r<remove>``.
+    """
+    pcfg = cfg["pruning"]
+    plan: list[dict[str, Any]] = [{"name": "full", "method": "full", "experiment": "table", "keep": 1.0}]
+    for method in pcfg["methods"]:
+        if method == "node":
+            ck = float(pcfg["node"]["cluster_keep"])
+            plan.append(
+                {"name": f"node-c{fmt(ck)}", "method": "node", "experiment": "table", "keep": None, "cluster_keep": ck}
+            )
+            continue
+        keeps = [float(k) for k in pcfg["keep"]]
+        if method in ("lpntk", "random"):
+            keeps += [float(k) for k in pcfg.get("curve_keep") or []]
+        for keep in sorted(set(keeps), reverse=True):
+            plan.append({"name": f"{method}-k{fmt(keep)}", "method": method, "experiment": "table", "keep": keep})
+    scfg = pcfg["small_clusters"]
+    if scfg["enabled"]:
+        for d in sorted({float(x) for x in scfg["data_fractions"]}):
+            base = {"experiment": "small_clusters", "data_fraction": d}
+            plan.append({"name": f"d{fmt(d)}-base", "method": "base", **base, "remove": 0.0, "keep": 1.0})
+            for r in sorted({float(x) for x in scfg["remove"]}):
+                for m in ["small", *scfg["controls"]]:
+                    name = f"d{fmt(d)}-{m}-r{fmt(r)}"
+                    plan.append(
+                        {"name": name, "method": SMALL_CLUSTER_METHODS[m], **base, "remove": r, "keep": 1.0 - r}
+                    )
+    names = [p["name"] for p in plan]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pruning: subset names repeat ({names}); check pruning.methods for duplicates")
+    return plan
+
+
+def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Seeds and epochs of the retraining runs: ``pruning.retrain`` overrides, else the ``train`` block;
+    ``small_epochs``: ``pruning.small_clusters.epochs``, else the same epochs."""
+    rcfg = cfg["pruning"]["retrain"]
+    seeds = [int(s) for s in (rcfg.get("seeds") or cfg["train"]["seeds"])]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"pruning.retrain.seeds repeat: {seeds}")
+    epochs = int(rcfg.get("epochs") or cfg["train"]["epochs"])
+    small = cfg["pruning"]["small_clusters"].get("epochs")
+    return {"seeds": seeds, "epochs": epochs, "small_epochs": int(small or epochs)}
+
+
+def retrain_shards(cfg: Mapping[str, Any]) -> list[str]:
+    """``["all"]`` (every seed in one job) or ``["seed1", "seed2", ...]`` (``pruning.retrain.batch_seeds: false``)."""
+    if cfg["pruning"]["retrain"]["batch_seeds"]:
+        return ["all"]
+    return [f"seed{s}" for s in retrain_settings(cfg)["seeds"]]
+
+
+def retrain_units(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The retraining jobs' units: {unit name: subset names}, after ``pruning.retrain.group_by``.
+
+    ``subset``: one unit per subset (unit = subset name); ``method``: one unit per method of the table (all its
+    kept fractions) and one per data fraction of the small-cluster experiment (``d<fraction>``); ``all``: a
+    single unit ``all``. Grouping only saves per-job start-up time; the runs and their seeds are the same.
+    """
+    group_by = cfg["pruning"]["retrain"]["group_by"]
+    units: dict[str, list[str]] = {}
+    for p in subset_plan(cfg):
+        if group_by == "subset":
+            unit = p["name"]
+        elif group_by == "method":
+            unit = p["method"] if p["experiment"] == "table" else f"d{fmt(p['data_fraction'])}"
+        else:
+            unit = "all"
+        units.setdefault(unit, []).append(p["name"])
+    return units
+
+
+def cluster_keeps(cfg: Mapping[str, Any]) -> list[float]:
+    """Kept fractions at which the cluster stage records the FPC assignment (all keeps, node's cluster_keep)."""
+    pcfg = cfg["pruning"]
+    keeps = {float(k) for k in pcfg["keep"]} | {float(k) for k in pcfg.get("curve_keep") or []}
+    if "node" in pcfg["methods"]:
+        keeps.add(float(pcfg["node"]["cluster_keep"]))
+    return sorted(keeps, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+class Section(NamedTuple):
+    """One stage table of the summary page (the workflow's summary rule reads the same entries for its inputs)."""
+
+    key: str  #: key of the table's file in a dataset's input mapping
+    flag: tuple[str, ...]  #: path in the dataset block of the block whose ``enabled`` turns the table on
+    file: str  #: the table's file under ``results/<dataset>/``
+    heading: str
+    text: str  #: what the table shows
+
+
+#: The stage tables in page order.
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "relations_shares",
+        ("relations",),
+        "relations/shares.md",
+        "Use case 1 - relations between samples under lpNTK",
+        "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured "
+        "tau, and the official code's raw-value rule beside its MNIST numbers).",
+    ),
+    Section(
+        "relations_per_class",
+        ("relations",),
+        "relations/per_class.md",
+        "Use case 1 - redundant samples per class",
+        "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); "
+        "share_selfmax_larger_index is the official code's self-max test (against later samples only) applied "
+        "within each class; the official code tested against later samples of every class and found 46.9 % "
+        "self-max samples on MNIST, so the within-class rate runs higher and is not directly comparable.",
+    ),
+    Section(
+        "difficulty_auc",
+        ("difficulty",),
+        "difficulty/auc.md",
+        "Use case 1 - controlling learning difficulty",
+        "Area under the targets' L2-error curves when the training set adds the samples most interchangeable "
+        "with them (easy), around the median, the least similar (hard), and with negative lpNTK "
+        "(contradictory).",
+    ),
+    Section(
+        "ld_size_correlation",
+        ("difficulty", "size"),
+        "ld_size/correlation.md",
+        "Use case 1 - learning difficulty vs dataset size",
+        "Correlation of per-sample learning difficulty between nested training sets of different sizes.",
+    ),
+    Section(
+        "forgetting_table",
+        ("forgetting",),
+        "forgetting/table.md",
+        "Use case 2 - predicting forgetting events",
+        "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers "
+        "beside the stepwise rows (the official code's per-step averaging).",
+    ),
+    Section(
+        "pruning_table",
+        ("pruning",),
+        "pruning/table.md",
+        "Use case 3 - pruning the training set",
+        "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours.",
+    ),
+)
+
+
+def enabled_sections(block: Mapping[str, Any]) -> list[Section]:
+    """The sections whose stage a dataset's config ``block`` enables, in page order."""
+    out = []
+    for section in SECTIONS:
+        node = block
+        for part in section.flag:
+            node = node[part]
+        if node["enabled"]:
+            out.append(section)
+    return out
