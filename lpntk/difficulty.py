@@ -19,6 +19,13 @@ ones (:func:`official_swap` reproduces that on request; the default is the inten
 ``contradictory``, holds samples with kappa(t_c, j) < 0 (contradictory in the paper's sense, §1.5), the most negative
 first (:func:`contradictory_sets`), drawn from the target's class or from the whole training set.
 
+**The arms** (:class:`Company`). The company sets are built per ranking of the class's samples -- by the raw
+kappa (the official code; it mixes |phi_j| with the angle) and by its cosine (the slides define the relations by
+angle) -- :func:`ranked_companies`. Drawn from the whole training set the contradictory set mostly carries other
+labels, which changes the training set's label mix as well as its lpNTK; :func:`control_companies` draws, as its
+control, random samples with the same labels (:func:`label_matched_sets`), and :func:`label_purity` reports each
+arm's share of same-label company.
+
 **Difficulty vs dataset size (§4.1).** Per class a random pool of 4^m samples is cut into a quad-tree: 4 disjoint
 quarters, each into 4, ... down to single samples (:func:`quad_tree_subsets`). For each size s the subsets at the
 same tree position in every class form one training set; one model per training set, and each sample's LD at each
@@ -28,13 +35,16 @@ on the other samples it is trained with.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import Split, normalize, to_unit
+from .grams import ClassGram
 from .train import Recipe, l2_error, seed_everything, train_model
 
 __all__ = [
@@ -46,6 +56,8 @@ __all__ = [
     "select_sets",
     "official_swap",
     "contradictory_sets",
+    "label_matched_sets",
+    "label_purity",
     "training_set_positions",
     "target_l2_curves",
     "curve_area",
@@ -53,7 +65,14 @@ __all__ = [
     "quad_tree_subsets",
     "learning_difficulty",
     "pearson_matrix",
+    "Company",
+    "choose_targets",
+    "ranked_companies",
+    "contradictory_companies",
+    "control_companies",
 ]
+
+log = logging.getLogger(__name__)
 
 SETS = ("easy", "median", "hard", "contradictory")
 TARGET_RULES = ("max_self", "max_mean")
@@ -149,6 +168,44 @@ def contradictory_sets(
         taken[neg] = True
         chosen.append(neg)
     return chosen, available
+
+
+def label_matched_sets(
+    labels: np.ndarray, company: Sequence[np.ndarray], exclude: Sequence[int], seed: int
+) -> list[np.ndarray]:
+    """A control for a company that changes the training set's label mix: per target, random training samples
+    with the same labels, as many of each label as in its company (e.g. the contradictory set, drawn from the
+    whole training set, mostly carries other labels than its target).
+
+    ``labels`` (N,) are the training labels, ``company[c]`` the positions of target c's company, ``exclude`` the
+    positions never drawn (the targets). Draws are without replacement across all targets (no sample serves two),
+    uniform among the remaining samples of each label, from ``numpy.random.default_rng(seed)``; per target the
+    labels are served in ascending order. Returns the drawn positions per target (sorted)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    taken = np.zeros(len(labels), dtype=bool)
+    taken[np.asarray(exclude, dtype=np.int64)] = True
+    rng = np.random.default_rng(seed)
+    out = []
+    for comp in company:
+        picks = []
+        wanted = np.bincount(labels[np.asarray(comp, dtype=np.int64)], minlength=int(labels.max()) + 1)
+        for lab in np.flatnonzero(wanted):
+            pool = np.flatnonzero((labels == lab) & ~taken)
+            if len(pool) < wanted[lab]:
+                raise ValueError(f"label {lab}: only {len(pool)} samples left for a control of {wanted[lab]}")
+            got = rng.choice(pool, size=int(wanted[lab]), replace=False)
+            taken[got] = True
+            picks.append(got)
+        out.append(np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64))
+    return out
+
+
+def label_purity(labels: np.ndarray, company: Sequence[np.ndarray], target_labels: Sequence[int]) -> float:
+    """Share of the company's samples that carry their target's label (1 for the same-class sets)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    same = [labels[np.asarray(c, dtype=np.int64)] == int(t) for c, t in zip(company, target_labels, strict=True)]
+    n = sum(len(s) for s in same)
+    return float(sum(int(s.sum()) for s in same) / n) if n else float("nan")
 
 
 def training_set_positions(targets: Sequence[int], added: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -264,3 +321,98 @@ def pearson_matrix(values: np.ndarray) -> np.ndarray:
         r = (c.T @ c) / np.outer(norm, norm)
     r[~np.isfinite(r)] = np.nan
     return np.clip(r, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- the arms
+
+
+@dataclass
+class Company:
+    """One arm: the samples added to each class's target (positions in the training split), by ranking and set."""
+
+    ranking: str  # lpntk | cosine
+    set: str  # easy | median | hard | contradictory | control
+    picks: list[np.ndarray]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.ranking, self.set
+
+
+def choose_targets(grams: Sequence[ClassGram], rule: str, num: int) -> list[int]:
+    """Per class the target's position within the class (:func:`lpntk.difficulty.choose_target`)."""
+    targets = []
+    for g in grams:
+        if len(g) - 1 < num:
+            raise ValueError(
+                f"difficulty.num = {num} but class {g.label} has only {len(g)} training samples; lower difficulty.num"
+            )
+        if 3 * num > len(g) - 1:
+            log.warning(
+                "class %d: %d samples besides the target < 3 num = %d: the sets overlap", g.label, len(g) - 1, 3 * num
+            )
+        targets.append(choose_target(g.gram.astype(np.float64), rule))
+    return targets
+
+
+def ranked_companies(
+    grams: Sequence[ClassGram], targets: Sequence[int], rankings: Sequence[str], num: int, swap: bool
+) -> list[Company]:
+    """The easy / median / hard sets of every class for each ranking (``swap``: the official exp7.2 mapping)."""
+    out = []
+    for ranking in rankings:
+        chosen = {s: [] for s in ("easy", "median", "hard")}
+        for g, t in zip(grams, targets, strict=True):
+            sets = select_sets(target_similarity(g.gram.astype(np.float64), t, ranking), t, num)
+            for s in chosen:
+                chosen[s].append(g.position[sets[s]])
+        if swap:
+            chosen = official_swap(chosen)
+        out += [Company(ranking, s, chosen[s]) for s in ("easy", "median", "hard")]
+    return out
+
+
+def contradictory_companies(
+    pool: str,
+    rankings: Sequence[str],
+    num: int,
+    grams: Sequence[ClassGram],
+    targets: Sequence[int],
+    similarity: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[list[Company], str, list[int]]:
+    """The contradictory set per ranking (negative similarity, most negative first), from the whole training set
+    (``similarity`` = (kappa, cos) of every target to every training sample) or the target's class; a note saying
+    what was built, and the number of candidates per class."""
+    if pool == "none":
+        return [], "contradictory set not requested (difficulty.contradictory = none)", []
+    out, available = [], []
+    for ranking in rankings:
+        if pool == "class":
+            picks, available = [], []
+            for g, t in zip(grams, targets, strict=True):
+                values = target_similarity(g.gram.astype(np.float64), t, ranking)
+                got, avail = contradictory_sets(values[None, :], [t], num)
+                picks.append(g.position[got[0]])
+                available += avail
+        else:
+            kappa, cos = similarity
+            targets_pos = [int(g.position[t]) for g, t in zip(grams, targets, strict=True)]
+            picks, available = contradictory_sets(cos if ranking == "cosine" else kappa, targets_pos, num)
+        short = [c for c, a in enumerate(available) if a < num]
+        if short:
+            note = (
+                f"contradictory set skipped: the targets of classes {short} have fewer than num = {num} samples "
+                f"with negative lpNTK (pool: {pool}; candidates per class: {available})"
+            )
+            return [], note, available
+        out.append(Company(ranking, "contradictory", picks))
+    return out, f"contradictory set built from pool '{pool}' (candidates per class: {available})", available
+
+
+def control_companies(
+    contradictory: Sequence[Company], labels: np.ndarray, targets_pos: Sequence[int], seed: int
+) -> list[Company]:
+    """Per contradictory arm, the label-matched random control (:func:`lpntk.difficulty.label_matched_sets`)."""
+    return [
+        Company(c.ranking, "control", label_matched_sets(labels, c.picks, targets_pos, seed)) for c in contradictory
+    ]

@@ -26,11 +26,13 @@ computed), a looser test that finds more self-max samples, so the two rates are 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .grams import ClassGram
+
 __all__ = [
-    "OFFICIAL_MNIST",
     "RELATIONS",
     "cosine",
     "upper_triangle",
@@ -42,13 +44,15 @@ __all__ = [
     "cross_redundant_mask",
     "selfmax_larger_index_mask",
     "stratified_shares",
+    "sample_panel",
+    "distribution",
+    "WithinPairs",
+    "within_class_pairs",
+    "CrossPairs",
+    "cross_class_pairs",
 ]
 
 RELATIONS = ("interchangeable", "unrelated", "contradictory")
-
-#: Numbers of the official code's statistics notebook (MNIST, LeNet best checkpoint, all pairs i <= j of the 60k
-#: training set, same- and cross-class; paper-protocols §5): raw-value rule shares and the self-max share.
-OFFICIAL_MNIST = {"positive": 0.997425, "negative": 0.002573, "zero": 1.40e-6, "selfmax_larger_index": 0.8829 / 1.8829}
 
 
 def cosine(kappa: np.ndarray, sq_norm_rows: np.ndarray, sq_norm_cols: np.ndarray | None = None) -> np.ndarray:
@@ -170,3 +174,124 @@ def stratified_shares(counts: Sequence[Mapping[str, int]], population: Sequence[
         for k in keys:
             acc[k] += n_pop * c[k] / n
     return {k: (v / total if total else float("nan")) for k, v in acc.items()}
+
+
+def sample_panel(class_sizes: Sequence[int], per_class: int, seed: int) -> list[np.ndarray]:
+    """Seeded choice of ``min(per_class, n_c)`` within-class positions per class (sorted), in class order."""
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(n, size=min(per_class, n), replace=False)) for n in class_sizes]
+
+
+def distribution(values: np.ndarray, quantiles: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+    """Mean, standard deviation and quantiles of ``scale * values`` (accumulated in float64)."""
+    if not values.size:
+        return {"mean": float("nan"), "std": float("nan"), **{f"q{q:g}": float("nan") for q in quantiles}}
+    out = {
+        "mean": scale * float(values.mean(dtype=np.float64)),
+        "std": abs(scale) * float(values.std(dtype=np.float64)),
+    }
+    qs = np.quantile(values, quantiles)
+    out.update({f"q{q:g}": scale * float(v) for q, v in zip(quantiles, qs, strict=True)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- within classes
+
+
+@dataclass
+class WithinPairs:
+    """Every pair i < j within each class: pooled kappa and cosine values, relation counts per class."""
+
+    kappa: np.ndarray  # pooled over classes, float32
+    cos: np.ndarray
+    counts: dict[float, list[dict[str, int]]]  # tau -> per-class counts of the cosine rule
+    official: list[dict[str, int]]  # per-class counts of the official raw-value rule
+    rows: list[dict] = field(default_factory=list)  # per-class statistics
+
+
+def within_class_pairs(grams: Sequence[ClassGram], taus: Sequence[float], tau: float, thr: float) -> WithinPairs:
+    """Relation counts (cosine rule at each of ``taus``; the official rule K*kappa vs +-``thr``), redundant and
+    self-max shares of every class from its Gram."""
+    sizes = [len(g) for g in grams]
+    n_pairs = [s * (s - 1) // 2 for s in sizes]
+    offsets = np.concatenate([[0], np.cumsum(n_pairs)]).astype(np.int64)
+    out = WithinPairs(
+        kappa=np.empty(sum(n_pairs), dtype=np.float32),
+        cos=np.empty(sum(n_pairs), dtype=np.float32),
+        counts={t: [] for t in taus},
+        official=[],
+    )
+    for c, g in enumerate(grams):
+        gram = g.gram.astype(np.float64)
+        kv = upper_triangle(gram)
+        cv = upper_triangle(cosine(gram, g.sq_norm.astype(np.float64)))
+        out.kappa[offsets[c] : offsets[c + 1]] = kv
+        out.cos[offsets[c] : offsets[c + 1]] = cv
+        for t in taus:
+            out.counts[t].append(relation_counts(cv, t))
+        out.official.append(official_value_counts(g.num_classes * kv, thr))
+        red = redundant_mask(gram)
+        selfmax = selfmax_larger_index_mask(gram, np.argsort(g.index, kind="stable"))
+        row = {
+            "class": c,
+            "n": sizes[c],
+            "pairs": kv.size,
+            "share_redundant": float(red.mean()) if red.size else np.nan,
+            "share_selfmax_larger_index": float(selfmax.mean()) if selfmax.size else np.nan,
+            "cos_median": float(np.median(cv)) if cv.size else np.nan,
+        }
+        row.update({f"share_{k}": v / max(kv.size, 1) if kv.size else np.nan for k, v in out.counts[tau][-1].items()})
+        out.rows.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- across classes
+
+
+@dataclass
+class CrossPairs:
+    """The sampled cross-class pairs: pooled values, counts per pair of classes, their populations n_a n_b."""
+
+    kappa: np.ndarray
+    cos: np.ndarray
+    counts: dict[float, list[dict[str, int]]]
+    official: list[dict[str, int]]
+    population: list[float]
+    redundant: list[np.ndarray]  # per class: panel members redundant against another class's panel members
+    check_err: float = float("nan")
+
+
+def cross_class_pairs(
+    grams: Sequence[ClassGram], panel: np.ndarray, panel_pos: Sequence[np.ndarray], taus: Sequence[float], thr: float
+) -> CrossPairs:
+    """Relation counts of the panel's cross-class blocks, and the relative error of its within-class blocks against
+    the per-class Grams (``check_err``)."""
+    k = len(grams)
+    sizes = [len(g) for g in grams]
+    out = CrossPairs(np.zeros(0), np.zeros(0), {t: [] for t in taus}, [], [], [np.zeros(0, bool) for _ in grams])
+    if not panel.size or k < 2:
+        return out
+    bounds = np.cumsum([0] + [len(p) for p in panel_pos])
+    sl = [slice(bounds[c], bounds[c + 1]) for c in range(k)]
+    errs = []
+    for c, g in enumerate(grams):  # the panel's within-class blocks must reproduce the per-class Grams
+        ref = g.gram[np.ix_(panel_pos[c], panel_pos[c])].astype(np.float64)
+        errs.append(np.abs(panel[sl[c], sl[c]] - ref).max() / max(np.abs(ref).max(), 1e-30))
+    out.check_err = float(max(errs))
+    ks, cs = [], []
+    for a in range(k):
+        sq_a = grams[a].sq_norm.astype(np.float64)[panel_pos[a]]
+        others = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in range(k) if b != a])
+        out.redundant[a] = cross_redundant_mask(panel[sl[a], :][:, others], sq_a)
+        for b in range(a + 1, k):
+            sq_b = grams[b].sq_norm.astype(np.float64)[panel_pos[b]]
+            block = panel[sl[a], sl[b]]
+            cos_ab = cosine(block, sq_a, sq_b).ravel()
+            ks.append(block.ravel())
+            cs.append(cos_ab)
+            for t in taus:
+                out.counts[t].append(relation_counts(cos_ab, t))
+            out.official.append(official_value_counts(k * block.ravel(), thr))
+            out.population.append(float(sizes[a]) * sizes[b])
+    out.kappa, out.cos = np.concatenate(ks), np.concatenate(cs)
+    return out

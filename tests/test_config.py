@@ -96,3 +96,51 @@ def test_broken_configs_name_the_key(base, schema_path, mutate, where, what):
         validate_config(cfg, schema_path)
     assert f"config error at {where}" in str(err.value)
     assert what in str(err.value)
+
+
+def test_recipe_defaults_are_the_schemas(schema_path):
+    """The schema is the source of the workflow's defaults; the Recipe dataclass keeps defaults for library users.
+    Both must agree, key by key (the train block, its schedule, the augment block)."""
+    import dataclasses
+
+    from lpntk.config import load_schema
+    from lpntk.train import Recipe
+
+    defs = load_schema(schema_path)["$defs"]
+    train = {k: v["default"] for k, v in defs["train"]["properties"].items() if "default" in v}
+    schedule = {k: v["default"] for k, v in defs["schedule"]["properties"].items()}
+    augment = {k: v["default"] for k, v in defs["dataset"]["properties"]["augment"]["properties"].items()}
+    expected = {**{k: v for k, v in train.items() if k != "seeds"}, **augment, **schedule}
+    expected["schedule"] = expected.pop("name")
+    fields = {f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING}
+    assert set(fields) == set(expected), set(fields) ^ set(expected)
+    for key, value in expected.items():
+        got = fields[key]
+        assert (tuple(got) if isinstance(got, tuple) else got) == (
+            tuple(value) if isinstance(value, list) else value
+        ), key
+
+
+def test_recipe_from_config_reads_every_key_of_a_resolved_block(schema_path):
+    """No silent fallbacks: a resolved block is read as given, and a block missing a key is an error."""
+    from lpntk.config import validate_config
+    from lpntk.train import Recipe
+
+    cfg = validate_config(
+        {
+            "datasets": {
+                "d": {
+                    "source": "sklearn",
+                    "name": "digits",
+                    "model": {"name": "mlp"},
+                    "train": {"epochs": 4, "lr": 0.3},
+                }
+            }
+        },
+        schema_path,
+    )
+    block = cfg["datasets"]["d"]
+    r = Recipe.from_config(block["train"], block["augment"])
+    assert (r.epochs, r.lr, r.schedule, r.batch_size) == (4, 0.3, "none", 128)
+    with pytest.raises(KeyError, match="momentum"):
+        Recipe.from_config({k: v for k, v in block["train"].items() if k != "momentum"}, block["augment"])

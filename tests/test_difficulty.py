@@ -27,6 +27,7 @@ from lpntk.difficulty import (
     target_similarity,
     training_set_positions,
 )
+from lpntk.grams import load_class_grams
 from lpntk.train import Recipe
 
 OFF = {"enabled": False}
@@ -222,7 +223,7 @@ def _dcfg(**kw):
     d = {
         "enabled": True,
         "target": "max_self",
-        "rank_by": "lpntk",
+        "rank_by": ["lpntk"],
         "num": 3,
         "runs": 2,
         "seed_offset": 0,
@@ -231,11 +232,13 @@ def _dcfg(**kw):
         "lr": 0.01,
         "momentum": 0.9,
         "weight_decay": 5e-4,
-        "schedule": {"name": "none"},
+        "schedule": {"name": "none", "step_size": 2, "gamma": 0.7, "t_max": None},
         "shuffle": False,
         "l2_pass": "train",
         "official_swap": False,
         "contradictory": "all",
+        "control": False,
+        "control_seed": 0,
         "size": {
             "enabled": True,
             "pool_per_class": 4,
@@ -247,7 +250,7 @@ def _dcfg(**kw):
             "lr": 0.1,
             "momentum": 0.9,
             "weight_decay": 5e-4,
-            "schedule": {"name": "step", "step_size": 2, "gamma": 0.7},
+            "schedule": {"name": "step", "step_size": 2, "gamma": 0.7, "t_max": None},
             "shuffle": True,
         },
     }
@@ -276,21 +279,31 @@ def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
     root, prep, cfg, kernels = small_setup
     cfg = {**cfg, "difficulty": _dcfg()}
     out = _outputs(tmp_path, DIFFICULTY_OUTPUTS)
-    summary = difficulty_stage("digits", cfg, kernels, root / "data", root / "model.pt", out, 1, OFF)
+    summary = difficulty_stage(
+        dataset="digits",
+        cfg=cfg,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=out,
+        threads=1,
+        mlflow_cfg=OFF,
+    )
     sets = pd.read_csv(out["sets"])
-    names = summary["sets"]
-    assert names[:3] == ["easy", "median", "hard"]
+    names = [a["set"] for a in summary["arms"]]
+    assert names[:3] == ["easy", "median", "hard"] and {a["ranking"] for a in summary["arms"]} == {"lpntk"}
+    grams = load_class_grams(kernels)
     for c in range(10):
-        k = load_npz(kernels[c])
-        t = int(np.argmax(np.diag(k["gram"])))
-        ranked = k["position"][rank_others(k["gram"][t].astype(np.float64), t)]
+        k = grams[c]
+        t = int(np.argmax(np.diag(k.gram)))
+        ranked = k.position[rank_others(k.gram[t].astype(np.float64), t)]
         for s, expect in (
             ("easy", ranked[:3]),
             ("hard", ranked[-3:]),
             ("median", ranked[(len(ranked) - 3) // 2 :][:3]),
         ):
             rows = sets[(sets["set"] == s) & (sets["class"] == c)]
-            assert rows.iloc[0]["role"] == "target" and rows.iloc[0]["position"] == k["position"][t]
+            assert rows.iloc[0]["role"] == "target" and rows.iloc[0]["position"] == k.position[t]
             np.testing.assert_array_equal(rows[rows["role"] == "added"]["position"], expect)
             # original indices kept
             positions = rows["position"].to_numpy().copy()
@@ -302,7 +315,7 @@ def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
     assert (added["kappa_to_target"] < 0).all() and len(added) == 30 and added["position"].is_unique
     from lpntk.data import normalize, to_unit
     from lpntk.kernel import lpntk_gram
-    from lpntk.stages.common import load_reference_model
+    from lpntk.stages.model import load_reference_model
 
     model = load_reference_model(cfg, prep.info, root / "model.pt")
     x = normalize(to_unit(prep.train.x), prep.info.mean, prep.info.std)
@@ -323,9 +336,60 @@ def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
     np.testing.assert_allclose(auc["auc_train_std"], area.std(axis=1, ddof=1), rtol=1e-5, atol=1e-9)
     assert (auc.loc[:2, "label_purity"] == 1.0).all() and (auc["n_train"] == 40).all()
     assert auc.loc[3, "label_purity"] < 1.0
-    assert summary["metrics"]["ld_auc_easy"] == pytest.approx(area[0].mean())
+    assert summary["metrics"]["ld_auc_lpntk_easy"] == pytest.approx(area[0].mean())
+    assert summary["auc_per_run"]["lpntk/easy"] == pytest.approx(area[0].tolist())
     assert load_json(out["summary"])["seeds"] == [1, 2]
     assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+def test_difficulty_stage_both_rankings_and_label_matched_control(small_setup, tmp_path):
+    """rank_by [lpntk, cosine]: a full set of arms per ranking, the cosine sets ranked by kappa / (|phi_t| |phi_j|)
+    computed here by hand; the control arm carries exactly the contradictory arm's labels, class by class."""
+    from lpntk.io import load_npz
+    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+
+    root, prep, cfg, kernels = small_setup
+    cfg = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, rank_by=["lpntk", "cosine"], control=True, control_seed=5)}
+    out = _outputs(tmp_path, DIFFICULTY_OUTPUTS)
+    summary = difficulty_stage(
+        dataset="digits",
+        cfg=cfg,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=out,
+        threads=1,
+        mlflow_cfg=OFF,
+    )
+    arms = [(a["ranking"], a["set"]) for a in summary["arms"]]
+    sets_order = ["easy", "median", "hard", "contradictory", "control"]
+    assert arms == [("lpntk", s) for s in sets_order] + [("cosine", s) for s in sets_order]
+    sets = pd.read_csv(out["sets"])
+    added = sets[sets["role"] == "added"]
+    labels = prep.train.y.numpy()
+    targets = sets[(sets["role"] == "target")].groupby("class")["position"].first()
+    for c, g in enumerate(load_class_grams(kernels)):
+        k = g.gram.astype(np.float64)
+        t = int(np.argmax(np.diag(k)))
+        cos = k[t] / np.sqrt(k[t, t] * np.diag(k))  # by hand
+        others = [j for j in np.argsort(-cos, kind="stable") if j != t]
+        got = added[(added["ranking"] == "cosine") & (added["set"] == "easy") & (added["class"] == c)]["position"]
+        np.testing.assert_array_equal(np.sort(got), np.sort(g.position[others[:3]]))
+        for ranking in ("lpntk", "cosine"):
+            contra = added[(added["ranking"] == ranking) & (added["set"] == "contradictory") & (added["class"] == c)]
+            ctrl = added[(added["ranking"] == ranking) & (added["set"] == "control") & (added["class"] == c)]
+            assert sorted(labels[contra["position"]]) == sorted(labels[ctrl["position"]])
+            assert not set(ctrl["position"]) & set(targets)
+    for ranking in ("lpntk", "cosine"):
+        ctrl = added[(added["ranking"] == ranking) & (added["set"] == "control")]
+        assert ctrl["position"].is_unique and len(ctrl) == 30
+    auc = pd.read_csv(out["auc"]).set_index(["ranking", "set"])
+    for ranking in ("lpntk", "cosine"):
+        assert auc.loc[(ranking, "control"), "label_purity"] == auc.loc[(ranking, "contradictory"), "label_purity"] < 1
+        assert auc.loc[(ranking, "easy"), "label_purity"] == 1.0
+    curves = load_npz(out["curves"])
+    assert curves["l2"].shape[0] == 10 and list(curves["rankings"]) == [a[0] for a in arms]
+    assert set(summary["label_purity"]) == {f"{r}/{s}" for r, s in arms}
 
 
 def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
@@ -335,63 +399,80 @@ def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
     base = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="none")}
     swap = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="class", official_swap=True, target="max_mean")}
     a = difficulty_stage(
-        "digits", base, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "a", DIFFICULTY_OUTPUTS), 1, OFF
+        dataset="digits",
+        cfg=base,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=_outputs(tmp_path / "a", DIFFICULTY_OUTPUTS),
+        threads=1,
+        mlflow_cfg=OFF,
     )
     b = difficulty_stage(
-        "digits", swap, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "b", DIFFICULTY_OUTPUTS), 1, OFF
+        dataset="digits",
+        cfg=swap,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=_outputs(tmp_path / "b", DIFFICULTY_OUTPUTS),
+        threads=1,
+        mlflow_cfg=OFF,
     )
-    assert a["sets"] == ["easy", "median", "hard"] and a["mapping"] == "intended"
+    assert [x["set"] for x in a["arms"]] == ["easy", "median", "hard"] and a["mapping"] == "intended"
     difficulty_stage(
-        "digits", base, kernels, root / "data", root / "model.pt", _outputs(tmp_path / "a2", DIFFICULTY_OUTPUTS), 1, OFF
+        dataset="digits",
+        cfg=base,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=_outputs(tmp_path / "a2", DIFFICULTY_OUTPUTS),
+        threads=1,
+        mlflow_cfg=OFF,
     )
     for f in sorted((tmp_path / "a").iterdir()):  # same config -> same bytes, figures and summary included
         assert f.read_bytes() == (tmp_path / "a2" / f.name).read_bytes(), f.name
     assert b["mapping"] == "official_swap" and b["target_rule"] == "max_mean"
     sa, sb = pd.read_csv(tmp_path / "a" / "sets.csv"), pd.read_csv(tmp_path / "b" / "sets.csv")
+    grams = load_class_grams(kernels)
     for c in range(10):
-        k = load_gram(kernels[c])
+        k = grams[c].gram.astype(np.float64)
         t = choose_target(k, "max_mean")
         sel = select_sets(target_similarity(k, t), t, 3)
         rows = sb[(sb["class"] == c) & (sb["role"] == "added")]
-        pos = load_positions(kernels[c])
+        pos = grams[c].position
         np.testing.assert_array_equal(rows[rows["set"] == "median"]["position"], pos[sel["hard"]])
         np.testing.assert_array_equal(rows[rows["set"] == "hard"]["position"], pos[sel["median"]])
     assert set(sa["set"]) == {"easy", "median", "hard"}
     # no target has a same-class sample with negative lpNTK: the class-pool contradictory set is skipped, and says so
-    assert b["sets"] == ["easy", "median", "hard"] and "skipped" in b["contradictory"]
+    assert [x["set"] for x in b["arms"]] == ["easy", "median", "hard"] and "skipped" in b["contradictory"]
     with pytest.raises(ValueError, match="difficulty.num = 30"):
         difficulty_stage(
-            "digits",
-            {**cfg, "difficulty": _dcfg(num=30)},
-            kernels,
-            root / "data",
-            root / "model.pt",
-            _outputs(tmp_path / "c", DIFFICULTY_OUTPUTS),
-            1,
-            OFF,
+            dataset="digits",
+            cfg={**cfg, "difficulty": _dcfg(num=30)},
+            kernels=kernels,
+            data=root / "data",
+            reference=root / "model.pt",
+            outputs=_outputs(tmp_path / "c", DIFFICULTY_OUTPUTS),
+            threads=1,
+            mlflow_cfg=OFF,
         )
 
 
-def load_gram(path):
-    from lpntk.io import load_npz
-
-    return load_npz(path)["gram"].astype(np.float64)
-
-
-def load_positions(path):
-    from lpntk.io import load_npz
-
-    return load_npz(path)["position"]
-
-
 def test_ld_size_stage(small_setup, tmp_path):
-    from lpntk.stages.difficulty import LD_SIZE_OUTPUTS, ld_size_stage
+    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
 
     root, prep, cfg, _ = small_setup
     cfg = {**cfg, "difficulty": _dcfg()}
     out = _outputs(tmp_path, LD_SIZE_OUTPUTS)
-    summary = ld_size_stage("digits", cfg, root / "data", out, 1, OFF)
-    ld_size_stage("digits", cfg, root / "data", _outputs(tmp_path / "again", LD_SIZE_OUTPUTS), 1, OFF)
+    summary = ld_size_stage(dataset="digits", cfg=cfg, data=root / "data", outputs=out, threads=1, mlflow_cfg=OFF)
+    ld_size_stage(
+        dataset="digits",
+        cfg=cfg,
+        data=root / "data",
+        outputs=_outputs(tmp_path / "again", LD_SIZE_OUTPUTS),
+        threads=1,
+        mlflow_cfg=OFF,
+    )
     for name, path in out.items():
         assert open(path, "rb").read() == (tmp_path / "again" / os.path.basename(path)).read_bytes(), name
     assert summary["sizes"] == [4, 1] and summary["runs"] == 1 + 4
@@ -404,8 +485,8 @@ def test_ld_size_stage(small_setup, tmp_path):
     np.testing.assert_allclose(pearson, np.corrcoef(ld[["ld_size4", "ld_size1"]].to_numpy().T), atol=1e-9)
     assert summary["metrics"]["ld_corr_4_1"] == pytest.approx(pearson[0, 1])
     # size 4: one run on the whole pool, whose LD = sum over epochs of that run's training-pass L2
-    from lpntk.stages.common import build_from_config
     from lpntk.stages.difficulty import difficulty_recipe
+    from lpntk.stages.model import build_from_config
 
     pool = prep.train.subset(ld["position"].to_numpy().copy())
     full = learning_difficulty(
@@ -419,12 +500,12 @@ def test_ld_size_stage(small_setup, tmp_path):
     np.testing.assert_allclose(ld["ld_size4"], full, rtol=1e-5)
     with pytest.raises(ValueError, match="pool_per_class = 64"):
         ld_size_stage(
-            "digits",
-            {**cfg, "difficulty": _dcfg(size={**_dcfg()["size"], "pool_per_class": 64})},
-            root / "data",
-            _outputs(tmp_path / "x", LD_SIZE_OUTPUTS),
-            1,
-            OFF,
+            dataset="digits",
+            cfg={**cfg, "difficulty": _dcfg(size={**_dcfg()["size"], "pool_per_class": 64})},
+            data=root / "data",
+            outputs=_outputs(tmp_path / "x", LD_SIZE_OUTPUTS),
+            threads=1,
+            mlflow_cfg=OFF,
         )
 
 

@@ -356,14 +356,28 @@ def forgetting_cfg():
 
 def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     from lpntk.io import load_json, load_npz
-    from lpntk.stages.forgetting import forgetting_stage, forgetting_table_stage, paper_reference, seed_group_name
+    from lpntk.paper import forgetting_reference as paper_reference
+    from lpntk.plan import group_name
+    from lpntk.stages.forgetting import forgetting_stage
+    from lpntk.stages.forgetting_table import forgetting_table_stage
+
+    def seed_group_name(seeds):
+        return group_name("seed", seeds)
 
     save_prepared(digits, tmp_path / "data")
     summaries = []
     for seeds in ([1, 2], [3]):
         d = tmp_path / seed_group_name(seeds)
         out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
-        forgetting_stage("digits", forgetting_cfg, seeds, tmp_path / "data", out, 1, OFF)
+        forgetting_stage(
+            dataset="digits",
+            cfg=forgetting_cfg,
+            seeds=seeds,
+            data=tmp_path / "data",
+            outputs=out,
+            threads=1,
+            mlflow_cfg=OFF,
+        )
         summaries.append(out["summary"])
     assert seed_group_name([1, 2]) == "seeds1-2" and seed_group_name([3]) == "seed3"
     steps = pd.read_csv(tmp_path / "seeds1-2" / "steps.csv")
@@ -386,7 +400,9 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
             ("summary", "summary.json"),
         )
     }
-    table = forgetting_table_stage("digits", forgetting_cfg, summaries, outs, OFF)
+    table = forgetting_table_stage(
+        dataset="digits", cfg=forgetting_cfg, summaries=summaries, outputs=outs, mlflow_cfg=OFF
+    )
     assert len(table) == 10 and set(table["n_runs"]) == {3}
     assert table["paper_f1"].isna().all()  # digits: no paper column
     md = (tmp_path / "table" / "table.md").read_text()
@@ -397,7 +413,9 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     # determinism: the same group again gives the same bytes
     d = tmp_path / "again"
     out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
-    forgetting_stage("digits", forgetting_cfg, [3], tmp_path / "data", out, 1, OFF)
+    forgetting_stage(
+        dataset="digits", cfg=forgetting_cfg, seeds=[3], data=tmp_path / "data", outputs=out, threads=1, mlflow_cfg=OFF
+    )
     for name in ("steps.csv", "samples.npz", "summary.json"):
         assert (d / name).read_bytes() == (tmp_path / "seed3" / name).read_bytes()
     # the slides' numbers go to torchvision MNIST / CIFAR10 only
@@ -411,7 +429,9 @@ def test_forgetting_stage_rejects_augment_without_augmentation(forgetting_cfg, t
 
     forgetting_cfg["forgetting"]["augment"] = True
     with pytest.raises(ValueError, match="forgetting.augment"):
-        forgetting_stage("digits", forgetting_cfg, [1], tmp_path, {}, 1, OFF)
+        forgetting_stage(
+            dataset="digits", cfg=forgetting_cfg, seeds=[1], data=tmp_path, outputs={}, threads=1, mlflow_cfg=OFF
+        )
 
 
 # ------------------------------------------------------------------------------------------- workflow
@@ -443,7 +463,10 @@ def test_workflow_forgetting(workflow_run):
 
 
 def test_seed_groups_chunk_the_seeds_in_order_under_their_path_names():
-    from lpntk.stages.forgetting import seed_group_name, seed_groups
+    from lpntk.plan import group_name, seed_groups
+
+    def seed_group_name(seeds):
+        return group_name("seed", seeds)
 
     assert seed_groups([1, 2, 3], 2) == {"seeds1-2": [1, 2], "seed3": [3]}
     assert seed_groups([5, 3], 1) == {"seed5": [5], "seed3": [3]}
@@ -453,3 +476,14 @@ def test_seed_groups_chunk_the_seeds_in_order_under_their_path_names():
         seed_groups([1, 2], 0)
     with pytest.raises(ValueError, match="repeats"):
         seed_groups([1, 2, 1], 1)
+
+
+def test_kernel_class_groups_cover_every_class_once_in_order():
+    from lpntk.plan import class_groups, kernel_group_name
+
+    assert class_groups(10, 1)["class7"] == [7] and len(class_groups(10, 1)) == 10
+    assert class_groups(10, 4) == {"classes0-1-2-3": [0, 1, 2, 3], "classes4-5-6-7": [4, 5, 6, 7], "classes8-9": [8, 9]}
+    assert class_groups(3, 10) == {"classes0-1-2": [0, 1, 2]}
+    assert kernel_group_name(9, 10, 4) == "classes8-9"
+    with pytest.raises(ValueError, match="classes_per_job"):
+        class_groups(10, 0)

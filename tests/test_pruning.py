@@ -143,7 +143,7 @@ def tiny_cfg(repo, schema_path):
 
 
 def test_subset_plan_and_units(tiny_cfg):
-    from lpntk.stages.pruning import retrain_settings, retrain_shards, retrain_units, subset_plan
+    from lpntk.plan import retrain_settings, retrain_shards, retrain_units, subset_plan
 
     names = [p["name"] for p in subset_plan(tiny_cfg)]
     assert names[:4] == ["full", "lpntk-k0.9", "lpntk-k0.7", "lpntk-k0.5"]
@@ -167,8 +167,10 @@ def test_subset_plan_and_units(tiny_cfg):
 @pytest.fixture(scope="module")
 def pruning_inputs(tmp_path_factory, tiny_cfg):
     """Synthetic prepared training split, per-class kernels and scores; cluster + prune run on them."""
+    from lpntk.grams import ClassGram, save_class_grams
     from lpntk.io import save_npz, save_table
-    from lpntk.stages.pruning import cluster_stage, prune_stage
+    from lpntk.stages.cluster import cluster_stage
+    from lpntk.stages.prune import prune_stage
 
     tmp = tmp_path_factory.mktemp("pruning")
     rng = np.random.default_rng(0)
@@ -177,22 +179,14 @@ def pruning_inputs(tmp_path_factory, tiny_cfg):
     labels = np.repeat(np.arange(10), 6)
     rng.shuffle(labels)
     save_npz(tmp / "train.npz", x=np.zeros((n, 1, 2, 2), np.float32), y=labels, index=index)
-    kernels = []
+    grams = []
     for c in range(10):
         pos = np.flatnonzero(labels == c)
         phi = rng.normal(size=(len(pos), 4))
-        kernels.append(
-            str(
-                save_npz(
-                    tmp / f"class{c}.npz",
-                    gram=(phi @ phi.T).astype(np.float32),
-                    index=index[pos],
-                    position=pos,
-                    label=np.int64(c),
-                    sq_norm=(phi**2).sum(1),
-                )
-            )
-        )
+        grams.append(ClassGram(c, (phi @ phi.T).astype(np.float32), (phi**2).sum(1), index[pos], pos, 10))
+    kernels = [str(tmp / "classes5-9.npz"), str(tmp / "classes0-4.npz")]
+    save_class_grams(kernels[0], grams[5:])
+    save_class_grams(kernels[1], grams[:5])
     save_table(
         tmp / "scores.csv",
         pd.DataFrame(
@@ -213,15 +207,21 @@ def pruning_inputs(tmp_path_factory, tiny_cfg):
         "table": str(tmp / "subsets.csv"),
     }
     off = {"enabled": False}
-    cluster_stage("toy", tiny_cfg, kernels[::-1], {k: outs[k] for k in ("clusters", "summary")}, off)
+    cluster_stage(
+        dataset="toy",
+        cfg=tiny_cfg,
+        kernels=kernels,
+        outputs={k: outs[k] for k in ("clusters", "summary")},
+        mlflow_cfg=off,
+    )
     prune_stage(
-        "toy",
-        tiny_cfg,
-        tmp / "train.npz",
-        outs["clusters"],
-        tmp / "scores.csv",
-        {k: outs[k] for k in ("subsets", "table")},
-        off,
+        dataset="toy",
+        cfg=tiny_cfg,
+        train=tmp / "train.npz",
+        clusters=outs["clusters"],
+        scores=tmp / "scores.csv",
+        outputs={k: outs[k] for k in ("subsets", "table")},
+        mlflow_cfg=off,
     )
     return tmp, index, labels, outs
 
@@ -266,23 +266,39 @@ def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(prunin
 
 
 def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, tiny_cfg):
-    from lpntk.stages.pruning import prune_stage
+    from lpntk.stages.prune import prune_stage
 
     tmp, _, _, outs = pruning_inputs
     again = {"subsets": str(tmp / "again.npz"), "table": str(tmp / "again.csv")}
-    prune_stage("toy", tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv", again, {"enabled": False})
+    prune_stage(
+        dataset="toy",
+        cfg=tiny_cfg,
+        train=tmp / "train.npz",
+        clusters=outs["clusters"],
+        scores=tmp / "scores.csv",
+        outputs=again,
+        mlflow_cfg={"enabled": False},
+    )
     assert open(again["subsets"], "rb").read() == open(outs["subsets"], "rb").read()
     cfg = copy.deepcopy(tiny_cfg)
     cfg["pruning"]["curve_keep"] = [0.95]  # FPC must run further than the clusters file did
     with pytest.raises(ValueError, match=r"another configuration \(no \['cluster_k0.95'\]\)"):
-        prune_stage("toy", cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv", again, {"enabled": False})
+        prune_stage(
+            dataset="toy",
+            cfg=cfg,
+            train=tmp / "train.npz",
+            clusters=outs["clusters"],
+            scores=tmp / "scores.csv",
+            outputs=again,
+            mlflow_cfg={"enabled": False},
+        )
 
 
 def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypatch):
-    import lpntk.train
+    import lpntk.stages.retrain as retrain_module
     from lpntk.data import save_prepared
     from lpntk.io import save_npz
-    from lpntk.stages.pruning import retrain_stage
+    from lpntk.stages.retrain import retrain_stage
 
     save_prepared(digits, tmp_path / "data")
     rng = np.random.default_rng(1)
@@ -293,16 +309,24 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
     cfg["pruning"]["retrain"].update({"epochs": 1, "seeds": [3, 4], "group_by": "subset"})
     save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
     seen = []
-    real = lpntk.train.train_model
+    real = retrain_module.train_model
 
     def spy(model, train, recipe, seed, **kw):
         seen.append((seed, train.index.numpy().copy(), recipe.epochs, len(kw["val"]), len(kw["test"])))
         return real(model, train, recipe, seed, **kw)
 
-    monkeypatch.setattr(lpntk.train, "train_model", spy)
+    monkeypatch.setattr(retrain_module, "train_model", spy)
     out = tmp_path / "res.json"
     retrain_stage(
-        "digits", cfg, "lpntk-k0.5", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1, {"enabled": False}
+        dataset="digits",
+        cfg=cfg,
+        unit="lpntk-k0.5",
+        shard="all",
+        data=tmp_path / "data",
+        subsets=tmp_path / "subsets.npz",
+        output=out,
+        threads=1,
+        mlflow_cfg={"enabled": False},
     )
     assert [s[0] for s in seen] == [3, 4]
     for _, idx, epochs, n_val, n_test in seen:
@@ -315,7 +339,15 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
         assert 0 <= r["test_acc_best_val"] <= r["test_acc_max"] <= 1 and r["best_epoch"] == 1
     with pytest.raises(ValueError, match="not in the config's plan"):
         retrain_stage(
-            "digits", cfg, "el2n-k0.3", "all", tmp_path / "data", tmp_path / "subsets.npz", out, 1, {"enabled": False}
+            dataset="digits",
+            cfg=cfg,
+            unit="el2n-k0.3",
+            shard="all",
+            data=tmp_path / "data",
+            subsets=tmp_path / "subsets.npz",
+            output=out,
+            threads=1,
+            mlflow_cfg={"enabled": False},
         )
 
 
@@ -347,7 +379,7 @@ def _result(subset, method, keep, accs, n, experiment="table", **extra):
 
 def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     from lpntk.io import save_json
-    from lpntk.stages.pruning import aggregate_runs, pruning_table_stage
+    from lpntk.stages.pruning_table import aggregate_runs, pruning_table_stage
 
     cfg = copy.deepcopy(tiny_cfg)
     cfg.update({"source": "torchvision", "name": "MNIST"})
@@ -419,7 +451,14 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
             ("fig_small_pdf", "s.pdf"),
         )
     }
-    pruning_table_stage("mnist", cfg, files, tmp_path / "s.csv", outs, {"enabled": False})
+    pruning_table_stage(
+        dataset="mnist",
+        cfg=cfg,
+        runs=files,
+        subsets_table=tmp_path / "s.csv",
+        outputs=outs,
+        mlflow_cfg={"enabled": False},
+    )
     md = open(outs["md"]).read()
     assert "99.37 ± 0.04" in md and "96.00 ± 1.41" in md and "keep not stated" in md
     long = pd.read_csv(outs["csv"])
@@ -430,7 +469,14 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     for k in ("fig_redundant", "fig_redundant_pdf", "fig_small", "fig_small_pdf"):
         assert open(outs[k], "rb").read(4) in (b"\x89PNG", b"%PDF")
     png = open(outs["fig_redundant"], "rb").read()
-    pruning_table_stage("mnist", cfg, files, tmp_path / "s.csv", outs, {"enabled": False})
+    pruning_table_stage(
+        dataset="mnist",
+        cfg=cfg,
+        runs=files,
+        subsets_table=tmp_path / "s.csv",
+        outputs=outs,
+        mlflow_cfg={"enabled": False},
+    )
     assert open(outs["fig_redundant"], "rb").read() == png  # reproducible bytes
 
 
@@ -483,3 +529,73 @@ def test_pruning_stages_end_to_end(workflow_run):
     for rule in ("scores", "cluster", "prune", "pruning_table"):
         found = client.search_runs([exp.experiment_id], f"tags.`lpntk.rule` = '{rule}'")
         assert len(found) == 1 and found[0].info.status == "FINISHED", rule
+
+
+def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_cfg, monkeypatch):
+    """A job killed after its first (subset, seed) run and rerun trains only what is missing, and writes the same
+    bytes as a job that was never interrupted; the progress folder goes when the job completes."""
+    import lpntk.stages.retrain as retrain_module
+    from lpntk.data import save_prepared
+    from lpntk.io import save_npz
+    from lpntk.stages.retrain import retrain_stage
+
+    save_prepared(digits, tmp_path / "data")
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"].update({"methods": ["lpntk"], "keep": [0.5], "curve_keep": []})
+    cfg["pruning"]["small_clusters"]["enabled"] = False
+    cfg["pruning"]["retrain"].update({"epochs": 2, "seeds": [3, 4], "group_by": "subset"})
+    chosen = np.sort(np.random.default_rng(2).choice(digits.train.index.numpy(), size=40, replace=False))
+    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
+    args = {
+        "dataset": "digits",
+        "cfg": cfg,
+        "unit": "lpntk-k0.5",
+        "shard": "all",
+        "data": tmp_path / "data",
+        "subsets": tmp_path / "subsets.npz",
+        "threads": 1,
+        "mlflow_cfg": {"enabled": False},
+    }
+    retrain_stage(**args, output=tmp_path / "clean" / "res.json")
+
+    real, seen = retrain_module.train_model, []
+
+    def killed_at_seed4(model, train, recipe, seed, **kw):
+        seen.append(seed)
+        if seed == 4:
+            raise KeyboardInterrupt("killed")
+        return real(model, train, recipe, seed, **kw)
+
+    monkeypatch.setattr(retrain_module, "train_model", killed_at_seed4)
+    out = tmp_path / "run" / "res.json"
+    with pytest.raises(KeyboardInterrupt):
+        retrain_stage(**args, output=out)
+    assert not out.exists() and (tmp_path / "run" / ".res.progress" / "lpntk-k0.5-seed3.json").is_file()
+    seen.clear()
+    monkeypatch.setattr(retrain_module, "train_model", lambda *a, **k: (seen.append(a[3]), real(*a, **k))[1])
+    retrain_stage(**args, output=out)
+    assert seen == [4]  # seed 3 was not trained again
+    assert out.read_bytes() == (tmp_path / "clean" / "res.json").read_bytes()
+    assert not (tmp_path / "run" / ".res.progress").exists()
+
+
+def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs, tiny_cfg):
+    from lpntk.pruning import SELECTORS, register_selector, select_subset
+    from lpntk.stages.prune import pruning_inputs as read_inputs
+
+    tmp, index, labels, outs = pruning_inputs
+    inputs = read_inputs(tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv")
+
+    @register_selector("lowest_el2n")
+    def lowest(inp, spec, seed):  # the easiest samples: the opposite of the EL2N baseline
+        order = np.argsort(inp.scores["el2n"], kind="stable")
+        return np.sort(inp.index[order[: int(round(spec["keep"] * len(inp.index)))]])
+
+    try:
+        kept = select_subset(inputs, {"name": "lowest_el2n-k0.5", "method": "lowest_el2n", "keep": 0.5}, 0)
+        sc = pd.read_csv(tmp / "scores.csv")
+        assert set(kept) == set(sc.sort_values("el2n")["index"].to_numpy()[:30])
+        with pytest.raises(ValueError, match="no selection rule"):
+            select_subset(inputs, {"method": "nope"}, 0)
+    finally:
+        del SELECTORS["lowest_el2n"]

@@ -160,7 +160,16 @@ def test_relations_stage_matches_brute_force_full_gram(small_setup, tmp_path):
         },
     }
     out = _outputs(tmp_path)
-    summary = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", out, 1, OFF)
+    summary = relations_stage(
+        dataset="digits",
+        cfg=cfg,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=out,
+        threads=1,
+        mlflow_cfg=OFF,
+    )
 
     x = normalize(to_unit(prep.train.x), prep.info.mean, prep.info.std)
     full = lpntk_gram(model.double(), x.double(), prep.train.y, 10).detach().numpy()
@@ -220,8 +229,26 @@ def test_relations_stage_is_deterministic_and_samples_the_cross_panel(small_setu
         },
     }
     a, b = tmp_path / "a", tmp_path / "b"
-    sa = relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(a), 1, OFF)
-    relations_stage("digits", cfg, kernels, root / "data", root / "model.pt", _outputs(b), 1, OFF)
+    sa = relations_stage(
+        dataset="digits",
+        cfg=cfg,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=_outputs(a),
+        threads=1,
+        mlflow_cfg=OFF,
+    )
+    relations_stage(
+        dataset="digits",
+        cfg=cfg,
+        kernels=kernels,
+        data=root / "data",
+        reference=root / "model.pt",
+        outputs=_outputs(b),
+        threads=1,
+        mlflow_cfg=OFF,
+    )
     for name in (
         "shares.csv",
         "shares_md.md",
@@ -260,7 +287,16 @@ def test_relations_stage_rejects_stale_kernels(small_setup, tmp_path):
         },
     }
     with pytest.raises(ValueError, match="stale"):
-        relations_stage("digits", cfg, kernels, root / "data", tmp_path / "other.pt", _outputs(tmp_path), 1, OFF)
+        relations_stage(
+            dataset="digits",
+            cfg=cfg,
+            kernels=kernels,
+            data=root / "data",
+            reference=tmp_path / "other.pt",
+            outputs=_outputs(tmp_path),
+            threads=1,
+            mlflow_cfg=OFF,
+        )
     assert not (tmp_path / "shares.csv").exists()
 
 

@@ -104,23 +104,30 @@ def _cfg(**scores):
 def test_scores_stage_writes_table_keyed_by_original_index(tmp_path):
     from lpntk.stages.scores import score_settings, scores_stage
 
-    summaries = []
-    for seed, run in ((1, RUN1), (2, RUN2)):
-        d = tmp_path / "train" / f"seed{seed}"
-        save_npz(d / "dynamics.npz", **run)
+    summaries, dynamics = [], []
+    for seed, run in ((2, RUN2), (1, RUN1)):  # the files say which seed they hold, whatever their names and order
+        d = tmp_path / "train" / f"run{3 - seed}"
+        save_npz(d / "dyn.npz", **run)
         save_json(d / "summary.json", {"seed": seed})
         summaries.append(str(d / "summary.json"))
+        dynamics.append(str(d / "dyn.npz"))
     out = {"table": str(tmp_path / "scores" / "scores.csv"), "info": str(tmp_path / "scores" / "scores.json")}
-    scores_stage("toy", _cfg(), summaries, out, {"enabled": False})
+    scores_stage(
+        dataset="toy", cfg=_cfg(), summaries=summaries, dynamics=dynamics, outputs=out, mlflow_cfg={"enabled": False}
+    )
     table = pd.read_csv(out["table"])
     assert table["index"].tolist() == INDEX.tolist() and table["position"].tolist() == [0, 1, 2, 3]
     assert np.allclose(table["el2n"], [0.2, 0.6, 0.2, 1.1]) and np.allclose(table["forgetting"], [0, 1.5, 0.5, 4])
     first = open(out["table"], "rb").read()
-    scores_stage("toy", _cfg(), summaries, out, {"enabled": False})
+    scores_stage(
+        dataset="toy", cfg=_cfg(), summaries=summaries, dynamics=dynamics, outputs=out, mlflow_cfg={"enabled": False}
+    )
     assert open(out["table"], "rb").read() == first  # byte-identical rerun
     only1 = copy.deepcopy(_cfg(seeds=[1], el2n_epoch=0))
     assert score_settings(only1) == {"el2n_epoch": 0, "grand_epoch": 2, "seeds": [1], "random_seed": 0}
-    scores_stage("toy", only1, summaries, out, {"enabled": False})
+    scores_stage(
+        dataset="toy", cfg=only1, summaries=summaries, dynamics=dynamics, outputs=out, mlflow_cfg={"enabled": False}
+    )
     assert np.allclose(pd.read_csv(out["table"])["el2n"], [0.9, 0.8, 0.7, 0.6])
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lpntk.data import save_prepared
-from lpntk.io import load_json, load_npz, save_json
+from lpntk.io import load_json, save_json
 from lpntk.kernel import lpntk_gram
 from lpntk.models import build_model
-from lpntk.train import choose_reference_run
+from lpntk.reference import choose_reference_run
 
 OFF = {"enabled": False}
 
@@ -52,7 +52,9 @@ def small_cfg():
 
 def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, small_cfg):
     from lpntk.data import normalize, to_unit
-    from lpntk.stages.kernel import kernel_stage, select_reference_stage
+    from lpntk.grams import iter_class_grams
+    from lpntk.stages.kernel import kernel_stage
+    from lpntk.stages.reference import select_reference_stage
 
     save_prepared(digits, tmp_path / "data")
     summaries = []
@@ -67,30 +69,41 @@ def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, smal
         )
         summaries.append(str(d / "summary.json"))
     out = {"model": str(tmp_path / "ref" / "model.pt"), "info": str(tmp_path / "ref" / "reference.json")}
+    checkpoints = [str(tmp_path / f"seed{s}" / "model_best.pt") for s in (1, 2)]
+    args = {"dataset": "digits", "cfg": small_cfg, "summaries": summaries, "checkpoints": checkpoints, "outputs": out}
     (tmp_path / "seed2" / "model_best.pt").rename(tmp_path / "moved.pt")
     with pytest.raises(FileNotFoundError, match="seed2/model_best.pt of the chosen training run"):
-        select_reference_stage("digits", small_cfg, summaries, out, OFF)
+        select_reference_stage(**args, mlflow_cfg=OFF)
     assert not (tmp_path / "ref").exists() or not any((tmp_path / "ref").iterdir())  # nothing half-written
     (tmp_path / "moved.pt").rename(tmp_path / "seed2" / "model_best.pt")
-    info = select_reference_stage("digits", small_cfg, summaries, out, OFF)
+    info = select_reference_stage(**args, mlflow_cfg=OFF)
     assert info["seed"] == 2 and load_json(out["info"])["seed"] == 2
 
-    kernel_stage("digits", small_cfg, 3, tmp_path / "data", out["model"], tmp_path / "k3.npz", 1, OFF)
-    k = load_npz(tmp_path / "k3.npz")
+    kernel_stage(
+        dataset="digits",
+        cfg=small_cfg,
+        classes=[3],
+        data=tmp_path / "data",
+        reference=out["model"],
+        output=tmp_path / "k3.npz",
+        threads=1,
+        mlflow_cfg=OFF,
+    )
+    (k,) = iter_class_grams([tmp_path / "k3.npz"])
     pos = np.flatnonzero(digits.train.y.numpy() == 3)
-    np.testing.assert_array_equal(k["position"], pos)
-    np.testing.assert_array_equal(k["index"], digits.train.index[pos].numpy())
-    assert int(k["label"]) == 3 and k["gram"].shape == (len(pos), len(pos)) and k["gram"].dtype == np.float32
+    np.testing.assert_array_equal(k.position, pos)
+    np.testing.assert_array_equal(k.index, digits.train.index[pos].numpy())
+    assert k.label == 3 and k.gram.shape == (len(pos), len(pos)) and k.gram.dtype == np.float32
     model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8)
     model.load_state_dict(torch.load(out["model"]))
     x = normalize(to_unit(digits.train.x[pos]), digits.info.mean, digits.info.std)
     ref = lpntk_gram(model.double(), x.double(), digits.train.y[pos]).numpy()
-    np.testing.assert_allclose(k["gram"], ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
-    np.testing.assert_allclose(k["sq_norm"], np.diag(ref), rtol=1e-6)
+    np.testing.assert_allclose(k.gram, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    np.testing.assert_allclose(k.sq_norm, np.diag(ref), rtol=1e-6)
 
 
 def test_reference_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, digits):
-    from lpntk.stages.common import load_reference_model
+    from lpntk.stages.model import load_reference_model
 
     torch.save(build_model("mlp", (1, 8, 8), 10).state_dict(), tmp_path / "m.pt")
     with pytest.raises(ValueError, match="does not fit model 'small_cnn'"):

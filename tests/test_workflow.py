@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from conftest import snakemake
 
+from lpntk.grams import load_class_grams
+
 pytestmark = pytest.mark.slow
 
 
@@ -32,11 +34,12 @@ def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
     ref = json.loads((res / "reference" / "reference.json").read_text())
     assert ref["seed"] in (1, 2)
     train_y = np.load(res / "data" / "train.npz")["y"]
-    for c in range(10):
-        k = np.load(res / "kernel" / f"class{c}.npz")
+    kernel_files = sorted(p.name for p in (res / "kernel").iterdir())
+    assert kernel_files == ["classes0-1-2-3-4.npz", "classes5-6-7-8-9.npz"]  # kernel.classes_per_job: 5
+    for c, k in enumerate(load_class_grams([res / "kernel" / f for f in kernel_files], 10)):
         n = int((train_y == c).sum())
-        assert k["gram"].shape == (n, n) and np.allclose(k["gram"], k["gram"].T, rtol=1e-5, atol=1e-6)
-        assert (train_y[k["position"]] == c).all()
+        assert k.gram.shape == (n, n) and np.allclose(k.gram, k.gram.T, rtol=1e-5, atol=1e-6)
+        assert (train_y[k.position] == c).all()
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")

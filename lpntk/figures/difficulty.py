@@ -4,7 +4,7 @@ of learning difficulty between dataset sizes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -14,51 +14,58 @@ from . import save_figure
 __all__ = ["plot_difficulty_curves", "plot_ld_correlation"]
 
 _STYLE = {
-    "easy": ("more interchangeable (highest lpNTK)", "C2"),
-    "median": ("median lpNTK", "C0"),
-    "hard": ("least similar (lowest lpNTK)", "C1"),
-    "contradictory": ("contradictory (negative lpNTK)", "C3"),
+    "easy": ("more interchangeable (highest)", "C2"),
+    "median": ("median", "C0"),
+    "hard": ("least similar (lowest)", "C1"),
+    "contradictory": ("contradictory (negative)", "C3"),
+    "control": ("label-matched random control", "C7"),
 }
 
 
 def plot_difficulty_curves(
-    l2: np.ndarray,
-    sets: Sequence[str],
+    curves: Mapping[tuple[str, str], np.ndarray],
+    purity: Mapping[tuple[str, str], float],
     dataset: str,
     png: str | os.PathLike,
     pdf: str | os.PathLike | None = None,
     l2_pass: str = "train",
     mapping: str = "intended",
 ) -> Figure:
-    """Mean +- std over runs of the targets' mean L2 error ‖softmax - onehot‖ per epoch, one curve per set.
+    """Mean +- std over runs of the targets' mean L2 error ‖softmax - onehot‖ per epoch, one curve per arm.
 
-    ``l2`` is (S, R, T, E): set x run x target x epoch. Left: averaged over the targets (all classes), mean +- std
-    over runs; right: the means on a log scale, where late-epoch differences are visible.
+    ``curves[(ranking, set)]`` is (R, T, E): run x target x epoch; ``purity`` the label purity of each arm's added
+    samples (in the legend: the contradictory company mostly carries other labels). One row per ranking (lpNTK,
+    cosine); left: averaged over the targets, mean +- std over runs; right: the means on a log scale.
     """
-    l2 = np.asarray(l2, dtype=np.float64)
-    per_run = l2.mean(axis=2)  # (S, R, E)
-    epochs = np.arange(1, l2.shape[-1] + 1)
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, log in zip(axes, (False, True), strict=True):
-        for i, s in enumerate(sets):
-            label, color = _STYLE.get(s, (s, None))
-            if mapping == "official_swap" and s in ("median", "hard"):
-                label = f"{s} (official swap: {'least similar' if s == 'median' else 'median lpNTK'})"
-            mean = per_run[i].mean(axis=0)
-            std = per_run[i].std(axis=0, ddof=1) if per_run.shape[1] > 1 else np.zeros_like(mean)
-            ax.plot(epochs, mean, color=color, lw=1.5, label=label)
-            if not log:  # a +-std band is meaningless on a log axis where it crosses zero
-                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"targets' L2 error ({l2_pass} pass)")
-        if log:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(
-        f"{dataset}: controlling learning difficulty (mean ± std over {l2.shape[1]} runs, {l2.shape[2]} targets)"
-    )
+    rankings = list(dict.fromkeys(r for r, _ in curves))
+    fig = Figure(figsize=(11, 3.6 * len(rankings)))
+    axes = np.atleast_2d(fig.subplots(len(rankings), 2))
+    n_runs = n_targets = 0
+    for row, ranking in zip(axes, rankings, strict=True):
+        for ax, log in zip(row, (False, True), strict=True):
+            for (rk, s), c in curves.items():
+                if rk != ranking:
+                    continue
+                per_run = np.asarray(c, dtype=np.float64).mean(axis=1)  # (R, E)
+                n_runs, n_targets = c.shape[0], c.shape[1]
+                epochs = np.arange(1, per_run.shape[1] + 1)
+                label, color = _STYLE.get(s, (s, None))
+                if mapping == "official_swap" and s in ("median", "hard"):
+                    label = f"{s} (official swap: {'least similar' if s == 'median' else 'median'})"
+                label = f"{label}, label purity {purity[rk, s]:.0%}"
+                mean = per_run.mean(axis=0)
+                std = per_run.std(axis=0, ddof=1) if per_run.shape[0] > 1 else np.zeros_like(mean)
+                ax.plot(epochs, mean, color=color, lw=1.5, label=label)
+                if not log:  # a +-std band is meaningless on a log axis where it crosses zero
+                    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"targets' L2 error ({l2_pass} pass)")
+            ax.set_title(f"company ranked by {'raw lpNTK' if ranking == 'lpntk' else 'lpNTK cosine'}", fontsize=9)
+            if log:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=7)
+    fig.suptitle(f"{dataset}: controlling learning difficulty (mean ± std over {n_runs} runs, {n_targets} targets)")
     fig.tight_layout()
     save_figure(fig, png, pdf)
     return fig

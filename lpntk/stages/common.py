@@ -1,8 +1,10 @@
-"""Shared plumbing of the workflow's stages: job logging, threads, MLflow runs, loading the reference model.
+"""Shared plumbing of the workflow's stages: job logging, MLflow runs, the prepared-data files of a job.
 
 The stage modules of this package are what the Snakemake scripts in ``workflow/scripts`` call: each reads
 a job's inputs, calls the method functions of the library, writes its outputs atomically and logs the job
-to MLflow. They are plain Python, unit-tested without Snakemake.
+to MLflow. They are plain Python, unit-tested without Snakemake, called with keyword arguments, and given the
+files the rule declares. This module imports neither torch nor mlflow (a job that writes a table stays light);
+:mod:`lpntk.stages.model` holds the torch side (threads, building and loading the config's model).
 """
 
 from __future__ import annotations
@@ -14,12 +16,9 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import torch
-
-from ..models import build_model
 from ..tracking import JobRun
 
-__all__ = ["log", "job_log", "set_threads", "tracking_run", "build_from_config", "load_reference_model"]
+__all__ = ["log", "job_log", "tracking_run", "prepared", "check_outputs", "PREPARED"]
 
 log = logging.getLogger("lpntk")
 
@@ -49,14 +48,9 @@ def job_log(path: str | os.PathLike | None) -> Iterator[None]:
             root.removeHandler(handler)
 
 
-def set_threads(threads: int | None) -> None:
-    """Use the rule's ``threads`` for torch's intra-op pool."""
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
 def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | None, **kwargs) -> JobRun:
-    """A :class:`JobRun` configured from the config's ``mlflow`` block."""
+    """A :class:`JobRun` configured from the config's ``mlflow`` block (``live=False`` for jobs that compute almost
+    nothing: their run is spooled and logged by the invocation, see :class:`lpntk.tracking.JobRun`)."""
     mlflow_cfg = dict(mlflow_cfg or {})
     return JobRun(
         rule,
@@ -69,26 +63,22 @@ def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | No
     )
 
 
-def build_from_config(cfg: Mapping, info) -> torch.nn.Module:
-    """The config's model for a dataset with ``info`` (input shape, number of classes)."""
-    return build_model(cfg["model"]["name"], info.input_shape, info.num_classes, **dict(cfg["model"].get("args") or {}))
+#: The prepare_data outputs a job that reads the prepared data declares as inputs (:func:`lpntk.data.load_prepared`).
+PREPARED = ("info", "train", "val", "test")
 
 
-def load_reference_model(
-    cfg: Mapping, info, checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
-) -> torch.nn.Module:
-    """Rebuild the config's model and load a saved state dict, with a clear error if they do not match."""
-    model = build_from_config(cfg, info)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; run the train step that produces it")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:
-        raise ValueError(
-            f"checkpoint {path} does not fit model {cfg['model']['name']!r} with args "
-            f"{dict(cfg['model'].get('args') or {})}: {str(err).splitlines()[0]}; delete it and "
-            f"rerun the train step"
-        ) from None
-    return model.to(device).eval()
+def prepared(files) -> dict[str, str]:
+    """The prepared-data files among a job's declared inputs (Snakemake's named ``input``, or a mapping)."""
+    get = files.get if isinstance(files, Mapping) else lambda k: getattr(files, k, None)
+    out = {k: get(k) for k in PREPARED}
+    missing = [k for k, v in out.items() if v is None]
+    if missing:
+        raise ValueError(f"the job's inputs lack the prepared-data files {missing}; declare them in the rule")
+    return {k: str(v) for k, v in out.items()}
+
+
+def check_outputs(outputs: Mapping[str, object], names, stage: str) -> None:
+    """ValueError naming the outputs a stage needs but was not given."""
+    missing = set(names) - set(outputs)
+    if missing:
+        raise ValueError(f"{stage}: outputs lack {sorted(missing)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from ..data import prepare_dataset, save_prepared
 from .common import log, tracking_run
@@ -13,12 +12,18 @@ __all__ = ["prepare_data_stage"]
 
 
 def prepare_data_stage(
-    dataset: str, cfg: Mapping, outdir: str | os.PathLike, data_dir: str | None, mlflow_cfg: Mapping | None = None
+    *,
+    dataset: str,
+    cfg: Mapping,
+    outputs: Mapping[str, str | os.PathLike],
+    data_dir: str | None,
+    mlflow_cfg: Mapping | None = None,
 ) -> dict:
-    """Load the dataset once, carve its seeded splits and cache them as ``.npz`` with ``info.json``."""
-    with tracking_run("prepare_data", dataset, cfg, mlflow_cfg) as run:
+    """Load the dataset once, carve its seeded splits and cache them: ``outputs`` maps ``train``, ``val``, ``test``
+    (npz) and ``info`` (JSON: class sizes, checksums) to paths."""
+    with tracking_run("prepare_data", dataset, cfg, mlflow_cfg, live=False) as run:
         prep = prepare_dataset(dataset, dict(cfg), data_dir)
-        meta = save_prepared(prep, outdir)
+        meta = save_prepared(prep, outputs)
         log.info(
             "%s: %s train / %s val / %s test samples, %d classes",
             dataset,
@@ -29,5 +34,5 @@ def prepare_data_stage(
         )
         run.log_metrics({f"n_{k}": v for k, v in meta["n"].items()})
         run.set_tags({f"lpntk.sha256.{k}": v for k, v in meta["sha256"].items()})
-        run.log_artifact(Path(outdir) / "info.json")
+        run.log_artifact(outputs["info"])
     return meta

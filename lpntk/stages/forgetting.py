@@ -1,10 +1,10 @@
-"""Stages forgetting and forgetting_table: use case 2, forgetting events predicted with eNTK vs lpNTK (and pNTK).
+"""Stage forgetting: use case 2, forgetting events predicted with eNTK vs lpNTK (and pNTK).
 
-``forgetting`` (one job per dataset and group of seeds): per seed, a seeded training run from a fresh
-initialisation whose window of steps is evaluated by :func:`lpntk.forgetting.run_forgetting`; writes the per-step
-confusion counts of every predictor, the per-sample events, the record of every step's minibatch and learning rate,
-and a summary per seed; one MLflow run per seed. ``forgetting_table`` (one job per dataset): mean +- std over seeds,
-the table with the slides' numbers beside ours, a figure, and an aggregate MLflow run.
+``forgetting`` (one job per dataset and group of seeds, :func:`lpntk.plan.seed_groups`): per seed, a seeded training
+run from a fresh initialisation whose window of steps is evaluated by :func:`lpntk.forgetting.run_forgetting`; writes
+the per-step confusion counts of every predictor, the per-sample events, the record of every step's minibatch and
+learning rate, and a summary per seed; one MLflow run per seed. The table over seeds is
+:mod:`lpntk.stages.forgetting_table`.
 """
 
 from __future__ import annotations
@@ -20,49 +20,17 @@ import numpy as np
 import pandas as pd
 
 from ..data import load_prepared
-from ..forgetting import (
-    PAPER_FORGETTING,
-    ForgettingSetup,
-    aggregate_scores,
-    format_table,
-    run_forgetting,
-    summarise_steps,
-)
-from ..io import load_json, save_json, save_npz, save_table
+from ..forgetting import ForgettingSetup, run_forgetting, summarise_steps
+from ..io import save_json, save_npz, save_table
 from ..train import seed_everything, select_device
-from .common import build_from_config, log, set_threads, tracking_run
+from .common import log, tracking_run
+from .model import build_from_config, set_threads
 
-__all__ = [
-    "seed_group_name",
-    "seed_groups",
-    "forgetting_setup",
-    "forgetting_stage",
-    "forgetting_table_stage",
-    "paper_reference",
-]
+__all__ = ["forgetting_setup", "forgetting_stage"]
 
 #: per-step columns logged to MLflow as step series (with the predictor suffix where it has one)
 _STEP_SERIES = ("n_true",)
 _STEP_SERIES_PRED = ("tp", "fp", "fn")
-
-
-def seed_group_name(seeds: Sequence[int]) -> str:
-    """The path component of a job's seeds: ``seed3`` for one seed, ``seeds1-2-3`` for several."""
-    seeds = [int(s) for s in seeds]
-    return f"seed{seeds[0]}" if len(seeds) == 1 else "seeds" + "-".join(str(s) for s in seeds)
-
-
-def seed_groups(seeds: Sequence[int], per_job: int) -> dict[str, list[int]]:
-    """The forgetting jobs' seed groups: ``seeds`` in order, in chunks of ``per_job``, keyed by
-    :func:`seed_group_name` (``{"seeds1-2": [1, 2], "seed3": [3]}`` for seeds 1-3, two per job)."""
-    seeds = [int(s) for s in seeds]
-    per_job = int(per_job)
-    if per_job < 1:
-        raise ValueError(f"forgetting.seeds_per_job must be at least 1, got {per_job}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"forgetting.seeds {seeds} repeats a seed")
-    chunks = [seeds[i : i + per_job] for i in range(0, len(seeds), per_job)]
-    return {seed_group_name(chunk): chunk for chunk in chunks}
 
 
 def forgetting_setup(cfg: Mapping[str, Any]) -> ForgettingSetup:
@@ -76,13 +44,6 @@ def forgetting_setup(cfg: Mapping[str, Any]) -> ForgettingSetup:
     return ForgettingSetup.from_config(block)
 
 
-def paper_reference(cfg: Mapping[str, Any]) -> dict | None:
-    """The slides' forgetting numbers for this dataset (torchvision MNIST / CIFAR10 only), else None."""
-    if cfg.get("source") != "torchvision":
-        return None
-    return PAPER_FORGETTING.get(str(cfg.get("name")))
-
-
 def _step_metrics(row: Mapping[str, float], predictors: Sequence[str]) -> dict[str, float]:
     out = {k: row[k] for k in _STEP_SERIES}
     for p in predictors:
@@ -92,23 +53,15 @@ def _step_metrics(row: Mapping[str, float], predictors: Sequence[str]) -> dict[s
 
 def _log_series(run, rows: Sequence[Mapping[str, float]], predictors: Sequence[str]) -> None:
     """Per-step series (true events, TP/FP/FN per predictor) in one batch (a call per step costs ~30 ms)."""
-    if getattr(run, "run_id", None) is None:  # tracking disabled
-        return
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [
-        Metric(k, float(v), now, int(row["step"])) for row in rows for k, v in _step_metrics(row, predictors).items()
-    ]
-    for i in range(0, len(items), 500):
-        run.client.log_batch(run.run_id, metrics=items[i : i + 500])
+    run.log_metric_history((k, v, row["step"]) for row in rows for k, v in _step_metrics(row, predictors).items())
 
 
 def forgetting_stage(
+    *,
     dataset: str,
     cfg: Mapping,
     seeds: Sequence[int],
-    data_dir: str | os.PathLike,
+    data: Mapping[str, str | os.PathLike],
     outputs: Mapping[str, str],
     threads: int | None = None,
     mlflow_cfg: Mapping | None = None,
@@ -128,7 +81,7 @@ def forgetting_stage(
         raise ValueError("forgetting.seeds: no seeds to run")
     set_threads(threads)
     device = select_device(cfg.get("device", "auto"))
-    prep = load_prepared(data_dir)
+    prep = load_prepared(data)
     index = prep.train.index.numpy().astype(np.int64)
     predictors = list(setup.predictors)
     step_frames, sample_parts, runs = [], [], []
@@ -216,69 +169,3 @@ def forgetting_stage(
     }
     save_json(outputs["summary"], out)
     return out
-
-
-def forgetting_table_stage(
-    dataset: str, cfg: Mapping, summaries: Sequence[str], outputs: Mapping[str, str], mlflow_cfg: Mapping | None = None
-) -> pd.DataFrame:
-    """Mean +- std over all seeds of the dataset: ``table_csv`` (numbers), ``table_md`` (display, with the slides'
-    numbers), ``figure_png``/``figure_pdf`` (bars), ``summary`` (JSON: per-seed and aggregate scores)."""
-    from ..figures.forgetting import plot_forgetting_scores
-
-    groups = [load_json(p, what="forgetting summary") for p in summaries]
-    if not groups:
-        raise ValueError(f"{dataset}: no forgetting runs to aggregate")
-    runs = sorted((r for g in groups for r in g["runs"]), key=lambda r: r["seed"])
-    predictors = groups[0]["predictors"]
-    if any(g["predictors"] != predictors or g["setup"] != groups[0]["setup"] for g in groups):
-        raise ValueError(
-            f"{dataset}: the forgetting summaries {list(summaries)} come from different setups; "
-            "delete them and rerun the forgetting step"
-        )
-    paper = paper_reference(cfg)
-    table = aggregate_scores(runs, predictors, paper)
-    save_table(outputs["table_csv"], table)
-    save_table(outputs["table_md"], format_table(table))
-    setup = groups[0]["setup"]
-    title = (
-        f"{dataset}: forgetting events predicted to first order, steps {setup['start_step']}-"
-        f"{setup['start_step'] + setup['steps'] - 1}, lr {setup['lr']:g}, momentum {setup['momentum']:g}, "
-        f"{len(runs)} seeds"
-    )
-    plot_forgetting_scores(table, outputs["figure_png"], outputs["figure_pdf"], title=title)
-    agg: dict[str, float] = {
-        "n_seeds": len(runs),
-        "n_true_events": float(np.mean([r["n_true_events"] for r in runs])),
-        "n_true_events_total": int(sum(r["n_true_events"] for r in runs)),
-    }
-    for _, row in table.iterrows():
-        prefix = "" if row["scoring"] == "pooled" else "stepwise_"
-        for metric in ("precision", "recall", "f1"):
-            agg[f"{prefix}{metric}_{row['predictor']}"] = row[f"{metric}_mean"] / 100.0
-            agg[f"{prefix}{metric}_{row['predictor']}_std"] = row[f"{metric}_std"] / 100.0
-        if row["scoring"] == "pooled":
-            agg[f"relerr_dz_{row['predictor']}"] = row["relerr_dz_mean"]
-    save_json(
-        outputs["summary"],
-        {
-            "dataset": dataset,
-            "setup": setup,
-            "predictors": predictors,
-            "seeds": [r["seed"] for r in runs],
-            "aggregate": agg,
-            "runs": runs,
-            "paper": paper,
-        },
-    )
-    with tracking_run(
-        "forgetting_table",
-        dataset,
-        cfg,
-        mlflow_cfg,
-        tags={"n_seeds": len(runs)},
-        run_name=f"forgetting_table-{dataset}",
-    ) as run:
-        run.log_metrics(agg)
-        run.log_outputs(dict(outputs))
-    log.info("%s: forgetting table over %d seeds, %.1f true events per seed", dataset, len(runs), agg["n_true_events"])
-    return table

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import load_npz, save_json, save_table
+from ..io import load_json, load_npz, save_json, save_table
 from ..scores import score_table
 from .common import log, tracking_run
 
@@ -53,25 +53,30 @@ def score_settings(cfg: Mapping) -> dict:
 
 
 def scores_stage(
+    *,
     dataset: str,
     cfg: Mapping,
     summaries: Sequence[str | os.PathLike],
+    dynamics: Sequence[str | os.PathLike],
     outputs: Mapping[str, str],
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Score every training sample from the reference runs' dynamics (``dynamics.npz`` beside each summary).
+    """Score every training sample from the reference runs' dynamics.
 
-    Writes ``outputs["table"]`` (CSV, one row per training sample: ``index`` (original), ``position``,
-    ``label``, ``el2n``, ``grand``, ``forgetting``, ``random``, standard deviations over seeds,
-    ``never_learned``) and ``outputs["info"]`` (JSON: epochs, seeds, rank correlations between the scores).
+    ``summaries`` and ``dynamics`` are every training run's ``summary.json`` and ``dynamics.npz`` (in the same
+    order); the runs of ``scores.seeds`` are used. Writes ``outputs["table"]`` (CSV, one row per training sample:
+    ``index`` (original), ``position``, ``label``, ``el2n``, ``grand``, ``forgetting``, ``random``, standard
+    deviations over seeds, ``never_learned``) and ``outputs["info"]`` (JSON: epochs, seeds, rank correlations between
+    the scores).
     """
     settings = score_settings(cfg)
+    if len(summaries) != len(dynamics):
+        raise ValueError(f"{len(summaries)} training summaries but {len(dynamics)} dynamics files")
     runs = {}
-    for path in summaries:
-        run_dir = Path(path).parent
-        seed = int(run_dir.name.removeprefix("seed"))
+    for summary, dyn in zip(summaries, dynamics, strict=True):
+        seed = int(load_json(summary, what="training summary")["seed"])
         if seed in settings["seeds"]:
-            runs[seed] = run_dir / "dynamics.npz"
+            runs[seed] = Path(dyn)
     missing = sorted(set(settings["seeds"]) - set(runs))
     if missing:
         raise ValueError(f"no training run for scores.seeds {missing} among {[str(p) for p in summaries]}")
@@ -87,6 +92,7 @@ def scores_stage(
             "scores.resolved_grand_epoch": settings["grand_epoch"],
         },
         run_name=f"scores-{dataset}",
+        live=False,
     ) as run:
         dyn = [load_npz(runs[s], what="training dynamics") for s in seeds]
         cols = score_table(

@@ -10,90 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from ..io import atomic_path, load_json
+from ..plan import SECTIONS
 from .common import log, tracking_run
 
-__all__ = ["SECTIONS", "Section", "enabled_sections", "summary_stage", "reference_runs_table"]
-
-
-class Section(NamedTuple):
-    """One stage table of the summary page (the workflow's summary rule reads the same entries for its inputs)."""
-
-    key: str  #: key of the table's file in a dataset's input mapping
-    flag: tuple[str, ...]  #: path in the dataset block of the block whose ``enabled`` turns the table on
-    file: str  #: the table's file under ``results/<dataset>/``
-    heading: str
-    text: str  #: what the table shows
-
-
-#: The stage tables in page order.
-SECTIONS: tuple[Section, ...] = (
-    Section(
-        "relations_shares",
-        ("relations",),
-        "relations/shares.md",
-        "Use case 1 - relations between samples under lpNTK",
-        "Shares of interchangeable / unrelated / contradictory pairs (cosine rule at tau = 0 and the configured "
-        "tau, and the official code's raw-value rule beside its MNIST numbers).",
-    ),
-    Section(
-        "relations_per_class",
-        ("relations",),
-        "relations/per_class.md",
-        "Use case 1 - redundant samples per class",
-        "Redundant: some other sample x' of the class has kappa(x, x') > kappa(x, x) (the slides' definition); "
-        "share_selfmax_larger_index is the official code's self-max test (against later samples only) applied "
-        "within each class; the official code tested against later samples of every class and found 46.9 % "
-        "self-max samples on MNIST, so the within-class rate runs higher and is not directly comparable.",
-    ),
-    Section(
-        "difficulty_auc",
-        ("difficulty",),
-        "difficulty/auc.md",
-        "Use case 1 - controlling learning difficulty",
-        "Area under the targets' L2-error curves when the training set adds the samples most interchangeable "
-        "with them (easy), around the median, the least similar (hard), and with negative lpNTK "
-        "(contradictory).",
-    ),
-    Section(
-        "ld_size_correlation",
-        ("difficulty", "size"),
-        "ld_size/correlation.md",
-        "Use case 1 - learning difficulty vs dataset size",
-        "Correlation of per-sample learning difficulty between nested training sets of different sizes.",
-    ),
-    Section(
-        "forgetting_table",
-        ("forgetting",),
-        "forgetting/table.md",
-        "Use case 2 - predicting forgetting events",
-        "First-order prediction of forgetting events with eNTK blocks, lpNTK and pNTK; the slides' numbers "
-        "beside the stepwise rows (the official code's per-step averaging).",
-    ),
-    Section(
-        "pruning_table",
-        ("pruning",),
-        "pruning/table.md",
-        "Use case 3 - pruning the training set",
-        "Test accuracy after retraining on the kept subsets; the slides' numbers beside ours.",
-    ),
-)
-
-
-def enabled_sections(block: Mapping) -> list[Section]:
-    """The sections whose stage a dataset's config ``block`` enables, in page order."""
-    out = []
-    for section in SECTIONS:
-        node = block
-        for part in section.flag:
-            node = node[part]
-        if node["enabled"]:
-            out.append(section)
-    return out
+__all__ = ["summary_stage", "reference_runs_table"]
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -131,6 +55,7 @@ def _demote(markdown: str, levels: int = 3) -> str:
 
 
 def summary_stage(
+    *,
     results: Mapping[str, Mapping[str, str | Sequence[str]]],
     output: str | os.PathLike,
     mlflow_cfg: Mapping | None = None,
@@ -174,7 +99,7 @@ def summary_stage(
     with atomic_path(output) as tmp:
         Path(tmp).write_text(text)
     for ds in results:
-        with tracking_run("summary", ds, {}, mlflow_cfg) as run:
+        with tracking_run("summary", ds, {}, mlflow_cfg, live=False) as run:
             run.log_outputs({"summary": str(output)})
     log.info("summary of %d dataset(s) written to %s", len(results), output)
     return text

@@ -13,7 +13,8 @@ from ..data import load_prepared
 from ..io import save_json, save_npz, save_table, save_torch
 from ..models import count_parameters
 from ..train import Recipe, seed_everything, select_device, train_model
-from .common import build_from_config, log, set_threads, tracking_run
+from .common import log, tracking_run
+from .model import build_from_config, set_threads
 
 __all__ = ["train_stage"]
 
@@ -29,21 +30,24 @@ def _log_epoch(run, row: Mapping[str, float]) -> None:
 
 
 def train_stage(
+    *,
     dataset: str,
     cfg: Mapping,
     seed: int,
-    data_dir: str | os.PathLike,
+    data: Mapping[str, str | os.PathLike],
     outputs: Mapping[str, str],
     threads: int | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> dict:
     """One seeded reference run: best and last checkpoints, per-sample dynamics, history and summary.
 
-    ``outputs`` maps ``model_best``, ``model_last``, ``dynamics``, ``history``, ``summary`` to paths.
+    ``data``: the prepared-data files; ``outputs`` maps ``model_best``, ``model_last``, ``dynamics``, ``history``,
+    ``summary`` to paths. With ``train.resume_every`` the run saves a resumable state beside the summary and a rerun
+    after a kill continues from it.
     """
     set_threads(threads)
-    prep = load_prepared(data_dir)
-    recipe = Recipe.from_config(cfg["train"], cfg.get("augment"))
+    prep = load_prepared(data)
+    recipe = Recipe.from_config(cfg["train"], cfg["augment"])
     device = select_device(cfg.get("device", "auto"))
     resume = Path(outputs["summary"]).with_name("resume.pt")
     with tracking_run("train", dataset, cfg, mlflow_cfg, seed=seed, params={"seed": seed}) as run:

@@ -1,11 +1,18 @@
-# Helpers shared by every stage (config validation, per-dataset parameters, targets, tracking hooks)
+# Helpers shared by every stage (config validation, per-dataset parameters, targets, tracking hooks). Parsing the
+# workflow imports lpntk.config, lpntk.plan and lpntk.tracking only: none of them loads torch, pandas or mlflow.
 
 import json
 
 from lpntk.config import dataset_config, validate_config
-from lpntk.stages.forgetting import seed_groups
-from lpntk.stages.kernel import reference_checkpoint_name
-from lpntk.stages.summary import enabled_sections
+from lpntk.plan import (
+    SCORE_METHODS,
+    class_groups,
+    enabled_sections,
+    reference_checkpoint_name,
+    retrain_shards,
+    retrain_units,
+    seed_groups,
+)
 from lpntk.tracking import finish_invocation, init_store
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -17,7 +24,6 @@ RESULTS = "results"
 wildcard_constraints:
     ds="|".join(DATASETS),
     seed=r"\d+",
-    klass=r"\d+",
 
 
 STAGE_BLOCKS = ("model", "train", "augment", "kernel", "relations", "difficulty", "forgetting", "scores", "pruning")
@@ -66,14 +72,23 @@ def reference_checkpoints(ds):
     return train_outputs(ds, reference_checkpoint_name(config["datasets"][ds]["kernel"]))
 
 
-def classes(ds):
-    """Class labels of a dataset, read from its prepared data (prepare_data is a checkpoint)."""
+def num_classes(ds):
+    """Number of classes of a dataset, read from its prepared data (prepare_data is a checkpoint)."""
     with open(checkpoints.prepare_data.get(ds=ds).output.info) as fh:
-        return list(range(json.load(fh)["num_classes"]))
+        return json.load(fh)["num_classes"]
+
+
+def kernel_groups(ds):
+    """The kernel jobs' class groups (kernel.classes_per_job classes per job): {"class3": [3]} or {"classes0-1": [0, 1]}."""
+    return class_groups(num_classes(ds), config["datasets"][ds]["kernel"]["classes_per_job"])
+
+
+def kernel_group_classes(wildcards):
+    return kernel_groups(wildcards.ds)[wildcards.group]
 
 
 def kernel_files(ds):
-    return expand(f"{RESULTS}/{ds}/kernel/class{{klass}}.npz", klass=classes(ds))
+    return expand(f"{RESULTS}/{ds}/kernel/{{group}}.npz", group=list(kernel_groups(ds)))
 
 
 def stage_enabled(ds, stage):
@@ -150,8 +165,6 @@ def pruning_targets(ds):
 
 def prune_inputs(wildcards):
     """Inputs of the prune job: the training split, the FPC clusters and (for the baselines) the scores."""
-    from lpntk.stages.pruning import SCORE_METHODS
-
     ds = wildcards.ds
     inputs = {
         "train": f"{RESULTS}/{ds}/data/train.npz",
@@ -164,8 +177,6 @@ def prune_inputs(wildcards):
 
 def retrain_files(ds):
     """One result file per retraining unit (subsets grouped by pruning.retrain.group_by) and shard (seeds)."""
-    from lpntk.stages.pruning import retrain_shards, retrain_units
-
     cfg = dataset_config(config, ds)
     return expand(
         f"{RESULTS}/{ds}/retrain/{{unit}}/{{shard}}.json",
@@ -183,7 +194,7 @@ def retrain_threads(wildcards):
 
 def summary_files(ds):
     """What the summary page reads of one dataset: {"info", "summaries", "reference", <enabled tables>} (the
-    tables are lpntk.stages.summary.SECTIONS)."""
+    tables are lpntk.plan.SECTIONS)."""
     files = {
         "info": f"{RESULTS}/{ds}/data/info.json",
         "summaries": train_files(ds),

@@ -22,15 +22,18 @@ rule kernel:
         unpack(lambda wc: prepared_files(wc.ds)),
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
-        gram=f"{RESULTS}/{{ds}}/kernel/class{{klass}}.npz",
+        gram=f"{RESULTS}/{{ds}}/kernel/{{group}}.npz",
+    wildcard_constraints:
+        group=r"class(es)?\d+(-\d+)*",
     log:
-        f"{RESULTS}/{{ds}}/logs/kernel/class{{klass}}.log",
+        f"{RESULTS}/{{ds}}/logs/kernel/{{group}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/kernel/class{{klass}}.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/kernel/{{group}}.tsv"
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]
     params:
         cfg=stage_cfg("model", "kernel"),
+        classes=kernel_group_classes,
     script:
         "../scripts/kernel.py"

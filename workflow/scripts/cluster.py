@@ -1,13 +1,13 @@
-"""Adapter: rule cluster -> lpntk.stages.pruning.cluster_stage."""
+"""Adapter: rule cluster -> lpntk.stages.cluster.cluster_stage."""
 
+from lpntk.stages.cluster import cluster_stage
 from lpntk.stages.common import job_log
-from lpntk.stages.pruning import cluster_stage
 
 with job_log(snakemake.log[0]):
     cluster_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.kernels),
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        kernels=list(snakemake.input.kernels),
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

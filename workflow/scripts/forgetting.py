@@ -1,17 +1,15 @@
 """Adapter: rule forgetting -> lpntk.stages.forgetting.forgetting_stage."""
 
-from pathlib import Path
-
-from lpntk.stages.common import job_log
+from lpntk.stages.common import job_log, prepared
 from lpntk.stages.forgetting import forgetting_stage
 
 with job_log(snakemake.log[0]):
     forgetting_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.params.seeds),
-        Path(snakemake.input.info).parent,
-        dict(snakemake.output),
-        snakemake.threads,
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        seeds=list(snakemake.params.seeds),
+        data=prepared(snakemake.input),
+        outputs=dict(snakemake.output),
+        threads=snakemake.threads,
+        mlflow_cfg=snakemake.config["mlflow"],
     )

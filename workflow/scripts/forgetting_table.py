@@ -1,13 +1,13 @@
-"""Adapter: rule forgetting_table -> lpntk.stages.forgetting.forgetting_table_stage."""
+"""Adapter: rule forgetting_table -> lpntk.stages.forgetting_table.forgetting_table_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.forgetting import forgetting_table_stage
+from lpntk.stages.forgetting_table import forgetting_table_stage
 
 with job_log(snakemake.log[0]):
     forgetting_table_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.summaries),
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        summaries=list(snakemake.input.summaries),
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

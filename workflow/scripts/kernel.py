@@ -1,18 +1,16 @@
 """Adapter: rule kernel -> lpntk.stages.kernel.kernel_stage."""
 
-from pathlib import Path
-
-from lpntk.stages.common import job_log
+from lpntk.stages.common import job_log, prepared
 from lpntk.stages.kernel import kernel_stage
 
 with job_log(snakemake.log[0]):
     kernel_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        int(snakemake.wildcards.klass),
-        Path(snakemake.input.info).parent,
-        snakemake.input.reference,
-        snakemake.output.gram,
-        snakemake.threads,
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        classes=list(snakemake.params.classes),
+        data=prepared(snakemake.input),
+        reference=snakemake.input.reference,
+        output=snakemake.output.gram,
+        threads=snakemake.threads,
+        mlflow_cfg=snakemake.config["mlflow"],
     )

@@ -1,15 +1,15 @@
-"""Adapter: rule prune -> lpntk.stages.pruning.prune_stage."""
+"""Adapter: rule prune -> lpntk.stages.prune.prune_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.pruning import prune_stage
+from lpntk.stages.prune import prune_stage
 
 with job_log(snakemake.log[0]):
     prune_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        snakemake.input.train,
-        snakemake.input.clusters,
-        snakemake.input.get("scores"),
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        train=snakemake.input.train,
+        clusters=snakemake.input.clusters,
+        scores=snakemake.input.get("scores"),
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

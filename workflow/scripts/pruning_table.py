@@ -1,14 +1,14 @@
-"""Adapter: rule pruning_table -> lpntk.stages.pruning.pruning_table_stage."""
+"""Adapter: rule pruning_table -> lpntk.stages.pruning_table.pruning_table_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.pruning import pruning_table_stage
+from lpntk.stages.pruning_table import pruning_table_stage
 
 with job_log(snakemake.log[0]):
     pruning_table_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.runs),
-        snakemake.input.subsets,
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        runs=list(snakemake.input.runs),
+        subsets_table=snakemake.input.subsets,
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

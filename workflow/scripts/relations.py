@@ -1,18 +1,16 @@
 """Adapter: rule relations -> lpntk.stages.relations.relations_stage."""
 
-from pathlib import Path
-
-from lpntk.stages.common import job_log
+from lpntk.stages.common import job_log, prepared
 from lpntk.stages.relations import relations_stage
 
 with job_log(snakemake.log[0]):
     relations_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.kernels),
-        Path(snakemake.input.info).parent,
-        snakemake.input.reference,
-        dict(snakemake.output),
-        snakemake.threads,
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        kernels=list(snakemake.input.kernels),
+        data=prepared(snakemake.input),
+        reference=snakemake.input.reference,
+        outputs=dict(snakemake.output),
+        threads=snakemake.threads,
+        mlflow_cfg=snakemake.config["mlflow"],
     )

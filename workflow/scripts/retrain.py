@@ -1,19 +1,17 @@
-"""Adapter: rule retrain -> lpntk.stages.pruning.retrain_stage."""
+"""Adapter: rule retrain -> lpntk.stages.retrain.retrain_stage."""
 
-from pathlib import Path
-
-from lpntk.stages.common import job_log
-from lpntk.stages.pruning import retrain_stage
+from lpntk.stages.common import job_log, prepared
+from lpntk.stages.retrain import retrain_stage
 
 with job_log(snakemake.log[0]):
     retrain_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        snakemake.wildcards.unit,
-        snakemake.wildcards.shard,
-        Path(snakemake.input.info).parent,
-        snakemake.input.subsets,
-        snakemake.output[0],
-        snakemake.threads,
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        unit=snakemake.wildcards.unit,
+        shard=snakemake.wildcards.shard,
+        data=prepared(snakemake.input),
+        subsets=snakemake.input.subsets,
+        output=snakemake.output[0],
+        threads=snakemake.threads,
+        mlflow_cfg=snakemake.config["mlflow"],
     )

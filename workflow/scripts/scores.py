@@ -5,9 +5,10 @@ from lpntk.stages.scores import scores_stage
 
 with job_log(snakemake.log[0]):
     scores_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.summaries),
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        summaries=list(snakemake.input.summaries),
+        dynamics=list(snakemake.input.dynamics),
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

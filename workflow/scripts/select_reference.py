@@ -1,13 +1,14 @@
-"""Adapter: rule select_reference -> lpntk.stages.kernel.select_reference_stage."""
+"""Adapter: rule select_reference -> lpntk.stages.reference.select_reference_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.kernel import select_reference_stage
+from lpntk.stages.reference import select_reference_stage
 
 with job_log(snakemake.log[0]):
     select_reference_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        list(snakemake.input.summaries),
-        dict(snakemake.output),
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        summaries=list(snakemake.input.summaries),
+        checkpoints=list(snakemake.input.checkpoints),
+        outputs=dict(snakemake.output),
+        mlflow_cfg=snakemake.config["mlflow"],
     )

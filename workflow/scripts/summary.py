@@ -4,4 +4,8 @@ from lpntk.stages.common import job_log
 from lpntk.stages.summary import summary_stage
 
 with job_log(snakemake.log[0]):
-    summary_stage(snakemake.params.results, snakemake.output[0], snakemake.config["mlflow"])
+    summary_stage(
+        results=snakemake.params.results,
+        output=snakemake.output[0],
+        mlflow_cfg=snakemake.config["mlflow"],
+    )

@@ -1,17 +1,15 @@
 """Adapter: rule train -> lpntk.stages.train.train_stage."""
 
-from pathlib import Path
-
-from lpntk.stages.common import job_log
+from lpntk.stages.common import job_log, prepared
 from lpntk.stages.train import train_stage
 
 with job_log(snakemake.log[0]):
     train_stage(
-        snakemake.wildcards.ds,
-        snakemake.params.cfg,
-        int(snakemake.wildcards.seed),
-        Path(snakemake.input.info).parent,
-        dict(snakemake.output),
-        snakemake.threads,
-        snakemake.config["mlflow"],
+        dataset=snakemake.wildcards.ds,
+        cfg=snakemake.params.cfg,
+        seed=int(snakemake.wildcards.seed),
+        data=prepared(snakemake.input),
+        outputs=dict(snakemake.output),
+        threads=snakemake.threads,
+        mlflow_cfg=snakemake.config["mlflow"],
     )

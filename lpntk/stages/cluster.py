@@ -1,0 +1,145 @@
+"""Stage cluster: farthest point clustering of every class on its lpNTK Gram (use case 3; paper-protocols §1.6, §4.4).
+
+Per class, FPC at the reference checkpoint is run once to the largest cluster count needed (heads are nested), with
+the assignments at the configured counts; and, for the small-cluster experiment, FPC of seeded class-balanced 1 % /
+5 % subsets on their sub-Grams (the per-class Gram restricted to the subset, still at the full-data checkpoint).
+Numpy only: one class's Gram in memory at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..clustering import cluster_sizes, farthest_point_clustering, head_rank, self_max, symmetrize_upper
+from ..grams import ClassGram, iter_class_grams
+from ..io import save_npz, save_table
+from ..plan import check_pruning_config, cluster_keeps, fmt
+from ..pruning import class_balanced_subset, keep_count
+from .common import log, tracking_run
+
+__all__ = ["cluster_class", "cluster_stage"]
+
+
+def _sizes_row(
+    c: int, setting: str, keep: float, n: int, k: int, sizes: np.ndarray, n_self_max: int, stopped: bool
+) -> dict:
+    return {
+        "class": c,
+        "setting": setting,
+        "keep": keep,
+        "n": n,
+        "k": k,
+        "clusters": int((sizes > 0).sum()),
+        "largest": int(sizes.max()),
+        "singletons": int((sizes == 1).sum()),
+        "median_size": float(np.median(sizes)),
+        "self_max": n_self_max,
+        "stopped_early": stopped,
+    }
+
+
+def cluster_class(
+    g: ClassGram, keeps: Sequence[float], fractions: Sequence[float], small_cfg: Mapping
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """FPC of one class at every kept fraction of ``keeps`` and of its class-balanced subsets at ``fractions``:
+    the per-sample arrays (see :func:`cluster_stage`) and the summary rows."""
+    c = g.label
+    S = symmetrize_upper(g.gram)
+    index = np.asarray(g.index, dtype=np.int64)
+    n = len(index)
+    ks = {keep: keep_count(n, keep) for keep in keeps}
+    res = farthest_point_clustering(S, max(ks.values()), snapshots=ks.values())
+    sm = self_max(S)
+    part = {
+        "index": index,
+        "label": np.full(n, c, dtype=np.int64),
+        "position": np.asarray(g.position, np.int64),
+        "sq_norm": np.diag(S).copy(),
+        "head_rank": head_rank(res, n),
+        "self_max": sm,
+    }
+    rows = []
+    for keep, kc in ks.items():
+        snap = res.snapshots.get(kc, res.cluster)  # stopped early: the final assignment
+        part[f"cluster_k{fmt(keep)}"] = index[res.heads[snap]]
+        sizes = cluster_sizes(snap, min(kc, len(res.heads)))
+        rows.append(_sizes_row(c, "full", keep, n, kc, sizes, int(sm.sum()), bool(len(res.heads) < kc)))
+    for d in fractions:  # FPC of the class-balanced subset on its sub-Gram (full-data checkpoint)
+        sub = class_balanced_subset(index, part["label"], d, int(small_cfg["seed"]))
+        sel = np.flatnonzero(np.isin(index, sub))
+        kc = max(1, keep_count(len(sel), float(small_cfg["cluster_keep"])))
+        S_sub = S[np.ix_(sel, sel)]
+        sub_res = farthest_point_clustering(S_sub, kc)
+        part[f"small_d{fmt(d)}_index"] = index[sel]
+        part[f"small_d{fmt(d)}_cluster"] = index[sel][sub_res.heads[sub_res.cluster]]
+        sizes = cluster_sizes(sub_res.cluster, len(sub_res.heads))
+        rows.append(
+            _sizes_row(
+                c,
+                f"d{fmt(d)}",
+                float(small_cfg["cluster_keep"]),
+                len(sel),
+                kc,
+                sizes,
+                int(self_max(S_sub).sum()),
+                bool(sub_res.stopped_early),
+            )
+        )
+    return part, rows
+
+
+def cluster_stage(
+    *,
+    dataset: str,
+    cfg: Mapping,
+    kernels: Sequence[str | os.PathLike],
+    outputs: Mapping[str, str],
+    mlflow_cfg: Mapping | None = None,
+) -> pd.DataFrame:
+    """FPC of every class at every configured cluster count, and of the small-cluster experiment's subsets.
+
+    Writes ``outputs["clusters"]`` (npz, one entry per training sample, classes in label order): ``index``
+    (original), ``label``, ``position``, ``sq_norm`` (|phi|^2), ``head_rank`` (creation rank of the sample as
+    an FPC head within its class, -1 if never), ``self_max`` (the official code's flag), ``cluster_k<keep>``
+    (the original index of the sample's head with round(keep N_c) clusters); and per small-cluster data
+    fraction d: ``small_d<d>_index`` (the subset) and ``small_d<d>_cluster`` (head of each member).
+    ``outputs["summary"]`` (CSV): per class and setting, cluster counts and sizes.
+    """
+    check_pruning_config(cfg)
+    scfg = cfg["pruning"]["small_clusters"]
+    keeps = cluster_keeps(cfg)
+    fractions = sorted({float(x) for x in scfg["data_fractions"]}) if scfg["enabled"] else []
+    rows: list[dict] = []
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    t0 = time.perf_counter()
+    with tracking_run("cluster", dataset, cfg, mlflow_cfg, run_name=f"cluster-{dataset}", live=False) as run:
+        for g in iter_class_grams(kernels):  # one class's Gram in memory at a time
+            if g.label in parts:
+                raise ValueError(f"two kernel files hold class {g.label}")
+            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg)
+            rows += class_rows
+        order = sorted(parts)
+        arrays = {key: np.concatenate([parts[c][key] for c in order]) for key in parts[order[0]]}
+        rows.sort(key=lambda r: (r["setting"] != "full", r["setting"], r["class"], -r["keep"]))
+        summary = pd.DataFrame(rows)
+        save_npz(outputs["clusters"], **arrays)
+        save_table(outputs["summary"], summary)
+        seconds = time.perf_counter() - t0
+        metrics = {"seconds": seconds, "self_max_rate": float(arrays["self_max"].mean())}
+        for (setting, keep), grp in summary.groupby(["setting", "keep"], sort=True):
+            tag = f"{setting}_k{fmt(keep)}"
+            metrics[f"clusters_{tag}"] = int(grp["clusters"].sum())
+            metrics[f"largest_{tag}"] = int(grp["largest"].max())
+            metrics[f"singletons_{tag}"] = int(grp["singletons"].sum())
+        run.log_metrics(metrics)
+        run.log_outputs(dict(outputs))
+    if summary["stopped_early"].any():
+        stopped = summary.loc[summary["stopped_early"], ["class", "setting", "keep"]].to_dict("records")
+        log.warning("%s: FPC stopped early (every cluster's farthest member is its head) for %s", dataset, stopped)
+    log.info("%s: FPC of %d classes at keeps %s in %.1f s", dataset, len(parts), keeps, seconds)
+    return summary

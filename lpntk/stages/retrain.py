@@ -1,0 +1,221 @@
+"""Stage retrain: train fresh models on the pruned subsets (use case 3; paper-protocols §4.4-4.6).
+
+A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the seeds of its shard. Each finished
+(subset, seed) run is kept in a progress folder beside the output, and the run in flight saves a resumable state
+every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power cut) resumes
+where it stopped when rerun, with the same results; the folder is removed when the job completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Split, load_prepared
+from ..io import load_json, load_npz, save_json
+from ..plan import fmt, retrain_settings, retrain_units, subset_plan
+from ..pruning import accuracy_summary
+from ..train import Recipe, seed_everything, select_device, train_model
+from .common import log, tracking_run
+from .model import build_from_config, set_threads
+
+__all__ = ["subset_split", "retrain_recipe", "retrain_stage"]
+
+
+def subset_split(train: Split, indices) -> Split:
+    """The training samples with the given ORIGINAL indices, in training-split order (error if any is missing)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    all_index = train.index.numpy()
+    mask = np.isin(all_index, indices)
+    if int(mask.sum()) != len(np.unique(indices)):
+        missing = np.setdiff1d(indices, all_index)[:5].tolist()
+        raise ValueError(f"subset holds original indices not in the training split (e.g. {missing}); rerun prune")
+    return train.subset(np.flatnonzero(mask))
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.sort(np.asarray(a, dtype=np.int64))).tobytes()).hexdigest()[:16]
+
+
+def retrain_recipe(cfg: Mapping, epochs: int) -> Recipe:
+    """The dataset's training recipe for ``epochs`` epochs, selecting on validation, recording no scores."""
+    return Recipe.from_config({**cfg["train"], "epochs": epochs, "score_epochs": [], "select": "val"}, cfg["augment"])
+
+
+def _shard_seeds(shard: str, seeds: Sequence[int]) -> list[int]:
+    if shard == "all":
+        return list(seeds)
+    if shard.startswith("seed") and shard[4:].isdigit() and int(shard[4:]) in seeds:
+        return [int(shard[4:])]
+    raise ValueError(f"shard {shard!r}: expected 'all' or seed<n> with n in {list(seeds)}")
+
+
+def retrain_stage(
+    *,
+    dataset: str,
+    cfg: Mapping,
+    unit: str,
+    shard: str,
+    data: Mapping[str, str | os.PathLike],
+    subsets: str | os.PathLike,
+    output: str | os.PathLike,
+    threads: int | None = None,
+    mlflow_cfg: Mapping | None = None,
+) -> dict:
+    """Train fresh models on every subset of one unit, one per seed of the shard.
+
+    Each run uses the dataset's recipe (``pruning.retrain`` may override epochs and seeds, and
+    ``pruning.small_clusters.epochs`` the epochs of the small-cluster experiment), validation and test
+    splits from the prepared data (``data``: the prepared-data files), and no per-sample recording. Writes
+    ``output`` (JSON): per subset its description, size and index checksum, and per seed ``test_acc_best_val``,
+    ``test_acc_last``, ``test_acc_max`` (official metric), ``val_acc_best``, ``best_epoch`` and the per-epoch
+    history. One MLflow run per subset and seed (rule ``retrain``; tags ``lpntk.method``, ``lpntk.keep``,
+    ``lpntk.seed``, ``lpntk.subset``, ``lpntk.experiment``; metrics ``test_acc_best_val``, ``test_acc_last``,
+    ``test_acc_max``).
+    """
+    set_threads(threads)
+    units = retrain_units(cfg)
+    if unit not in units:
+        raise ValueError(f"retraining unit {unit!r} is not in the config's plan ({', '.join(units)})")
+    plan = {p["name"]: p for p in subset_plan(cfg)}
+    settings = retrain_settings(cfg)
+    seeds = _shard_seeds(shard, settings["seeds"])
+    prep = load_prepared(data)
+    if len(prep.val) == 0:
+        raise ValueError(
+            f"dataset {dataset!r}: retraining reports the test accuracy at the best validation epoch "
+            f"and needs a validation split; set val_fraction > 0"
+        )
+    arr = load_npz(subsets, what="pruned subsets")
+    missing = [name for name in units[unit] if name not in arr]
+    if missing:
+        raise ValueError(f"{subsets} has no subset {missing}; rerun the prune step")
+    device = select_device(cfg.get("device", "auto"))
+    progress = Path(output).with_name(f".{Path(output).stem}.progress")
+    records = []
+    for name in units[unit]:
+        epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
+        train = subset_split(prep.train, arr[name])
+        records.append(
+            _retrain_subset(
+                dataset, cfg, plan[name], train, prep, retrain_recipe(cfg, epochs), seeds, device, mlflow_cfg, progress
+            )
+        )
+    out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
+    save_json(output, out)
+    shutil.rmtree(progress, ignore_errors=True)
+    return out
+
+
+def _retrain_subset(
+    dataset: str,
+    cfg: Mapping,
+    spec: Mapping,
+    train: Split,
+    prep,
+    recipe: Recipe,
+    seeds: Sequence[int],
+    device,
+    mlflow_cfg: Mapping | None,
+    progress: Path,
+) -> dict:
+    subset = spec["name"]
+    sha = _sha256(train.index.numpy())
+    tags = {
+        "method": spec["method"],
+        "subset": subset,
+        "experiment": spec["experiment"],
+        "keep": fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
+        "n_train": len(train),
+        "device": str(device),
+    }
+    if spec["experiment"] == "small_clusters":
+        tags.update({"data_fraction": fmt(spec["data_fraction"]), "remove": fmt(spec["remove"])})
+    runs = []
+    for seed in seeds:
+        done = progress / f"{subset}-seed{seed}.json"
+        key = {"subset_sha256": sha, "seed": int(seed), "epochs": recipe.epochs}
+        if done.is_file():  # finished before the job was killed: same subset, seed and epochs
+            rec = load_json(done, what="retraining progress record")
+            if rec.get("key") == key:
+                log.info("%s %s seed %d: already trained (progress record %s)", dataset, subset, seed, done)
+                runs.append(rec["run"])
+                continue
+        runs.append(
+            _retrain_run(
+                dataset,
+                cfg,
+                subset,
+                tags,
+                train,
+                prep,
+                recipe,
+                int(seed),
+                device,
+                mlflow_cfg,
+                progress / f"{subset}-seed{seed}.resume.pt",
+            )
+        )
+        save_json(done, {"key": key, "run": runs[-1]})
+    return {
+        "subset": subset,
+        **{k: v for k, v in spec.items() if k != "name"},
+        "n_train": len(train),
+        "index_sha256": sha,
+        "epochs": recipe.epochs,
+        "runs": runs,
+    }
+
+
+def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, mlflow_cfg, resume: Path) -> dict:
+    params = {"subset": subset, "retrain_epochs": recipe.epochs}
+    name = f"retrain-{dataset}-{subset}-seed{seed}"
+    with tracking_run("retrain", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, params=params, run_name=name) as run:
+        seed_everything(seed)
+        model = build_from_config(cfg, prep.info)
+        t0 = time.perf_counter()
+
+        def on_epoch(row, run=run):
+            run.log_metrics(
+                {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}, step=int(row["epoch"])
+            )
+
+        result = train_model(
+            model,
+            train,
+            recipe,
+            seed,
+            mean=prep.info.mean,
+            std=prep.info.std,
+            val=prep.val,
+            test=prep.test,
+            device=device,
+            record=False,
+            on_epoch=on_epoch,
+            resume_path=resume,
+        )
+        seconds = time.perf_counter() - t0
+        acc = accuracy_summary(result.history)
+        run.log_metrics({**acc, "n_train": len(train), "seconds": seconds})
+    history = [
+        {k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h} for h in result.history
+    ]
+    log.info(
+        "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
+        dataset,
+        subset,
+        seed,
+        len(train),
+        acc["test_acc_best_val"],
+        acc["best_epoch"],
+        acc["test_acc_last"],
+        acc["test_acc_max"],
+        seconds,
+    )
+    return {"seed": int(seed), **acc, "history": history}
