@@ -9,6 +9,9 @@ the inner product of the per-sample vectors phi(x, y) = J(x)^T s(y) / sqrt(K). Q
     import lpntk
     gram = lpntk.lpntk_gram(model, x, y)          # (N, N), exact
 
+A layer type of your own gets its per-sample gradients from a handler registered with
+:func:`register_grad_sampler` (:mod:`lpntk.grad_sample`), else from a generic torch.func fallback.
+
 The package also holds everything the workflow needs to regenerate the paper's experiments: data, models,
 seeded training with per-sample dynamics, MLflow tracking, and one module per use case -- relations and
 difficulty (use case 1), forgetting (use case 2), scores, clustering and pruning (use case 3). Their main
@@ -28,6 +31,7 @@ from .forgetting import (
     predicted_logit_changes,
     run_forgetting,
 )
+from .grad_sample import register_grad_sampler
 from .kernel import (
     entk_blocks,
     exact_matmul,
@@ -67,6 +71,7 @@ __all__ = [
     "first_order_logit_change",
     "logit_loss_gradient",
     "exact_matmul",
+    "register_grad_sampler",
     "relation_shares",
     "redundant_mask",
     "cosine",

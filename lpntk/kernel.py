@@ -19,7 +19,7 @@ in eval mode). A layer's per-sample gradient is then a function of (a_i, delta_i
 the outer product delta_i a_i^T -- so inner products of per-sample gradients are computed layer by layer,
 either from the factors ("ghost" form: (a_i . a_j)(delta_i . delta_j), summed over positions for sequences and
 convolutions) or by materialising the layer's per-sample gradient, whichever costs fewer FLOPs for the Gram
-being computed (:mod:`lpntk._grad_sample` holds the per-layer registry and the torch.func fallbacks for
+being computed (:mod:`lpntk.grad_sample` holds the per-layer registry and the torch.func fallbacks for
 unknown layers). The factors of a chunk of samples are packed -- all materialised layers side by side in one
 matrix, factored layers kept as (a, delta) -- and the Gram is accumulated panel by panel with GEMMs; for a
 symmetric Gram only the lower triangle is computed. Memory: the packed factors held at once are bounded by
@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from lpntk._grad_sample import (
+from .grad_sample import (
     GRAD_SAMPLERS,
     Call,
     DenseFactors,

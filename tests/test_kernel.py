@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from lpntk import _grad_sample, kernel
-from lpntk._grad_sample import OuterFactors
+from lpntk import kernel
 from lpntk.forgetting import first_order_logit_change
+from lpntk.grad_sample import OuterFactors
+from lpntk.grad_sample import conv as grad_sample_conv
 from lpntk.kernel import (
     entk_blocks,
     gradient_gram,
@@ -243,7 +244,7 @@ def test_lpntk_float64_matches_bruteforce(brute, name, layer_form):
 
 @pytest.mark.parametrize("path", ["grouped", "unfold"])
 def test_conv_weight_grad_paths(brute, monkeypatch, path):
-    monkeypatch.setattr(_grad_sample, "CONV_WEIGHT_GRAD", path)
+    monkeypatch.setattr(grad_sample_conv, "CONV_WEIGHT_GRAD", path)
     monkeypatch.setattr(OuterFactors, "factored_cost", lambda self, pairs: float("inf"))
     for name in ("convnet", "resnet"):
         model, x, y, k, J = brute(name)
