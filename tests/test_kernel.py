@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from lpntk import kernel
 from lpntk.forgetting import first_order_logit_change
 from lpntk.grad_sample import OuterFactors
 from lpntk.grad_sample import conv as grad_sample_conv
 from lpntk.kernel import (
+    _engine,
+    _packing,
     entk_blocks,
     gradient_gram,
     jvp_logits,
@@ -270,7 +271,7 @@ def test_float32(brute, name):
 @pytest.mark.parametrize("name", ["mlp", "convnet", "resnet", "mnist_cnn", "exotic"])
 def test_entk_blocks_and_contractions(brute, name, batched, monkeypatch):
     """eNTK blocks (vectorised or looped backward over the K directions) and their lpNTK / pNTK contractions."""
-    monkeypatch.setattr(kernel, "BATCHED_BACKWARD", batched)
+    monkeypatch.setattr(_engine, "BATCHED_BACKWARD", batched)
     model, x, y, k, J = brute(name)
     B = entk_blocks(model, x[:5], x[2:], block_size=2)
     ref = torch.einsum("iap,jbp->ijab", J[:5], J[2:])
@@ -301,7 +302,7 @@ def test_cross_gram_is_subblock(brute, layer_form):
 def test_blocking_and_memory_chunking(brute, monkeypatch):
     """block_size < N, Gram panels smaller than N, and a memory budget small enough to force chunk pairs
     with recomputation."""
-    monkeypatch.setattr(kernel, "_PANEL_ROWS", 3)
+    monkeypatch.setattr(_packing, "_PANEL_ROWS", 3)
     model, x, y, k, J = brute("convnet", n=11)
     ref, _ = lpntk_brute(J, y, k)
     for bs, mem in [(11, 2**30), (4, 2**30), (1, 2**30), (2, 1), (3, 20_000)]:
