@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Split, augment_batch, normalize, to_unit
-from .kernel import jvp_logits, lpntk_gram, pntk_gram
+from .kernel import cross_entropy_gradients, jvp_logits, lpntk_gram, pntk_gram
 
 __all__ = [
     "KERNEL_PREDICTORS",
@@ -67,7 +67,6 @@ __all__ = [
     "PAPER_FORGETTING",
     "ForgettingSetup",
     "ForgettingResult",
-    "batch_loss_gradient",
     "predicted_logit_changes",
     "first_order_logit_change",
     "probability_change",
@@ -105,31 +104,6 @@ PAPER_FORGETTING: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
 # ------------------------------------------------------------------------------------------- predictions
 
 
-def batch_loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, float]:
-    """One forward/backward pass in eval mode: grad_w L (L = mean_u CE(z(x_u), y_u), trainable parameters by
-    ``named_parameters`` name), the per-sample logit gradients grad_z CE(z(x_u), y_u) = softmax(z_u) - e_{y_u}
-    (N, K), and L. The same quantities as :func:`lpntk.kernel.loss_gradient` and
-    :func:`lpntk.kernel.logit_loss_gradient`, from one pass."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            z = model(x)
-            loss = F.cross_entropy(z, y)
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    g = {
-        n: (gr if gr is not None else torch.zeros_like(p)).detach()
-        for (n, p), gr in zip(params.items(), grads, strict=True)
-    }
-    err = torch.softmax(z.detach(), dim=1)
-    err[torch.arange(len(y), device=err.device), y] -= 1.0
-    return g, err, float(loss.detach())
-
-
 def predicted_logit_changes(
     model: nn.Module,
     x_obs: Tensor,
@@ -154,13 +128,13 @@ def predicted_logit_changes(
       K times the changes above,
 
     all at the model's current parameters, in eval mode, L the mean cross-entropy over the batch. ``gradient``:
-    (grad_w L_batch, grad_z L per sample) if already computed (:func:`batch_loss_gradient`).
+    (grad_w L_batch, grad_z L per sample) if already computed (:func:`lpntk.kernel.cross_entropy_gradients`).
     """
     unknown = [p for p in predictors if p not in KERNEL_PREDICTORS]
     if unknown:
         raise ValueError(f"predictors: unknown {unknown}; choose from {list(KERNEL_PREDICTORS)}")
     if gradient is None:
-        g, err, _ = batch_loss_gradient(model, x_upd, y_upd)
+        g, err, _ = cross_entropy_gradients(model, x_upd, y_upd)
     else:
         g, err = gradient
     n_u = len(x_upd)
@@ -443,7 +417,7 @@ def run_forgetting(
             loss = float(loss_t.detach())
             grads = None
         if evaluate or not setup.dropout:  # eval-mode gradient: Eq. 1's grad_w L_batch (and the step's, no dropout)
-            g, err, loss_eval = batch_loss_gradient(model, x_u, y_u)
+            g, err, loss_eval = cross_entropy_gradients(model, x_u, y_u)
             if not setup.dropout:
                 loss, grads = loss_eval, g
         if evaluate:

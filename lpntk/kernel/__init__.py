@@ -54,7 +54,7 @@ from ._kernels import (
     pntk_gram,
     sign_vectors,
 )
-from ._linearisation import jvp_logits, logit_loss_gradient, loss_gradient
+from ._linearisation import LossGradients, cross_entropy_gradients, jvp_logits, logit_loss_gradient, loss_gradient
 
 __all__ = [
     "sign_vectors",
@@ -65,6 +65,8 @@ __all__ = [
     "lpntk_features",
     "per_sample_gradients",
     "per_sample_grad_norms",
+    "cross_entropy_gradients",
+    "LossGradients",
     "logit_loss_gradient",
     "loss_gradient",
     "jvp_logits",

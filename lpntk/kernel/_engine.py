@@ -99,13 +99,15 @@ def check_no_sample_mixing(model: nn.Module) -> None:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Validate, put every module in eval mode, and restore each module's previous mode afterwards.
+def eval_mode(model: nn.Module, *, check: bool = True) -> Iterator[None]:
+    """Validate (unless ``check=False``), put every module in eval mode, switch TF32 off (:func:`exact_matmul`),
+    and restore each module's previous mode afterwards.
 
     Runs under ``torch.no_grad()``: the engine enables grad only for its own forward passes, so no autograd
     graph is built over the factors or the Gram.
     """
-    check_no_sample_mixing(model)
+    if check:
+        check_no_sample_mixing(model)
     modes = [(mod, mod.training) for mod in model.modules()]
     model.eval()
     try:

@@ -5,7 +5,8 @@ For a batch (x_u, y_u), u = 1..N, with logits z_u = z(x_u; w) and L = (1/N) sum_
     grad_z CE(z_u, y_u) = softmax(z_u) - e_{y_u}                    (per sample, (N, K)),
     grad_w L            = (1/N) sum_u J(x_u)^T (softmax(z_u) - e_{y_u})  (by parameter name),
 
-(:func:`logit_loss_gradient`, :func:`loss_gradient`). The first-order change of the logits along a parameter-space
+both from one forward/backward pass (:func:`cross_entropy_gradients`; :func:`loss_gradient` and
+:func:`logit_loss_gradient` return one of the two). The first-order change of the logits along a parameter-space
 vector u is
 
     z(x; w + u) - z(x; w) ~ J(x) u                                  (:func:`jvp_logits`, forward-mode AD),
@@ -17,6 +18,7 @@ so one plain SGD step w -> w - eta grad_w L changes the logits of x_o by ~ -eta 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,26 +29,90 @@ from ._engine import (
     DEFAULT_BLOCK_SIZE,
     as_inputs,
     as_labels,
+    check_no_sample_mixing,
     eval_mode,
     iter_blocks,
     model_dtype_device,
-    output_width,
 )
 
-__all__ = ["logit_loss_gradient", "loss_gradient", "jvp_logits"]
+__all__ = ["LossGradients", "cross_entropy_gradients", "loss_gradient", "logit_loss_gradient", "jvp_logits"]
+
+
+class LossGradients(NamedTuple):
+    """What :func:`cross_entropy_gradients` returns (unpacks as ``params, logits, loss``)."""
+
+    params: dict[str, Tensor]  # grad_w L, trainable parameters by ``named_parameters`` name
+    logits: Tensor  # grad_z CE(z_u, y_u) = softmax(z_u) - e_{y_u} per sample, (N, K)
+    loss: float  # L
+
+
+def cross_entropy_gradients(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    reduction: str = "mean",
+    block_size: int | None = None,
+    with_params: bool = True,
+) -> LossGradients:
+    """grad_w L, the per-sample logit gradients softmax(z_u) - e_{y_u} and L, from one eval-mode forward and
+    backward pass per block of ``block_size`` samples (default: the whole batch in one pass).
+
+    L = (1/N) sum_u CE(z(x_u), y_u) for ``reduction="mean"`` (accumulated over blocks b as sum_b (n_b/N) times
+    the block's mean, so one block gives exactly the gradient of ``F.cross_entropy(model(x), y)``), the sum for
+    "sum". ``with_params=False`` skips the backward pass (``params`` is then empty).
+
+    Eval mode (dropout off, BatchNorm with its running statistics), TF32 off, every module's mode restored. Unlike
+    the kernels, a BatchNorm in train mode is not an error: this is the gradient of the eval-mode network, which
+    :func:`lpntk.forgetting.run_forgetting` steps along from a model in any mode.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    dtype, device = model_dtype_device(model)
+    x = as_inputs(x, "x", dtype, device)
+    n = len(x)
+    if block_size is None:
+        block_size = n
+    elif not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad} if with_params else {}
+    if with_params and not params:
+        raise ValueError("model: has no trainable parameters (requires_grad=True)")
+    grads: dict[str, Tensor] = {}
+    errs: list[Tensor] = []
+    loss = 0.0
+    labels: Tensor | None = None
+    with eval_mode(model, check=False):
+        for sl in iter_blocks(0, n, block_size):
+            with torch.set_grad_enabled(with_params):
+                z = model(x[sl])
+                if labels is None:
+                    if not isinstance(z, Tensor) or z.dim() != 2:
+                        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+                        raise ValueError(f"model: expected logits of shape (N, K), got {shape}")
+                    labels = as_labels(y, "y", n, z.shape[1], device)
+                yb = labels[sl]
+                if reduction == "mean":
+                    block_loss = F.cross_entropy(z, yb) * (len(yb) / n)
+                else:
+                    block_loss = F.cross_entropy(z, yb, reduction="sum")
+                gs = torch.autograd.grad(block_loss, list(params.values()), allow_unused=True) if with_params else ()
+            for (name, p), g in zip(params.items(), gs, strict=True):
+                g = torch.zeros_like(p) if g is None else g
+                grads[name] = g if name not in grads else grads[name] + g
+            err = torch.softmax(z.detach(), dim=1)
+            err[torch.arange(len(yb), device=err.device), yb] -= 1.0
+            errs.append(err)
+            loss += float(block_loss.detach())
+    return LossGradients(grads, errs[0] if len(errs) == 1 else torch.cat(errs), loss)
 
 
 def logit_loss_gradient(model: nn.Module, x: Tensor, y: Tensor, *, block_size: int = 1024) -> Tensor:
-    """Per-sample cross-entropy gradient w.r.t. the logits: dL/dz = softmax(z(x_i)) - e_{y_i}, (N, K), eval mode."""
-    dtype, device = model_dtype_device(model)
-    x = as_inputs(x, "x", dtype, device)
-    with eval_mode(model), torch.no_grad():
-        k = output_width(model, x, None)
-        y = as_labels(y, "y", len(x), k, device)
-        z = torch.cat([model(x[sl]) for sl in iter_blocks(0, len(x), block_size)])
-    g = torch.softmax(z, dim=1)
-    g[torch.arange(len(x), device=device), y] -= 1.0
-    return g
+    """Per-sample cross-entropy gradient w.r.t. the logits: dL/dz = softmax(z(x_i)) - e_{y_i}, (N, K), eval mode.
+
+    :func:`cross_entropy_gradients` without the backward pass; a BatchNorm that mixes samples is an error."""
+    check_no_sample_mixing(model)
+    return cross_entropy_gradients(model, x, y, block_size=block_size, with_params=False).logits
 
 
 def loss_gradient(
@@ -55,30 +121,13 @@ def loss_gradient(
     """Batch gradient grad_w L as a parameter-shaped dict (trainable parameters, ``named_parameters`` names).
 
     L = (1/N) sum_u CE(f(x_u), y_u) for ``reduction="mean"`` (sum for "sum"), in eval mode, so that
-    grad_w L = (1/N) sum_u J(x_u)^T (softmax(z_u) - e_{y_u}).
+    grad_w L = (1/N) sum_u J(x_u)^T (softmax(z_u) - e_{y_u}). The ``params`` of :func:`cross_entropy_gradients`;
+    a BatchNorm that mixes samples is an error.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-    dtype, device = model_dtype_device(model)
-    x = as_inputs(x, "x", dtype, device)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        raise ValueError("model: has no trainable parameters (requires_grad=True)")
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    with eval_mode(model):
-        k = output_width(model, x, None)
-        y = as_labels(y, "y", len(x), k, device)
-        for sl in iter_blocks(0, len(x), block_size):
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(x[sl]), y[sl], reduction="sum")
-                gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for (n, _), g in zip(params.items(), gs, strict=True):
-                if g is not None:
-                    total[n] += g
-    if reduction == "mean":
-        for n in total:
-            total[n] /= len(x)
-    return total
+    check_no_sample_mixing(model)
+    return cross_entropy_gradients(model, x, y, reduction=reduction, block_size=block_size).params
 
 
 def jvp_logits(
