@@ -28,7 +28,7 @@ from lpntk.forgetting import (
     stepwise_scores,
     summarise_steps,
 )
-from lpntk.kernel import cross_entropy_gradients, entk_blocks, logit_loss_gradient, loss_gradient, sign_vectors
+from lpntk.kernel import cross_entropy_gradients, entk_blocks, logit_loss_gradient, loss_gradient
 from lpntk.models import build_model
 
 OFF = {"enabled": False}
@@ -133,7 +133,7 @@ def test_matrix_free_path_matches_explicit_blocks():
     blocks = entk_blocks(model, x_o, x_u)  # (7, 9, 10, 10)
     err = logit_loss_gradient(model, x_u, y_u)
     ref_entk = -lr * torch.einsum("ouab,ub->oa", blocks, err) / 9
-    s_o, s_u = sign_vectors(y_o, 10).double(), sign_vectors(y_u, 10).double()
+    s_o, s_u = 2 * F.one_hot(y_o, 10).double() - 1, 2 * F.one_hot(y_u, 10).double() - 1  # s(y) by hand
     k_lp = torch.einsum("oa,ouab,ub->ou", s_o, blocks, s_u) / 10
     k_p = blocks.sum((2, 3)) / 10
     torch.testing.assert_close(dz["entk"], ref_entk, rtol=1e-10, atol=1e-13)

@@ -213,13 +213,24 @@ def brute():
     return get
 
 
+def signs(y: torch.Tensor, k: int) -> torch.Tensor:
+    """s(y) by hand, independently of the library's sign_vectors: +1 at the label, -1 elsewhere, float64."""
+    return 2 * F.one_hot(y, k).double() - 1
+
+
 def lpntk_brute(J: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    s = sign_vectors(y, k).double()
+    s = signs(y, k)
     phi = torch.einsum("nkp,nk->np", J, s) / math.sqrt(k)
     return phi @ phi.T, phi
 
 
 # ------------------------------------------------------------------------------------------------- tests
+
+
+def test_sign_vectors_by_hand():
+    s = sign_vectors(torch.tensor([0, 2, 1]), 3)
+    assert torch.equal(s, torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]]))
+    assert torch.equal(s.double(), signs(torch.tensor([0, 2, 1]), 3))
 
 
 @pytest.fixture(params=["auto", "factored", "materialised"])
@@ -279,7 +290,7 @@ def test_entk_blocks_and_contractions(brute, name, batched, monkeypatch):
     assert rel_err(B, ref) <= TOL64
     Bs = entk_blocks(model, x)
     assert rel_err(Bs, torch.einsum("iap,jbp->ijab", J, J)) <= TOL64
-    s = sign_vectors(y, k).double()
+    s = signs(y, k)
     lp = torch.einsum("ia,ijab,jb->ij", s, Bs, s) / k
     assert rel_err(lp, lpntk_gram(model, x, y)) <= TOL64
     ones = torch.ones(k, dtype=torch.float64)
@@ -366,7 +377,7 @@ def test_jvp_loss_gradient_and_forgetting_prediction(brute):
     Ko = torch.einsum("iap,jbp->ijab", J[:4], J[4:])
     dz_entk = -lr * torch.einsum("ijab,jb->ia", Ko, ref_e) / len(xu)
     assert rel_err(first_order_logit_change(model, xo, xu, yu, lr), dz_entk) <= TOL64
-    s_o, s_u = sign_vectors(yo, k).double(), sign_vectors(yu, k).double()
+    s_o, s_u = signs(yo, k), signs(yu, k)
     kap = torch.einsum("ia,ijab,jb->ij", s_o, Ko, s_u) / k
     dz_lp = -lr * kap @ ref_e / len(xu)
     assert rel_err(first_order_logit_change(model, xo, xu, yu, lr, kernel="lpntk", y_obs=yo), dz_lp) <= TOL64
