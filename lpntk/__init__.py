@@ -67,6 +67,8 @@ _EXPORTS: dict[str, str] = {
     "score_table": "scores",
     "farthest_point_clustering": "clustering",
     **dict.fromkeys(("select_heads", "select_top", "remove_small_clusters"), "pruning"),
+    # a layer type of one's own for the kernel engine
+    "register_grad_sampler": "grad_sample",
     # foundation
     **dict.fromkeys(("build_model", "count_parameters"), "models"),
     **dict.fromkeys(("Split", "PreparedData", "DataNotFoundError", "prepare_dataset", "load_prepared"), "data"),
@@ -104,6 +106,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         predicted_logit_changes,
         run_forgetting,
     )
+    from .grad_sample import register_grad_sampler  # noqa: F401
     from .kernel import (  # noqa: F401
         entk_blocks,
         exact_matmul,

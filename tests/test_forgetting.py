@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import f1_score, precision_score, recall_score
 from torch import nn
 
@@ -16,7 +17,6 @@ from lpntk.data import Split, save_prepared
 from lpntk.forgetting import (
     ForgettingSetup,
     aggregate_scores,
-    batch_loss_gradient,
     confusion_counts,
     first_order_logit_change,
     forgetting_events,
@@ -28,7 +28,7 @@ from lpntk.forgetting import (
     stepwise_scores,
     summarise_steps,
 )
-from lpntk.kernel import entk_blocks, logit_loss_gradient, loss_gradient, sign_vectors
+from lpntk.kernel import cross_entropy_gradients, entk_blocks, logit_loss_gradient, loss_gradient
 from lpntk.models import build_model
 
 OFF = {"enabled": False}
@@ -133,7 +133,7 @@ def test_matrix_free_path_matches_explicit_blocks():
     blocks = entk_blocks(model, x_o, x_u)  # (7, 9, 10, 10)
     err = logit_loss_gradient(model, x_u, y_u)
     ref_entk = -lr * torch.einsum("ouab,ub->oa", blocks, err) / 9
-    s_o, s_u = sign_vectors(y_o, 10).double(), sign_vectors(y_u, 10).double()
+    s_o, s_u = 2 * F.one_hot(y_o, 10).double() - 1, 2 * F.one_hot(y_u, 10).double() - 1  # s(y) by hand
     k_lp = torch.einsum("oa,ouab,ub->ou", s_o, blocks, s_u) / 10
     k_p = blocks.sum((2, 3)) / 10
     torch.testing.assert_close(dz["entk"], ref_entk, rtol=1e-10, atol=1e-13)
@@ -150,20 +150,40 @@ def test_matrix_free_path_matches_explicit_blocks():
         predicted_logit_changes(model, x_o, y_o, x_u, y_u, lr, predictors=["ntk"])
 
 
-def test_batch_loss_gradient_matches_engine():
+def test_cross_entropy_gradients_against_autograd():
+    """grad_w L, softmax(z) - e_y and L from one pass, against plain autograd of the mean cross-entropy."""
     model = _small_model(3)
     model.train()  # eval mode is used regardless, and the mode is restored
     x = torch.randn(11, 1, 8, 8, dtype=torch.float64)
     y = torch.randint(0, 10, (11,))
-    g, err, loss = batch_loss_gradient(model, x, y)
+    g, err, loss = cross_entropy_gradients(model, x, y)
     assert model.training
-    ref = loss_gradient(model, x, y)
+    model.eval()
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    z = model(x)
+    ref_loss = F.cross_entropy(z, y)
+    ref = dict(zip(params, torch.autograd.grad(ref_loss, list(params.values())), strict=True))
+    ref_err = torch.softmax(z.detach(), 1) - F.one_hot(y, 10).double()
     assert set(g) == set(ref)
     for k in g:
         torch.testing.assert_close(g[k], ref[k], rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(err, logit_loss_gradient(model, x, y), rtol=1e-12, atol=1e-15)
-    model.eval()
-    assert loss == pytest.approx(float(nn.functional.cross_entropy(model(x), y).detach()), rel=1e-12)
+    torch.testing.assert_close(err, ref_err, rtol=1e-12, atol=1e-15)
+    assert loss == pytest.approx(float(ref_loss.detach()), rel=1e-12)
+    # in blocks, summed, or without the backward pass: the same quantities
+    gb, errb, lossb = cross_entropy_gradients(model, x, y, block_size=4)
+    gs, _, losss = cross_entropy_gradients(model, x, y, reduction="sum", block_size=5)
+    for k in g:
+        torch.testing.assert_close(gb[k], ref[k], rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(gs[k], 11 * ref[k], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(errb, ref_err, rtol=1e-12, atol=1e-15)
+    assert lossb == pytest.approx(loss, rel=1e-12) and losss == pytest.approx(11 * loss, rel=1e-12)
+    only = cross_entropy_gradients(model, x, y, with_params=False)
+    assert only.params == {} and torch.equal(only.logits, err)
+    # lpntk.kernel.loss_gradient and logit_loss_gradient are its two parts
+    lg = loss_gradient(model, x, y)
+    for k in g:
+        torch.testing.assert_close(lg[k], ref[k], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(logit_loss_gradient(model, x, y), ref_err, rtol=1e-12, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------------- metrics

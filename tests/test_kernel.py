@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from lpntk import _grad_sample, kernel
-from lpntk._grad_sample import OuterFactors
 from lpntk.forgetting import first_order_logit_change
+from lpntk.grad_sample import OuterFactors
+from lpntk.grad_sample import conv as grad_sample_conv
 from lpntk.kernel import (
+    _engine,
+    _packing,
     entk_blocks,
     gradient_gram,
     jvp_logits,
@@ -211,13 +213,24 @@ def brute():
     return get
 
 
+def signs(y: torch.Tensor, k: int) -> torch.Tensor:
+    """s(y) by hand, independently of the library's sign_vectors: +1 at the label, -1 elsewhere, float64."""
+    return 2 * F.one_hot(y, k).double() - 1
+
+
 def lpntk_brute(J: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    s = sign_vectors(y, k).double()
+    s = signs(y, k)
     phi = torch.einsum("nkp,nk->np", J, s) / math.sqrt(k)
     return phi @ phi.T, phi
 
 
 # ------------------------------------------------------------------------------------------------- tests
+
+
+def test_sign_vectors_by_hand():
+    s = sign_vectors(torch.tensor([0, 2, 1]), 3)
+    assert torch.equal(s, torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]]))
+    assert torch.equal(s.double(), signs(torch.tensor([0, 2, 1]), 3))
 
 
 @pytest.fixture(params=["auto", "factored", "materialised"])
@@ -243,7 +256,7 @@ def test_lpntk_float64_matches_bruteforce(brute, name, layer_form):
 
 @pytest.mark.parametrize("path", ["grouped", "unfold"])
 def test_conv_weight_grad_paths(brute, monkeypatch, path):
-    monkeypatch.setattr(_grad_sample, "CONV_WEIGHT_GRAD", path)
+    monkeypatch.setattr(grad_sample_conv, "CONV_WEIGHT_GRAD", path)
     monkeypatch.setattr(OuterFactors, "factored_cost", lambda self, pairs: float("inf"))
     for name in ("convnet", "resnet"):
         model, x, y, k, J = brute(name)
@@ -269,7 +282,7 @@ def test_float32(brute, name):
 @pytest.mark.parametrize("name", ["mlp", "convnet", "resnet", "mnist_cnn", "exotic"])
 def test_entk_blocks_and_contractions(brute, name, batched, monkeypatch):
     """eNTK blocks (vectorised or looped backward over the K directions) and their lpNTK / pNTK contractions."""
-    monkeypatch.setattr(kernel, "BATCHED_BACKWARD", batched)
+    monkeypatch.setattr(_engine, "BATCHED_BACKWARD", batched)
     model, x, y, k, J = brute(name)
     B = entk_blocks(model, x[:5], x[2:], block_size=2)
     ref = torch.einsum("iap,jbp->ijab", J[:5], J[2:])
@@ -277,7 +290,7 @@ def test_entk_blocks_and_contractions(brute, name, batched, monkeypatch):
     assert rel_err(B, ref) <= TOL64
     Bs = entk_blocks(model, x)
     assert rel_err(Bs, torch.einsum("iap,jbp->ijab", J, J)) <= TOL64
-    s = sign_vectors(y, k).double()
+    s = signs(y, k)
     lp = torch.einsum("ia,ijab,jb->ij", s, Bs, s) / k
     assert rel_err(lp, lpntk_gram(model, x, y)) <= TOL64
     ones = torch.ones(k, dtype=torch.float64)
@@ -300,7 +313,7 @@ def test_cross_gram_is_subblock(brute, layer_form):
 def test_blocking_and_memory_chunking(brute, monkeypatch):
     """block_size < N, Gram panels smaller than N, and a memory budget small enough to force chunk pairs
     with recomputation."""
-    monkeypatch.setattr(kernel, "_PANEL_ROWS", 3)
+    monkeypatch.setattr(_packing, "_PANEL_ROWS", 3)
     model, x, y, k, J = brute("convnet", n=11)
     ref, _ = lpntk_brute(J, y, k)
     for bs, mem in [(11, 2**30), (4, 2**30), (1, 2**30), (2, 1), (3, 20_000)]:
@@ -364,7 +377,7 @@ def test_jvp_loss_gradient_and_forgetting_prediction(brute):
     Ko = torch.einsum("iap,jbp->ijab", J[:4], J[4:])
     dz_entk = -lr * torch.einsum("ijab,jb->ia", Ko, ref_e) / len(xu)
     assert rel_err(first_order_logit_change(model, xo, xu, yu, lr), dz_entk) <= TOL64
-    s_o, s_u = sign_vectors(yo, k).double(), sign_vectors(yu, k).double()
+    s_o, s_u = signs(yo, k), signs(yu, k)
     kap = torch.einsum("ia,ijab,jb->ij", s_o, Ko, s_u) / k
     dz_lp = -lr * kap @ ref_e / len(xu)
     assert rel_err(first_order_logit_change(model, xo, xu, yu, lr, kernel="lpntk", y_obs=yo), dz_lp) <= TOL64
