@@ -3,6 +3,7 @@ Grams, the L2 recording against a hand-written training loop, the stages on a sm
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -529,15 +530,18 @@ def test_difficulty_and_ld_size_in_workflow(workflow_run):
     for f in ("ld.csv", "correlation.csv", "correlation.md", "correlation.png", "correlation.pdf", "summary.json"):
         assert (res / "ld_size" / f).is_file(), f
     curves = np.load(res / "difficulty" / "curves.npz")
-    sets = [str(s) for s in curves["sets"]]
-    assert sets[:3] == ["easy", "median", "hard"] and curves["l2"].shape[1:] == (2, 10, 3)
+    arms = [(str(r), str(s)) for r, s in zip(curves["rankings"], curves["sets"], strict=True)]
+    built = "built" in json.loads((res / "difficulty" / "summary.json").read_text())["contradictory"]
+    sets = ["easy", "median", "hard"] + (["contradictory", "control"] if built else [])
+    assert arms == [("lpntk", s) for s in sets] + [("cosine", s) for s in sets]  # the defaults: both, and control
+    assert curves["l2"].shape[1:] == (2, 10, 3)
     ld = pd.read_csv(res / "ld_size" / "ld.csv")
     assert len(ld) == 160 and {"ld_size16", "ld_size4"} <= set(ld.columns)
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'difficulty'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    for s in sets:
-        assert runs[0].data.metrics[f"ld_auc_{s}"] > 0
+    for r, s in arms:
+        assert runs[0].data.metrics[f"ld_auc_{r}_{s}"] > 0
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'ld_size'")
     assert len(runs) == 1 and -1.0 <= runs[0].data.metrics["ld_corr_16_4"] <= 1.0

@@ -50,36 +50,56 @@ over seeds, the table, the slides' numbers); the gradients and kernels come from
 
 from __future__ import annotations
 
-from ._aggregate import PAPER_FORGETTING, aggregate_scores, format_table
-from ._events import (
-    confusion_counts,
-    el2n_approximation_error,
-    forgetting_events,
-    pooled_scores,
-    predicted_forgetting,
-    probability_change,
-    stepwise_scores,
-)
-from ._predictors import KERNEL_PREDICTORS, PREDICTORS, first_order_logit_change, predicted_logit_changes
-from ._run import ForgettingResult, ForgettingSetup, run_forgetting, summarise_steps
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "KERNEL_PREDICTORS",
-    "PREDICTORS",
-    "PAPER_FORGETTING",
-    "ForgettingSetup",
-    "ForgettingResult",
-    "predicted_logit_changes",
-    "first_order_logit_change",
-    "probability_change",
-    "forgetting_events",
-    "predicted_forgetting",
-    "confusion_counts",
-    "pooled_scores",
-    "stepwise_scores",
-    "el2n_approximation_error",
-    "run_forgetting",
-    "summarise_steps",
-    "aggregate_scores",
-    "format_table",
-]
+#: public name -> the module of this package that defines it; loaded on first use (PEP 562), so that the aggregation
+#: over seeds (numpy, no torch) serves the forgetting_table job without loading torch
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("aggregate_scores", "format_table"), "_aggregate"),
+    **dict.fromkeys(
+        (
+            "confusion_counts",
+            "el2n_approximation_error",
+            "forgetting_events",
+            "pooled_scores",
+            "predicted_forgetting",
+            "probability_change",
+            "stepwise_scores",
+        ),
+        "_events",
+    ),
+    **dict.fromkeys(
+        ("KERNEL_PREDICTORS", "PREDICTORS", "first_order_logit_change", "predicted_logit_changes"), "_predictors"
+    ),
+    **dict.fromkeys(("ForgettingResult", "ForgettingSetup", "run_forgetting", "summarise_steps"), "_run"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lpntk.forgetting' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from ._aggregate import aggregate_scores, format_table  # noqa: F401
+    from ._events import (  # noqa: F401
+        confusion_counts,
+        el2n_approximation_error,
+        forgetting_events,
+        pooled_scores,
+        predicted_forgetting,
+        probability_change,
+        stepwise_scores,
+    )
+    from ._predictors import KERNEL_PREDICTORS, PREDICTORS, first_order_logit_change, predicted_logit_changes  # noqa: F401
+    from ._run import ForgettingResult, ForgettingSetup, run_forgetting, summarise_steps  # noqa: F401

@@ -2,7 +2,7 @@
 
 Per predictor and scoring (pooled, stepwise), over the seeds whose score is defined: the mean and the sample
 standard deviation (ddof = 1) of precision, recall and F1 in %, with the mean true- and predicted-event counts and
-first-order errors; the slides' numbers (:data:`PAPER_FORGETTING`, computed with the per-step averaging) beside
+first-order errors; the slides' numbers (:data:`lpntk.paper.FORGETTING`, computed with the per-step averaging) beside
 the stepwise row.
 """
 
@@ -13,19 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PAPER_FORGETTING", "aggregate_scores", "format_table"]
-
-#: The authors' slides (paper-protocols §5.0): mean and std over runs, in %, by torchvision dataset name.
-PAPER_FORGETTING: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
-    "MNIST": {
-        "lpntk": {"precision": (42.72, 6.55), "recall": (59.02, 7.49), "f1": (49.54, 6.99)},
-        "entk": {"precision": (95.56, 8.14), "recall": (86.67, 13.67), "f1": (89.96, 7.10)},
-    },
-    "CIFAR10": {
-        "lpntk": {"precision": (49.47, 7.06), "recall": (69.50, 7.49), "f1": (57.76, 7.36)},
-        "entk": {"precision": (96.99, 3.99), "recall": (98.99, 1.61), "f1": (97.87, 2.08)},
-    },
-}
+__all__ = ["aggregate_scores", "format_table"]
 
 
 def _num(v: Any) -> float:
