@@ -32,6 +32,7 @@ include: "workflow/rules/difficulty.smk"
 include: "workflow/rules/forgetting.smk"
 include: "workflow/rules/scores.smk"
 include: "workflow/rules/pruning.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/summary.smk"
 
 

@@ -22,7 +22,11 @@ __all__ = [
     "KEEP_METHODS",
     "SCORE_METHODS",
     "SMALL_CLUSTER_METHODS",
+    "RANDOM_METHODS",
     "check_pruning_config",
+    "subset_key",
+    "small_draw_seeds",
+    "small_key",
     "subset_plan",
     "retrain_settings",
     "retrain_shards",
@@ -109,12 +113,20 @@ def check_pruning_config(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"pruning.small_clusters.remove: fractions must lie in (0, 1), got {bad}")
 
 
+#: methods whose subset depends on a random draw (a random score, tie-break or member): drawn per retraining seed
+RANDOM_METHODS = ("random", "el2n", "grand", "forgetting", "lpntk_random", "node")
+
+
 def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every training subset the config asks for, in a fixed order: name, method, experiment and parameters.
 
     ``full``; ``<method>-k<keep>`` for every method of ``pruning.methods`` that keeps a fraction (lpntk and
     random also at ``pruning.curve_keep``); ``node-c<cluster_keep>``; and for the small-cluster experiment
-    ``d<fraction>-base`` (the class-balanced subset itself) and ``d<fraction>-<small|random|large>-r<remove>``.
+    ``d<fraction>-base`` (the class-balanced subset itself) and ``d<fraction>-[own-]<small|random|large>-r<remove>``
+    (clusters from the kernel of the full-data model, or, with ``own-``, of a model trained on the subset itself).
+    ``per_seed``: the subset is drawn anew for every retraining seed (``pruning.draws: per_seed``, the default:
+    the random baseline, the score baselines' random tie-breaks, the random members of lpntk_random and node, and
+    the small-cluster experiment's class-balanced subsets), so the spread over seeds includes the draw's.
     """
     pcfg = cfg["pruning"]
     plan: list[dict[str, Any]] = [{"name": "full", "method": "full", "experiment": "table", "keep": 1.0}]
@@ -134,17 +146,52 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     if scfg["enabled"]:
         for d in sorted({float(x) for x in scfg["data_fractions"]}):
             base = {"experiment": "small_clusters", "data_fraction": d}
-            plan.append({"name": f"d{fmt(d)}-base", "method": "base", **base, "remove": 0.0, "keep": 1.0})
-            for r in sorted({float(x) for x in scfg["remove"]}):
-                for m in ["small", *scfg["controls"]]:
-                    name = f"d{fmt(d)}-{m}-r{fmt(r)}"
-                    plan.append(
-                        {"name": name, "method": SMALL_CLUSTER_METHODS[m], **base, "remove": r, "keep": 1.0 - r}
-                    )
+            plan.append(
+                {"name": f"d{fmt(d)}-base", "method": "base", **base, "remove": 0.0, "keep": 1.0, "kernel": "full"}
+            )
+            for kernel in scfg["kernels"]:
+                prefix = "" if kernel == "full" else f"{kernel}-"
+                for r in sorted({float(x) for x in scfg["remove"]}):
+                    for m in ["small", *scfg["controls"]]:
+                        name = f"d{fmt(d)}-{prefix}{m}-r{fmt(r)}"
+                        plan.append(
+                            {
+                                "name": name,
+                                "method": SMALL_CLUSTER_METHODS[m],
+                                **base,
+                                "remove": r,
+                                "keep": 1.0 - r,
+                                "kernel": kernel,
+                            }
+                        )
+    per_seed = pcfg["draws"] == "per_seed"
+    for p in plan:
+        p["per_seed"] = per_seed and (p["method"] in RANDOM_METHODS or p["experiment"] == "small_clusters")
     names = [p["name"] for p in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"pruning: subset names repeat ({names}); check pruning.methods for duplicates")
     return plan
+
+
+def subset_key(spec: Mapping[str, Any], seed: int) -> str:
+    """The subsets file's entry of a subset for one retraining seed: ``<name>@seed<s>`` when drawn per seed."""
+    return f"{spec['name']}@seed{int(seed)}" if spec.get("per_seed") else spec["name"]
+
+
+def small_draw_seeds(cfg: Mapping[str, Any]) -> list[int | None]:
+    """The retraining seeds the small-cluster experiment draws its class-balanced subsets for (``[None]``: one draw
+    shared by every seed, ``pruning.draws: shared``)."""
+    if cfg["pruning"]["draws"] == "per_seed":
+        return list(retrain_settings(cfg)["seeds"])
+    return [None]
+
+
+def small_key(data_fraction: float, seed: int | None, kernel: str = "full") -> str:
+    """The clusters file's prefix of one small-cluster draw: ``small_d<d>`` (full-data kernel) or ``own_d<d>`` (the
+    subset's own model), with ``_s<seed>`` for a per-seed draw; its members are ``<prefix>_index`` and
+    ``<prefix>_cluster``."""
+    prefix = "small" if kernel == "full" else kernel
+    return f"{prefix}_d{fmt(data_fraction)}" + ("" if seed is None else f"_s{int(seed)}")
 
 
 def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

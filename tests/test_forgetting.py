@@ -292,6 +292,9 @@ def test_run_on_linear_model_is_exact_and_uses_the_training_batches():
     # plain SGD on logits linear in w: Eq. 1 is exact, and so is pNTK (K = (x.x' + 1) I)
     assert summary["relerr_dz_entk"] < 1e-12 and summary["relerr_dz_pntk"] < 1e-12
     assert summary["fp_entk"] == 0 and summary["fn_entk"] == 0 and summary["precision_entk"] == 1.0
+    # both decision spaces are judged: the probability form is first-order too, exact here only where it agrees
+    assert summary["tp_entk_prob"] + summary["fn_entk_prob"] == summary["n_true_events"]
+    assert summary["disagree_entk"] == summary["disagree_entk_prob"]
     # the recorded minibatches are the seeded per-epoch permutation, and step t is judged on B_{t-1}
     gen = torch.Generator().manual_seed(5)
     perm = [torch.randperm(48, generator=gen).numpy() for _ in range(2)]
@@ -339,8 +342,8 @@ def test_momentum_adds_the_actual_update_predictor():
 def test_setup_validation_names_the_key():
     with pytest.raises(ValueError, match="forgetting.start_step"):
         ForgettingSetup(start_step=1)
-    with pytest.raises(ValueError, match="forgetting.space"):
-        ForgettingSetup(space="softmax")
+    with pytest.raises(ValueError, match="forgetting.dtype"):
+        ForgettingSetup(dtype="float16")
     with pytest.raises(ValueError, match="forgetting.momentum"):
         ForgettingSetup(momentum=1.0)
 
@@ -361,13 +364,13 @@ def forgetting_cfg():
             "seeds_per_job": 2,
             "batch_size": 64,
             "lr": 0.1,
-            "momentum": 0.0,
-            "weight_decay": 0.0,
-            "dropout": False,
+            "recipes": {
+                "plain": {"lr": None, "momentum": 0.0, "weight_decay": 0.0, "dropout": False},
+                "official": {"lr": None, "momentum": 0.9, "weight_decay": 5e-4, "dropout": False},
+            },
             "augment": False,
             "start_step": 3,
             "steps": 4,
-            "space": "logit",
             "dtype": "float32",
             "block_size": 256,
         },
@@ -386,24 +389,29 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
 
     save_prepared(digits, tmp_path / "data")
     summaries = []
-    for seeds in ([1, 2], [3]):
-        d = tmp_path / seed_group_name(seeds)
-        out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
-        forgetting_stage(
-            dataset="digits",
-            cfg=forgetting_cfg,
-            seeds=seeds,
-            data=tmp_path / "data",
-            outputs=out,
-            threads=1,
-            mlflow_cfg=OFF,
-        )
-        summaries.append(out["summary"])
+    for recipe in ("plain", "official"):
+        for seeds in ([1, 2], [3]):
+            d = tmp_path / recipe / seed_group_name(seeds)
+            out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
+            forgetting_stage(
+                dataset="digits",
+                cfg=forgetting_cfg,
+                recipe=recipe,
+                seeds=seeds,
+                data=tmp_path / "data",
+                outputs=out,
+                threads=1,
+                mlflow_cfg=OFF,
+            )
+            summaries.append(out["summary"])
     assert seed_group_name([1, 2]) == "seeds1-2" and seed_group_name([3]) == "seed3"
-    steps = pd.read_csv(tmp_path / "seeds1-2" / "steps.csv")
+    steps = pd.read_csv(tmp_path / "plain" / "seeds1-2" / "steps.csv")
     assert steps["seed"].tolist() == [1] * 4 + [2] * 4 and steps["step"].tolist() == [3, 4, 5, 6] * 2
-    assert {"tp_entk", "fp_lpntk", "tn_pntk", "fn_entk"} <= set(steps.columns)
-    s = load_npz(tmp_path / "seeds1-2" / "samples.npz")
+    assert {"tp_entk", "fp_lpntk", "tn_pntk", "fn_entk", "tp_entk_prob", "fn_lpntk_raw_prob"} <= set(steps.columns)
+    assert "tp_entk_update" not in steps.columns  # plain SGD: entk_update is entk
+    official = pd.read_csv(tmp_path / "official" / "seeds1-2" / "steps.csv")
+    assert "tp_entk_update" in official.columns and np.allclose(official["lr"], 0.01)  # 0.1 (1 - 0.9)
+    s = load_npz(tmp_path / "plain" / "seeds1-2" / "samples.npz")
     assert s["batch_positions"].shape == (2, 6, 64) and s["lr"].shape == (2, 6)
     np.testing.assert_array_equal(s["index"], digits.train.index.numpy()[s["position"]])  # original indices
     summ = load_json(summaries[0])
@@ -423,21 +431,33 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     table = forgetting_table_stage(
         dataset="digits", cfg=forgetting_cfg, summaries=summaries, outputs=outs, mlflow_cfg=OFF
     )
-    assert len(table) == 10 and set(table["n_runs"]) == {3}
+    # plain: 5 kernel predictors, official: 6 (entk_update), each in 2 spaces and 2 scorings
+    assert len(table) == (5 + 6) * 2 * 2 and set(table["n_runs"]) == {3}
+    assert set(table["space"]) == {"logit", "probability"} and list(dict.fromkeys(table["recipe"])) == [
+        "plain",
+        "official",
+    ]
     assert table["paper_f1"].isna().all()  # digits: no paper column
     md = (tmp_path / "table" / "table.md").read_text()
     assert "lpntk" in md and "paper F1 %" in md
     assert (tmp_path / "table" / "scores.png").stat().st_size > 1000
     agg = load_json(outs["summary"])["aggregate"]
-    assert agg["n_seeds"] == 3 and "f1_lpntk" in agg and "precision_entk" in agg
+    assert agg["plain_n_seeds"] == 3 and "plain_f1_lpntk" in agg and "official_stepwise_precision_entk_prob" in agg
     # determinism: the same group again gives the same bytes
     d = tmp_path / "again"
     out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
     forgetting_stage(
-        dataset="digits", cfg=forgetting_cfg, seeds=[3], data=tmp_path / "data", outputs=out, threads=1, mlflow_cfg=OFF
+        dataset="digits",
+        cfg=forgetting_cfg,
+        recipe="plain",
+        seeds=[3],
+        data=tmp_path / "data",
+        outputs=out,
+        threads=1,
+        mlflow_cfg=OFF,
     )
     for name in ("steps.csv", "samples.npz", "summary.json"):
-        assert (d / name).read_bytes() == (tmp_path / "seed3" / name).read_bytes()
+        assert (d / name).read_bytes() == (tmp_path / "plain" / "seed3" / name).read_bytes()
     # the slides' numbers go to torchvision MNIST / CIFAR10 only
     assert paper_reference({"source": "torchvision", "name": "MNIST"})["lpntk"]["f1"] == (49.54, 6.99)
     assert paper_reference({"source": "torchvision", "name": "CIFAR10"})["entk"]["f1"] == (97.87, 2.08)
@@ -450,7 +470,14 @@ def test_forgetting_stage_rejects_augment_without_augmentation(forgetting_cfg, t
     forgetting_cfg["forgetting"]["augment"] = True
     with pytest.raises(ValueError, match="forgetting.augment"):
         forgetting_stage(
-            dataset="digits", cfg=forgetting_cfg, seeds=[1], data=tmp_path, outputs={}, threads=1, mlflow_cfg=OFF
+            dataset="digits",
+            cfg=forgetting_cfg,
+            recipe="plain",
+            seeds=[1],
+            data=tmp_path,
+            outputs={},
+            threads=1,
+            mlflow_cfg=OFF,
         )
 
 
@@ -464,22 +491,29 @@ def test_workflow_forgetting(workflow_run):
     workdir, _ = workflow_run
     root = workdir / "results" / "tiny" / "forgetting"
     table = pd.read_csv(root / "table.csv")
-    assert set(table["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw"}
-    assert set(table["scoring"]) == {"pooled", "stepwise"}
+    assert set(table["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw", "entk_update"}
+    assert set(table[table["recipe"] == "plain"]["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw"}
+    assert set(table["scoring"]) == {"pooled", "stepwise"} and set(table["space"]) == {"logit", "probability"}
     assert (table["n_runs"] == 2).all()
-    steps = pd.read_csv(root / "seeds1-2" / "steps.csv")
-    assert sorted(steps["seed"].unique()) == [1, 2]
+    for recipe in ("plain", "official"):  # the schema's default recipes, side by side
+        steps = pd.read_csv(root / recipe / "seeds1-2" / "steps.csv")
+        assert sorted(steps["seed"].unique()) == [1, 2]
+        assert (workdir / "results" / "tiny" / "benchmarks" / "forgetting" / recipe / "seeds1-2.tsv").is_file()
     assert (root / "scores.png").is_file() and (root / "table.md").is_file()
-    assert (workdir / "results" / "tiny" / "benchmarks" / "forgetting" / "seeds1-2.tsv").is_file()
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'forgetting'")
-    assert sorted(r.data.tags["lpntk.seed"] for r in runs) == ["1", "2"]
+    assert sorted((r.data.tags["lpntk.recipe"], r.data.tags["lpntk.seed"]) for r in runs) == [
+        ("official", "1"),
+        ("official", "2"),
+        ("plain", "1"),
+        ("plain", "2"),
+    ]
     for r in runs:
         assert {"precision_entk", "recall_lpntk", "n_true_events"} <= set(r.data.metrics)
         assert r.info.status == "FINISHED"
     agg = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'forgetting_table'")
-    assert len(agg) == 1 and "n_true_events" in agg[0].data.metrics
+    assert len(agg) == 1 and "plain_n_true_events" in agg[0].data.metrics
 
 
 def test_seed_groups_chunk_the_seeds_in_order_under_their_path_names():

@@ -142,13 +142,45 @@ def tiny_cfg(repo, schema_path):
     return cfg
 
 
+@pytest.fixture(scope="module")
+def full_kernel_cfg(tiny_cfg):
+    """tiny_cfg with the small-cluster experiment on the full-data kernel only (the synthetic fixture has no images
+    to train a subset's own model on)."""
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"]["small_clusters"]["kernels"] = ["full"]
+    return cfg
+
+
 def test_subset_plan_and_units(tiny_cfg):
     from lpntk.plan import retrain_settings, retrain_shards, retrain_units, subset_plan
 
     names = [p["name"] for p in subset_plan(tiny_cfg)]
     assert names[:4] == ["full", "lpntk-k0.9", "lpntk-k0.7", "lpntk-k0.5"]
     assert "node-c0.5" in names and "el2n-k0.9" not in names and "random-k0.9" in names
-    assert names[-4:] == ["d0.5-base", "d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"]
+    assert names[-7:] == [
+        "d0.5-base",
+        "d0.5-small-r0.2",
+        "d0.5-random-r0.2",
+        "d0.5-large-r0.2",
+        "d0.5-own-small-r0.2",
+        "d0.5-own-random-r0.2",
+        "d0.5-own-large-r0.2",
+    ]
+    specs = {p["name"]: p for p in subset_plan(tiny_cfg)}
+    per_seed = {n for n, p in specs.items() if p["per_seed"]}  # pruning.draws: per_seed (the default)
+    assert {
+        "random-k0.5",
+        "el2n-k0.5",
+        "lpntk_random-k0.5",
+        "node-c0.5",
+        "d0.5-base",
+        "d0.5-own-small-r0.2",
+    } <= per_seed
+    assert not {"full", "lpntk-k0.5", "lpntk_gated-k0.5"} & per_seed  # deterministic selections: one subset
+    assert specs["d0.5-own-random-r0.2"]["kernel"] == "own" and specs["d0.5-random-r0.2"]["kernel"] == "full"
+    shared = copy.deepcopy(tiny_cfg)
+    shared["pruning"]["draws"] = "shared"
+    assert not any(p["per_seed"] for p in subset_plan(shared))
     cfg = copy.deepcopy(tiny_cfg)
     for group_by, n_units in (("subset", len(names)), ("method", 10), ("all", 1)):
         cfg["pruning"]["retrain"]["group_by"] = group_by
@@ -165,7 +197,7 @@ def test_subset_plan_and_units(tiny_cfg):
 
 
 @pytest.fixture(scope="module")
-def pruning_inputs(tmp_path_factory, tiny_cfg):
+def pruning_inputs(tmp_path_factory, full_kernel_cfg):
     """Synthetic prepared training split, per-class kernels and scores; cluster + prune run on them."""
     from lpntk.grams import ClassGram, save_class_grams
     from lpntk.io import save_npz, save_table
@@ -209,14 +241,14 @@ def pruning_inputs(tmp_path_factory, tiny_cfg):
     off = {"enabled": False}
     cluster_stage(
         dataset="toy",
-        cfg=tiny_cfg,
+        cfg=full_kernel_cfg,
         kernels=kernels,
         outputs={k: outs[k] for k in ("clusters", "summary")},
         mlflow_cfg=off,
     )
     prune_stage(
         dataset="toy",
-        cfg=tiny_cfg,
+        cfg=full_kernel_cfg,
         train=tmp / "train.npz",
         clusters=outs["clusters"],
         scores=tmp / "scores.csv",
@@ -232,47 +264,59 @@ def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(prunin
     assert sorted(cl["index"].tolist()) == sorted(index.tolist()) and (np.diff(cl["label"]) >= 0).all()
     assert set(cl["cluster_k0.5"]) <= set(index)  # clusters named by their head's ORIGINAL index
     subsets = np.load(outs["subsets"])
-    table = pd.read_csv(outs["table"]).set_index("name")
+    table = pd.read_csv(outs["table"]).set_index("entry")
     lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
     for name in subsets.files:
         kept = subsets[name]
         assert set(kept) <= set(index) and len(np.unique(kept)) == len(kept) and (np.diff(kept) > 0).all(), name
         assert table.loc[name, "n"] == len(kept)
     assert np.array_equal(subsets["full"], np.sort(index))
+    # deterministic selections: one subset; random draws: one per retraining seed (seeds 1, 2), each different
+    assert "lpntk-k0.5" in subsets.files and "random-k0.5" not in subsets.files
+    for name in ("random-k0.5", "lpntk_random-k0.5", "node-c0.5", "d0.5-base", "d0.5-random-r0.2"):
+        assert not np.array_equal(subsets[f"{name}@seed1"], subsets[f"{name}@seed2"]), name
     for keep, k in ((0.9, 5), (0.7, 4), (0.5, 3)):  # 6 per class
-        for method in ("lpntk", "random"):
-            counts = np.bincount([lab[i] for i in subsets[f"{method}-k{keep:g}"]], minlength=10)
-            assert (counts == k).all(), (method, keep, counts)
+        for entry in (f"lpntk-k{keep:g}", f"random-k{keep:g}@seed1", f"random-k{keep:g}@seed2"):
+            counts = np.bincount([lab[i] for i in subsets[entry]], minlength=10)
+            assert (counts == k).all(), (entry, counts)
     # heads are nested: every sample kept at 0.5 is kept at 0.7 and 0.9
     assert set(subsets["lpntk-k0.5"]) <= set(subsets["lpntk-k0.7"]) <= set(subsets["lpntk-k0.9"])
-    # global ranking (default) keeps the highest el2n over the whole set
+    # global ranking (default) keeps the highest el2n over the whole set; ties (none here) drawn per seed
     sc = pd.read_csv(tmp / "scores.csv")
     top = sc.sort_values("el2n", ascending=False)["index"].to_numpy()[:30]
-    assert set(subsets["el2n-k0.5"]) == set(top)
+    assert set(subsets["el2n-k0.5@seed1"]) == set(subsets["el2n-k0.5@seed2"]) == set(top)
+    # the forgetting score ties a lot (0, 1, 2 events): its tie-break differs between seeds
+    assert set(subsets["forgetting-k0.5@seed1"]) != set(subsets["forgetting-k0.5@seed2"])
     # lpntk heads at 0.5 are exactly the first 3 heads by rank
     rank = dict(zip(cl["index"].tolist(), cl["head_rank"].tolist(), strict=True))
     assert all(0 <= rank[i] < 3 for i in subsets["lpntk-k0.5"])
-    # small-cluster experiment: nested in its base subset, same removed count per class as the random control
-    base = subsets["d0.5-base"]
-    assert np.bincount([lab[i] for i in base], minlength=10).tolist() == [3] * 10
-    for name in ("d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"):
-        assert set(subsets[name]) <= set(base)
-    removed_small = np.bincount([lab[i] for i in set(base) - set(subsets["d0.5-small-r0.2"])], minlength=10)
-    removed_rand = np.bincount([lab[i] for i in set(base) - set(subsets["d0.5-random-r0.2"])], minlength=10)
-    assert (removed_small >= 1).all() and np.array_equal(removed_small, removed_rand)
-    small_heads = dict(zip(cl["small_d0.5_index"].tolist(), cl["small_d0.5_cluster"].tolist(), strict=True))
-    gone = set(base) - set(subsets["d0.5-small-r0.2"])
-    assert all(small_heads[h] in gone for h in gone)  # whole clusters go: their heads go with them
+    # small-cluster experiment, per seed: nested in its base subset, the same removed count per class as the control
+    for seed in (1, 2):
+        base = subsets[f"d0.5-base@seed{seed}"]
+        assert np.bincount([lab[i] for i in base], minlength=10).tolist() == [3] * 10
+        for name in ("d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"):
+            assert set(subsets[f"{name}@seed{seed}"]) <= set(base)
+        small = subsets[f"d0.5-small-r0.2@seed{seed}"]
+        removed_small = np.bincount([lab[i] for i in set(base) - set(small)], minlength=10)
+        removed_rand = np.bincount(
+            [lab[i] for i in set(base) - set(subsets[f"d0.5-random-r0.2@seed{seed}"])], minlength=10
+        )
+        assert (removed_small >= 1).all() and np.array_equal(removed_small, removed_rand)
+        heads = dict(
+            zip(cl[f"small_d0.5_s{seed}_index"].tolist(), cl[f"small_d0.5_s{seed}_cluster"].tolist(), strict=True)
+        )
+        gone = set(base) - set(small)
+        assert all(heads[h] in gone for h in gone)  # whole clusters go: their heads go with them
 
 
-def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, tiny_cfg):
+def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, full_kernel_cfg):
     from lpntk.stages.prune import prune_stage
 
     tmp, _, _, outs = pruning_inputs
     again = {"subsets": str(tmp / "again.npz"), "table": str(tmp / "again.csv")}
     prune_stage(
         dataset="toy",
-        cfg=tiny_cfg,
+        cfg=full_kernel_cfg,
         train=tmp / "train.npz",
         clusters=outs["clusters"],
         scores=tmp / "scores.csv",
@@ -280,7 +324,19 @@ def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, tiny_cfg
         mlflow_cfg={"enabled": False},
     )
     assert open(again["subsets"], "rb").read() == open(outs["subsets"], "rb").read()
-    cfg = copy.deepcopy(tiny_cfg)
+    own = copy.deepcopy(full_kernel_cfg)
+    own["pruning"]["small_clusters"]["kernels"] = ["full", "own"]
+    with pytest.raises(ValueError, match=r"no \['own_d0.5_s1_index'"):  # the own-model clusters were not given
+        prune_stage(
+            dataset="toy",
+            cfg=own,
+            train=tmp / "train.npz",
+            clusters=outs["clusters"],
+            scores=tmp / "scores.csv",
+            outputs=again,
+            mlflow_cfg={"enabled": False},
+        )
+    cfg = copy.deepcopy(full_kernel_cfg)
     cfg["pruning"]["curve_keep"] = [0.95]  # FPC must run further than the clusters file did
     with pytest.raises(ValueError, match=r"another configuration \(no \['cluster_k0.95'\]\)"):
         prune_stage(
@@ -445,6 +501,7 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
         for k, v in (
             ("csv", "t.csv"),
             ("md", "t.md"),
+            ("runs", "runs.csv"),
             ("fig_redundant", "r.png"),
             ("fig_redundant_pdf", "r.pdf"),
             ("fig_small", "s.png"),
@@ -466,6 +523,9 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     assert long.loc[(long["source"] == "slides") & (long["method"] == "lpntk"), "reported_acc_mean"].item() == 99.37
     small = long[long["experiment"] == "small_clusters"].set_index("subset")
     assert small.loc["d0.5-small-r0.2", "realised_keep"] == pytest.approx(0.8)
+    per_run = pd.read_csv(outs["runs"])  # one row per (subset, seed): what the claims pair over seeds
+    lp = per_run[per_run["subset"] == "lpntk-k0.5"]
+    assert list(lp["seed"]) == [1, 2] and 100 * lp["test_acc_best_val"].mean() == pytest.approx(96.0)
     for k in ("fig_redundant", "fig_redundant_pdf", "fig_small", "fig_small_pdf"):
         assert open(outs[k], "rb").read(4) in (b"\x89PNG", b"%PDF")
     png = open(outs["fig_redundant"], "rb").read()
@@ -579,12 +639,12 @@ def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_c
     assert not (tmp_path / "run" / ".res.progress").exists()
 
 
-def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs, tiny_cfg):
+def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs, full_kernel_cfg):
     from lpntk.pruning import SELECTORS, register_selector, select_subset
     from lpntk.stages.prune import pruning_inputs as read_inputs
 
     tmp, index, labels, outs = pruning_inputs
-    inputs = read_inputs(tiny_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv")
+    inputs = read_inputs(full_kernel_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv")
 
     @register_selector("lowest_el2n")
     def lowest(inp, spec, seed):  # the easiest samples: the opposite of the EL2N baseline
@@ -599,3 +659,38 @@ def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs,
             select_subset(inputs, {"method": "nope"}, 0)
     finally:
         del SELECTORS["lowest_el2n"]
+
+
+def test_own_clusters_cluster_each_draw_with_a_model_trained_on_it(tmp_path, digits, tiny_cfg):
+    """The own-kernel variant: per retraining seed, the same class-balanced draw as the cluster stage, clustered with
+    the lpNTK of a model trained on that draw alone; a rerun after a kill reuses the finished draws."""
+    from lpntk.data import save_prepared
+    from lpntk.plan import small_key
+    from lpntk.pruning import class_balanced_subset, draw_seed
+    from lpntk.stages.own_clusters import own_clusters_stage
+
+    save_prepared(digits, tmp_path / "data")
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"]["small_clusters"].update({"data_fractions": [0.1], "epochs": 1, "cluster_keep": 0.5})
+    cfg["pruning"]["retrain"]["seeds"] = [3, 4]
+    outs = {"clusters": str(tmp_path / "own.npz"), "summary": str(tmp_path / "own.csv")}
+    summary = own_clusters_stage(
+        dataset="digits", cfg=cfg, data=tmp_path / "data", outputs=outs, mlflow_cfg={"enabled": False}
+    )
+    own = np.load(outs["clusters"])
+    index, labels = digits.train.index.numpy(), digits.train.y.numpy()
+    for seed in (3, 4):
+        key = small_key(0.1, seed, "own")
+        expect = class_balanced_subset(index, labels, 0.1, draw_seed(0, seed))  # what the cluster stage draws
+        np.testing.assert_array_equal(own[f"{key}_index"], np.sort(expect))
+        heads = own[f"{key}_cluster"]
+        assert set(heads) <= set(expect)
+        lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
+        assert all(lab[int(h)] == lab[int(i)] for i, h in zip(own[f"{key}_index"], heads, strict=True))  # per class
+        for c in range(10):  # round(cluster_keep n_c) clusters per class, each head its own member
+            members = own[f"{key}_index"][[lab[int(i)] == c for i in own[f"{key}_index"]]]
+            assert len(set(heads[np.isin(own[f"{key}_index"], members)])) <= max(1, int(0.5 * len(members) + 0.5))
+    assert set(summary["setting"]) == {"d0.1 seed 3", "d0.1 seed 4"}
+    first = open(outs["clusters"], "rb").read()
+    own_clusters_stage(dataset="digits", cfg=cfg, data=tmp_path / "data", outputs=outs, mlflow_cfg={"enabled": False})
+    assert open(outs["clusters"], "rb").read() == first  # same config, same bytes

@@ -105,7 +105,7 @@ def test_spooled_runs_reach_the_store_when_the_invocation_ends(store):
     spool = store / ".lpntk" / "mlflow-spool"
     (store / "table.csv").write_text("a,b\n1,2\n")
     with JobRun("prune", "alpha", config={"pruning": {"keep": [0.5]}}, tags={"n": 3}, live=False) as run:
-        run.log_metrics({"n_full": 240.0}, step=0)
+        run.log_metrics({"n_full": 240.0, "n_random-k0.5@seed1": 120.0}, step=0)  # "@" is no MLflow name
         run.log_metric_history([("loss", 0.5, 1), ("loss", 0.25, 2)])
         run.set_tags({"lpntk.output.table": "table.csv"})
         run.log_artifact(store / "table.csv")
@@ -117,6 +117,7 @@ def test_spooled_runs_reach_the_store_when_the_invocation_ends(store):
     (r,) = client.search_runs([exp], "tags.`lpntk.rule` = 'prune'")
     assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == runs["alpha"]["parent_run_id"]
     assert r.data.metrics["n_full"] == 240.0 and r.data.params["pruning.keep"] == "[0.5]"
+    assert r.data.metrics["n_random-k0.5_seed1"] == 120.0
     assert [m.value for m in client.get_metric_history(r.info.run_id, "loss")] == [0.5, 0.25]
     assert r.data.tags["lpntk.n"] == "3" and r.data.tags["lpntk.output.table"] == "table.csv"
     assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["table.csv"]

@@ -93,18 +93,23 @@ def plot_small_clusters(
     for ax, d in zip(axes, fractions, strict=False):
         part = small[np.isclose(small["data_fraction"].astype(float), d)]
         base = part[part["method"] == "base"]
-        for method in ("small_clusters", "random_removal", "large_clusters"):
-            rows = part[part["method"] == method]
-            if not len(rows):
-                continue
-            pts = pd.concat([base, rows])
-            _errorline(
-                ax,
-                100.0 * (1.0 - pts["realised_keep"].to_numpy(float)),
-                pts["test_acc_best_val_mean"],
-                pts["test_acc_best_val_std"],
-                _STYLE[method],
-            )
+        kernels = part["kernel"].fillna("full") if "kernel" in part else pd.Series("full", index=part.index)
+        for kernel in ("full", "own"):
+            for method in ("small_clusters", "random_removal", "large_clusters"):
+                rows = part[(part["method"] == method) & (kernels == kernel)]
+                if not len(rows):
+                    continue
+                pts = pd.concat([base, rows])
+                style = dict(_STYLE[method])
+                if kernel == "own":  # clusters from a model trained on the subset itself: dashed, open markers
+                    style.update(label=style["label"] + " (subset's own model)", linestyle="--", mfc="white")
+                _errorline(
+                    ax,
+                    100.0 * (1.0 - pts["realised_keep"].to_numpy(float)),
+                    pts["test_acc_best_val_mean"],
+                    pts["test_acc_best_val_std"],
+                    style,
+                )
         n = int(base["n_train"].iloc[0]) if len(base) else 0
         ax.set_title(f"{100 * d:g} % of the training data ({n} samples)")
         ax.set_xlabel("share of the subset removed (%)")

@@ -25,13 +25,14 @@ with momentum / weight decay / dropout it isolates the error of linearising from
 them (the official code ignored momentum and weight decay, paper-protocols §4.3 item 5).
 
 A sample is **predicted forgotten** when argmax z(x_o) = y_o and argmax (z(x_o) + Delta z(x_o)) != y_o
-(``space="logit"``, the default). The official code worked in probability space: q^ = q + A(x_o) Delta z with
-A = diag(q) - q q^T (``space="probability"``). Both are first-order expansions of softmax(z + Delta z): for two
+(logit space). The official code worked in probability space: q^ = q + A(x_o) Delta z with
+A = diag(q) - q q^T (``space="probability"``; every run judges each predictor in both, the probability space's under
+the predictor's name with ``_prob``). Both are first-order expansions of softmax(z + Delta z): for two
 classes a, b the logit test is z_a - z_b + Delta z_a - Delta z_b > 0 and the probability test is
 z_a - z_b + log(1 + Delta z_a - q.Delta z) - log(1 + Delta z_b - q.Delta z) > 0, the same to first order in Delta z;
 they differ at second order, and the probability form breaks down when |Delta z| is not small (q^ can leave
-[0, 1]). The logit form is the exact argmax of the first-order logits, so it is the default; the number of
-samples on which the two forms disagree is recorded per step.
+[0, 1]). The logit form is the exact argmax of the first-order logits; the number of samples on which the two forms
+disagree is recorded per step.
 
 **Scores.** Per step the confusion counts TP, FP, TN, FN of the predicted against the true events over B_{t-1}.
 Pooled over a window: precision = sum TP / sum (TP + FP), recall = sum TP / sum (TP + FN),

@@ -36,7 +36,8 @@ def aggregate_scores(
 ):
     """Mean +- std over seeds of each predictor's precision, recall and F1 (in %), pooled and stepwise.
 
-    ``runs`` are per-seed :func:`summarise_steps` dicts. One row per (predictor, scoring) with
+    ``runs`` are per-seed :func:`summarise_steps` dicts. One row per (predictor, decision space -- a name ending
+    in ``_prob`` is the probability space --, scoring) with
     ``{precision,recall,f1}_{mean,std}`` (std with ddof = 1; seeds whose score is undefined are left out and
     ``n_seeds`` counts the rest), the mean true-event and predicted-event counts per seed, the first-order errors
     (``relerr_dz``, ``el2n_err``: means over seeds) and, where ``paper`` has the predictor, the slides' mean and
@@ -48,8 +49,9 @@ def aggregate_scores(
     rows = []
     true = [r["n_true_events"] for r in runs]
     for p in predictors:
+        base, space = (p.removesuffix("_prob"), "probability") if p.endswith("_prob") else (p, "logit")
         for scoring, prefix in (("pooled", ""), ("stepwise", "stepwise_")):
-            row: dict[str, Any] = {"predictor": p, "scoring": scoring}
+            row: dict[str, Any] = {"predictor": base, "space": space, "scoring": scoring}
             counts = []
             for metric in ("precision", "recall", "f1"):
                 mean, std, k = _mean_std([100.0 * _num(r[f"{prefix}{metric}_{p}"]) for r in runs])
@@ -61,7 +63,7 @@ def aggregate_scores(
             row["pred_events_mean"] = float(np.mean([r[f"n_pred_{p}"] for r in runs])) if runs else float("nan")
             row["relerr_dz_mean"] = _mean_std([_num(r[f"relerr_dz_{p}"]) for r in runs])[0]
             row["el2n_err_mean"] = _mean_std([_num(r[f"el2n_err_{p}"]) for r in runs])[0]
-            ref = (paper or {}).get(p) if scoring == "stepwise" else None  # the slides averaged per step
+            ref = (paper or {}).get(base) if scoring == "stepwise" else None  # the slides averaged per step
             for metric in ("precision", "recall", "f1"):
                 row[f"paper_{metric}"], row[f"paper_{metric}_std"] = ref[metric] if ref else (float("nan"),) * 2
             rows.append(row)
@@ -82,7 +84,9 @@ def format_table(df) -> Any:
 
     return pd.DataFrame(
         {
+            **({"recipe": df["recipe"]} if "recipe" in df else {}),
             "predictor": df["predictor"],
+            "space": df["space"],
             "scoring": df["scoring"],
             "precision %": col("precision_mean", "precision_std"),
             "recall %": col("recall_mean", "recall_std"),

@@ -7,7 +7,8 @@ the update is not plain SGD (momentum, weight decay, dropout), the ``entk_update
 Delta z(x_o) ~ J(x_o) (w_t - w_{t-1}), the linearisation along the actual update. Each step is judged
 (:mod:`lpntk.forgetting._events`): true and predicted events, their confusion counts, the squared error
 ||Delta z_pred - Delta z_true||^2, the EL2N approximation error, and the samples on which the logit and
-probability forms disagree. :func:`summarise_steps` gives one run's window totals and scores.
+probability forms disagree; every predictor is judged in both decision spaces (its name, and its name with
+``_prob``). :func:`summarise_steps` gives one run's window totals and scores.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from ._events import (
 )
 from ._predictors import KERNEL_PREDICTORS, PREDICTORS, predicted_logit_changes
 
-__all__ = ["ForgettingSetup", "ForgettingResult", "run_forgetting", "summarise_steps"]
+__all__ = ["PROB", "ForgettingSetup", "ForgettingResult", "run_forgetting", "summarise_steps"]
+
+#: suffix of a predictor judged in probability space (the official code's q + A dz) rather than logit space
+PROB = "_prob"
 
 
 @dataclass
@@ -57,7 +61,6 @@ class ForgettingSetup:
     augment: bool = False
     start_step: int = 2
     steps: int = 50
-    space: str = "logit"
     dtype: str = "float32"
     block_size: int = 256
 
@@ -78,7 +81,6 @@ class ForgettingSetup:
                 "an integer >= 2 (step t is judged on the previous minibatch B_{t-1})",
             ),
             (isinstance(self.steps, int) and self.steps >= 1, "steps", "a positive integer"),
-            (self.space in ("logit", "probability"), "space", "'logit' or 'probability'"),
             (self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'"),
             (isinstance(self.block_size, int) and self.block_size >= 1, "block_size", "a positive integer"),
         ]
@@ -95,6 +97,12 @@ class ForgettingSetup:
     def predictors(self) -> tuple[str, ...]:
         """Kernel predictors, plus ``entk_update`` when the update is not plain SGD (else it equals ``entk``)."""
         return KERNEL_PREDICTORS if self.plain_sgd else PREDICTORS
+
+    @property
+    def judged(self) -> tuple[str, ...]:
+        """Every predictor in both decision spaces: ``p`` (logit: argmax z + dz) and ``p_prob`` (probability:
+        argmax q + A dz, the official code's form)."""
+        return tuple(f"{p}{sfx}" for p in self.predictors for sfx in ("", PROB))
 
     @property
     def last_step(self) -> int:
@@ -242,7 +250,7 @@ def run_forgetting(
                 delta = {k: w_after[k] - w_before[k] for k in w_before}
                 dz["entk_update"] = jvp_logits(shadow, x_o, delta, block_size=setup.block_size).detach()
             t_upd = time.perf_counter() - t1
-            row, per_sample = _judge(t, lr_t, len(pos), pos_o, y_o, z_before, z_after, dz, setup.space)
+            row, per_sample = _judge(t, lr_t, len(pos), pos_o, y_o, z_before, z_after, dz)
             row.update(
                 {"epoch": (t - 1) // per_epoch + 1, "seconds_predict": t_pred, "seconds_update": t_upd, "loss": loss}
             )
@@ -264,9 +272,9 @@ def _judge(
     z_before: Tensor,
     z_after: Tensor,
     dz: Mapping[str, Tensor],
-    space: str,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """One step's row (counts, errors) and per-sample arrays."""
+    """One step's row (counts, errors) and per-sample arrays, every predictor judged in both decision spaces (the
+    probability space's entries carry the suffix ``_prob``)."""
     true = forgetting_events(z_before, z_after, y_o)
     dz_true = z_after - z_before
     q_true = torch.softmax(z_after, dim=1)
@@ -291,18 +299,21 @@ def _judge(
     }
     for p, d in dz.items():
         d = d.to(z_before.dtype)
-        pred = predicted_forgetting(z_before, d, y_o, space)
-        other = predicted_forgetting(z_before, d, y_o, "probability" if space == "logit" else "logit")
-        row.update({f"{k}_{p}": v for k, v in confusion_counts(true, pred).items()})
-        row[f"sq_err_{p}"] = float(((d - dz_true) ** 2).sum())
-        q_hat = (
-            torch.softmax(z_before + d, dim=1)
-            if space == "logit"
-            else torch.softmax(z_before, dim=1) + probability_change(z_before, d)
-        )
-        row[f"el2n_err_{p}"] = el2n_approximation_error(q_hat, q_true, y_o)
-        row[f"disagree_{p}"] = int((pred != other).sum())
-        per[f"pred_{p}"] = pred.cpu().numpy()
+        pred = {
+            "": predicted_forgetting(z_before, d, y_o, "logit"),
+            PROB: predicted_forgetting(z_before, d, y_o, "probability"),
+        }
+        q_hat = {
+            "": torch.softmax(z_before + d, dim=1),
+            PROB: torch.softmax(z_before, dim=1) + probability_change(z_before, d),
+        }
+        sq_err = float(((d - dz_true) ** 2).sum())
+        for sfx in ("", PROB):
+            row.update({f"{k}_{p}{sfx}": v for k, v in confusion_counts(true, pred[sfx]).items()})
+            row[f"sq_err_{p}{sfx}"] = sq_err
+            row[f"el2n_err_{p}{sfx}"] = el2n_approximation_error(q_hat[sfx], q_true, y_o)
+            row[f"disagree_{p}{sfx}"] = int((pred[""] != pred[PROB]).sum())
+            per[f"pred_{p}{sfx}"] = pred[sfx].cpu().numpy()
         per[f"margin_pred_{p}"] = _margin(z_before + d, y_o).cpu().double().numpy()
     return row, per
 
@@ -317,7 +328,7 @@ def summarise_steps(steps: Sequence[Mapping[str, float]], predictors: Sequence[s
     differs between logit and probability space). Plus ``n_true_events``, ``n_steps``, ``n_obs``, ``n_correct``.
     """
     if predictors is None:  # those the rows hold
-        predictors = [p for p in PREDICTORS if steps and f"tp_{p}" in steps[0]]
+        predictors = [f"{p}{sfx}" for p in PREDICTORS for sfx in ("", PROB) if steps and f"tp_{p}{sfx}" in steps[0]]
     col = lambda k: np.array([r[k] for r in steps], dtype=np.float64)  # noqa: E731
     out: dict[str, float] = {
         "n_steps": len(steps),

@@ -18,8 +18,8 @@ import pandas as pd
 from ..clustering import cluster_sizes, farthest_point_clustering, head_rank, self_max, symmetrize_upper
 from ..grams import ClassGram, iter_class_grams
 from ..io import save_npz, save_table
-from ..plan import check_pruning_config, cluster_keeps, fmt
-from ..pruning import class_balanced_subset, keep_count
+from ..plan import check_pruning_config, cluster_keeps, fmt, small_draw_seeds, small_key
+from ..pruning import class_balanced_subset, draw_seed, keep_count
 from .common import log, tracking_run
 
 __all__ = ["cluster_class", "cluster_stage"]
@@ -44,10 +44,15 @@ def _sizes_row(
 
 
 def cluster_class(
-    g: ClassGram, keeps: Sequence[float], fractions: Sequence[float], small_cfg: Mapping
+    g: ClassGram,
+    keeps: Sequence[float],
+    fractions: Sequence[float],
+    small_cfg: Mapping,
+    draws: Sequence[int | None] = (None,),
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """FPC of one class at every kept fraction of ``keeps`` and of its class-balanced subsets at ``fractions``:
-    the per-sample arrays (see :func:`cluster_stage`) and the summary rows."""
+    """FPC of one class at every kept fraction of ``keeps`` and of its class-balanced subsets at ``fractions`` (one
+    draw per retraining seed of ``draws``, None: one shared draw): the per-sample arrays (see :func:`cluster_stage`)
+    and the summary rows."""
     c = g.label
     S = symmetrize_upper(g.gram)
     index = np.asarray(g.index, dtype=np.int64)
@@ -69,27 +74,30 @@ def cluster_class(
         part[f"cluster_k{fmt(keep)}"] = index[res.heads[snap]]
         sizes = cluster_sizes(snap, min(kc, len(res.heads)))
         rows.append(_sizes_row(c, "full", keep, n, kc, sizes, int(sm.sum()), bool(len(res.heads) < kc)))
-    for d in fractions:  # FPC of the class-balanced subset on its sub-Gram (full-data checkpoint)
-        sub = class_balanced_subset(index, part["label"], d, int(small_cfg["seed"]))
-        sel = np.flatnonzero(np.isin(index, sub))
-        kc = max(1, keep_count(len(sel), float(small_cfg["cluster_keep"])))
-        S_sub = S[np.ix_(sel, sel)]
-        sub_res = farthest_point_clustering(S_sub, kc)
-        part[f"small_d{fmt(d)}_index"] = index[sel]
-        part[f"small_d{fmt(d)}_cluster"] = index[sel][sub_res.heads[sub_res.cluster]]
-        sizes = cluster_sizes(sub_res.cluster, len(sub_res.heads))
-        rows.append(
-            _sizes_row(
-                c,
-                f"d{fmt(d)}",
-                float(small_cfg["cluster_keep"]),
-                len(sel),
-                kc,
-                sizes,
-                int(self_max(S_sub).sum()),
-                bool(sub_res.stopped_early),
+    for d in fractions:  # FPC of the class-balanced subsets on their sub-Grams (full-data checkpoint)
+        for seed in draws:
+            sub = class_balanced_subset(index, part["label"], d, draw_seed(int(small_cfg["seed"]), seed))
+            sel = np.flatnonzero(np.isin(index, sub))
+            kc = max(1, keep_count(len(sel), float(small_cfg["cluster_keep"])))
+            S_sub = S[np.ix_(sel, sel)]
+            sub_res = farthest_point_clustering(S_sub, kc)
+            key = small_key(d, seed)
+            part[f"{key}_index"] = index[sel]
+            part[f"{key}_cluster"] = index[sel][sub_res.heads[sub_res.cluster]]
+            sizes = cluster_sizes(sub_res.cluster, len(sub_res.heads))
+            setting = f"d{fmt(d)}" + ("" if seed is None else f" seed {seed}")
+            rows.append(
+                _sizes_row(
+                    c,
+                    setting,
+                    float(small_cfg["cluster_keep"]),
+                    len(sel),
+                    kc,
+                    sizes,
+                    int(self_max(S_sub).sum()),
+                    bool(sub_res.stopped_early),
+                )
             )
-        )
     return part, rows
 
 
@@ -107,7 +115,8 @@ def cluster_stage(
     (original), ``label``, ``position``, ``sq_norm`` (|phi|^2), ``head_rank`` (creation rank of the sample as
     an FPC head within its class, -1 if never), ``self_max`` (the official code's flag), ``cluster_k<keep>``
     (the original index of the sample's head with round(keep N_c) clusters); and per small-cluster data
-    fraction d: ``small_d<d>_index`` (the subset) and ``small_d<d>_cluster`` (head of each member).
+    fraction d and draw (:func:`lpntk.plan.small_key`: ``small_d<d>[_s<seed>]``): ``<key>_index`` (the subset) and
+    ``<key>_cluster`` (head of each member).
     ``outputs["summary"]`` (CSV): per class and setting, cluster counts and sizes.
     """
     check_pruning_config(cfg)
@@ -121,7 +130,7 @@ def cluster_stage(
         for g in iter_class_grams(kernels):  # one class's Gram in memory at a time
             if g.label in parts:
                 raise ValueError(f"two kernel files hold class {g.label}")
-            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg)
+            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg, small_draw_seeds(cfg))
             rows += class_rows
         order = sorted(parts)
         arrays = {key: np.concatenate([parts[c][key] for c in order]) for key in parts[order[0]]}

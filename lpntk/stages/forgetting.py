@@ -33,15 +33,23 @@ _STEP_SERIES = ("n_true",)
 _STEP_SERIES_PRED = ("tp", "fp", "fn")
 
 
-def forgetting_setup(cfg: Mapping[str, Any]) -> ForgettingSetup:
-    """The dataset's ``forgetting`` block as a :class:`ForgettingSetup` (ValueError naming a bad key)."""
+def forgetting_setup(cfg: Mapping[str, Any], recipe: str) -> ForgettingSetup:
+    """The dataset's ``forgetting`` block with its recipe ``recipe`` (``forgetting.recipes``) as a
+    :class:`ForgettingSetup` (ValueError naming a bad key). A recipe's ``lr`` null means ``forgetting.lr`` scaled by
+    (1 - momentum): the same effective step size as plain SGD at ``forgetting.lr``."""
     block = dict(cfg.get("forgetting") or {})
     if block.get("augment") and not any((cfg.get("augment") or {}).values()):
         raise ValueError(
             "forgetting.augment: true, but the dataset has no augmentation configured (augment: "
             "crop_padding / horizontal_flip); set forgetting.augment to false"
         )
-    return ForgettingSetup.from_config(block)
+    recipes = block.pop("recipes", {})
+    if recipe not in recipes:
+        raise ValueError(f"forgetting.recipes has no recipe {recipe!r} (recipes: {', '.join(recipes)})")
+    r = dict(recipes[recipe])
+    lr = r.get("lr")
+    r["lr"] = float(block["lr"]) * (1.0 - float(r.get("momentum", 0.0))) if lr is None else float(lr)
+    return ForgettingSetup.from_config({**block, **r})
 
 
 def _step_metrics(row: Mapping[str, float], predictors: Sequence[str]) -> dict[str, float]:
@@ -60,13 +68,14 @@ def forgetting_stage(
     *,
     dataset: str,
     cfg: Mapping,
+    recipe: str,
     seeds: Sequence[int],
     data: Mapping[str, str | os.PathLike],
     outputs: Mapping[str, str],
     threads: int | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> dict:
-    """Forgetting-prediction runs of ``seeds`` (one after the other; one MLflow run each).
+    """Forgetting-prediction runs of ``seeds`` with the recipe ``recipe`` (one after the other; one MLflow run each).
 
     ``outputs``: ``steps`` (CSV, one row per (seed, evaluated step): confusion counts ``tp_<p>``, ``fp_<p>``,
     ``tn_<p>``, ``fn_<p>`` per predictor p, ``n_true``, squared errors, timings), ``samples`` (npz: per judged sample
@@ -75,7 +84,7 @@ def forgetting_stage(
     training step, ``batch_positions`` (S, T, batch_size, -1 padded), ``batch_index`` (original indices), ``lr``
     (S, T), ``seeds`` (S,)), ``summary`` (JSON: setup, predictors, one summary per seed).
     """
-    setup = forgetting_setup(cfg)
+    setup = forgetting_setup(cfg, recipe)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("forgetting.seeds: no seeds to run")
@@ -83,7 +92,7 @@ def forgetting_stage(
     device = select_device(cfg.get("device", "auto"))
     prep = load_prepared(data)
     index = prep.train.index.numpy().astype(np.int64)
-    predictors = list(setup.predictors)
+    predictors = list(setup.judged)
     step_frames, sample_parts, runs = [], [], []
     batch_pos, lrs = [], []
     for seed in seeds:
@@ -91,7 +100,8 @@ def forgetting_stage(
             "window": f"{setup.start_step}-{setup.last_step}",
             "lr": setup.lr,
             "momentum": setup.momentum,
-            "space": setup.space,
+            "recipe": recipe,
+            "plain_sgd": setup.plain_sgd,
             "device": str(device),
         }
         with tracking_run("forgetting", dataset, cfg, mlflow_cfg, seed=seed, params={"seed": seed}, tags=tags) as run:
@@ -161,6 +171,7 @@ def forgetting_stage(
     )
     out = {
         "dataset": dataset,
+        "recipe": recipe,
         "seeds": seeds,
         "predictors": predictors,
         "setup": setup.__dict__.copy(),

@@ -31,58 +31,66 @@ def forgetting_table_stage(
     groups = [load_json(p, what="forgetting summary") for p in summaries]
     if not groups:
         raise ValueError(f"{dataset}: no forgetting runs to aggregate")
-    runs = sorted((r for g in groups for r in g["runs"]), key=lambda r: r["seed"])
-    predictors = groups[0]["predictors"]
-    if any(g["predictors"] != predictors or g["setup"] != groups[0]["setup"] for g in groups):
-        raise ValueError(
-            f"{dataset}: the forgetting summaries {list(summaries)} come from different setups; "
-            "delete them and rerun the forgetting step"
-        )
     paper = forgetting_reference(cfg)
-    table = aggregate_scores(runs, predictors, paper)
-    save_table(outputs["table_csv"], table)
-    save_table(outputs["table_md"], format_table(table))
-    setup = groups[0]["setup"]
-    title = (
-        f"{dataset}: forgetting events predicted to first order, steps {setup['start_step']}-"
-        f"{setup['start_step'] + setup['steps'] - 1}, lr {setup['lr']:g}, momentum {setup['momentum']:g}, "
-        f"{len(runs)} seeds"
-    )
-    plot_forgetting_scores(table, outputs["figure_png"], outputs["figure_pdf"], title=title)
-    agg: dict[str, float] = {
-        "n_seeds": len(runs),
-        "n_true_events": float(np.mean([r["n_true_events"] for r in runs])),
-        "n_true_events_total": int(sum(r["n_true_events"] for r in runs)),
-    }
-    for _, row in table.iterrows():
-        prefix = "" if row["scoring"] == "pooled" else "stepwise_"
-        for metric in ("precision", "recall", "f1"):
-            agg[f"{prefix}{metric}_{row['predictor']}"] = row[f"{metric}_mean"] / 100.0
-            agg[f"{prefix}{metric}_{row['predictor']}_std"] = row[f"{metric}_std"] / 100.0
-        if row["scoring"] == "pooled":
-            agg[f"relerr_dz_{row['predictor']}"] = row["relerr_dz_mean"]
-    save_json(
-        outputs["summary"],
-        {
-            "dataset": dataset,
-            "setup": setup,
+    by_recipe: dict[str, list] = {}
+    for g in groups:
+        by_recipe.setdefault(g["recipe"], []).append(g)
+    order = [r for r in cfg["forgetting"]["recipes"] if r in by_recipe]
+    tables, recipes, agg = [], {}, {}
+    for recipe in order:
+        gs = by_recipe[recipe]
+        runs = sorted((r for g in gs for r in g["runs"]), key=lambda r: r["seed"])
+        predictors = gs[0]["predictors"]
+        if any(g["predictors"] != predictors or g["setup"] != gs[0]["setup"] for g in gs):
+            raise ValueError(
+                f"{dataset}: the forgetting summaries of recipe {recipe!r} come from different setups; delete "
+                f"{[str(p) for p in summaries]} and rerun the forgetting step"
+            )
+        table = aggregate_scores(runs, predictors, paper)
+        table.insert(0, "recipe", recipe)
+        tables.append(table)
+        recipes[recipe] = {
+            "setup": gs[0]["setup"],
             "predictors": predictors,
             "seeds": [r["seed"] for r in runs],
-            "aggregate": agg,
             "runs": runs,
-            "paper": paper,
-        },
+        }
+        agg[f"{recipe}_n_seeds"] = len(runs)
+        agg[f"{recipe}_n_true_events"] = float(np.mean([r["n_true_events"] for r in runs]))
+        for _, row in table.iterrows():
+            prefix = "" if row["scoring"] == "pooled" else "stepwise_"
+            name = row["predictor"] + ("_prob" if row["space"] == "probability" else "")
+            for metric in ("precision", "recall", "f1"):
+                agg[f"{recipe}_{prefix}{metric}_{name}"] = row[f"{metric}_mean"] / 100.0
+            if row["scoring"] == "pooled":
+                agg[f"{recipe}_relerr_dz_{name}"] = row["relerr_dz_mean"]
+    table = pd.concat(tables, ignore_index=True)
+    save_table(outputs["table_csv"], table)
+    save_table(outputs["table_md"], format_table(table))
+    windows = {
+        r: f"steps {v['setup']['start_step']}-{v['setup']['start_step'] + v['setup']['steps'] - 1}, lr "
+        f"{v['setup']['lr']:g}, momentum {v['setup']['momentum']:g}"
+        for r, v in recipes.items()
+    }
+    title = (
+        f"{dataset}: forgetting events predicted to first order ({'; '.join(f'{r}: {w}' for r, w in windows.items())})"
     )
+    plot_forgetting_scores(table, outputs["figure_png"], outputs["figure_pdf"], title=title)
+    save_json(outputs["summary"], {"dataset": dataset, "recipes": recipes, "aggregate": agg, "paper": paper})
     with tracking_run(
         "forgetting_table",
         dataset,
         cfg,
         mlflow_cfg,
-        tags={"n_seeds": len(runs)},
+        tags={"recipes": ",".join(order)},
         run_name=f"forgetting_table-{dataset}",
         live=False,
     ) as run:
         run.log_metrics(agg)
         run.log_outputs(dict(outputs))
-    log.info("%s: forgetting table over %d seeds, %.1f true events per seed", dataset, len(runs), agg["n_true_events"])
+    log.info(
+        "%s: forgetting table of recipes %s",
+        dataset,
+        ", ".join(f"{r} ({len(v['runs'])} seeds)" for r, v in recipes.items()),
+    )
     return table

@@ -13,7 +13,17 @@ import numpy as np
 import pandas as pd
 
 from ..io import load_npz, save_npz, save_table
-from ..plan import SCORE_METHODS, check_pruning_config, cluster_keeps, fmt, subset_plan
+from ..plan import (
+    SCORE_METHODS,
+    check_pruning_config,
+    cluster_keeps,
+    fmt,
+    retrain_settings,
+    small_draw_seeds,
+    small_key,
+    subset_key,
+    subset_plan,
+)
 from ..pruning import PruningInputs, class_counts_of, select_subset
 from .common import log, tracking_run
 
@@ -31,23 +41,52 @@ def _aligned(name: str, src_index: np.ndarray, index: np.ndarray, path) -> np.nd
     return order[np.searchsorted(src_index[order], index)]
 
 
+def _small_clusters(cfg: Mapping, cl, own, clusters, own_path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """{(data fraction, kernel, seed): (members, heads)} of every small-cluster draw the plan needs."""
+    scfg = cfg["pruning"]["small_clusters"]
+    if not scfg["enabled"]:
+        return {}
+    out, missing = {}, []
+    for d in sorted({float(x) for x in scfg["data_fractions"]}):
+        for seed in small_draw_seeds(cfg):
+            for kernel in scfg["kernels"]:
+                src, path = (cl, clusters) if kernel == "full" else (own, own_path)
+                key = small_key(d, seed, kernel)
+                if src is None or f"{key}_index" not in src:
+                    missing.append(f"{key}_index")
+                    continue
+                out[d, kernel, seed] = (
+                    np.asarray(src[f"{key}_index"], np.int64),
+                    np.asarray(src[f"{key}_cluster"], np.int64),
+                )
+    if missing:
+        raise ValueError(
+            f"the clusters files ({clusters}, {own_path}) were computed for another configuration (no "
+            f"{missing[:4]}{'...' if len(missing) > 4 else ''}); rerun the cluster steps"
+        )
+    return out
+
+
 def pruning_inputs(
-    cfg: Mapping, train: str | os.PathLike, clusters: str | os.PathLike, scores: str | os.PathLike | None
+    cfg: Mapping,
+    train: str | os.PathLike,
+    clusters: str | os.PathLike,
+    scores: str | os.PathLike | None,
+    own_clusters: str | os.PathLike | None = None,
 ) -> PruningInputs:
     """Every per-sample quantity the selection rules read, aligned with the training split (file names in errors)."""
     pcfg = cfg["pruning"]
     arr = load_npz(train, what="prepared train split")
     index, labels = np.asarray(arr["index"], dtype=np.int64), np.asarray(arr["y"], dtype=np.int64)
     cl = load_npz(clusters, what="FPC clusters")
-    scfg = pcfg["small_clusters"]
-    fractions = sorted({float(d) for d in scfg["data_fractions"]}) if scfg["enabled"] else []
     missing = [f"cluster_k{fmt(k)}" for k in cluster_keeps(cfg) if f"cluster_k{fmt(k)}" not in cl]
-    missing += [f"small_d{fmt(d)}_index" for d in fractions if f"small_d{fmt(d)}_index" not in cl]
     if missing:
         raise ValueError(
             f"FPC clusters {clusters} were computed for another configuration (no {missing}); rerun the cluster step"
         )
+    own = load_npz(own_clusters, what="own-model clusters") if own_clusters is not None else None
     cpos = _aligned("FPC clusters", cl["index"], index, clusters)
+    scfg = pcfg["small_clusters"]
     inputs = PruningInputs(
         index=index,
         labels=labels,
@@ -56,13 +95,9 @@ def pruning_inputs(
         clusters={k: cl[f"cluster_k{fmt(k)}"][cpos] for k in cluster_keeps(cfg)},
         per_class=pcfg["ranking"] == "per_class",
         node_fraction=float(pcfg["node"]["fraction"]),
-        small={
-            d: (
-                np.asarray(cl[f"small_d{fmt(d)}_index"], np.int64),
-                np.asarray(cl[f"small_d{fmt(d)}_cluster"], np.int64),
-            )
-            for d in fractions
-        },
+        seed=int(pcfg["seed"]),
+        small=_small_clusters(cfg, cl, own, clusters, own_clusters),
+        small_seed=int(scfg["seed"]),
         sq_norm=cl["sq_norm"][cpos],
         tie_break=scfg["tie_break"],
     )
@@ -84,39 +119,53 @@ def prune_stage(
     clusters: str | os.PathLike,
     scores: str | os.PathLike | None,
     outputs: Mapping[str, str],
+    own_clusters: str | os.PathLike | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Build every subset of :func:`lpntk.plan.subset_plan` as sorted ORIGINAL indices.
+    """Build every subset of :func:`lpntk.plan.subset_plan` as sorted ORIGINAL indices, one per retraining seed
+    where it is drawn per seed (its entry :func:`lpntk.plan.subset_key`: ``<name>@seed<s>``).
 
     ``train``: the prepared training split; ``clusters``: the cluster stage's npz; ``scores``: the scores table
-    (or None when no method needs it). Writes ``outputs["subsets"]`` (npz: subset name -> original indices) and
-    ``outputs["table"]`` (CSV: name, method, experiment, nominal keep, realised keep, size, per-class sizes).
+    (or None when no method needs it); ``own_clusters``: the own_clusters stage's npz (small-cluster experiment
+    with the subsets' own models). Writes ``outputs["subsets"]`` (npz: subset entry -> original indices) and
+    ``outputs["table"]`` (CSV: one row per subset entry: name, seed, method, experiment, nominal keep, realised
+    keep, size, per-class sizes).
     """
     check_pruning_config(cfg)
-    pcfg = cfg["pruning"]
     plan = subset_plan(cfg)
-    inputs = pruning_inputs(cfg, train, clusters, scores)
+    seeds = retrain_settings(cfg)["seeds"]
+    inputs = pruning_inputs(cfg, train, clusters, scores, own_clusters)
     index, labels = inputs.index, inputs.labels
     subsets: dict[str, np.ndarray] = {}
-    for p in plan:  # the small-cluster experiment draws from its own seed
-        seed = pcfg["small_clusters"]["seed"] if p["experiment"] == "small_clusters" else pcfg["seed"]
-        subsets[p["name"]] = select_subset(inputs, p, int(seed))
+    entries = []  # (spec, seed or None, entry name)
+    for p in plan:
+        for seed in seeds if p["per_seed"] else [None]:
+            key = subset_key(p, seed) if seed is not None else p["name"]
+            subsets[key] = select_subset(inputs, p, seed)
+            entries.append((p, seed, key))
     lookup = dict(zip(index.tolist(), labels.tolist(), strict=True))
     rows, base_n = [], {}
-    for p in plan:
-        kept = subsets[p["name"]]
+    for p, seed, key in entries:
+        kept = subsets[key]
         counts = class_counts_of([lookup[int(i)] for i in kept])
         if p["method"] == "base":
-            base_n[p["data_fraction"]] = len(kept)
-        ref = base_n.get(p.get("data_fraction"), len(index)) if p["experiment"] == "small_clusters" else len(index)
+            base_n[p["data_fraction"], seed] = len(kept)
+        ref = (
+            base_n.get((p.get("data_fraction"), seed), len(index))
+            if p["experiment"] == "small_clusters"
+            else len(index)
+        )
         rows.append(
             {
                 "name": p["name"],
+                "entry": key,
+                "seed": seed,
                 "method": p["method"],
                 "experiment": p["experiment"],
                 "keep": p.get("keep"),
                 "data_fraction": p.get("data_fraction"),
                 "remove": p.get("remove"),
+                "kernel": p.get("kernel"),
                 "n": len(kept),
                 "realised_keep": len(kept) / ref,
                 "reference_n": ref,
@@ -129,7 +178,7 @@ def prune_stage(
     with tracking_run("prune", dataset, cfg, mlflow_cfg, run_name=f"prune-{dataset}", live=False) as run:
         save_npz(outputs["subsets"], **subsets)
         save_table(outputs["table"], summary)
-        run.log_metrics({f"n_{r['name']}": r["n"] for r in rows})
+        run.log_metrics({f"n_{r['entry']}": r["n"] for r in rows})
         run.log_outputs(dict(outputs))
-    log.info("%s: %d subsets (%s)", dataset, len(subsets), ", ".join(f"{r['name']}={r['n']}" for r in rows))
+    log.info("%s: %d subsets (%s)", dataset, len(subsets), ", ".join(f"{r['entry']}={r['n']}" for r in rows))
     return summary

@@ -14,9 +14,27 @@ from ..paper import pruning_reference
 from ..plan import subset_plan
 from .common import log, tracking_run
 
-__all__ = ["METRICS", "aggregate_runs", "pruning_table_stage"]
+__all__ = ["METRICS", "runs_table", "aggregate_runs", "pruning_table_stage"]
 
 METRICS = ("test_acc_best_val", "test_acc_last", "test_acc_max")
+
+
+def runs_table(results: Sequence[Mapping]) -> pd.DataFrame:
+    """One row per retraining run (subset and seed): what the claims pair over seeds; accuracies in [0, 1]."""
+    rows = []
+    for rec in (r for res in results for r in res["subsets"]):
+        spec = {k: rec.get(k) for k in ("method", "experiment", "keep", "data_fraction", "remove", "kernel")}
+        for run in rec["runs"]:
+            rows.append(
+                {
+                    "subset": rec["subset"],
+                    **spec,
+                    "seed": run["seed"],
+                    "n_train": run.get("n_train"),
+                    **{m: run[m] for m in (*METRICS, "val_acc_best", "best_epoch") if m in run},
+                }
+            )
+    return pd.DataFrame(rows).sort_values(["subset", "seed"], kind="stable").reset_index(drop=True)
 
 
 def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.DataFrame:
@@ -37,6 +55,8 @@ def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.
             "keep": rec.get("keep"),
             "data_fraction": rec.get("data_fraction"),
             "remove": rec.get("remove"),
+            "kernel": rec.get("kernel"),
+            "draw": "per_seed" if rec.get("per_seed") else "shared",
             "n_train": rec["n_train"],
             "n_seeds": len(seeds),
             "epochs": rec.get("epochs"),
@@ -83,7 +103,8 @@ def pruning_table_stage(
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
     """Aggregate the retraining runs: ``outputs["csv"]`` (long: one row per subset, plus the slides' rows),
-    ``outputs["md"]`` (wide tables with the slides beside ours), the figures ``outputs["fig_redundant"]`` /
+    ``outputs["runs"]`` (one row per retraining run: what the claims pair over seeds), ``outputs["md"]`` (wide
+    tables with the slides beside ours), the figures ``outputs["fig_redundant"]`` /
     ``outputs["fig_small"]`` (PNG) and ``outputs["fig_redundant_pdf"]`` / ``outputs["fig_small_pdf"]``."""
     sizes = pd.read_csv(subsets_table)
     n_full = int(sizes.loc[sizes["name"] == "full", "n"].iloc[0])
@@ -93,7 +114,7 @@ def pruning_table_stage(
     df = df.sort_values("subset", key=lambda s: s.map(order)).reset_index(drop=True)
     small = df["experiment"] == "small_clusters"
     if small.any():  # realised keep of the small-cluster experiment relative to its class-balanced subset
-        ref = sizes.set_index("name")["reference_n"]
+        ref = sizes.groupby("name")["reference_n"].mean()  # the base subsets' sizes, over the seeds' draws
         df.loc[small, "realised_keep"] = df.loc[small, "n_train"] / df.loc[small, "subset"].map(ref).to_numpy()
     df.insert(0, "source", "ours")
     df.insert(1, "dataset", dataset)
@@ -167,6 +188,7 @@ def pruning_table_stage(
         "pruning_table", dataset, cfg, mlflow_cfg, run_name=f"pruning_table-{dataset}", live=False
     ) as run:
         save_table(outputs["csv"], long)
+        save_table(outputs["runs"], runs_table(records))
         with atomic_path(outputs["md"]) as tmp:
             tmp.write_text("\n".join(lines))
         plot_redundant_removal(df, dataset, outputs["fig_redundant"], outputs["fig_redundant_pdf"])

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import Split, load_prepared
 from ..io import load_json, load_npz, save_json
-from ..plan import fmt, retrain_settings, retrain_units, subset_plan
+from ..plan import fmt, retrain_settings, retrain_units, subset_key, subset_plan
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
 from .common import log, tracking_run
@@ -93,20 +93,17 @@ def retrain_stage(
             f"and needs a validation split; set val_fraction > 0"
         )
     arr = load_npz(subsets, what="pruned subsets")
-    missing = [name for name in units[unit] if name not in arr]
+    missing = [subset_key(plan[name], s) for name in units[unit] for s in seeds if subset_key(plan[name], s) not in arr]
     if missing:
-        raise ValueError(f"{subsets} has no subset {missing}; rerun the prune step")
+        raise ValueError(f"{subsets} has no subset {missing[:4]}; rerun the prune step")
     device = select_device(cfg.get("device", "auto"))
     progress = Path(output).with_name(f".{Path(output).stem}.progress")
     records = []
     for name in units[unit]:
         epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
-        train = subset_split(prep.train, arr[name])
-        records.append(
-            _retrain_subset(
-                dataset, cfg, plan[name], train, prep, retrain_recipe(cfg, epochs), seeds, device, mlflow_cfg, progress
-            )
-        )
+        trains = {s: subset_split(prep.train, arr[subset_key(plan[name], s)]) for s in seeds}
+        recipe = retrain_recipe(cfg, epochs)
+        records.append(_retrain_subset(dataset, cfg, plan[name], trains, prep, recipe, device, mlflow_cfg, progress))
     out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
     save_json(output, out)
     shutil.rmtree(progress, ignore_errors=True)
@@ -117,28 +114,35 @@ def _retrain_subset(
     dataset: str,
     cfg: Mapping,
     spec: Mapping,
-    train: Split,
+    trains: Mapping[int, Split],
     prep,
     recipe: Recipe,
-    seeds: Sequence[int],
     device,
     mlflow_cfg: Mapping | None,
     progress: Path,
 ) -> dict:
+    """Every seed's run on its training subset (``trains[seed]``: the same subset for every seed, or the seed's own
+    draw where the subset is drawn per seed)."""
     subset = spec["name"]
-    sha = _sha256(train.index.numpy())
-    tags = {
+    base_tags = {
         "method": spec["method"],
         "subset": subset,
         "experiment": spec["experiment"],
         "keep": fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
-        "n_train": len(train),
         "device": str(device),
+        "draw": "per_seed" if spec.get("per_seed") else "shared",
     }
     if spec["experiment"] == "small_clusters":
-        tags.update({"data_fraction": fmt(spec["data_fraction"]), "remove": fmt(spec["remove"])})
+        base_tags.update(
+            {
+                "data_fraction": fmt(spec["data_fraction"]),
+                "remove": fmt(spec["remove"]),
+                "kernel": spec.get("kernel", "full"),
+            }
+        )
     runs = []
-    for seed in seeds:
+    for seed, train in trains.items():
+        sha = _sha256(train.index.numpy())
         done = progress / f"{subset}-seed{seed}.json"
         key = {"subset_sha256": sha, "seed": int(seed), "epochs": recipe.epochs}
         if done.is_file():  # finished before the job was killed: same subset, seed and epochs
@@ -147,27 +151,27 @@ def _retrain_subset(
                 log.info("%s %s seed %d: already trained (progress record %s)", dataset, subset, seed, done)
                 runs.append(rec["run"])
                 continue
-        runs.append(
-            _retrain_run(
-                dataset,
-                cfg,
-                subset,
-                tags,
-                train,
-                prep,
-                recipe,
-                int(seed),
-                device,
-                mlflow_cfg,
-                progress / f"{subset}-seed{seed}.resume.pt",
-            )
+        tags = {**base_tags, "n_train": len(train)}
+        run = _retrain_run(
+            dataset,
+            cfg,
+            subset,
+            tags,
+            train,
+            prep,
+            recipe,
+            int(seed),
+            device,
+            mlflow_cfg,
+            progress / f"{subset}-seed{seed}.resume.pt",
         )
+        runs.append({**run, "n_train": len(train), "index_sha256": sha})
         save_json(done, {"key": key, "run": runs[-1]})
+    sizes = [r["n_train"] for r in runs]
     return {
         "subset": subset,
         **{k: v for k, v in spec.items() if k != "name"},
-        "n_train": len(train),
-        "index_sha256": sha,
+        "n_train": float(np.mean(sizes)),
         "epochs": recipe.epochs,
         "runs": runs,
     }

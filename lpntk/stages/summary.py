@@ -60,7 +60,8 @@ def summary_stage(
     output: str | os.PathLike,
     mlflow_cfg: Mapping | None = None,
 ) -> str:
-    """Write the summary page from ``results[dataset]`` = {"info", "summaries", "reference", <section keys>}.
+    """Write the summary page from ``results[dataset]`` = {"info", "summaries", "reference", "claims",
+    "claims_summary", <section keys>}: the claims of every dataset first, then every stage table.
 
     The page is attached to one MLflow run (rule ``summary``) in each dataset's experiment."""
     lines = [
@@ -70,7 +71,21 @@ def summary_stage(
         "in MLflow. The authors' numbers are those of their slides (`docs/reference/paper-protocols.md` "
         "§5.0), printed beside ours where the dataset is one they report.",
         "",
+        "## The paper's claims",
+        "",
+        "One row per claim, dataset and comparison (`lpntk.claims`): our effect, oriented so that a positive value is "
+        "what the paper claims, with its 95 % interval over the paired seeds or runs (90 % for non-inferiority), the "
+        "test, and the verdict -- *supported* when the interval excludes 0 on the claimed side (above the margin's "
+        "negative for non-inferiority), *contradicted* when it excludes it on the other, else *inconclusive at n*. "
+        "Where the slides give a number, the paper's difference and the seeds a paired t-test would need to resolve it "
+        "at our measured spread (80 % power).",
+        "",
     ]
+    for ds, files in results.items():
+        if files.get("claims"):
+            verdicts = load_json(files["claims_summary"], what="claims summary")["verdicts"]
+            counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "no claim measured"
+            lines += [f"### {ds} ({counts})", "", _demote(Path(files["claims"]).read_text().strip(), 4), ""]
     for ds, files in results.items():
         info = load_json(files["info"], what="prepared-data info")
         summaries = sorted(

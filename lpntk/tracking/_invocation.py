@@ -163,23 +163,31 @@ def replay_spool(client, spool: Path, final: bool) -> int:
             if not final and alive is not False:
                 continue
             status = "KILLED"
-        run = _retry(client.create_run, rec["experiment_id"], start_time=rec["start_time"], tags=rec["tags"])
-        run_id = run.info.run_id
-        params = [Param(k, v) for k, v in rec["params"].items()]
-        metrics = [Metric(k, v, ts, step) for k, v, ts, step in rec["metrics"]]
-        tags = [RunTag(k, v) for k, v in rec["late_tags"].items()]
-        for i in range(0, max(len(params), len(metrics), len(tags)), 100):
-            _retry(
-                client.log_batch,
-                run_id,
-                metrics=metrics[i : i + 100],
-                params=params[i : i + 100],
-                tags=tags[i : i + 100],
-            )
-        for file, artifact_path in rec["artifacts"]:
-            if Path(file).is_file():
-                _retry(client.log_artifact, run_id, file, artifact_path)
-        _retry(client.set_terminated, run_id, status, end_time=rec.get("end_time") or int(time.time() * 1000))
+        run_id = None
+        try:
+            run = _retry(client.create_run, rec["experiment_id"], start_time=rec["start_time"], tags=rec["tags"])
+            run_id = run.info.run_id
+            params = [Param(k, v) for k, v in rec["params"].items()]
+            metrics = [Metric(k, v, ts, step) for k, v, ts, step in rec["metrics"]]
+            tags = [RunTag(k, v) for k, v in rec["late_tags"].items()]
+            for i in range(0, max(len(params), len(metrics), len(tags)), 100):
+                _retry(
+                    client.log_batch,
+                    run_id,
+                    metrics=metrics[i : i + 100],
+                    params=params[i : i + 100],
+                    tags=tags[i : i + 100],
+                )
+            for file, artifact_path in rec["artifacts"]:
+                if Path(file).is_file():
+                    _retry(client.log_artifact, run_id, file, artifact_path)
+            _retry(client.set_terminated, run_id, status, end_time=rec.get("end_time") or int(time.time() * 1000))
+        except Exception as err:  # a record the store refuses must not lose the others, nor fail the invocation
+            log.warning("MLflow: could not replay the spooled run %s (%s); kept as %s.failed", path, err, path.name)
+            path.rename(path.with_suffix(".failed"))
+            if run_id is not None:
+                _retry(client.set_terminated, run_id, "FAILED")
+            continue
         path.unlink(missing_ok=True)
         done += 1
     return done

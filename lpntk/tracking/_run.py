@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,12 @@ class _NullRun:
 
     def __getattr__(self, name):
         return lambda *a, **k: None
+
+
+def _key(name: Any) -> str:
+    """A param, metric or tag name MLflow accepts: characters outside [A-Za-z0-9_-. :/] become "_" (e.g. the "@" of
+    a per-seed subset's name)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", str(name))
 
 
 def _now_ms() -> int:
@@ -150,7 +157,7 @@ class JobRun(AbstractContextManager):
 
     # -- logging -------------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = {str(k)[:250]: str(v)[:6000] for k, v in params.items()}
+        items = {_key(k)[:250]: str(v)[:6000] for k, v in params.items()}
         if self._record is not None:
             self._record["params"].update(items)
             return
@@ -163,7 +170,7 @@ class JobRun(AbstractContextManager):
     def log_metric_history(self, items: Iterable[tuple[str, float, int]]) -> None:
         """Many (key, value, step) points at once (a call per point costs ~30 ms on SQLite); None and NaN dropped."""
         now = _now_ms()
-        points = [(k, float(v), now, int(step)) for k, v, step in items if v is not None and v == v]
+        points = [(_key(k), float(v), now, int(step)) for k, v, step in items if v is not None and v == v]
         if self._record is not None:
             self._record["metrics"].extend(points)
             return
@@ -181,11 +188,11 @@ class JobRun(AbstractContextManager):
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self._record is not None:
-            self._record["late_tags"].update({k: str(v) for k, v in tags.items()})
+            self._record["late_tags"].update({_key(k): str(v) for k, v in tags.items()})
             return
         from mlflow.entities import RunTag
 
-        _retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        _retry(self.client.log_batch, self.run_id, tags=[RunTag(_key(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self._record is not None:

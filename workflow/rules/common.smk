@@ -138,7 +138,12 @@ def forgetting_threads(wildcards):
 
 
 def forgetting_files(ds):
-    return expand(f"{RESULTS}/{ds}/forgetting/{{group}}/summary.json", group=list(forgetting_seed_groups(ds)))
+    """One summary per recipe (forgetting.recipes) and seed group."""
+    return expand(
+        f"{RESULTS}/{ds}/forgetting/{{recipe}}/{{group}}/summary.json",
+        recipe=list(config["datasets"][ds]["forgetting"]["recipes"]),
+        group=list(forgetting_seed_groups(ds)),
+    )
 
 
 def forgetting_targets(ds):
@@ -164,14 +169,18 @@ def pruning_targets(ds):
 
 
 def prune_inputs(wildcards):
-    """Inputs of the prune job: the training split, the FPC clusters and (for the baselines) the scores."""
+    """Inputs of the prune job: the training split, the FPC clusters, (for the baselines) the scores and (for the
+    small-cluster experiment with the subsets' own models) their clusters."""
     ds = wildcards.ds
     inputs = {
         "train": f"{RESULTS}/{ds}/data/train.npz",
         "clusters": f"{RESULTS}/{ds}/cluster/clusters.npz",
     }
-    if set(config["datasets"][ds]["pruning"]["methods"]) & {*SCORE_METHODS, "random"}:
+    pcfg = config["datasets"][ds]["pruning"]
+    if set(pcfg["methods"]) & {*SCORE_METHODS, "random"}:
         inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    if pcfg["small_clusters"]["enabled"] and "own" in pcfg["small_clusters"]["kernels"]:
+        inputs["own_clusters"] = f"{RESULTS}/{ds}/cluster/own.npz"
     return inputs
 
 
@@ -189,6 +198,25 @@ def retrain_threads(wildcards):
     return config["datasets"][wildcards.ds]["pruning"]["retrain"]["threads"] or config["threads"]
 
 
+# ---- claims ------------------------------------------------------------------------------------------
+
+
+def claims_inputs(ds):
+    """The result files the claims job reads: those of the enabled stages."""
+    block = config["datasets"][ds]
+    files = {}
+    if stage_enabled(ds, "difficulty"):
+        files["difficulty"] = f"{RESULTS}/{ds}/difficulty/summary.json"
+    if block["difficulty"]["size"]["enabled"]:
+        files["ld"] = f"{RESULTS}/{ds}/ld_size/ld.csv"
+        files["ld_summary"] = f"{RESULTS}/{ds}/ld_size/summary.json"
+    if stage_enabled(ds, "forgetting"):
+        files["forgetting"] = f"{RESULTS}/{ds}/forgetting/summary.json"
+    if stage_enabled(ds, "pruning"):
+        files["pruning_runs"] = f"{RESULTS}/{ds}/pruning/runs.csv"
+    return files
+
+
 # ---- summary and all ---------------------------------------------------------------------------------
 
 
@@ -199,6 +227,8 @@ def summary_files(ds):
         "info": f"{RESULTS}/{ds}/data/info.json",
         "summaries": train_files(ds),
         "reference": f"{RESULTS}/{ds}/reference/reference.json",
+        "claims": f"{RESULTS}/{ds}/claims/claims.md",
+        "claims_summary": f"{RESULTS}/{ds}/claims/summary.json",
     }
     for section in enabled_sections(config["datasets"][ds]):
         files[section.key] = f"{RESULTS}/{ds}/{section.file}"

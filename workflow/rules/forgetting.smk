@@ -2,15 +2,16 @@ rule forgetting:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
     output:
-        steps=f"{RESULTS}/{{ds}}/forgetting/{{group}}/steps.csv",
-        samples=f"{RESULTS}/{{ds}}/forgetting/{{group}}/samples.npz",
-        summary=f"{RESULTS}/{{ds}}/forgetting/{{group}}/summary.json",
+        steps=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/steps.csv",
+        samples=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/samples.npz",
+        summary=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/summary.json",
     log:
-        f"{RESULTS}/{{ds}}/logs/forgetting/{{group}}.log",
+        f"{RESULTS}/{{ds}}/logs/forgetting/{{recipe}}/{{group}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/forgetting/{{group}}.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/forgetting/{{recipe}}/{{group}}.tsv"
     wildcard_constraints:
         group=r"seeds?\d+(-\d+)*",
+        recipe=r"[A-Za-z0-9_]+",
     conda:
         "../envs/lpntk.yaml"
     threads: forgetting_threads

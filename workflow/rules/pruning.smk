@@ -12,9 +12,28 @@ rule cluster:
         "../envs/lpntk.yaml"
     threads: 1
     params:
-        cfg=stage_cfg("pruning"),
+        cfg=stage_cfg("train", "pruning"),
     script:
         "../scripts/cluster.py"
+
+
+rule own_clusters:
+    input:
+        unpack(lambda wc: prepared_files(wc.ds)),
+    output:
+        clusters=f"{RESULTS}/{{ds}}/cluster/own.npz",
+        summary=f"{RESULTS}/{{ds}}/cluster/own.csv",
+    params:
+        cfg=stage_cfg("model", "train", "augment", "kernel", "pruning"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/own_clusters.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/own_clusters.tsv"
+    threads: retrain_threads
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/own_clusters.py"
 
 
 rule prune:
@@ -69,6 +88,7 @@ rule pruning_table:
             category="Use case 3 - pruning",
         ),
         md=f"{RESULTS}/{{ds}}/pruning/table.md",
+        runs=f"{RESULTS}/{{ds}}/pruning/runs.csv",
         fig_redundant=report(
             f"{RESULTS}/{{ds}}/pruning/redundant_removal.png",
             caption="../report/pruning_redundant.rst",

@@ -7,6 +7,7 @@ with job_log(snakemake.log[0]):
     forgetting_stage(
         dataset=snakemake.wildcards.ds,
         cfg=snakemake.params.cfg,
+        recipe=snakemake.wildcards.recipe,
         seeds=list(snakemake.params.seeds),
         data=prepared(snakemake.input),
         outputs=dict(snakemake.output),

@@ -10,6 +10,7 @@ with job_log(snakemake.log[0]):
         train=snakemake.input.train,
         clusters=snakemake.input.clusters,
         scores=snakemake.input.get("scores"),
+        own_clusters=snakemake.input.get("own_clusters"),
         outputs=dict(snakemake.output),
         mlflow_cfg=snakemake.config["mlflow"],
     )

@@ -23,22 +23,16 @@ Selections:
 * :func:`class_balanced_subset` -- a seeded class-balanced fraction of the data (the 1 % / 5 % experiment).
 
 :func:`accuracy_summary` turns a retraining history into the reported accuracies.
-
-**The selection rules by name.** :data:`SELECTORS` maps each method name of the config (``pruning.methods``, and the
-small-cluster experiment's ``base`` / ``small_clusters`` / ``random_removal`` / ``large_clusters``) to one function
-``(inputs, spec, seed) -> kept original indices``, over one :class:`PruningInputs` that holds every per-sample
-quantity the rules read; :func:`register_selector` adds a rule of one's own, :func:`select_subset` applies one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .clustering import gated_heads
+from ..clustering import gated_heads
 
 __all__ = [
     "keep_count",
@@ -53,11 +47,6 @@ __all__ = [
     "remove_large_clusters",
     "class_counts_of",
     "accuracy_summary",
-    "PruningInputs",
-    "Selector",
-    "SELECTORS",
-    "register_selector",
-    "select_subset",
 ]
 
 
@@ -306,144 +295,3 @@ def accuracy_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]
         "best_epoch": best + 1,
         "epochs": len(history),
     }
-
-
-# ---------------------------------------------------------------------------------------------- the registry
-
-
-@dataclass
-class PruningInputs:
-    """Every per-sample quantity the selection rules read, aligned with ``index`` (ORIGINAL indices).
-
-    ``head_rank`` / ``self_max``: FPC head creation rank within the class (-1 for non-heads) and the official
-    self-max flag; ``clusters[keep]``: cluster id (its head's original index) of each sample with round(keep N_c)
-    clusters per class; ``scores[name]``: el2n, grand, forgetting and random scores; ``per_class``: score methods
-    keep the top fraction per class (else globally); ``node_fraction``: the share of the largest cluster ``node``
-    keeps. For the small-cluster experiment, ``small[d]`` = (the class-balanced subset's original indices, the head
-    of each member) at data fraction d, ``sq_norm`` |phi|^2 per sample and ``tie_break`` ("random" | "head_norm").
-    """
-
-    index: np.ndarray
-    labels: np.ndarray
-    head_rank: np.ndarray | None = None
-    self_max: np.ndarray | None = None
-    clusters: Mapping[float, np.ndarray] = field(default_factory=dict)
-    scores: Mapping[str, np.ndarray] = field(default_factory=dict)
-    per_class: bool = False
-    node_fraction: float = 0.5
-    small: Mapping[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    sq_norm: np.ndarray | None = None
-    tie_break: str = "random"
-
-
-#: (inputs, subset spec of :func:`lpntk.plan.subset_plan`, seed) -> kept original indices, sorted
-Selector = Callable[[PruningInputs, Mapping, int], np.ndarray]
-SELECTORS: dict[str, Selector] = {}
-
-
-def register_selector(name: str) -> Callable[[Selector], Selector]:
-    """Decorator: register ``fn`` as the selection rule of method ``name`` (replacing any earlier one)."""
-
-    def deco(fn: Selector) -> Selector:
-        SELECTORS[name] = fn
-        return fn
-
-    return deco
-
-
-def select_subset(inputs: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    """The subset of ``spec["method"]``, checked to be a duplicate-free subset of the training samples."""
-    method = spec["method"]
-    if method not in SELECTORS:
-        raise ValueError(f"pruning method {method!r} has no selection rule; known: {', '.join(sorted(SELECTORS))}")
-    kept = np.asarray(SELECTORS[method](inputs, spec, int(seed)), dtype=np.int64)
-    if not np.isin(kept, inputs.index).all() or len(np.unique(kept)) != len(kept):
-        raise AssertionError(f"subset {spec.get('name', method)} is not a subset of the training split")
-    return kept
-
-
-@register_selector("full")
-def _full(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return np.sort(inp.index)
-
-
-@register_selector("lpntk")
-def _lpntk(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return select_heads(inp.index, inp.labels, inp.head_rank, spec["keep"])
-
-
-@register_selector("lpntk_gated")
-def _lpntk_gated(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return select_gated_heads(inp.index, inp.labels, inp.head_rank, inp.self_max, spec["keep"])
-
-
-@register_selector("lpntk_random")
-def _lpntk_random(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return select_cluster_random(inp.index, inp.labels, inp.clusters[spec["keep"]], seed)
-
-
-@register_selector("node")
-def _node(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return select_node(inp.index, inp.labels, inp.clusters[spec["cluster_keep"]], seed, inp.node_fraction)
-
-
-def _score_selector(name: str) -> Selector:
-    def select(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-        return select_top(
-            inp.index,
-            inp.labels,
-            inp.scores[name],
-            spec["keep"],
-            per_class=inp.per_class,
-            tiebreak=inp.scores["random"],
-        )
-
-    select.__doc__ = f"Keep the highest {name} scores (ties: the higher random score)."
-    return select
-
-
-for _name in ("el2n", "grand", "forgetting"):
-    register_selector(_name)(_score_selector(_name))
-
-
-@register_selector("random")
-def _random(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    """Class-balanced uniform: per class the top fraction of seeded uniform scores."""
-    return select_top(inp.index, inp.labels, inp.scores["random"], spec["keep"], per_class=True)
-
-
-def _small_parts(inp: PruningInputs, spec: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sub, head = inp.small[spec["data_fraction"]]
-    lookup = dict(zip(inp.index.tolist(), inp.labels.tolist(), strict=True))
-    return sub, np.asarray([lookup[int(i)] for i in sub], dtype=np.int64), head
-
-
-def _small_removed(inp: PruningInputs, spec: Mapping, seed: int) -> tuple[np.ndarray, dict[int, int]]:
-    sub, sub_labels, head = _small_parts(inp, spec)
-    norms = dict(zip(inp.index.tolist(), inp.sq_norm.tolist(), strict=True)) if inp.sq_norm is not None else {}
-    head_norm = {int(h): norms[int(h)] for h in head} if inp.tie_break == "head_norm" else None
-    return remove_small_clusters(
-        sub, sub_labels, head, spec["remove"], tie_break=inp.tie_break, seed=seed, head_sq_norm=head_norm
-    )
-
-
-@register_selector("base")
-def _base(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return np.sort(inp.small[spec["data_fraction"]][0])
-
-
-@register_selector("small_clusters")
-def _small_clusters(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    return _small_removed(inp, spec, seed)[0]
-
-
-@register_selector("random_removal")
-def _random_removal(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    sub, sub_labels, _ = _small_parts(inp, spec)
-    return remove_random(sub, sub_labels, _small_removed(inp, spec, seed)[1], seed)
-
-
-@register_selector("large_clusters")
-def _large_clusters(inp: PruningInputs, spec: Mapping, seed: int) -> np.ndarray:
-    sub, sub_labels, head = _small_parts(inp, spec)
-    return remove_large_clusters(sub, sub_labels, head, _small_removed(inp, spec, seed)[1], seed)

@@ -1,0 +1,226 @@
+"""The verdict logic on synthetic effects: a clear effect is supported, a reversed one contradicted, noise
+inconclusive; intervals against closed forms; the seeds-to-resolve count against published power tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lpntk.claims import (
+    bootstrap_interval,
+    difficulty_claims,
+    forgetting_claims,
+    ld_size_claims,
+    noninferiority,
+    paired_effect,
+    pruning_claims,
+    seeds_to_resolve,
+    small_cluster_claims,
+    verdict,
+)
+
+
+def _arms(effect: float, n: int, noise: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(50, 5, n)  # shared per-seed level: pairing removes it
+    return base + effect + rng.normal(0, noise, n), base + rng.normal(0, noise, n)
+
+
+def test_clear_reversed_and_null_effects():
+    a, b = _arms(3.0, 10)
+    e = paired_effect(a, b)
+    assert e.low > 0 and verdict(e.low, e.high, e.n) == "supported"
+    e = paired_effect(b, a)
+    assert e.high < 0 and verdict(e.low, e.high, e.n) == "contradicted"
+    a, b = _arms(0.0, 10, seed=3)
+    e = paired_effect(a, b)
+    assert verdict(e.low, e.high, e.n) == "inconclusive at n = 10"
+    e = paired_effect([1.0], [0.0])  # one pair: no spread, no verdict
+    assert (e.low, e.high) == (-math.inf, math.inf) and verdict(e.low, e.high, 1) == "inconclusive at n = 1"
+
+
+def test_paired_interval_is_the_t_interval_by_hand():
+    d = np.array([0.5, 1.5, 1.0, 2.0, 0.0])
+    e = paired_effect(d + 10, np.full(5, 10.0))
+    half = 2.7764451051977987 * d.std(ddof=1) / math.sqrt(5)  # t_{0.975, 4}
+    assert e.mean == pytest.approx(1.0) and e.low == pytest.approx(1.0 - half) and e.high == pytest.approx(1.0 + half)
+    t = 1.0 / (d.std(ddof=1) / math.sqrt(5))
+    assert t == pytest.approx(2.828, abs=1e-3) and e.p == pytest.approx(0.0474, abs=2e-4)  # t table: df 4
+
+
+def test_noninferiority_margin():
+    rng = np.random.default_rng(1)
+    full = 99.3 + rng.normal(0, 0.05, 8)
+    _, v = noninferiority(full + 0.001 + rng.normal(0, 0.01, 8), full, margin=0.05)
+    assert v == "supported"
+    _, v = noninferiority(full - 0.5 + rng.normal(0, 0.01, 8), full, margin=0.05)
+    assert v == "contradicted"
+    _, v = noninferiority(full - 0.05 + rng.normal(0, 0.2, 8), full, margin=0.05)
+    assert v.startswith("inconclusive")
+    _, v = noninferiority([1.0, 2.0], [1.0, 2.0], margin=math.nan)
+    assert "no margin" in v
+
+
+@pytest.mark.parametrize("d,n", [(0.5, 34), (0.8, 15), (1.0, 10), (2.0, 5)])
+def test_seeds_to_resolve_matches_power_tables(d, n):
+    # one-sample / paired t-test, two-sided alpha 0.05, power 0.80 (G*Power and Cohen's tables)
+    assert seeds_to_resolve(d * 1.7, 1.7) == n
+    assert seeds_to_resolve(None, 1.0) is None and seeds_to_resolve(1.0, 0.0) is None
+
+
+def test_bootstrap_interval_covers_the_statistic():
+    rows = np.arange(100, dtype=float)
+    v, lo, hi = bootstrap_interval(lambda r: r.mean(), rows, seed=2)
+    assert v == pytest.approx(49.5) and lo < 49.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 29.0 / 10, rel=0.2)
+
+
+def test_difficulty_claims_orientation():
+    rng = np.random.default_rng(0)
+    easy, median, hard = 10 + rng.normal(0, 0.1, 20), 12 + rng.normal(0, 0.1, 20), 11 + rng.normal(0, 0.1, 20)
+    summary = {
+        "rankings": ["lpntk"],
+        "l2_pass": "train",
+        "auc_per_run": {"lpntk/easy": easy, "lpntk/median": median, "lpntk/hard": hard},
+    }
+    rows = {c.comparison: c for c in difficulty_claims("d", summary)}
+    assert rows["median - easy (raw lpNTK ranking)"].verdict == "supported"  # easy has the smaller area
+    assert rows["hard - median (raw lpNTK ranking)"].verdict == "contradicted"  # hard came out easier here
+    assert len(rows) == 2  # no contradictory arm: no row
+
+
+def test_forgetting_pruning_small_cluster_and_ld_size_rows():
+    runs = [
+        {
+            "stepwise_f1_entk": 0.9 + 0.01 * i,
+            "stepwise_f1_lpntk": 0.5 - 0.01 * i,
+            "f1_entk": 0.8,
+            "f1_lpntk": 0.6 + 0.001 * i,
+        }
+        for i in range(4)
+    ]
+    paper = {"entk": {"f1": (89.96, 7.1)}, "lpntk": {"f1": (49.54, 6.99)}}
+    c2 = forgetting_claims("mnist", runs, paper)
+    assert c2[0].verdict == "supported" and c2[0].paper_effect == pytest.approx(40.42)
+    assert c2[0].effect == pytest.approx(43.0)  # mean of 40, 42, 44, 46
+
+    rows = []
+    rng = np.random.default_rng(5)
+    for seed in range(5):
+        for subset, method, keep, acc in (
+            ("full", "full", 1.0, 0.990),
+            ("lpntk-k0.5", "lpntk", 0.5, 0.990),
+            ("el2n-k0.5", "el2n", 0.5, 0.950),
+            ("random-k0.5", "random", 0.5, 0.991),
+        ):
+            rows.append(
+                {
+                    "subset": subset,
+                    "method": method,
+                    "experiment": "table",
+                    "keep": keep,
+                    "seed": seed,
+                    "test_acc_best_val": acc + rng.normal(0, 0.0005),
+                }
+            )
+        for name, method, acc in (
+            ("d0.05-small-r0.2", "small_clusters", 0.80),
+            ("d0.05-random-r0.2", "random_removal", 0.85),
+        ):
+            rows.append(
+                {
+                    "subset": name,
+                    "method": method,
+                    "experiment": "small_clusters",
+                    "keep": 0.8,
+                    "seed": seed,
+                    "data_fraction": 0.05,
+                    "remove": 0.2,
+                    "test_acc_best_val": acc + rng.normal(0, 0.001),
+                }
+            )
+    table = pd.DataFrame(rows)
+    c3 = {
+        c.comparison: c
+        for c in pruning_claims("mnist", table, {"full": (99.31, 0.03), "lpntk": (99.37, 0.04), "el2n": (99.33, 0.06)})
+    }
+    assert c3["lpNTK keeping 0.5 - full set"].claim == "C3a"
+    assert c3["lpNTK - el2n keeping 0.5"].verdict == "supported"
+    assert c3["lpNTK - random keeping 0.5"].verdict in ("contradicted", "inconclusive at n = 5")
+    assert c3["lpNTK - el2n keeping 0.5"].paper_effect == pytest.approx(0.04)
+    (c4,) = small_cluster_claims("mnist", table)
+    assert c4.verdict == "contradicted" and c4.effect == pytest.approx(-5.0, abs=0.5)
+
+    base = np.random.default_rng(0).normal(size=400)
+    ld = np.stack(
+        [
+            base,
+            base + np.random.default_rng(1).normal(0, 0.3, 400),
+            base + np.random.default_rng(2).normal(0, 2.0, 400),
+        ],
+        axis=1,
+    )
+    (c5,) = ld_size_claims("mnist", ld, [64, 16, 4])
+    assert c5.verdict == "supported" and c5.effect > 0.3
+    assert ld_size_claims("mnist", ld[:, :2], [64, 16]) == []
+
+
+def test_claims_stage_reads_the_stage_outputs_and_writes_the_table(tmp_path):
+    import json
+
+    from lpntk.stages.claims import claims_stage
+
+    rng = np.random.default_rng(0)
+    difficulty = {
+        "rankings": ["lpntk", "cosine"],
+        "l2_pass": "train",
+        "label_purity": {"lpntk/contradictory": 0.1, "cosine/contradictory": 0.1},
+        "auc_per_run": {
+            f"{r}/{s}": (v + rng.normal(0, 0.05, 12)).tolist()
+            for r in ("lpntk", "cosine")
+            for s, v in (("easy", 5.0), ("median", 6.0), ("hard", 7.0), ("contradictory", 9.0), ("control", 8.0))
+        },
+    }
+    (tmp_path / "d.json").write_text(json.dumps(difficulty))
+    runs = [
+        {
+            "seed": s,
+            "stepwise_f1_entk": 0.9,
+            "stepwise_f1_lpntk": 0.5 + 0.01 * s,
+            "f1_entk": 0.9,
+            "f1_lpntk": 0.4,
+            "stepwise_f1_entk_prob": 0.8,
+            "stepwise_f1_lpntk_prob": 0.6,
+            "f1_entk_prob": 0.7,
+            "f1_lpntk_prob": 0.7 + 0.01 * s,
+        }
+        for s in range(3)
+    ]
+    (tmp_path / "f.json").write_text(json.dumps({"recipes": {"plain": {"runs": runs}, "official": {"runs": runs}}}))
+    outs = {k: str(tmp_path / f"claims.{e}") for k, e in (("csv", "csv"), ("md", "md"), ("summary", "json"))}
+    cfg = {"source": "torchvision", "name": "MNIST"}
+    table = claims_stage(
+        dataset="mnist",
+        cfg=cfg,
+        outputs=outs,
+        difficulty=tmp_path / "d.json",
+        forgetting=tmp_path / "f.json",
+        mlflow_cfg={"enabled": False},
+    )
+    c1 = table[table["claim"] == "C1"]
+    assert len(c1) == 6 and (c1["verdict"] == "supported").all()  # 3 comparisons x 2 rankings, all clear
+    c2 = table[table["claim"] == "C2"].set_index("comparison")
+    assert len(c2) == 8  # 2 recipes x 2 spaces x (stepwise, pooled)
+    row = c2[c2["metric"].str.startswith("stepwise")].loc["eNTK - lpNTK (plain recipe, logit space)"]
+    assert row["verdict"] == "supported" and row["paper_effect"] == pytest.approx(89.96 - 49.54)
+    assert (
+        table.loc[table["comparison"].str.contains("probability"), "verdict"]
+        .str.startswith(("supported", "contradicted", "inconclusive"))
+        .all()
+    )
+    md = open(outs["md"]).read()
+    assert "**C1**" in md and "| C2 " in md and "seeds to resolve" in md
+    summary = json.loads(open(outs["summary"]).read())
+    assert sum(summary["verdicts"].values()) == len(table)

@@ -1,0 +1,21 @@
+rule claims:
+    input:
+        unpack(lambda wc: claims_inputs(wc.ds)),
+    output:
+        csv=report(
+            f"{RESULTS}/{{ds}}/claims/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        md=f"{RESULTS}/{{ds}}/claims/claims.md",
+        summary=f"{RESULTS}/{{ds}}/claims/summary.json",
+    params:
+        cfg=stage_cfg("difficulty", "forgetting", "pruning"),
+    log:
+        f"{RESULTS}/{{ds}}/logs/claims.log",
+    benchmark:
+        f"{RESULTS}/{{ds}}/benchmarks/claims.tsv"
+    conda:
+        "../envs/lpntk.yaml"
+    script:
+        "../scripts/claims.py"
