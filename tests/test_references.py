@@ -282,6 +282,10 @@ def test_forgetting_from_a_hand_made_correctness_matrix():
     assert fa["first_learned"].tolist() == [1, 0, -1, 0] and fb["first_learned"].tolist() == [0, 0, 4, -1]
     assert fa["never_learned"].tolist() == [False, False, True, False]
     assert fa["events"].tolist()[0] == [False, False, True, False, True]
+    # 0/1 integers are read as booleans: the same events, as a boolean array
+    fi = presentation_forgetting(seed_a.astype(np.int64))
+    assert fi["events"].dtype == bool and fi["events"].tolist() == fa["events"].tolist()
+    assert fi["never_learned"].dtype == bool and fi["count"].tolist() == [2, 0, 0, 2]
     # score: events per seed, E = 5 for a never-learned sample; the mean over the two seeds
     scores = forgetting_scores(
         np.stack([fa["count"], fb["count"]]), np.stack([fa["never_learned"], fb["never_learned"]]), 5
