@@ -485,6 +485,13 @@ def test_edge_cases_found_by_mutation_testing():
             choose_target(bad)
     with pytest.raises(ValueError, match=r"^difficulty.rank_by must be 'lpntk' or 'cosine', got 'angle'$"):
         target_similarity(g, 2, "angle")
+    # sets of one sample, and a class with exactly num samples besides the target
+    one = select_sets(np.array([9.0, 2.0, 1.0]), 0, 1)
+    assert {k: v.tolist() for k, v in one.items()} == {"easy": [1], "median": [1], "hard": [2]}
+    full = select_sets(np.array([9.0, 2.0, 1.0]), 0, 2)
+    assert {k: v.tolist() for k, v in full.items()} == {"easy": [1, 2], "median": [1, 2], "hard": [1, 2]}
+    with pytest.raises(ValueError, match=r"^difficulty.num must be >= 1, got 0$"):
+        select_sets(np.array([9.0, 2.0, 1.0]), 0, 0)
     # cosine with zero and sub-unit norms: 0 where a norm vanishes, the plain ratio elsewhere
     z = np.array([[0.25, 0.1, 0.0], [0.1, 0.16, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(target_similarity(z, 0, "cosine"), [1.0, 0.1 / (0.5 * 0.4), 0.0], rtol=1e-12)
