@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lpntk.clustering import (
+    FPCResult,
     cluster_sizes,
     farthest_point_clustering,
     gated_heads,
@@ -136,11 +137,96 @@ def test_bad_input_is_rejected():
         farthest_point_clustering(np.array([[1.0, 2.0], [0.0, 1.0]]), 2)
 
 
-def test_large_class_is_fast():
-    import time
+class _CountingGram(np.ndarray):
+    """A Gram that counts the entries read through indexing (rows, columns, single entries)."""
 
+    reads = 0
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        _CountingGram.reads += int(np.size(out))
+        return out.view(np.ndarray) if isinstance(out, np.ndarray) else out
+
+
+def _entries_read(S: np.ndarray, k: int, monkeypatch) -> tuple[int, FPCResult]:
+    with monkeypatch.context() as m:
+        m.setattr(np, "asarray", np.asanyarray)  # let the counting subclass through the input checks
+        _CountingGram.reads = 0
+        res = farthest_point_clustering(S.view(_CountingGram), k)
+        return _CountingGram.reads, res
+
+
+def test_clustering_reads_o_of_n_entries_per_cluster(monkeypatch):
+    """Work, not wall-clock: after one O(N^2) pass for the initial head, each new cluster may read O(N) entries of S
+    (its column and the new head's self-similarity). A per-step rescan of S or of a cluster's block fails this."""
     rng = np.random.default_rng(5)
-    phi = rng.normal(size=(3000, 20))
-    t0 = time.perf_counter()
-    res = farthest_point_clustering(phi @ phi.T, 2700)
-    assert len(res.heads) == 2700 and time.perf_counter() - t0 < 10  # O(kN): ~1 s here, a literal loop takes hours
+    n = 400
+    phi = rng.normal(size=(n, 20))
+    S = phi @ phi.T
+    reads = {}
+    for k in (1, 10, 200, 360):
+        reads[k], res = _entries_read(S, k, monkeypatch)
+        assert len(res.heads) == k and np.array_equal(res.heads, farthest_point_clustering(S, k).heads)
+    assert reads[1] > 0  # the counter saw the reads (the wrapper was not bypassed)
+    assert reads[1] <= n * n + 2 * n  # initial head: the upper triangle, at most one full pass, plus its row
+    for k1, k2 in ((1, 10), (10, 200), (200, 360)):
+        assert reads[k2] - reads[k1] <= 2 * n * (k2 - k1), (k1, k2, reads)  # O(N) per extra cluster
+    assert reads[360] <= n * n + 2 * n * 360  # O(N^2 + k N) overall; a literal loop reads O(k N^2)
+
+
+def test_boundaries_messages_and_dtypes():
+    """Edge cases the formula tests above leave open (found by mutation testing, docs/mutation-testing.md)."""
+    with pytest.raises(ValueError, match=r"^similarity matrix holds NaN or inf; recompute the lpNTK Gram$"):
+        initial_head(np.array([[np.inf]]))
+    msg = (
+        r"^similarity matrix is not symmetric; make it so with symmetrize_upper "
+        r"\(the official code uses the pairs i <= j\)$"
+    )
+    with pytest.raises(ValueError, match=msg):
+        farthest_point_clustering(np.array([[1.0, 2.0], [0.0, 1.0]]), 2)
+    with pytest.raises(ValueError, match=r"^cannot cluster an empty class$"):
+        initial_head(np.zeros((0, 0)))
+    with pytest.raises(ValueError, match=r"^a Gram matrix must be square, got shape \(2, 3\)$"):
+        symmetrize_upper(np.zeros((2, 3)))
+    # symmetrize_upper returns float64 even for integer input
+    sym = symmetrize_upper(np.array([[1, 2], [3, 4]]))
+    assert sym.dtype == np.float64 and sym.tolist() == [[1.0, 2.0], [2.0, 4.0]]
+    # cluster sizes: padded to n_clusters, empty for no assigned sample
+    assert cluster_sizes(np.array([0, 0, 2]), 5).tolist() == [2, 0, 1, 0, 0]
+    assert cluster_sizes(np.array([-1, -1])).tolist() == []
+    assert cluster_sizes(np.array([1, -1, 1])).tolist() == [0, 2]
+    # self-max: a tie with a later sample counts as self-max; the flags are booleans
+    tie = np.array([[2.0, 2.0, 1.0], [2.0, 3.0, 3.0], [1.0, 3.0, 1.0]])
+    flags = self_max(tie)
+    assert flags.dtype == bool and flags.tolist() == [True, True, True]
+    # the official gate at its boundary: exactly k self-max samples -> the self-max samples, not FPC heads
+    rank = np.array([0, 1, -1, 2])
+    gated = gated_heads(rank, np.array([1, 0, 0, 1]), 2)
+    assert gated.dtype == bool and gated.tolist() == [True, False, False, True]
+    assert gated_heads(rank, np.array([1, 0, 0, 1]), 1).tolist() == [True, False, False, False]
+    # snapshots: exactly the requested counts, the one-cluster assignment included
+    phi = np.random.default_rng(6).normal(size=(12, 3))
+    S = phi @ phi.T
+    res = farthest_point_clustering(S, 4, snapshots=[1, 3, 9])
+    assert sorted(res.snapshots) == [1, 3] and res.snapshots[1].tolist() == [0] * 12
+    assert sorted(farthest_point_clustering(S, 4, snapshots=[2, 4]).snapshots) == [2, 4]
+    assert res.heads.dtype == np.int64
+    # head ranks: -1 for every sample that never heads a cluster
+    rank = head_rank(res, 12)
+    assert rank.dtype == np.int64 and sorted(rank.tolist()) == [-1] * 8 + [0, 1, 2, 3]
+
+
+def test_row_blocks_beyond_the_first_are_handled(monkeypatch):
+    """More samples than one row block (1024): self-max and the initial head against brute force, and the initial
+    head still reads the upper triangle once (each block its own rows)."""
+    rng = np.random.default_rng(7)
+    n = 1100
+    phi = rng.normal(size=(n, 4))
+    S = phi @ phi.T
+    S[1050, 1050] = 1e6  # the largest norm in the second block
+    S[1060, 1060] = S[1060].max()  # and a tie there: self-max with an equal later entry
+    brute = np.array([S[i, i] >= max(S[i, i + 1 :], default=-np.inf) for i in range(n)])
+    assert np.array_equal(self_max(S), brute) and not brute[1000:].all()
+    assert initial_head(S) == 1050
+    reads, res = _entries_read(S, 2, monkeypatch)
+    assert res.heads[0] == 1050 and reads <= n * n + 4 * n

@@ -541,7 +541,60 @@ def test_difficulty_and_ld_size_in_workflow(workflow_run):
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'difficulty'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    for r, s in arms:
-        assert runs[0].data.metrics[f"ld_auc_{r}_{s}"] > 0
+    auc = pd.read_csv(res / "difficulty" / "auc.csv").set_index(["ranking", "set"])
+    for i, (r, s) in enumerate(arms):
+        # per run: the targets' mean L2 error summed over the epochs (unit width); the metric is its mean over runs
+        per_run = curves["l2"][i].astype(np.float64).mean(axis=1).sum(axis=-1)
+        assert per_run.shape == (2,) and (per_run > 0).all()
+        assert runs[0].data.metrics[f"ld_auc_{r}_{s}"] == pytest.approx(per_run.mean(), rel=1e-6), (r, s)
+        assert auc.loc[(r, s), "auc_train_mean"] == pytest.approx(per_run.mean(), rel=1e-6), (r, s)
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'ld_size'")
-    assert len(runs) == 1 and -1.0 <= runs[0].data.metrics["ld_corr_16_4"] <= 1.0
+    assert len(runs) == 1
+    # Pearson correlation of every sample's LD between the two sizes, recomputed from the saved table
+    r = np.corrcoef(ld["ld_size16"].to_numpy(), ld["ld_size4"].to_numpy())[0, 1]
+    assert runs[0].data.metrics["ld_corr_16_4"] == pytest.approx(r, abs=1e-6)
+    assert (ld[["ld_size16", "ld_size4"]] > 0).all().all()
+
+
+def test_edge_cases_found_by_mutation_testing():
+    """Defaults, boundaries, zero norms and messages (mutants that survived the first mutmut pass,
+    docs/mutation-testing.md)."""
+    import warnings
+
+    g = _hand_gram()
+    assert choose_target(g) == 2  # the default rule is the official max_self
+    assert choose_target(np.array([[5.0]])) == 0 and choose_target(np.array([[5.0]]), "max_mean") == 0
+    assert choose_target(np.array([[1.0, 0.5], [0.5, 2.0]]), "max_mean") == 0  # two samples: a tie, the first
+    for bad in (np.zeros((2, 3)), np.zeros((0, 0)), np.zeros(3)):
+        with pytest.raises(ValueError, match=r"^expected a non-empty square Gram, got shape"):
+            choose_target(bad)
+    with pytest.raises(ValueError, match=r"^difficulty.rank_by must be 'lpntk' or 'cosine', got 'angle'$"):
+        target_similarity(g, 2, "angle")
+    # sets of one sample, and a class with exactly num samples besides the target
+    one = select_sets(np.array([9.0, 2.0, 1.0]), 0, 1)
+    assert {k: v.tolist() for k, v in one.items()} == {"easy": [1], "median": [1], "hard": [2]}
+    full = select_sets(np.array([9.0, 2.0, 1.0]), 0, 2)
+    assert {k: v.tolist() for k, v in full.items()} == {"easy": [1, 2], "median": [1, 2], "hard": [1, 2]}
+    with pytest.raises(ValueError, match=r"^difficulty.num must be >= 1, got 0$"):
+        select_sets(np.array([9.0, 2.0, 1.0]), 0, 0)
+    # cosine with zero and sub-unit norms: 0 where a norm vanishes, the plain ratio elsewhere
+    z = np.array([[0.25, 0.1, 0.0], [0.1, 0.16, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(target_similarity(z, 0, "cosine"), [1.0, 0.1 / (0.5 * 0.4), 0.0], rtol=1e-12)
+    # contradictory: strictly negative only (a zero similarity is unrelated, not contradictory)
+    chosen, available = contradictory_sets(np.array([[0.0, -1.0, 0.0, -2.0]]), [0], 3)
+    assert chosen[0].tolist() == [3, 1] and available == [2]
+    # one training set: offsets accumulate over classes; the lists must pair up
+    pos, where = training_set_positions([5, 9, 2], [np.array([1, 2]), np.array([3]), np.array([4, 6, 7])])
+    assert pos.dtype == np.int64 and pos.tolist() == [5, 1, 2, 9, 3, 2, 4, 6, 7] and where.tolist() == [0, 3, 5]
+    with pytest.raises(ValueError):
+        training_set_positions([5, 9], [np.array([1])])
+    # quad-tree sizes are integers; a pool of one size is one level
+    assert size_levels(4, 4) == [4] and all(type(s) is int for s in size_levels(64, 1))
+    # a constant column gives NaN without warnings; round-off cannot leave [-1, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = pearson_matrix(np.c_[np.arange(5.0), np.ones(5)])
+    assert np.isnan(r[0, 1]) and r[0, 0] == pytest.approx(1.0)
+    v = np.random.default_rng(0).normal(size=(7, 1)) * 1e8 + 3
+    r = pearson_matrix(np.c_[v, 3 * v, -v])
+    assert r.max() <= 1.0 and r.min() >= -1.0

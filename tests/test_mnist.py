@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lpntk.data import prepare_dataset
 from lpntk.models import build_model, count_parameters
 from lpntk.train import Recipe, seed_everything, train_model
+
+pytestmark = pytest.mark.slow  # dataset-scale: reads MNIST and trains the paper's CNN
 
 
 def test_mnist_prepare_and_train_a_few_hundred_samples(mnist_dir):

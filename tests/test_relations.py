@@ -13,6 +13,7 @@ from conftest import small_kernel_setup
 from lpntk.relations import (
     cosine,
     cross_redundant_mask,
+    official_value_counts,
     official_value_shares,
     redundant_mask,
     relation_counts,
@@ -113,6 +114,64 @@ def test_stratified_shares_exact_when_enumerated():
     assert stratified_shares(counts, [4, 6]) == {"a": 3 / 10, "b": 7 / 10}
     # a sampled stratum scales to its population: stratum 2 has 600 pairs, sample share b = 1
     assert stratified_shares(counts, [4, 600]) == pytest.approx({"a": 3 / 604, "b": 601 / 604})
+
+
+def test_edge_cases_found_by_mutation_testing():
+    """Empty inputs, ties, round-off and messages (mutants that survived the first mutmut pass,
+    docs/mutation-testing.md)."""
+    import warnings
+
+    nan3 = {"interchangeable": None, "unrelated": None, "contradictory": None}
+    for shares in (relation_shares(np.zeros(0), 0.1), official_value_shares(np.zeros(0))):
+        assert len(shares) == 3 and all(np.isnan(v) for v in shares.values()), shares
+    assert set(relation_shares(np.zeros(0), 0.1)) == set(nan3)
+    # cosine: integer input, float32 norms taken in float64, round-off clipped to [-1, 1], negative round-off
+    # norms treated as zero without a warning
+    np.testing.assert_array_equal(cosine(np.array([[4, 2], [2, 1]]), np.array([4, 1])), [[1.0, 1.0], [1.0, 1.0]])
+    c = cosine(np.array([[3.0, 1.0], [1.0, 3.0]]), np.array([3.0, 3.0], dtype=np.float32))
+    np.testing.assert_allclose(c, [[1.0, 1 / 3], [1 / 3, 1.0]], rtol=1e-14)
+    c = cosine(np.array([[4.0, -2.0000001], [-2.0000001, 1.0 + 1e-9]]), np.array([4.0, 1.0]))
+    assert c[0, 1] == -1.0 and c[1, 1] == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = cosine(np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([-1e-18, 1.0]), np.array([1.0, -1e-18]))
+    np.testing.assert_array_equal(c, np.zeros((2, 2)))
+    np.testing.assert_allclose(cosine(np.array([[0.25]]), np.array([1.0]), np.array([0.25])), [[0.5]])
+    # the official raw-value rule's default threshold is 0.1, and the shares pass their threshold on
+    assert official_value_counts(np.array([0.5, -0.5, 0.05, 0.1])) == {"positive": 2, "zero": 1, "negative": 1}
+    assert official_value_shares(np.array([0.5, -0.5, 0.05, 0.1])) == {"positive": 0.5, "zero": 0.25, "negative": 0.25}
+    assert official_value_shares(np.array([0.5, -0.5]), 0.6) == {"positive": 0.0, "zero": 1.0, "negative": 0.0}
+    # redundant samples: two samples, one sample, no sample, integer Grams; the messages
+    assert redundant_mask(np.array([[1.0, 2.0], [2.0, 5.0]])).tolist() == [True, False]
+    assert redundant_mask(np.array([[1, 2], [2, 5]])).tolist() == [True, False]
+    one = redundant_mask(np.array([[3.0]]))
+    assert one.dtype == bool and one.tolist() == [False]
+    assert redundant_mask(np.zeros((0, 0))).tolist() == []
+    with pytest.raises(ValueError, match=r"^expected a square Gram, got shape \(2, 3\)$"):
+        redundant_mask(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"^expected a square matrix, got shape \(2, 3\)$"):
+        upper_triangle(np.zeros((2, 3)))
+    # against other samples: strict, one column, no column
+    assert cross_redundant_mask(np.array([[2.0], [1.0]]), np.array([1.0, 1.0])).tolist() == [True, False]
+    none = cross_redundant_mask(np.zeros((3, 0)), np.ones(3))
+    assert none.dtype == bool and none.tolist() == [False, False, False]
+    # the official self-max test: default order, ties are self-max, the very next sample counts
+    g = np.array([[2.0, 3.0, 0.0], [3.0, 3.0, 1.0], [0.0, 1.0, 1.0]])
+    assert selfmax_larger_index_mask(g).tolist() == [False, True, True]
+    assert selfmax_larger_index_mask(g, [2, 1, 0]).tolist() == [True, True, True]
+    with pytest.raises(ValueError, match=r"^order must be a permutation of the Gram's rows$"):
+        selfmax_larger_index_mask(g, [0, 0, 1])
+    # stratified shares: a stratum without sampled pairs or without population is skipped (not the rest), a
+    # stratum of one pair or of population one counts, no strata give no keys
+    one_pair = {"a": 1, "b": 0}
+    assert stratified_shares([{"a": 0, "b": 0}, one_pair], [10, 1]) == {"a": 1.0, "b": 0.0}
+    assert stratified_shares([one_pair, {"a": 0, "b": 2}], [0, 3]) == {"a": 0.0, "b": 1.0}
+    assert stratified_shares([one_pair], [4]) == {"a": 1.0, "b": 0.0}
+    assert stratified_shares([], []) == {}
+    shares = stratified_shares([{"a": 0, "b": 0}], [5])
+    assert list(shares) == ["a", "b"] and all(np.isnan(v) for v in shares.values())
+    with pytest.raises(ValueError, match=r"^counts and population differ in length$"):
+        stratified_shares([one_pair], [1, 2])
 
 
 @pytest.fixture(scope="module")
@@ -320,20 +379,62 @@ def test_relations_in_workflow(workflow_run):
         assert (res / f).is_file(), f
     shares = pd.read_csv(res / "shares.csv")
     within = shares[(shares["scope"] == "within") & (shares["rule"] == "cos, tau=0.1")].iloc[0]
+    within0 = shares[(shares["scope"] == "within") & (shares["rule"] == "cos, tau=0")].iloc[0]
+    cross = shares[(shares["scope"] == "cross") & (shares["rule"] == "cos, tau=0.1")].iloc[0]
     assert within["pairs"] == 10 * 24 * 23 // 2
-    assert within[["interchangeable", "unrelated", "contradictory"]].sum() == pytest.approx(1.0)
+    # recount from the saved per-class Grams: every pair i < j, cos = kappa / (|phi_i| |phi_j|)
+    counts = {0.1: np.zeros(3), 0.0: np.zeros(3)}
+    redundant = n_samples = 0
+    kappas, cosines = [], []
+    for c in range(10):
+        k = np.load(workdir / "results" / "tiny" / "kernel" / f"class{c}.npz")
+        g = k["gram"].astype(np.float64)
+        norm = np.sqrt(k["sq_norm"].astype(np.float64))
+        i, j = np.triu_indices(len(g), 1)
+        cos = g[i, j] / (norm[i] * norm[j])
+        for tau in counts:
+            counts[tau] += [(cos > tau).sum(), (np.abs(cos) <= tau).sum(), (cos < -tau).sum()]
+        redundant += sum(any(g[a, b] > g[a, a] for b in range(len(g)) if b != a) for a in range(len(g)))
+        n_samples += len(g)
+        kappas.append(g[i, j])
+        cosines.append(cos)
+    for row, tau in ((within, 0.1), (within0, 0.0)):
+        assert counts[tau].sum() == within["pairs"]
+        np.testing.assert_allclose(
+            row[["interchangeable", "unrelated", "contradictory"]].to_numpy(float), counts[tau] / within["pairs"]
+        )
+    # the within-class distribution (the shares can all fall in one type for this small model; these cannot)
+    dist = pd.read_csv(res / "distribution.csv").set_index(["scope", "quantity"])
+    kappas, cosines = np.concatenate(kappas), np.concatenate(cosines)
+    for quantity, values in (("kappa", kappas), ("K*kappa (official scale)", 10 * kappas), ("cos", cosines)):
+        row = dist.loc[("within", quantity)]
+        assert row["pairs"] == len(values)
+        np.testing.assert_allclose(row[["mean", "std"]].to_numpy(float), [values.mean(), values.std()], rtol=1e-5)
+        for q in (0.0, 0.05, 0.5, 0.95, 1.0):
+            assert row[f"q{q:g}"] == pytest.approx(np.quantile(values, q), rel=1e-5, abs=1e-6), (quantity, q)
+    assert kappas.std() > 0 and cosines.min() < cosines.max()
+    # across classes: the saved panel (8 per class, equal class sizes, so the stratified estimate is the pooled share)
+    panel = np.load(res / "cross_panel.npz")
+    norm = np.sqrt(panel["sq_norm"].astype(np.float64))
+    i, j = np.triu_indices(len(panel["label"]), 1)
+    other = panel["label"][i] != panel["label"][j]
+    i, j = i[other], j[other]
+    cos = panel["gram"].astype(np.float64)[i, j] / (norm[i] * norm[j])
+    recount = np.array([(cos > 0.1).sum(), (np.abs(cos) <= 0.1).sum(), (cos < -0.1).sum()]) / len(cos)
+    assert cross["pairs_evaluated"] == len(cos) == 45 * 8 * 8
+    np.testing.assert_allclose(
+        cross[["interchangeable", "unrelated", "contradictory"]].to_numpy(float), recount, atol=1.5 / len(cos)
+    )
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'relations'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     metrics = runs[0].data.metrics
-    for k in (
-        "share_interchangeable",
-        "share_unrelated",
-        "share_contradictory",
-        "share_redundant",
-        "share_interchangeable_cross",
-        "share_contradictory_cross",
-    ):
-        assert 0.0 <= metrics[k] <= 1.0, k
-    assert metrics["share_interchangeable"] == pytest.approx(within["interchangeable"])
+    for scope, row in (("", within), ("_cross", cross)):
+        kinds = [f"share_{k}{scope}" for k in ("interchangeable", "unrelated", "contradictory")]
+        assert sum(metrics[k] for k in kinds) == pytest.approx(1.0, abs=1e-12), scope
+        for k, v in zip(kinds, row[["interchangeable", "unrelated", "contradictory"]], strict=True):
+            assert metrics[k] == pytest.approx(v, abs=1e-9), k
+    for k in ("interchangeable", "unrelated", "contradictory"):
+        assert metrics[f"share_{k}_tau0"] == pytest.approx(within0[k], abs=1e-9), k
+    assert metrics["share_redundant"] == pytest.approx(redundant / n_samples, abs=1e-12)

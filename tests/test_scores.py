@@ -92,6 +92,39 @@ def test_missing_score_epoch_names_the_key():
         score_table([RUN1, other], el2n_epoch=2, grand_epoch=2, random_seed=0)
 
 
+def test_score_table_spreads_dtypes_and_messages_name_the_runs():
+    t = score_table([RUN1, RUN2], el2n_epoch=2, grand_epoch=2, random_seed=0)
+    # standard deviations over the two seeds (ddof 0 = half the difference): EL2N (0.1, 0.5, 0.2, 1.2) vs
+    # (0.3, 0.7, 0.2, 1.0); GraNd (1, 4, 2, 6) vs (3, 2, 0, 4)
+    assert t["el2n_std"].shape == t["grand_std"].shape == (4,)
+    np.testing.assert_allclose(t["el2n_std"], [0.1, 0.1, 0.0, 0.1], atol=1e-7)
+    np.testing.assert_allclose(t["grand_std"], [1.0, 1.0, 1.0, 1.0])
+    # original indices and labels come out as int64 whatever they were stored as
+    narrow = [{**r, "index": r["index"].astype(np.int32), "y": r["y"].astype(np.int32)} for r in (RUN1, RUN2)]
+    t32 = score_table(narrow, el2n_epoch=2, grand_epoch=2, random_seed=0)
+    assert t32["index"].dtype == np.int64 and t32["label"].dtype == np.int64
+    # the means over seeds are taken in float64 (float32 records, e.g. 0.1f + 0.3f, are not averaged in float32)
+    rec = np.array([[0.1], [0.3], [0.7]], dtype=np.float32)
+    for fn in (el2n_scores, grand_scores):
+        assert fn(rec).dtype == np.float64
+        np.testing.assert_allclose(fn(rec), rec.astype(np.float64).mean(axis=0), rtol=1e-15)
+    # messages name the run and the key
+    with pytest.raises(ValueError, match="no training runs"):
+        score_table([], el2n_epoch=2, grand_epoch=2, random_seed=0)
+    with pytest.raises(ValueError, match="not recorded in dynamics"):
+        score_column(RUN1, "el2n", 5)
+    for key, epochs in (("el2n", (5, 2)), ("grand", (2, 5))):
+        with pytest.raises(ValueError, match=f"{key} at epoch 5 was not recorded in seed A"):
+            score_table(
+                [RUN1, RUN2], el2n_epoch=epochs[0], grand_epoch=epochs[1], random_seed=0, sources=["seed A", "B"]
+            )
+    other = {**RUN2, "y": Y[::-1].copy()}
+    with pytest.raises(ValueError, match=r"seed B covers a different training split \(index/y differ from seed A\)"):
+        score_table([RUN1, other], el2n_epoch=2, grand_epoch=2, random_seed=0, sources=["seed A", "seed B"])
+    with pytest.raises(ValueError, match=r"counts \(1, 2\) and never_learned \(1, 3\) differ in shape"):
+        forgetting_scores(np.zeros((1, 2)), np.zeros((1, 3), dtype=bool), 4)
+
+
 def _cfg(**scores):
     return {
         "dataset": "toy",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -123,9 +124,27 @@ def test_lint_is_clean(repo, tmp_path):
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml", "config/mnist-cpu.yaml"])
 def test_dry_run_of_every_shipped_config(repo, tmp_path, configfile):
+    import yaml
+
     proc = snakemake(repo, tmp_path, "-n", configfile=configfile)
-    assert "train" in proc.stdout
+    datasets = list(yaml.safe_load((repo / configfile).read_text())["datasets"])
+    rules = set(re.findall(r"^(?:rule|checkpoint) (\w+):", _workflow_text(repo), flags=re.M))
+    stats = proc.stdout.split("Job stats:")[1].split("\n\n")[0].strip().splitlines()[2:]  # after the header rows
+    jobs = {name: int(count) for name, count in (line.split() for line in stats)}
+    assert jobs.pop("total") == sum(jobs.values()) and set(jobs) <= rules, jobs
+    assert jobs["all"] == 1 and 1 <= jobs["prepare_data"] <= len(datasets), jobs  # datasets' splits come first
+    planned = re.findall(r"output: (results/(\S+)/data/train\.npz, .*)", proc.stdout)
+    assert len(planned) == jobs["prepare_data"]
+    for outputs, ds in planned:
+        assert ds in datasets
+        assert outputs.split(", ")[:4] == [
+            f"results/{ds}/data/{f}" for f in ("train.npz", "val.npz", "test.npz", "info.json")
+        ]
     assert not (tmp_path / "results").exists()
+
+
+def _workflow_text(repo) -> str:
+    return "\n".join(p.read_text() for p in [repo / "Snakefile", *sorted((repo / "workflow" / "rules").glob("*.smk"))])
 
 
 def test_default_config_is_found_from_another_working_directory(repo, tmp_path):

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Mutation testing of the formula functions with mutmut 3 (docs/mutation-testing.md).
+#
+#   tools/mutation.sh GROUP [GROUP ...]     # groups: scores clustering relations train difficulty pruning forgetting
+#   tools/mutation.sh all
+#
+# Each group runs in its own scratch copy of the tree ($MUTATION_ROOT/GROUP, default /tmp/lpntk-mutation/GROUP; the
+# working tree is never touched): the tracked and untracked-but-not-ignored files are copied there, a [tool.mutmut]
+# block is appended to the copy's pyproject.toml (the files to mutate and the group's FAST test files, -m "not slow"),
+# and `mutmut run` is restricted to the group's functions. The survivors and the score are printed at the end and
+# written to $MUTATION_ROOT/GROUP/report.txt. Environment: MUTMUT_CHILDREN (parallel workers, default 2),
+# MUTATION_ROOT, ONLY_SURVIVORS=1 (rerun just the mutants the group's previous run left alive, e.g. after adding
+# tests; its report then covers those alone). Needs mutmut >= 3.3 (`pip install mutmut`); torch is not fork-safe,
+# so the workers come from a fork server.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=${MUTATION_ROOT:-/tmp/lpntk-mutation}
+children=${MUTMUT_CHILDREN:-2}
+
+# group -> "file to mutate|function globs (mutmut names)|fast test files|pytest -k expression ("" = every test)"
+# The -k expressions leave out the stage tests (prepared data, kernels and training runs per test: minutes per mutant);
+# the formula functions are meant to be pinned down by the unit tests around them.
+declare -A GROUPS_=(
+  [scores]="lpntk/scores.py|lpntk.scores.*|tests/test_scores.py tests/test_references.py|not stage and not hand_written and not forgetting_run and not lpntk and not sign"
+  [clustering]="lpntk/clustering.py|lpntk.clustering.*|tests/test_clustering.py tests/test_pruning.py|not stage and not retraining and not plan and not pruning_table and not deterministic"
+  [relations]="lpntk/relations.py|lpntk.relations.*|tests/test_relations.py|not stage"
+  [train]="lpntk/train.py|lpntk.train.x_l2_error__mutmut_* lpntk.train.x_presentation_forgetting__mutmut_*|tests/test_train.py tests/test_references.py|l2_error or hand_made or hand_written_loop_computes"
+  [difficulty]="lpntk/difficulty.py|lpntk.difficulty.x_choose_target__mutmut_* lpntk.difficulty.x_target_similarity__mutmut_* lpntk.difficulty.x_rank_others__mutmut_* lpntk.difficulty.x_select_sets__mutmut_* lpntk.difficulty.x_official_swap__mutmut_* lpntk.difficulty.x_contradictory_sets__mutmut_* lpntk.difficulty.x_training_set_positions__mutmut_* lpntk.difficulty.x_curve_area__mutmut_* lpntk.difficulty.x_size_levels__mutmut_* lpntk.difficulty.x_quad_tree_subsets__mutmut_* lpntk.difficulty.x_pearson_matrix__mutmut_*|tests/test_difficulty.py tests/test_references.py|not stage and not lpntk and not sign and not forgetting_run and not flip and not crop and not matmul and not train_model"
+  [pruning]="lpntk/pruning.py|lpntk.pruning.*|tests/test_pruning.py|not stage and not retraining and not plan and not pruning_table and not deterministic"
+  [forgetting]="lpntk/forgetting.py|lpntk.forgetting.x_forgetting_events__mutmut_* lpntk.forgetting.x_predicted_forgetting__mutmut_* lpntk.forgetting.x_confusion_counts__mutmut_* lpntk.forgetting.x__ratio__mutmut_* lpntk.forgetting.x_pooled_scores__mutmut_* lpntk.forgetting.x_stepwise_scores__mutmut_*|tests/test_forgetting.py|not stage and not run_on and not window and not momentum and not figure and not matrix_free and not batch_loss"
+)
+ORDER=(scores clustering relations train difficulty pruning forgetting)
+
+run_group() {
+  local group=$1 spec file globs tests select work
+  spec=${GROUPS_[$group]:?unknown group $group (known: ${ORDER[*]})}
+  IFS='|' read -r file globs tests select <<<"$spec"
+  work=$root/$group
+  if [ -n "${ONLY_SURVIVORS:-}" ]; then  # rerun only what the previous run of this group left alive
+    globs=$(grep -E ': (survived|no tests|suspicious)$' "$work/report.txt" | awk '{print $1}' | tr -d ':' | tr '\n' ' ')
+    cp "$work/report.txt" "$root/$group.previous-report.txt"
+    [ -n "$globs" ] || { echo "== $group: no survivors to rerun"; return 0; }
+  fi
+  rm -rf "$work"
+  mkdir -p "$work"
+  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work")
+  {
+    echo
+    echo "[tool.mutmut]"
+    echo "source_paths = [\"lpntk/\"]"
+    echo "only_mutate = [\"$file\"]"
+    echo "also_copy = [\".test/\", \"workflow/\", \"config/\", \"Snakefile\", \"README.md\", \"docs/\"]"
+    echo "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-m\", \"not slow\", \"-q\"${select:+, \"-k\", \"$select\"}]"
+    printf 'pytest_add_cli_args_test_selection = [%s]\n' "$(printf '"%s", ' $tests | sed 's/, $//')"
+    echo "process_isolation = \"forkserver\""
+  } >>"$work/pyproject.toml"
+  echo "== $group: mutating $file, functions: $globs; tests: $tests -k '$select'"
+  # one intra-op thread per worker: workers run side by side, and libgomp is not fork-safe once its pool exists
+  (cd "$work" && OMP_NUM_THREADS=1 MPLBACKEND=Agg PYTHONPATH= mutmut run --max-children "$children" $globs) \
+    >"$work/run.log" 2>&1 || { tail -40 "$work/run.log"; return 1; }
+  (cd "$work" && mutmut results --all true) >"$work/results.txt" 2>&1 || true
+  python3 - "$work/results.txt" "$globs" >"$work/report.txt" <<'EOF'
+import fnmatch, re, sys
+from collections import Counter, defaultdict
+text, globs = open(sys.argv[1]).read(), sys.argv[2].split()
+status = {}
+for line in text.splitlines():
+    m = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", line)
+    if m and any(fnmatch.fnmatch(m[1], g) for g in globs):
+        status[m[1]] = m[2].strip()
+by_fn = defaultdict(Counter)
+for name, st in status.items():
+    by_fn[name.rsplit("__mutmut_", 1)[0]][st] += 1
+total = Counter(status.values())
+tested = sum(total.values()) - total.get("skipped", 0) - total.get("not checked", 0)
+killed = total.get("killed", 0) + total.get("timeout", 0)
+print(f"mutants: {sum(total.values())}  " + "  ".join(f"{k}: {v}" for k, v in sorted(total.items())))
+print(f"score (killed + timeout) / tested: {killed}/{tested} = {100 * killed / max(tested, 1):.1f} %")
+for fn, c in sorted(by_fn.items()):
+    k = c.get("killed", 0) + c.get("timeout", 0)
+    print(f"  {fn}: {k}/{sum(c.values())} killed" + ("" if k == sum(c.values()) else f"  ({dict(c)})"))
+print("not killed:")
+for name, st in sorted(status.items()):
+    if st not in ("killed", "timeout"):
+        print(f"  {name}: {st}")
+EOF
+  cat "$work/report.txt"
+}
+
+if [ "$#" -eq 0 ]; then
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d'
+  exit 2
+fi
+[ "$1" = all ] && set -- "${ORDER[@]}"
+for g in "$@"; do
+  run_group "$g"
+done
