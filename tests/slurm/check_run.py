@@ -58,20 +58,34 @@ def main() -> int:
     not_ok = [(r["output_file"], r["status"]) for r in rows if r["status"] != "ok"]
     check(not not_ok, f"--summary status ok for all (others: {not_ok[:5]})")
     check((args.workdir / "results" / "summary.md").is_file(), "results/summary.md exists")
+    # every file a job left under results/ is a declared output, log or benchmark (jobs run on other hosts and
+    # only declared files are checked, cleaned before a retry, or trusted by a rerun)
+    declared = {r["output_file"] for r in rows}
+    declared |= {f.strip() for r in rows for f in (r.get("log-file(s)") or "").split(",") if f.strip()}
+    present = {str(p.relative_to(args.workdir)) for p in (args.workdir / "results").rglob("*") if p.is_file()}
+    undeclared = sorted(f for f in present - declared if "/benchmarks/" not in f)
+    check(not undeclared, f"no undeclared files under results/ ({undeclared[:8]})")
+    top = sorted(p.name for p in args.workdir.iterdir() if p.name not in ("results", ".snakemake"))
+    check(not top, f"nothing but results/ and .snakemake/ in the working directory ({top})")
 
     # ---- SLURM accounting --------------------------------------------------------------------------------
     out = subprocess.run(
         ["sacct", "-X", "--parsable2", "--noheader", "--starttime", "now-1days", "--name", args.run_uuid,
-         "--format", "JobIDRaw,State,Comment%300,Account,Partition,AllocCPUS,ReqMem,Elapsed"],
+         "--format", "JobIDRaw,State,Comment%300,Account,Partition,AllocCPUS,ReqMem,Elapsed,ReqTRES%200"],
         capture_output=True, text=True, check=True,
     ).stdout
-    jobs = [dict(zip(["id", "state", "comment", "account", "partition", "cpus", "mem", "elapsed"], line.split("|")))
+    keys = ["id", "state", "comment", "account", "partition", "cpus", "mem", "elapsed", "tres"]
+    jobs = [dict(zip(keys, line.split("|")))
             for line in out.splitlines() if line.strip()]
     check(len(jobs) > 0, f"sacct lists {len(jobs)} SLURM jobs of run {args.run_uuid}")
     print("      jobs per rule:", dict(collections.Counter(rule_of(j["comment"]) for j in jobs)))
     print("      elapsed per job:", ", ".join(f"{rule_of(j['comment'])}={j['elapsed']}" for j in jobs))
     bad = [j for j in jobs if j["state"] != "COMPLETED" and not (killed and j["id"] == killed.get("jobid"))]
     check(not bad, f"all SLURM jobs COMPLETED except the cancelled one (others: {bad[:3]})")
+    gpu = [j["comment"] for j in jobs if "gpu" in j["tres"]]
+    check(not gpu, f"no job asked for a GPU (device: cpu) ({gpu[:3]})")
+    print("      (rule, cpus, mem, account, partition):",
+          sorted({(rule_of(j["comment"]), j["cpus"], j["mem"], j["account"], j["partition"]) for j in jobs}))
     completed_rules = {rule_of(j["comment"]) for j in jobs if j["state"] == "COMPLETED"}
 
     if killed is not None:

@@ -208,7 +208,7 @@ kill "$KILLER_PID" 2>/dev/null || true # still polling only if it never found a 
 wait "$KILLER_PID" || true
 KILLER_PID=""
 [ -s "$TMP/killed.json" ] || echo '{"error": "the workflow ended before a train job could be cancelled"}' >"$TMP/killed.json"
-grep -E 'SLURM run ID|has been submitted|Trying to restart|Error in rule|Finished jobid|steps \(100%\)' \
+grep -E 'SLURM run ID|SLURM account|has been submitted|Trying to restart|Error in rule|Finished jobid|steps \(100%\)' \
     "$TMP/workflow.log" | tail -60 || true
 if [ $rc -ne 0 ]; then
     tail -80 "$TMP/workflow.log"
