@@ -70,13 +70,24 @@ def main() -> int:
 
     # ---- SLURM accounting --------------------------------------------------------------------------------
     out = subprocess.run(
-        ["sacct", "-X", "--parsable2", "--noheader", "--starttime", "now-1days", "--name", args.run_uuid,
-         "--format", "JobIDRaw,State,Comment%300,Account,Partition,AllocCPUS,ReqMem,Elapsed,ReqTRES%200"],
-        capture_output=True, text=True, check=True,
+        [
+            "sacct",
+            "-X",
+            "--parsable2",
+            "--noheader",
+            "--starttime",
+            "now-1days",
+            "--name",
+            args.run_uuid,
+            "--format",
+            "JobIDRaw,State,Comment%300,Account,Partition,AllocCPUS,ReqMem,Elapsed,ReqTRES%200",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     keys = ["id", "state", "comment", "account", "partition", "cpus", "mem", "elapsed", "tres"]
-    jobs = [dict(zip(keys, line.split("|")))
-            for line in out.splitlines() if line.strip()]
+    jobs = [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
     check(len(jobs) > 0, f"sacct lists {len(jobs)} SLURM jobs of run {args.run_uuid}")
     print("      jobs per rule:", dict(collections.Counter(rule_of(j["comment"]) for j in jobs)))
     print("      elapsed per job:", ", ".join(f"{rule_of(j['comment'])}={j['elapsed']}" for j in jobs))
@@ -84,8 +95,10 @@ def main() -> int:
     check(not bad, f"all SLURM jobs COMPLETED except the cancelled one (others: {bad[:3]})")
     gpu = [j["comment"] for j in jobs if "gpu" in j["tres"]]
     check(not gpu, f"no job asked for a GPU (device: cpu) ({gpu[:3]})")
-    print("      (rule, cpus, mem, account, partition):",
-          sorted({(rule_of(j["comment"]), j["cpus"], j["mem"], j["account"], j["partition"]) for j in jobs}))
+    print(
+        "      (rule, cpus, mem, account, partition):",
+        sorted({(rule_of(j["comment"]), j["cpus"], j["mem"], j["account"], j["partition"]) for j in jobs}),
+    )
     completed_rules = {rule_of(j["comment"]) for j in jobs if j["state"] == "COMPLETED"}
 
     if killed is not None:
@@ -94,8 +107,10 @@ def main() -> int:
             kj = [j for j in jobs if j["id"] == killed["jobid"]]
             check(bool(kj) and kj[0]["state"].startswith("CANCELLED"), f"job {killed['jobid']} is CANCELLED in sacct")
             retry = [j for j in jobs if j["comment"] == killed["comment"] and int(j["id"]) > int(killed["jobid"])]
-            check(any(j["state"] == "COMPLETED" for j in retry),
-                  f"the retry of {killed['comment']} COMPLETED (jobs {[j['id'] for j in retry]})")
+            check(
+                any(j["state"] == "COMPLETED" for j in retry),
+                f"the retry of {killed['comment']} COMPLETED (jobs {[j['id'] for j in retry]})",
+            )
             logs = list((args.workdir / ".snakemake" / "slurm_logs").rglob(f"{killed['jobid']}.log"))
             check(bool(logs), f"the cancelled job's SLURM log is kept ({[str(p) for p in logs]})")
 
@@ -107,38 +122,55 @@ def main() -> int:
     check(exp is not None, f"experiment {args.experiment} exists on {args.tracking_uri}")
     if exp is None:
         return 1
-    check(exp.artifact_location.startswith("mlflow-artifacts:"),
-          f"artifacts are proxied by the server (artifact_location={exp.artifact_location})")
+    check(
+        exp.artifact_location.startswith("mlflow-artifacts:"),
+        f"artifacts are proxied by the server (artifact_location={exp.artifact_location})",
+    )
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     by_rule: dict[str, list] = collections.defaultdict(list)
     for r in runs:
         by_rule[r.data.tags.get("lpntk.rule", "?")].append(r)
-    print("      runs per rule:", {k: collections.Counter(r.info.status for r in v) for k, v in sorted(by_rule.items())})
+    print(
+        "      runs per rule:", {k: collections.Counter(r.info.status for r in v) for k, v in sorted(by_rule.items())}
+    )
     parents = by_rule.pop("workflow", [])
-    check(len(parents) == 1 and parents[0].info.status == "FINISHED",
-          f"one FINISHED workflow parent run ({[p.info.status for p in parents]})")
+    check(
+        len(parents) == 1 and parents[0].info.status == "FINISHED",
+        f"one FINISHED workflow parent run ({[p.info.status for p in parents]})",
+    )
     parent_id = parents[0].info.run_id if parents else None
     children = [r for v in by_rule.values() for r in v]
-    check(all(r.data.tags.get("mlflow.parentRunId") == parent_id for r in children),
-          "every job run is a child of the workflow run")
+    check(
+        all(r.data.tags.get("mlflow.parentRunId") == parent_id for r in children),
+        "every job run is a child of the workflow run",
+    )
     finished_rules = {k for k, v in by_rule.items() if any(r.info.status == "FINISHED" for r in v)}
-    check(completed_rules <= finished_rules,
-          f"every rule that ran as a SLURM job has a FINISHED run (without: {sorted(completed_rules - finished_rules)})")
+    check(
+        completed_rules <= finished_rules,
+        f"every rule that ran as a SLURM job has a FINISHED run (without: {sorted(completed_rules - finished_rules)})",
+    )
     failed = [(r.data.tags.get("lpntk.rule"), r.info.run_id) for r in children if r.info.status == "FAILED"]
     check(not failed, f"no FAILED run ({failed})")
     running = {r.info.run_id for r in children if r.info.status == "RUNNING"}
     expected_running = {killed["run_id"]} if killed and "run_id" in killed else set()
-    check(running == expected_running,
-          f"RUNNING runs are exactly the cancelled job's ({sorted(running)} vs {sorted(expected_running)})")
+    check(
+        running == expected_running,
+        f"RUNNING runs are exactly the cancelled job's ({sorted(running)} vs {sorted(expected_running)})",
+    )
     if expected_running:
         seed = killed.get("seed")
-        retried = [r for r in by_rule.get("train", []) if r.info.status == "FINISHED"
-                   and (seed is None or r.data.tags.get("lpntk.seed") == seed)]
+        retried = [
+            r
+            for r in by_rule.get("train", [])
+            if r.info.status == "FINISHED" and (seed is None or r.data.tags.get("lpntk.seed") == seed)
+        ]
         check(bool(retried), f"the retried job logged a FINISHED run (seed {seed})")
     with_artifacts = [r for r in children if client.list_artifacts(r.info.run_id)]
     files = [p for p in args.artifacts_dir.rglob("*") if p.is_file()]
-    check(bool(with_artifacts) and bool(files),
-          f"{len(with_artifacts)} runs have artifacts, {len(files)} files under {args.artifacts_dir}")
+    check(
+        bool(with_artifacts) and bool(files),
+        f"{len(with_artifacts)} runs have artifacts, {len(files)} files under {args.artifacts_dir}",
+    )
 
     # ---- no store on the shared filesystem ----------------------------------------------------------------
     stray = [str(p) for p in args.workdir.rglob("*") if p.suffix in (".db", ".sqlite") or p.name == "mlruns"]

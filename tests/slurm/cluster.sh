@@ -52,7 +52,10 @@ install_packages() {
     local lists=(/var/lib/apt/lists/*_Packages)
     [ -e "${lists[0]}" ] || apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-        { [ $ours -eq 1 ] && rm -f "$policy"; die "apt-get install failed"; }
+        {
+            [ $ours -eq 1 ] && rm -f "$policy"
+            die "apt-get install failed"
+        }
     [ $ours -eq 1 ] && rm -f "$policy"
     return 0
 }
@@ -195,7 +198,10 @@ up() {
         log "already up ($STATE)"
         return 0
     fi
-    [ -e "$STATE" ] && { log "stale state in $STATE: tearing down first"; down; }
+    [ -e "$STATE" ] && {
+        log "stale state in $STATE: tearing down first"
+        down
+    }
     install_packages
     if [ -e "$DEFAULT_CONF" ] || [ -L "$DEFAULT_CONF" ]; then
         die "$DEFAULT_CONF exists and is not ours: this machine already has a SLURM configuration"
@@ -281,7 +287,10 @@ down() {
         if alive slurmd; then
             local pids
             pids=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}') || true
-            [ -n "$pids" ] && { log "killing leftover job processes: $pids"; kill -KILL $pids 2>/dev/null || true; }
+            [ -n "$pids" ] && {
+                log "killing leftover job processes: $pids"
+                kill -KILL $pids 2>/dev/null || true
+            }
         fi
     fi
     local d
