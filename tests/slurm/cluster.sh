@@ -207,6 +207,8 @@ up() {
         die "$DEFAULT_CONF exists and is not ours: this machine already has a SLURM configuration"
     fi
     local t0=$SECONDS
+    # a failed start shows the daemons' last words and leaves nothing running behind
+    trap 'rc=$?; if [ $rc -ne 0 ]; then log "up failed (exit $rc)"; tail -n 5 "$STATE"/log/* 2>/dev/null; down; fi' EXIT
 
     mkdir -p "$STATE"/{etc,pids,run,log,slurmctld,slurmd,munge/{etc,run,log,lib},mysql/{data,run}}
     chmod 755 "$STATE" "$STATE"/{etc,run,log}
@@ -265,6 +267,7 @@ EOF
     start slurmd "$STATE/log/slurmd.out" slurmd -D -N "$NODE"
     wait_for 60 "node $NODE idle" bash -c "[ \"\$(sinfo -h -N -n '$NODE' -o %t)\" = idle ]"
     log "up in $((SECONDS - t0))s: $(sinfo -h -N -o '%N %P %t cpus=%c mem=%mMB')"
+    trap - EXIT
 }
 
 our_link() { [ -L "$DEFAULT_CONF" ] && [ "$(readlink "$DEFAULT_CONF")" = "$CONF" ]; }
