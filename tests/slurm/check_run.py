@@ -93,6 +93,10 @@ def main() -> int:
     print("      elapsed per job:", ", ".join(f"{rule_of(j['comment'])}={j['elapsed']}" for j in jobs))
     bad = [j for j in jobs if j["state"] != "COMPLETED" and not (killed and j["id"] == killed.get("jobid"))]
     check(not bad, f"all SLURM jobs COMPLETED except the cancelled one (others: {bad[:3]})")
+    for j in bad:  # a failed job's SLURM log is kept by the plugin: show its end
+        for log in (args.workdir / ".snakemake" / "slurm_logs").rglob(f"{j['id']}.log"):
+            print(f"      --- {log} (last 40 lines)")
+            print("\n".join("      " + line for line in log.read_text(errors="replace").splitlines()[-40:]))
     gpu = [j["comment"] for j in jobs if "gpu" in j["tres"]]
     check(not gpu, f"no job asked for a GPU (device: cpu) ({gpu[:3]})")
     print(

@@ -56,8 +56,14 @@ $MLFLOW_PID, ${MLFLOW_TRACKING_URI:-}), files in $TMP"
         T_PHASE=$SECONDS PHASE="teardown"
         # the server runs in its own session (setsid): its process group is ours to end
         [ -n "$MLFLOW_PID" ] && kill -TERM -- "-$MLFLOW_PID" 2>/dev/null
+        if [ $rc -ne 0 ] && [ -d "$TMP" ]; then
+            # keep the evidence: the accounting and the daemons' logs go with the cluster, so copy them first
+            sacct -a --starttime now-1days -o JobID,State,ExitCode,Submit,Start,End,Elapsed,Comment%60 \
+                >"$TMP/sacct.txt" 2>&1
+            cp -r "${LPNTK_SLURM_STATE:-/tmp/lpntk-slurm}/log" "$TMP/cluster-logs" 2>/dev/null
+        fi
         bash "$HERE/cluster.sh" down
-        rm -rf "$TMP"
+        if [ $rc -eq 0 ]; then rm -rf "$TMP"; else say "kept for inspection: $TMP"; fi
         phase_end
     fi
     say "timings"
@@ -210,6 +216,8 @@ KILLER_PID=""
 [ -s "$TMP/killed.json" ] || echo '{"error": "the workflow ended before a train job could be cancelled"}' >"$TMP/killed.json"
 grep -E 'SLURM run ID|SLURM account|has been submitted|Trying to restart|Error in rule|Finished jobid|steps \(100%\)' \
     "$TMP/workflow.log" | tail -60 || true
+# a job that failed and was retried is still worth reading: its error and log, as snakemake printed them
+awk '/^Error in rule/ {n = 40} n-- > 0' "$TMP/workflow.log"
 if [ $rc -ne 0 ]; then
     tail -80 "$TMP/workflow.log"
     echo "the workflow failed (exit $rc)"
