@@ -139,6 +139,10 @@ phase_end
 # Everything a job needs comes through the environment: the plugin submits with sbatch --export=ALL.
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg
+# MLflow 3.17's telemetry thread sets and unsets _MLFLOW_TELEMETRY_SESSION_ID in os.environ while the client's
+# requests iterate os.environ (proxy lookup): a job then fails at random with KeyError '_MLFLOW_TELEMETRY_SESSION_ID'
+# (seen here twice under load, once on pruning_table, once on summary). Compute nodes have no internet anyway.
+export MLFLOW_DISABLE_TELEMETRY=true
 SNAKEMAKE=("$PYTHON" -m snakemake)
 # Faster status polls than the plugin's default 40 s (fine on a test cluster, not on a shared one).
 POLL=(--slurm-init-seconds-before-status-checks 5 --seconds-between-status-checks 5)
