@@ -55,7 +55,15 @@ $MLFLOW_PID, ${MLFLOW_TRACKING_URI:-}), files in $TMP"
     else
         T_PHASE=$SECONDS PHASE="teardown"
         # the server runs in its own session (setsid): its process group is ours to end
-        [ -n "$MLFLOW_PID" ] && kill -TERM -- "-$MLFLOW_PID" 2>/dev/null
+        if [ -n "$MLFLOW_PID" ]; then
+            kill -TERM -- "-$MLFLOW_PID" 2>/dev/null
+            # under load it takes a while to stop its uvicorn worker: wait, then make sure
+            for ((i = 0; i < 60; i++)); do
+                kill -0 "$MLFLOW_PID" 2>/dev/null || break
+                sleep 1
+            done
+            kill -KILL -- "-$MLFLOW_PID" 2>/dev/null
+        fi
         if [ $rc -ne 0 ] && [ -d "$TMP" ]; then
             # keep the evidence: the accounting and the daemons' logs go with the cluster, so copy them first
             sacct -a --starttime now-1days -o JobID,State,ExitCode,Submit,Start,End,Elapsed,Comment%60 \
