@@ -158,3 +158,34 @@ def test_a_hard_killed_invocation_is_closed_at_the_next_start_and_a_live_one_is_
     assert spooled.info.status == "KILLED"
     init_store(["alpha"])  # a second invocation while the first is alive (same host): the first is left alone
     assert client.get_run(first["alpha"]["parent_run_id"]).info.status == "RUNNING"
+
+
+_TERMINATED = """
+import os, signal, time
+from lpntk.tracking import JobRun, init_store
+init_store(["alpha"])
+with JobRun("retrain", "alpha", seed=3) as run:
+    print(run.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # scancel, a time limit
+    time.sleep(30)
+"""
+
+
+def test_sigterm_closes_the_jobs_run_as_killed(store):
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    proc = subprocess.run([sys.executable, "-c", _TERMINATED], cwd=store, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Terminated" in proc.stderr
+    run_id = proc.stdout.split()[-1]
+    assert MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(run_id).info.status == "KILLED"
+
+
+def test_a_file_store_is_refused_when_jobs_run_on_other_nodes():
+    tracking.check_cluster_uri("http://127.0.0.1:5000", remote_jobs=True)
+    tracking.check_cluster_uri("sqlite:///mlflow.db", remote_jobs=False)
+    for uri in ("sqlite:////shared/mlflow.db", "file:///shared/mlruns", "/shared/mlruns"):
+        with pytest.raises(ValueError, match="start an mlflow server"):
+            tracking.check_cluster_uri(uri, remote_jobs=True)

@@ -27,8 +27,17 @@ the spool), ``_run`` (:class:`JobRun`).
 """
 
 from ._invocation import close_dead_invocations, finish_invocation, init_store, replay_spool
-from ._run import JobRun
-from ._store import RUNS_ENV, config_hash, experiment_name, flatten, git_commit, package_versions, tracking_uri
+from ._run import JobRun, Terminated
+from ._store import (
+    RUNS_ENV,
+    check_cluster_uri,
+    config_hash,
+    experiment_name,
+    flatten,
+    git_commit,
+    package_versions,
+    tracking_uri,
+)
 
 __all__ = [
     "RUNS_ENV",
@@ -43,4 +52,6 @@ __all__ = [
     "git_commit",
     "close_dead_invocations",
     "replay_spool",
+    "check_cluster_uri",
+    "Terminated",
 ]

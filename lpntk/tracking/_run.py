@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -34,6 +36,15 @@ class _NullRun:
 
     def __getattr__(self, name):
         return lambda *a, **k: None
+
+
+class Terminated(BaseException):
+    """Raised in a job that received SIGTERM (``scancel``, a SLURM time limit, ``kill``), so that its run is closed as
+    KILLED and its atomic writes are cleaned up before the process goes (like KeyboardInterrupt, not an Exception)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
 
 
 def _key(name: Any) -> str:
@@ -111,6 +122,9 @@ class JobRun(AbstractContextManager):
     def __enter__(self):
         if not self.enabled:
             return _NullRun()
+        self._old_sigterm = None
+        if threading.current_thread() is threading.main_thread():  # a job's run closes as KILLED on SIGTERM
+            self._old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         if self.spool is not None:
             me = _this_process()
             self._record = {
@@ -141,7 +155,10 @@ class JobRun(AbstractContextManager):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        status = "FAILED" if exc_type else "FINISHED"
+        if getattr(self, "_old_sigterm", None) is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+        killed = exc_type is not None and issubclass(exc_type, Terminated | KeyboardInterrupt)
+        status = "KILLED" if killed else "FAILED" if exc_type else "FINISHED"
         if self._record is not None:
             self._record.update(status=status, end_time=_now_ms())
             self._write_record()

@@ -13,7 +13,7 @@ from lpntk.plan import (
     retrain_units,
     seed_groups,
 )
-from lpntk.tracking import finish_invocation, init_store
+from lpntk.tracking import check_cluster_uri, finish_invocation, init_store, tracking_uri
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -253,6 +253,7 @@ def all_outputs(wildcards):
 
 def start_tracking():
     if config["mlflow"]["enabled"]:
+        check_cluster_uri(tracking_uri(config["mlflow"]["tracking_uri"]), workflow.non_local_exec)
         init_store(DATASETS, config["mlflow"]["tracking_uri"], config["mlflow"]["experiment_prefix"])
 
 
