@@ -23,7 +23,7 @@ LAYERS = {
     0: {"io", "paper", "plan", "config", "reference", "tracking"},
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
-    3: {"kernel", "resume"},
+    3: {"kernel", "resume", "precision"},
     4: {"train"},
     5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "figures"},
     6: {"stages"},

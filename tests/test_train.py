@@ -222,3 +222,31 @@ def test_select_test_reproduces_official_selection(digits):
     r = _run(digits, n=120, epochs=4, select="test")
     assert r.summary["best_epoch"] == int(np.argmax([h["test_acc"] for h in r.history])) + 1
     assert r.summary["test_acc_selected"] == r.summary["test_acc_max"]
+
+
+def test_precision_switch_fp32_exact_tf32_same_on_cpu_bf16_autocast(digits):
+    """fp32 is the default; tf32 only changes CUDA arithmetic, so on CPU it gives fp32's bytes; bf16 autocasts the
+    training forward pass (a different run that still learns); the CUDA TF32 switches are set for the run and
+    restored after it."""
+    from lpntk.precision import forward_precision, run_precision
+
+    assert Recipe(epochs=1).precision == "fp32"
+    fp32, tf32 = _run(digits, n=96, epochs=2), _run(digits, n=96, epochs=2, precision="tf32")
+    assert _bytes(fp32.last_state) == _bytes(tf32.last_state)
+    fp32, bf16 = _run(digits, n=200, epochs=4), _run(digits, n=200, epochs=4, precision="bf16")
+    assert _bytes(bf16.last_state) != _bytes(fp32.last_state)
+    assert np.isfinite(bf16.dynamics["loss"]).all() and bf16.dynamics["loss"].dtype == np.float32
+    assert bf16.summary["recipe"]["precision"] == "bf16"
+    assert bf16.history[-1]["val_acc"] > 0.4 and abs(bf16.history[-1]["val_acc"] - fp32.history[-1]["val_acc"]) < 0.1
+    with forward_precision("bf16", torch.device("cpu")):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+    with forward_precision("fp32", torch.device("cpu")):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.float32
+
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    for precision, inside in (("fp32", False), ("tf32", True), ("bf16", False)):
+        with run_precision(precision):
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (inside, inside)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
+    with pytest.raises(ValueError, match="precision"):
+        Recipe(epochs=1, precision="fp16")

@@ -134,6 +134,7 @@ def _retrain_subset(
         "keep": fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
         "n_train": len(train),
         "device": str(device),
+        "precision": recipe.precision,
     }
     if spec["experiment"] == "small_clusters":
         tags.update({"data_fraction": fmt(spec["data_fraction"]), "remove": fmt(spec["remove"])})
