@@ -347,7 +347,7 @@ def train_model(
                 optimizer.step()
                 if record:
                     with torch.no_grad():
-                        rec["loss"][idx, epoch] = loss_vec.detach()
+                        rec["loss"][idx, epoch] = loss_vec.detach().float()
                         rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb
                         rec["l2"][idx, epoch] = l2_error(logits, yb)
             scheduler.step()

@@ -24,7 +24,7 @@ LAYERS = {
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
     3: {"kernel", "resume", "precision"},
-    4: {"train"},
+    4: {"train", "lockstep"},
     5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "figures"},
     6: {"stages"},
 }

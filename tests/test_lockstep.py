@@ -1,0 +1,131 @@
+"""Lockstep training (lpntk.lockstep) against K separate runs of lpntk.train.train_model, the independent reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lpntk.lockstep import train_lockstep
+from lpntk.models import build_model
+from lpntk.train import Recipe, seed_everything, train_model
+
+SEEDS = (3, 5, 11)
+
+
+class Float64(nn.Module):
+    """A model computing in float64 (inputs cast), so that agreement can be checked to a tight tolerance."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner.double()
+
+    def forward(self, x):
+        return self.inner(x.double())
+
+
+def _make(digits):
+    return lambda: Float64(build_model("small_cnn", digits.info.input_shape, 10, width=0.5, hidden=16))
+
+
+RECIPE = Recipe(
+    epochs=3,
+    batch_size=24,  # 100 samples: a short last batch in every epoch
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    nesterov=True,
+    schedule="step",
+    step_size=1,
+    gamma=0.7,
+    crop_padding=1,
+    horizontal_flip=True,
+    score_epochs=(0, 2),
+)
+
+
+def _separate(digits, train, recipe, seed, **kw):
+    seed_everything(seed)
+    model = _make(digits)()
+    return train_model(
+        model, train, recipe, seed, mean=digits.info.mean, std=digits.info.std, val=digits.val, test=digits.test,
+        device="cpu", **kw,
+    )  # fmt: skip
+
+
+def _assert_same(a, b):
+    assert list(a.best_state) == list(b.best_state)
+    for state in ("best_state", "last_state"):
+        for name in getattr(a, state):
+            torch.testing.assert_close(getattr(a, state)[name], getattr(b, state)[name], rtol=1e-9, atol=1e-11)
+    for key in ("correct", "forgetting_events", "forgetting_count", "first_learned", "never_learned", "batch_order"):
+        np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key], err_msg=key)
+    for key in ("index", "y", "score_epochs", "lr"):
+        np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key], err_msg=key)
+    for key in ("loss", "l2", "el2n", "grand"):  # float64 computation, stored as float32
+        np.testing.assert_allclose(a.dynamics[key], b.dynamics[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    assert a.summary["best_epoch"] == b.summary["best_epoch"]
+    for ra, rb in zip(a.history, b.history, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if k != "seconds":
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
+
+
+def test_lockstep_seeds_reproduce_separate_runs_with_their_dynamics(digits):
+    train = digits.train.subset(range(100))
+    rows = []
+    together = train_lockstep(
+        _make(digits), train, RECIPE, SEEDS, mean=digits.info.mean, std=digits.info.std, val=digits.val,
+        test=digits.test, device="cpu", on_epoch=lambda seed, row: rows.append((seed, row["epoch"])),
+    )  # fmt: skip
+    assert rows == [(s, e) for e in (1, 2, 3) for s in SEEDS]
+    assert [r.summary["seed"] for r in together] == list(SEEDS)
+    for seed, lock in zip(SEEDS, together, strict=True):
+        _assert_same(lock, _separate(digits, train, RECIPE, seed))
+    # the seeds really differ (a bug feeding one seed's batches to all would pass the shape checks)
+    assert not np.array_equal(together[0].dynamics["batch_order"], together[1].dynamics["batch_order"])
+    assert not torch.equal(together[0].last_state["inner.fc2.weight"], together[1].last_state["inner.fc2.weight"])
+
+
+def test_lockstep_resumes_after_a_kill_with_identical_results(digits, tmp_path):
+    from dataclasses import replace
+
+    train = digits.train.subset(range(60))
+    recipe = replace(RECIPE, epochs=4, resume_every=2, score_epochs=(), crop_padding=0, horizontal_flip=False)
+    path = tmp_path / "resume.pt"
+
+    def run(on_epoch=None):
+        return train_lockstep(
+            _make(digits), train, recipe, SEEDS[:2], mean=digits.info.mean, std=digits.info.std, val=digits.val,
+            device="cpu", resume_path=path, on_epoch=on_epoch,
+        )  # fmt: skip
+
+    full = run()
+    assert not path.exists()
+
+    def crash(seed, row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(crash)
+    assert path.exists()
+    resumed = run()
+    for a, b in zip(full, resumed, strict=True):
+        for name in a.last_state:
+            assert torch.equal(a.last_state[name], b.last_state[name])
+        for key in a.dynamics:
+            np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key])
+
+
+def test_lockstep_rejects_models_with_buffers_and_repeated_seeds(digits):
+    train = digits.train.subset(range(20))
+    kw = {"mean": digits.info.mean, "std": digits.info.std, "device": "cpu"}
+    recipe = Recipe(epochs=1, select="last")
+    with_bn = lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10))  # noqa: E731
+    with pytest.raises(ValueError, match="buffers"):
+        train_lockstep(with_bn, train, recipe, [1, 2], **kw)
+    with pytest.raises(ValueError, match="distinct"):
+        train_lockstep(_make(digits), train, recipe, [1, 1], **kw)
