@@ -129,3 +129,43 @@ def test_lockstep_rejects_models_with_buffers_and_repeated_seeds(digits):
         train_lockstep(with_bn, train, recipe, [1, 2], **kw)
     with pytest.raises(ValueError, match="distinct"):
         train_lockstep(_make(digits), train, recipe, [1, 1], **kw)
+
+
+def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(digits, tmp_path, repo, schema_path):
+    """pruning.retrain.lockstep: the retrain stage trains the seeds of a subset together; without dropout the
+    accuracies and histories are those of separate runs. The switch needs batch_seeds (a job with several seeds)."""
+    import copy
+
+    from lpntk.config import ConfigError, dataset_config, load_config, validate_config
+    from lpntk.data import save_prepared
+    from lpntk.io import load_json, save_npz
+    from lpntk.stages.retrain import retrain_stage
+
+    full = load_config(repo / ".test" / "config" / "config.yaml", schema_path)
+    cfg = dataset_config(full, "tiny")
+    cfg["pruning"].update({"methods": ["random"], "keep": [0.5], "curve_keep": []})
+    cfg["pruning"]["small_clusters"]["enabled"] = False
+    cfg["pruning"]["retrain"].update({"epochs": 2, "seeds": [3, 4], "group_by": "subset"})
+    save_prepared(digits, tmp_path / "data")
+    chosen = np.sort(np.random.default_rng(1).choice(digits.train.index.numpy(), size=48, replace=False))
+    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "random-k0.5": chosen})
+    args = {"dataset": "digits", "unit": "random-k0.5", "shard": "all", "data": tmp_path / "data",
+            "subsets": tmp_path / "subsets.npz", "threads": 1, "mlflow_cfg": {"enabled": False}}  # fmt: skip
+    apart = retrain_stage(**args, cfg=cfg, output=tmp_path / "apart.json")
+    together_cfg = copy.deepcopy(cfg)
+    together_cfg["pruning"]["retrain"]["lockstep"] = True
+    together = retrain_stage(**args, cfg=together_cfg, output=tmp_path / "together.json")
+    assert not (tmp_path / ".together.progress").exists()
+    a, b = apart["subsets"][0]["runs"], together["subsets"][0]["runs"]
+    assert [r["seed"] for r in b] == [3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("test_acc_best_val", "test_acc_last", "best_epoch"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+        for ha, hb in zip(ra["history"], rb["history"], strict=True):
+            assert ha.keys() == hb.keys() and ha["test_acc"] == pytest.approx(hb["test_acc"], abs=1e-6)
+    assert load_json(tmp_path / "together.json")["subsets"][0]["runs"][1]["seed"] == 4
+
+    bad = copy.deepcopy(full)
+    bad["datasets"]["tiny"]["pruning"]["retrain"].update({"lockstep": True, "batch_seeds": False})
+    with pytest.raises(ConfigError, match="pruning.retrain.lockstep"):
+        validate_config(bad, schema_path)

@@ -4,6 +4,10 @@ A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the
 (subset, seed) run is kept in a progress folder beside the output, and the run in flight saves a resumable state
 every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power cut) resumes
 where it stopped when rerun, with the same results; the folder is removed when the job completes.
+
+With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: faster
+on a GPU; with dropout active the masks are drawn differently from separate runs), tagged ``lpntk.lockstep`` in
+MLflow; it needs ``batch_seeds: true`` (a job that holds several seeds).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from ..data import Split, load_prepared
 from ..io import load_json, load_npz, save_json
+from ..lockstep import train_lockstep
 from ..plan import fmt, retrain_settings, retrain_units, subset_plan
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
@@ -127,6 +132,7 @@ def _retrain_subset(
 ) -> dict:
     subset = spec["name"]
     sha = _sha256(train.index.numpy())
+    lockstep = bool(cfg["pruning"]["retrain"]["lockstep"])
     tags = {
         "method": spec["method"],
         "subset": subset,
@@ -135,43 +141,99 @@ def _retrain_subset(
         "n_train": len(train),
         "device": str(device),
         "precision": recipe.precision,
+        "lockstep": str(lockstep).lower(),
     }
     if spec["experiment"] == "small_clusters":
         tags.update({"data_fraction": fmt(spec["data_fraction"]), "remove": fmt(spec["remove"])})
-    runs = []
+    runs: dict[int, dict] = {}
+    keys = {
+        int(s): {"subset_sha256": sha, "seed": int(s), "epochs": recipe.epochs, "lockstep": lockstep} for s in seeds
+    }
     for seed in seeds:
         done = progress / f"{subset}-seed{seed}.json"
-        key = {"subset_sha256": sha, "seed": int(seed), "epochs": recipe.epochs}
-        if done.is_file():  # finished before the job was killed: same subset, seed and epochs
+        if done.is_file():  # finished before the job was killed: same subset, seed, epochs and lockstep switch
             rec = load_json(done, what="retraining progress record")
-            if rec.get("key") == key:
+            if rec.get("key") == keys[int(seed)]:
                 log.info("%s %s seed %d: already trained (progress record %s)", dataset, subset, seed, done)
-                runs.append(rec["run"])
-                continue
-        runs.append(
-            _retrain_run(
-                dataset,
-                cfg,
-                subset,
-                tags,
-                train,
-                prep,
-                recipe,
-                int(seed),
-                device,
-                mlflow_cfg,
-                progress / f"{subset}-seed{seed}.resume.pt",
-            )
-        )
-        save_json(done, {"key": key, "run": runs[-1]})
+                runs[int(seed)] = rec["run"]
+    pending = [int(s) for s in seeds if int(s) not in runs]
+    context = (dataset, cfg, subset, tags, train, prep, recipe)
+    if lockstep and len(pending) > 1:
+        resume = progress / f"{subset}-lockstep.resume.pt"
+        runs.update(_retrain_lockstep(*context, pending, device, mlflow_cfg, resume))
+        for seed in pending:
+            save_json(progress / f"{subset}-seed{seed}.json", {"key": keys[seed], "run": runs[seed]})
+    else:
+        for seed in pending:
+            resume = progress / f"{subset}-seed{seed}.resume.pt"
+            runs[seed] = _retrain_run(*context, seed, device, mlflow_cfg, resume)
+            save_json(progress / f"{subset}-seed{seed}.json", {"key": keys[seed], "run": runs[seed]})
     return {
         "subset": subset,
         **{k: v for k, v in spec.items() if k != "name"},
         "n_train": len(train),
         "index_sha256": sha,
         "epochs": recipe.epochs,
-        "runs": runs,
+        "runs": [runs[int(s)] for s in seeds],
     }
+
+
+def _run_record(dataset, subset, seed, n_train, history, seconds) -> tuple[dict, dict]:
+    """The MLflow metrics and the output record of one finished retraining run."""
+    acc = accuracy_summary(history)
+    log.info(
+        "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
+        dataset,
+        subset,
+        seed,
+        n_train,
+        acc["test_acc_best_val"],
+        acc["best_epoch"],
+        acc["test_acc_last"],
+        acc["test_acc_max"],
+        seconds,
+    )
+    rows = [{k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h} for h in history]
+    return {**acc, "n_train": n_train, "seconds": seconds}, {"seed": int(seed), **acc, "history": rows}
+
+
+def _epoch_metrics(row: Mapping) -> dict:
+    return {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}
+
+
+def _retrain_lockstep(
+    dataset, cfg, subset, tags, train, prep, recipe, seeds, device, mlflow_cfg, resume: Path
+) -> dict[int, dict]:
+    """The seeds of one subset trained together (:func:`lpntk.lockstep.train_lockstep`), then one MLflow run per
+    seed with its per-epoch series (tag ``lpntk.lockstep`` = true)."""
+    t0 = time.perf_counter()
+    results = train_lockstep(
+        lambda: build_from_config(cfg, prep.info),
+        train,
+        recipe,
+        seeds,
+        mean=prep.info.mean,
+        std=prep.info.std,
+        val=prep.val,
+        test=prep.test,
+        device=device,
+        record=False,
+        resume_path=resume,
+    )
+    seconds = (time.perf_counter() - t0) / len(seeds)
+    out = {}
+    for seed, result in zip(seeds, results, strict=True):
+        params = {"subset": subset, "retrain_epochs": recipe.epochs}
+        name = f"retrain-{dataset}-{subset}-seed{seed}"
+        metrics, out[seed] = _run_record(dataset, subset, seed, len(train), result.history, seconds)
+        with tracking_run(
+            "retrain", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, params=params, run_name=name
+        ) as run:
+            run.log_metric_history(
+                (k, v, int(row["epoch"])) for row in result.history for k, v in _epoch_metrics(row).items()
+            )
+            run.log_metrics(metrics)
+    return out
 
 
 def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, mlflow_cfg, resume: Path) -> dict:
@@ -181,12 +243,6 @@ def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, 
         seed_everything(seed)
         model = build_from_config(cfg, prep.info)
         t0 = time.perf_counter()
-
-        def on_epoch(row, run=run):
-            run.log_metrics(
-                {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}, step=int(row["epoch"])
-            )
-
         result = train_model(
             model,
             train,
@@ -198,25 +254,9 @@ def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, 
             test=prep.test,
             device=device,
             record=False,
-            on_epoch=on_epoch,
+            on_epoch=lambda row: run.log_metrics(_epoch_metrics(row), step=int(row["epoch"])),
             resume_path=resume,
         )
-        seconds = time.perf_counter() - t0
-        acc = accuracy_summary(result.history)
-        run.log_metrics({**acc, "n_train": len(train), "seconds": seconds})
-    history = [
-        {k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h} for h in result.history
-    ]
-    log.info(
-        "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
-        dataset,
-        subset,
-        seed,
-        len(train),
-        acc["test_acc_best_val"],
-        acc["best_epoch"],
-        acc["test_acc_last"],
-        acc["test_acc_max"],
-        seconds,
-    )
-    return {"seed": int(seed), **acc, "history": history}
+        metrics, record = _run_record(dataset, subset, seed, len(train), result.history, time.perf_counter() - t0)
+        run.log_metrics(metrics)
+    return record
