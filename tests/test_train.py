@@ -250,3 +250,41 @@ def test_precision_switch_fp32_exact_tf32_same_on_cpu_bf16_autocast(digits):
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
     with pytest.raises(ValueError, match="precision"):
         Recipe(epochs=1, precision="fp16")
+
+
+_RUN_ONE = """
+import sys, torch
+from lpntk.data import prepare_dataset
+from lpntk.io import save_npz
+from lpntk.models import build_model
+from lpntk.train import Recipe, seed_everything, train_model
+torch.set_num_threads(1)
+spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0}
+d = prepare_dataset("digits", spec)
+seed_everything(5)
+model = build_model("small_cnn", d.info.input_shape, 10)
+recipe = Recipe(epochs=2, batch_size=32, lr=0.05, crop_padding=1, score_epochs=(0, 2))
+r = train_model(model, d.train.subset(range(300)), recipe, 5, mean=d.info.mean, std=d.info.std, val=d.val,
+                device="cpu")
+torch.save(r.last_state, sys.argv[1] + ".pt")
+save_npz(sys.argv[1] + ".npz", **r.dynamics)
+"""
+
+
+def test_training_processes_sharing_a_machine_give_the_bytes_of_one_alone(tmp_path, repo):
+    """gpu_slots packs several jobs onto one device: each is its own process with its own seeded generators, so a run
+    gives the same bytes whether it runs alone or beside another (on CPU here; deterministic algorithms on CUDA)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-c", _RUN_ONE]
+    for name in ("alone", "a", "b"):  # the same file names (torch.save writes the name into the archive)
+        (tmp_path / name).mkdir()
+    subprocess.run([*cmd, str(tmp_path / "alone" / "run")], check=True, env=env, cwd=tmp_path)
+    both = [subprocess.Popen([*cmd, str(tmp_path / name / "run")], env=env, cwd=tmp_path) for name in ("a", "b")]
+    assert [p.wait() for p in both] == [0, 0]
+    alone = [(tmp_path / "alone" / f"run{ext}").read_bytes() for ext in (".pt", ".npz")]
+    for name in ("a", "b"):
+        assert [(tmp_path / name / f"run{ext}").read_bytes() for ext in (".pt", ".npz")] == alone

@@ -13,12 +13,24 @@ from lpntk.plan import (
     retrain_units,
     seed_groups,
 )
+from lpntk.resources import JobResources
 from lpntk.tracking import finish_invocation, init_store
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 DATASETS = list(config["datasets"])
 RESULTS = "results"
+
+
+# Jobs that read tables and build no model run on the machine that runs Snakemake, never as cluster jobs.
+localrules:
+    select_reference,
+    scores,
+    cluster,
+    prune,
+    forgetting_table,
+    pruning_table,
+    summary,
 
 
 wildcard_constraints:
@@ -93,6 +105,39 @@ def kernel_files(ds):
 
 def stage_enabled(ds, stage):
     return config["datasets"][ds][stage]["enabled"]
+
+
+# ---- cluster resources (lpntk.resources) -------------------------------------------------------------
+
+JOB_RESOURCES = JobResources(
+    config,
+    Path(workflow.basedir) / "benchmarks" / "costs.json",
+    Path(workflow.basedir) / "benchmarks" / "gpu.json",
+    RESULTS,
+)
+#: The model-running rules' GPU when their jobs compute on CUDA (device: cuda, or auto on a machine with a GPU):
+#: gpu (one device: the SLURM plugin's --gpus) and gpu_slots (a share of one machine's GPU, whose global limit
+#: profiles/gpu sets). Nothing on a CPU-only run.
+GPU = {"gpu": 1, "gpu_slots": 1} if JOB_RESOURCES.gpu else {}
+
+
+def runtime(stage, name=None):
+    """``runtime`` (minutes) of a stage's job: 3 x its estimated time (lpntk.cost), at least 10 min, x the attempt;
+    ``name`` maps the job's wildcards to its name in the plan (seed3, class0, unit/shard)."""
+
+    def get(wildcards, attempt):
+        return JOB_RESOURCES.runtime(wildcards.get("ds", ""), stage, name(wildcards) if name else None, attempt)
+
+    return get
+
+
+def mem_mb(stage, name=None):
+    """``mem_mb`` of a stage's job: a base plus 1.5 x the data it holds (lpntk.resources)."""
+
+    def get(wildcards):
+        return JOB_RESOURCES.mem_mb(wildcards.get("ds", ""), stage, name(wildcards) if name else None)
+
+    return get
 
 
 # ---- relations / difficulty (use case 1) -------------------------------------------------------------

@@ -14,6 +14,10 @@ rule forgetting:
     conda:
         "../envs/lpntk.yaml"
     threads: forgetting_threads
+    resources:
+        **GPU,
+        mem_mb=mem_mb("forgetting", lambda wc: wc.group),
+        runtime=runtime("forgetting", lambda wc: wc.group),
     params:
         cfg=stage_cfg("model", "augment", "forgetting"),
         seeds=forgetting_group_seeds,
@@ -45,6 +49,9 @@ rule forgetting_table:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("forgetting_table"),
+        runtime=runtime("forgetting_table"),
     params:
         cfg=stage_cfg("forgetting"),
     script:

@@ -11,6 +11,9 @@ rule cluster:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("cluster"),
+        runtime=runtime("cluster"),
     params:
         cfg=stage_cfg("pruning"),
     script:
@@ -30,6 +33,9 @@ rule prune:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("prune"),
+        runtime=runtime("prune"),
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
     script:
@@ -52,6 +58,10 @@ rule retrain:
     conda:
         "../envs/lpntk.yaml"
     threads: retrain_threads
+    resources:
+        **GPU,
+        mem_mb=mem_mb("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
+        runtime=runtime("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
     params:
         cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
     script:
@@ -88,6 +98,9 @@ rule pruning_table:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("pruning_table"),
+        runtime=runtime("pruning_table"),
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
     script:
