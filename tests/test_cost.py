@@ -240,3 +240,28 @@ def test_lpntk_cost_command_prints_every_stage_and_loads_no_torch(repo, tmp_path
     err = subprocess.run([sys.executable, "-m", "lpntk", "cost", "--configfile", str(bad), "--results", str(tmp_path)],
                          capture_output=True, text=True, cwd=repo)  # fmt: skip
     assert err.returncode == 2 and "datasets.digits.model: no cost figures for resnet18_nobn@1x8x8" in err.stderr
+
+
+@pytest.mark.slow
+def test_bench_gpu_quick_on_cpu_writes_figures_that_lpntk_cost_reads(repo, tmp_path):
+    """benchmarks/bench_gpu.py --quick (tiny sizes, here on the CPU): every section but the ResNet-18 Gram, and a
+    JSON whose GPU figures replace the estimate in lpntk cost."""
+    import os
+
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(repo / "benchmarks" / "bench_gpu.py"), "--quick", "--device", "cpu",
+           "--only", "epochs,packed,lockstep,precision,predictor,figures", "--models", "small_cnn",
+           "--figure-models", "small_cnn", "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("small_cnn epoch, one run", "small_cnn epoch, 2 packed", "small_cnn epoch, lockstep 2",
+                 "small_cnn bf16", "small_cnn forgetting step 8 x 8"):  # fmt: skip
+        assert line in proc.stdout
+    data = json.loads(out.read_text())
+    fig = data["devices"]["gpu"]["models"]["small_cnn@1x8x8"]
+    assert set(FIGURES) <= set(fig) and all(fig[k] >= 0 for k in FIGURES)
+    assert set(data["sections"]["small_cnn"]["precision"]) == {"fp32", "tf32", "bf16"}
+    gpu = load_costs(repo / "benchmarks" / "costs.json", out)["gpu"]
+    assert gpu["models"]["small_cnn@1x8x8"]["source"] == "measured"
+    assert gpu["models"]["mnist_cnn@1x28x28"]["source"] == "estimate"
