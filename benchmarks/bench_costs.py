@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from measure import MODELS, measure_model, model_key
+from measure import MODELS, measure_model, model_key, use_cpu_clock
 
 
 def machine(device: torch.device, threads: int) -> str:
@@ -43,12 +43,22 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: time the process's CPU time (robust on a busy machine; use with --threads 1)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test; the figures are not reliable)")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--update", help="replace this costs file's entry for the device with the figures")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "cpu":
+        if device.type != "cpu":
+            ap.error("--clock cpu measures CPU time: only for --device cpu")
+        use_cpu_clock()
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:

@@ -14,7 +14,8 @@ the median of ``repeats`` timed calls after an untimed warm-up, on random data o
 * ``predict_step_s``, ``predict_sample_s``: one step of forgetting prediction (cross_entropy_gradients and
   predicted_logit_changes with the five kernel predictors, an obs batch and an update batch of b samples each) at
   two batch sizes; t(b) = step + b sample.
-* ``gemm_gflops``: float32 GEMM throughput of the device (TF32 off), measured before each model.
+* ``gemm_gflops``: float32 GEMM throughput of the device (TF32 off), the mean of a gauge before and after the model's
+  figures (``gemm_gflops_range``: both): on a busy machine every figure is slower, in proportion to it roughly.
 """
 
 from __future__ import annotations
@@ -55,16 +56,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: The clock of every measurement: wall time, or (``use_cpu_clock``) the process's CPU time, which a busy machine's
+#: other processes inflate far less than wall time -- with one torch thread it approximates the wall time of an idle
+#: core.
+CLOCK = {"now": time.perf_counter, "name": "wall"}
+
+
+def use_cpu_clock() -> None:
+    CLOCK.update(now=time.process_time, name="cpu")
+
+
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
     fn()
     sync(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK["now"]()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK["now"]() - t0)
     return statistics.median(times)
 
 
@@ -124,7 +135,8 @@ def measure_model(
         return max(floor, int(spec[key] * scale))
 
     out: dict[str, float | int | str] = {"model": name, "shape": "x".join(map(str, shape)), "device": str(device)}
-    out["gemm_gflops"] = gemm_gflops(device)
+    out["clock"] = CLOCK["name"]
+    gauges = [gemm_gflops(device)]  # the device's GEMM rate before and after: a busy machine slows every figure
     mean, std = [0.5] * shape[0], [0.25] * shape[0]
 
     def fresh():
@@ -167,7 +179,7 @@ def measure_model(
     layout = seen[-1]
     out["kernel_pair_flops"] = pair_flops(layout)
     out["kernel_bytes_per_sample"] = int(layout.bytes_per_sample(4))
-    pairs_s = n * (n + 1) / 2 * out["kernel_pair_flops"] / (out["gemm_gflops"] * 1e9)
+    pairs_s = n * (n + 1) / 2 * out["kernel_pair_flops"] / (gauges[0] * 1e9)
     out["kernel_sample_s"] = max(tk - pairs_s, 0.5 * tk) / n
     log(f"  {name}: kernel of {n} samples {tk:.3f} s (layout of a class of {spec['kernel_class_n']})")
 
@@ -186,4 +198,7 @@ def measure_model(
     out["predict_sample_s"] = max(0.0, (tp[b2] - tp[b1]) / (b2 - b1))
     out["predict_step_s"] = max(0.0, tp[b1] - b1 * out["predict_sample_s"])
     log(f"  {name}: forgetting prediction step {tp[b1]:.3f} s at batch {b1}, {tp[b2]:.3f} s at batch {b2}")
+    gauges.append(gemm_gflops(device))
+    out["gemm_gflops"] = statistics.mean(gauges)
+    out["gemm_gflops_range"] = [min(gauges), max(gauges)]
     return out

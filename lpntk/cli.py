@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def cost_report(config: dict, costs: dict, results: str | Path = "results") -> d
             row["max_job_gpu_hours"] = max(row["max_job_gpu_hours"], g)
         ordered = [rows[s] for s in STAGES if s in rows]
         sums = {k: sum(r[k] for r in ordered) for k in ("jobs", "runs", "epoch_eq", "cpu_hours", "gpu_hours")}
+        sums["gpu_startup_hours"] = sum(not j.cpu_only for j in jobs) * costs["gpu"]["job_startup_s"] / 3600
         datasets[ds] = {
             "model": key,
             "gpu_figures": gpu.get("source", "measured"),
@@ -98,13 +100,11 @@ def _hours(h: float) -> str:
 
 def format_report(report: dict) -> str:
     """The report as a text table (what ``lpntk cost`` prints)."""
-    lines = [
-        f"CPU: {report['cpu']}",
-        f"     {report['cpu_source']}",
-        f"GPU: {report['gpu']}",
-        f"     {report['gpu_source']}",
-        "",
-    ]
+    lines = []
+    for label in ("cpu", "gpu"):
+        lines.append(f"{label.upper()}: {report[label]}")
+        lines += textwrap.wrap(report[f"{label}_source"], 116, initial_indent="     ", subsequent_indent="     ")
+    lines.append("")
     head = f"{'stage':<24}{'jobs':>6}{'runs':>8}{'epoch-eq':>11}{'kernel passes':>15}{'pairs':>10}"
     head += f"{'CPU h':>10}{'GPU h':>9}{'longest job GPU h':>19}"
     for ds, d in report["datasets"].items():
@@ -126,11 +126,15 @@ def format_report(report: dict) -> str:
             f"{'total':<24}{t['jobs']:>6}{_num(t['runs']):>8}{_num(t['epoch_eq'], 1):>11}{'':>25}"
             f"{_hours(t['cpu_hours']):>10}{_hours(t['gpu_hours']):>9}{target}"
         )
+        lines.append(
+            f"{'':<24}of the GPU hours, {_hours(t['gpu_startup_hours'])} are job start-ups (imports, CUDA); jobs that "
+            "share the GPU overlap them"
+        )
         lines.append("")
     t = report["total"]
     lines.append(
         f"all datasets: {t['jobs']} jobs, {_hours(t['cpu_hours'])} CPU hours, {_hours(t['gpu_hours'])} GPU hours "
-        f"(device-hours: the sum of every job alone on the device; jobs sharing a GPU (gpu_slots) overlap)"
+        "(device-hours: the sum of every job alone on the device)"
     )
     return "\n".join(lines)
 

@@ -25,7 +25,8 @@ subsets are counted at full size (an upper bound: their kept fraction is an outc
 
 Epoch-equivalents of a stage = its training sample passes / the dataset's training-set size. A GPU's figures are
 the measured ones (``benchmarks/gpu.json``, written by ``benchmarks/bench_gpu.py``) where present, else estimated
-from the CPU figures (:func:`gpu_figures`): FLOP-bound per-sample and per-pair work scaled by (CPU GEMM rate
+from the CPU figures (:func:`gpu_figures`; CPU figures measured on a busy machine are first brought to the idle
+machine's GEMM rate, :func:`at_reference_rate`): FLOP-bound per-sample and per-pair work scaled by (CPU GEMM rate
 measured beside the figures / the GPU's assumed sustained float32 rate), per-step and per-batch overheads at an
 assumed launch-bound floor per model -- every such figure labelled an estimate, with its assumption.
 
@@ -57,6 +58,7 @@ __all__ = [
     "plan_jobs",
     "load_costs",
     "model_figures",
+    "at_reference_rate",
     "gpu_figures",
     "job_seconds",
     "uses_cuda",
@@ -307,6 +309,7 @@ def load_costs(path: str | os.PathLike, gpu_path: str | os.PathLike | None = Non
     if not path.is_file():
         raise CostError(f"cost figures {path} not found; pass --costs or run from the repository")
     devices = json.loads(path.read_text())["devices"]
+    devices = {**devices, "cpu": at_reference_rate(devices["cpu"])}
     gpu = gpu_figures(devices)
     if gpu_path is not None and Path(gpu_path).is_file():
         measured = json.loads(Path(gpu_path).read_text())["devices"]["gpu"]
@@ -314,6 +317,21 @@ def load_costs(path: str | os.PathLike, gpu_path: str | os.PathLike | None = Non
         gpu = {**gpu, **{k: v for k, v in measured.items() if k != "models"}, "models": models}
         gpu["source"] = f"{measured.get('source', gpu_path)} (models not measured there: {gpu['source']})"
     return {"cpu": devices["cpu"], "gpu": gpu}
+
+
+def at_reference_rate(device: Mapping[str, Any]) -> dict[str, Any]:
+    """The device's figures as if measured at its ``reference_gemm_gflops`` (when it names one): every time figure
+    x (the GEMM rate measured beside the model's figures / the reference rate). Figures taken on a busy machine --
+    slower in proportion to its GEMM gauge, roughly -- then describe the idle machine."""
+    ref = device.get("reference_gemm_gflops")
+    if not ref:
+        return dict(device)
+    models = {}
+    for key, fig in device["models"].items():
+        factor = float(fig["gemm_gflops"]) / float(ref)
+        models[key] = {k: (v * factor if k.endswith("_s") else v) for k, v in fig.items()}
+        models[key].update({"gemm_gflops": float(ref), "gemm_gflops_measured": fig["gemm_gflops"]})
+    return {**device, "models": models}
 
 
 def gpu_figures(devices: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,9 @@ compute on CUDA (:func:`lpntk.cost.uses_cuda`):
   model's bytes per sample, at most ``kernel.max_memory_gb``; on the host when the job computes on the CPU) and the
   Gram matrices it builds or reads (see :meth:`mem_mb`).
 * ``gpu`` (the SLURM plugin's ``--gpus``) and ``gpu_slots`` (how many jobs share one GPU on one machine: the global
-  limit is set per machine, ``profiles/gpu/config.yaml``): 1 each when the job will compute on CUDA.
+  limit is set per machine, ``profiles/gpu/config.yaml``): 1 each when the job will compute on CUDA; and
+  ``gpu_mem_gb``, the GPU memory the job may take (:meth:`gpu_mem_gb`), which ``profiles/gpu`` bounds by the
+  GPU's memory, so that jobs sharing the GPU never together exceed it (two kernel jobs of 64 GB fill an H200).
 
 Where the cost cannot be estimated (a dataset whose size is unknown before it is prepared, a model without figures)
 the runtime is ``fallback_minutes`` and the memory the base plus the data seen so far, with a warning.
@@ -75,6 +77,31 @@ class JobResources:
     def gpu(self) -> int:
         """1 when the model-running jobs will compute on CUDA, else 0."""
         return int(self.cuda)
+
+    def gpu_mem_gb(self, ds: str, stage: str) -> int:
+        """GPU memory (GiB, rounded up) a job of ``stage`` may take: 1 for the CUDA context and the allocator's
+        slack, plus for training the dataset and the per-sample records held on the device and the activations
+        of a batch (6 for the ResNet-18, else 1), plus for the kernel stages (kernel, relations, difficulty's
+        similarity) the packed factors (the set times the model's bytes per sample, at most ``kernel.max_memory_gb``)
+        and the largest Gram (float32); 8 if unknown."""
+        plan = self._plan(ds)
+        if plan is None:
+            return 8
+        sizes = plan[0]
+        block = self.config["datasets"][ds]
+        n_all = sizes.n_train + sizes.n_val + sizes.n_test
+        held = n_all * math.prod(sizes.shape) + sizes.n_train * int(block["train"]["epochs"]) * 9
+        gb = 1.0 + held / 2**30 + (6.0 if block["model"]["name"] == "resnet18_nobn" else 1.0)
+        if stage in ("kernel", "relations", "difficulty"):
+            bps = float(plan[2]["cpu"][0]["kernel_bytes_per_sample"])
+            n = max(sizes.class_sizes)
+            if stage == "relations":
+                n = sum(min(int(block["relations"]["cross_samples_per_class"]), s) for s in sizes.class_sizes)
+            factors = min(
+                float(block["kernel"]["max_memory_gb"]) * 2**30, (n if stage != "difficulty" else n_all) * bps
+            )
+            gb += (factors + (n * n * 4 if stage != "difficulty" else 0)) / 2**30
+        return int(math.ceil(gb))
 
     def _plan(self, ds: str):
         """(sizes, jobs by (stage, name), the model's figures on the job's device) of a dataset, or None."""

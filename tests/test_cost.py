@@ -265,3 +265,48 @@ def test_bench_gpu_quick_on_cpu_writes_figures_that_lpntk_cost_reads(repo, tmp_p
     gpu = load_costs(repo / "benchmarks" / "costs.json", out)["gpu"]
     assert gpu["models"]["small_cnn@1x8x8"]["source"] == "measured"
     assert gpu["models"]["mnist_cnn@1x28x28"]["source"] == "estimate"
+
+
+def test_readme_shows_the_cost_of_the_paper_config(repo, schema_path, tmp_path):
+    """The README's paper-scale section prints what `lpntk cost --configfile config/paper.yaml` prints (before any
+    data is prepared); regenerate it when benchmarks/costs.json or the config changes."""
+    from lpntk.cli import cost_report, format_report
+
+    readme = (repo / "README.md").read_text()
+    block = readme.split("$ lpntk cost --configfile config/paper.yaml\n")[1].split("\n```")[0]
+    config = load_config(repo / "config" / "paper.yaml", schema_path)
+    costs = load_costs(repo / "benchmarks" / "costs.json", repo / "benchmarks" / "gpu.json")
+    assert block == format_report(cost_report(config, costs, tmp_path))
+
+
+def test_cpu_figures_of_a_busy_machine_are_brought_to_its_reference_rate():
+    from lpntk.cost import at_reference_rate
+
+    fig = dict(FIGURES, gemm_gflops=50.0)
+    device = {"name": "cpu", "job_startup_s": 5.0, "reference_gemm_gflops": 200.0, "models": {"m@1x2x2": fig}}
+    out = at_reference_rate(device)["models"]["m@1x2x2"]
+    assert out["train_sample_s"] == pytest.approx(0.25) and out["predict_step_s"] == pytest.approx(7.0 / 4)
+    assert out["gemm_gflops"] == 200.0 and out["gemm_gflops_measured"] == 50.0
+    assert out["kernel_pair_flops"] == FIGURES["kernel_pair_flops"]  # not a time
+    # the pairs' seconds are FLOPs at the reference rate: a quarter of those at the measured rate
+    job = Job("kernel", "k", 0, Work(kernel_pairs=8))
+    assert job_seconds(job, out, 0) == pytest.approx(job_seconds(job, fig, 0) / 4)
+    assert at_reference_rate({**device, "reference_gemm_gflops": None})["models"]["m@1x2x2"] == fig
+
+
+def test_gpu_memory_of_a_job_bounds_what_shares_the_gpu(repo, schema_path, tmp_path):
+    """gpu_mem_gb: a CIFAR-10 kernel job takes its factor budget (64 GB in paper.yaml) and its Gram, so profiles/gpu's
+    130 GB lets two run at once; a training job takes a few GB."""
+    from lpntk.resources import JobResources
+
+    config = load_config(repo / "config" / "paper.yaml", schema_path)
+    res = JobResources(config, repo / "benchmarks" / "costs.json", None, tmp_path)
+    kernel, train = res.gpu_mem_gb("cifar10", "kernel"), res.gpu_mem_gb("cifar10", "train")
+    bps = load_costs(repo / "benchmarks" / "costs.json")["cpu"]["models"]["resnet18_nobn@3x32x32"][
+        "kernel_bytes_per_sample"
+    ]
+    data = (60000 * 3072 + 45000 * 200 * 9) / 2**30  # the splits (uint8) and the records on the device
+    assert train == math.ceil(1 + data + 6)
+    assert kernel == math.ceil(1 + data + 6 + min(64 * 2**30, 4500 * bps) / 2**30 + 4500**2 * 4 / 2**30)
+    assert 130 // kernel == 2 and 130 // train >= 16  # profiles/gpu: two kernel jobs at once, or many trainings
+    assert res.gpu_mem_gb("mnist", "train") <= 4 and res.gpu_mem_gb("mnist", "kernel") <= 4

@@ -115,10 +115,15 @@ JOB_RESOURCES = JobResources(
     Path(workflow.basedir) / "benchmarks" / "gpu.json",
     RESULTS,
 )
-#: The model-running rules' GPU when their jobs compute on CUDA (device: cuda, or auto on a machine with a GPU):
-#: gpu (one device: the SLURM plugin's --gpus) and gpu_slots (a share of one machine's GPU, whose global limit
-#: profiles/gpu sets). Nothing on a CPU-only run.
-GPU = {"gpu": 1, "gpu_slots": 1} if JOB_RESOURCES.gpu else {}
+
+
+def gpu(stage):
+    """The GPU resources of a model-running rule's job when it computes on CUDA (device: cuda, or auto on a machine
+    with a GPU): gpu (one device: the SLURM plugin's --gpus), gpu_slots (a share of one machine's GPU) and gpu_mem_gb
+    (the GPU memory it may take), whose global limits profiles/gpu sets. Nothing on a CPU-only run."""
+    if not JOB_RESOURCES.gpu:
+        return {}
+    return {"gpu": 1, "gpu_slots": 1, "gpu_mem_gb": lambda wc: JOB_RESOURCES.gpu_mem_gb(wc.ds, stage)}
 
 
 def runtime(stage, name=None):

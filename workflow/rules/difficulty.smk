@@ -28,7 +28,7 @@ rule difficulty:
         "../envs/lpntk.yaml"
     threads: difficulty_threads
     resources:
-        **GPU,
+        **gpu("difficulty"),
         mem_mb=mem_mb("difficulty"),
         runtime=runtime("difficulty"),
     params:
@@ -63,7 +63,7 @@ rule ld_size:
         "../envs/lpntk.yaml"
     threads: difficulty_threads
     resources:
-        **GPU,
+        **gpu("ld_size"),
         mem_mb=mem_mb("ld_size"),
         runtime=runtime("ld_size"),
     params:

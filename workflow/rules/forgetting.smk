@@ -15,7 +15,7 @@ rule forgetting:
         "../envs/lpntk.yaml"
     threads: forgetting_threads
     resources:
-        **GPU,
+        **gpu("forgetting"),
         mem_mb=mem_mb("forgetting", lambda wc: wc.group),
         runtime=runtime("forgetting", lambda wc: wc.group),
     params:

@@ -37,7 +37,7 @@ rule kernel:
         "../envs/lpntk.yaml"
     threads: config["threads"]
     resources:
-        **GPU,
+        **gpu("kernel"),
         mem_mb=mem_mb("kernel", lambda wc: wc.group),
         runtime=runtime("kernel", lambda wc: wc.group),
     params:

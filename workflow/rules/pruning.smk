@@ -59,7 +59,7 @@ rule retrain:
         "../envs/lpntk.yaml"
     threads: retrain_threads
     resources:
-        **GPU,
+        **gpu("retrain"),
         mem_mb=mem_mb("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
         runtime=runtime("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
     params:

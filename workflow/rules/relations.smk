@@ -34,7 +34,7 @@ rule relations:
         "../envs/lpntk.yaml"
     threads: config["threads"]
     resources:
-        **GPU,
+        **gpu("relations"),
         mem_mb=mem_mb("relations"),
         runtime=runtime("relations"),
     params:

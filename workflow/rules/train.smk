@@ -15,7 +15,7 @@ rule train:
         "../envs/lpntk.yaml"
     threads: config["threads"]
     resources:
-        **GPU,
+        **gpu("train"),
         mem_mb=mem_mb("train", lambda wc: f"seed{wc.seed}"),
         runtime=runtime("train", lambda wc: f"seed{wc.seed}"),
     params:
