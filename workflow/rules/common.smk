@@ -13,12 +13,25 @@ from lpntk.plan import (
     retrain_units,
     seed_groups,
 )
+from lpntk.resources import JobResources
 from lpntk.tracking import check_cluster_uri, finish_invocation, init_store, tracking_uri
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 DATASETS = list(config["datasets"])
 RESULTS = "results"
+
+
+# Jobs that read tables and build no model run on the machine that runs Snakemake, never as cluster jobs.
+localrules:
+    select_reference,
+    scores,
+    cluster,
+    prune,
+    forgetting_table,
+    pruning_table,
+    claims,
+    summary,
 
 
 wildcard_constraints:
@@ -93,6 +106,44 @@ def kernel_files(ds):
 
 def stage_enabled(ds, stage):
     return config["datasets"][ds][stage]["enabled"]
+
+
+# ---- cluster resources (lpntk.resources) -------------------------------------------------------------
+
+JOB_RESOURCES = JobResources(
+    config,
+    Path(workflow.basedir) / "benchmarks" / "costs.json",
+    Path(workflow.basedir) / "benchmarks" / "gpu.json",
+    RESULTS,
+)
+
+
+def gpu(stage):
+    """The GPU resources of a model-running rule's job when it computes on CUDA (device: cuda, or auto on a machine
+    with a GPU): gpu (one device: the SLURM plugin's --gpus), gpu_slots (a share of one machine's GPU) and gpu_mem_gb
+    (the GPU memory it may take), whose global limits profiles/gpu sets. Nothing on a CPU-only run."""
+    if not JOB_RESOURCES.gpu:
+        return {}
+    return {"gpu": 1, "gpu_slots": 1, "gpu_mem_gb": lambda wc: JOB_RESOURCES.gpu_mem_gb(wc.ds, stage)}
+
+
+def runtime(stage, name=None):
+    """``runtime`` (minutes) of a stage's job: 3 x its estimated time (lpntk.cost), at least 10 min, x the attempt;
+    ``name`` maps the job's wildcards to its name in the plan (seed3, class0, unit/shard)."""
+
+    def get(wildcards, attempt):
+        return JOB_RESOURCES.runtime(wildcards.get("ds", ""), stage, name(wildcards) if name else None, attempt)
+
+    return get
+
+
+def mem_mb(stage, name=None):
+    """``mem_mb`` of a stage's job: a base plus 1.5 x the data it holds (lpntk.resources)."""
+
+    def get(wildcards):
+        return JOB_RESOURCES.mem_mb(wildcards.get("ds", ""), stage, name(wildcards) if name else None)
+
+    return get
 
 
 # ---- relations / difficulty (use case 1) -------------------------------------------------------------
