@@ -3,6 +3,8 @@
 
 import json
 
+from snakemake.logging import logger
+
 from lpntk.config import dataset_config, validate_config
 from lpntk.plan import (
     SCORE_METHODS,
@@ -227,5 +229,7 @@ def start_tracking():
 
 
 def finish_tracking(status):
+    """Close the invocation's runs and print (and log) how to open the runs table in the MLflow UI."""
     if config["mlflow"]["enabled"]:
-        finish_invocation(status)
+        for line in finish_invocation(status):
+            logger.info(line)
