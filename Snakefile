@@ -33,6 +33,7 @@ include: "workflow/rules/forgetting.smk"
 include: "workflow/rules/scores.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/gallery.smk"
 
 
 onstart:

@@ -25,7 +25,7 @@ LAYERS = {
     2: {"grad_sample"},
     3: {"kernel", "resume"},
     4: {"train"},
-    5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "figures"},
+    5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "gallery", "figures"},
     6: {"stages"},
 }
 #: Modules a workflow job that computes almost nothing imports (with their own imports): never torch, never mlflow.
@@ -43,6 +43,7 @@ LIGHT = [
     "lpntk.stages.pruning_table",
     "lpntk.stages.summary",
     "lpntk.stages.forgetting_table",
+    "lpntk.stages.gallery",
 ]
 MAX_LINES = 450
 REASON = "Longer than 450 lines because"

@@ -29,6 +29,7 @@ wildcard_constraints:
 
 
 STAGE_BLOCKS = ("model", "train", "augment", "kernel", "relations", "difficulty", "forgetting", "scores", "pruning")
+STAGE_BLOCKS += ("gallery",)
 
 
 def stage_cfg(*blocks):
@@ -191,6 +192,33 @@ def retrain_threads(wildcards):
     return config["datasets"][wildcards.ds]["pruning"]["retrain"]["threads"] or config["threads"]
 
 
+# ---- gallery (the samples behind the statistics) ---------------------------------------------------
+
+
+def gallery_targets(ds):
+    """The gallery figure (gallery.enabled): its panels follow the enabled stages (workflow/rules/gallery.smk)."""
+    if not stage_enabled(ds, "gallery"):
+        return []
+    return [f"{RESULTS}/{ds}/gallery/{f}" for f in ("gallery.png", "samples.csv")]
+
+
+def gallery_inputs(wildcards):
+    """The gallery's inputs: training split and kernels always; the outputs of the enabled stages it draws from."""
+    ds = wildcards.ds
+    inputs = {"train": f"{RESULTS}/{ds}/data/train.npz", "kernels": kernel_files(ds)}
+    if stage_enabled(ds, "relations"):
+        inputs["cross"] = f"{RESULTS}/{ds}/relations/cross_panel.npz"
+    if stage_enabled(ds, "pruning"):
+        inputs.update(
+            clusters=f"{RESULTS}/{ds}/cluster/clusters.npz",
+            subsets=f"{RESULTS}/{ds}/pruning/subsets.npz",
+            subsets_table=f"{RESULTS}/{ds}/pruning/subsets.csv",
+        )
+        if "scores" in prune_inputs(wildcards):
+            inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    return inputs
+
+
 # ---- summary and all ---------------------------------------------------------------------------------
 
 
@@ -220,6 +248,7 @@ def all_outputs(wildcards):
     for ds in DATASETS:
         targets += train_files(ds) + kernel_files(ds)
         targets += relations_targets(ds) + difficulty_targets(ds) + forgetting_targets(ds) + pruning_targets(ds)
+        targets += gallery_targets(ds)
     return targets
 
 
