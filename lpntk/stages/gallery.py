@@ -2,11 +2,12 @@
 
 Four panels, each drawn only when the stage it reads ran (else it says which switch turns it on):
 
-(a) relations -- a few anchors (the largest-|phi|^2 sample of classes spread over the labels, inside the relations
-    stage's cross-class panel) with their most interchangeable partners (largest cos > tau, from the anchor's class
-    Gram: every sample of the class), least related (smallest |cos|) and most contradictory (most negative
-    cos < -tau) partners among the panel's samples of every class (their cross-class lpNTK exists only there);
-    without the panel (relations disabled) all three come from the class Gram;
+(a) relations -- a few anchors, one per class for classes spread over the labels, chosen inside the relations
+    stage's cross-class panel (``gallery.anchor``: the sample most contradicted by another, so that every relation
+    shows, or the largest |phi|^2, the official target rule), with their most interchangeable partners (largest
+    cos > tau, from the anchor's class Gram: every sample of the class), least related (smallest |cos|) and most
+    contradictory (most negative cos < 0) partners among the panel's samples of every class (their cross-class
+    lpNTK exists only there); without the panel (relations disabled) all three come from the class Gram;
 (b) FPC clusters at the smallest kept fraction -- the largest clusters of the same classes: head and members, the
     members closest to the head first;
 (c) pruning -- per method, the samples its subset at its smallest kept fraction leaves out, in the order the method
