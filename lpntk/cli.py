@@ -27,6 +27,7 @@ TARGETS_GPU_HOURS = {"MNIST": 2.0, "CIFAR10": 48.0}
 STAGES = (
     "prepare_data", "train", "select_reference", "kernel", "relations", "difficulty", "ld_size", "forgetting",
     "forgetting_table", "scores", "cluster", "own_clusters", "prune", "retrain", "pruning_table", "claims",
+    "gallery",
 )  # fmt: skip
 
 

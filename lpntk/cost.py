@@ -331,6 +331,8 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
         jobs.append(Job("forgetting_table", "forgetting_table"))
     if dcfg["enabled"] or fcfg["enabled"] or pcfg["enabled"]:
         jobs.append(Job("claims", "claims"))
+    if block.get("gallery", {}).get("enabled"):
+        jobs.append(Job("gallery", "gallery"))
     return jobs
 
 

@@ -25,7 +25,7 @@ LAYERS = {
     2: {"grad_sample"},
     3: {"kernel", "resume", "precision"},
     4: {"train", "lockstep"},
-    5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "figures", "claims"},
+    5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "gallery", "figures", "claims"},
     6: {"stages"},
 }
 #: Modules a workflow job that computes almost nothing imports (with their own imports): never torch, never mlflow.
@@ -47,6 +47,7 @@ LIGHT = [
     "lpntk.stages.summary",
     "lpntk.stages.forgetting_table",
     "lpntk.stages.claims",
+    "lpntk.stages.gallery",
 ]
 MAX_LINES = 450
 REASON = "Longer than 450 lines because"

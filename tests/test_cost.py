@@ -53,11 +53,11 @@ def test_job_counts_of_the_tiny_config_counted_by_hand(tiny, tmp_path):
     runs = {stage: sum(j.runs for j in js) for stage, js in jobs.items()}
     # seeds [1, 2]; 10 classes, 5 per kernel job; one relations, difficulty, ld_size job; both forgetting seeds in
     # one job per recipe (plain and official, the defaults); own_clusters (small-cluster kernels full and own, the
-    # default); retrain group_by all, batch_seeds (default): one job; claims
+    # default); retrain group_by all, batch_seeds (default): one job; claims; gallery
     assert count == {
         "prepare_data": 1, "train": 2, "select_reference": 1, "kernel": 2, "relations": 1, "difficulty": 1,
         "ld_size": 1, "forgetting": 2, "scores": 1, "cluster": 1, "own_clusters": 1, "prune": 1, "retrain": 1,
-        "pruning_table": 1, "forgetting_table": 1, "claims": 1,
+        "pruning_table": 1, "forgetting_table": 1, "claims": 1, "gallery": 1,
     }  # fmt: skip
     assert [j.name for j in jobs["train"]] == ["seed1", "seed2"]
     assert [j.name for j in jobs["kernel"]] == ["classes0-1-2-3-4", "classes5-6-7-8-9"]

@@ -27,6 +27,7 @@ from ._store import (
     package_versions,
     tracking_uri,
 )
+from ._ui import NOTE_PREFIX
 
 
 class _NullRun:
@@ -137,6 +138,7 @@ class JobRun(AbstractContextManager):
                 "pid_start": me["lpntk.pid_start"],
                 "tags": self._start_tags(),
                 "late_tags": {},
+                "parent_tags": {},
                 "params": {},
                 "metrics": [],
                 "artifacts": [],
@@ -210,6 +212,31 @@ class JobRun(AbstractContextManager):
         from mlflow.entities import RunTag
 
         _retry(self.client.log_batch, self.run_id, tags=[RunTag(_key(k), str(v)) for k, v in tags.items()])
+
+    def set_parent_tags(self, tags: Mapping[str, Any]) -> bool:
+        """Set ``tags`` on this job's invocation run (the parent ``workflow`` run of its dataset): at once when the
+        run is live, when the invocation replays the spooled run otherwise. False (nothing set) without an
+        invocation (a stage called from Python) or with tracking disabled."""
+        parent_id = self.parent.get("parent_run_id")
+        if not parent_id:
+            return False
+        items = {str(k): str(v) for k, v in tags.items()}
+        if self._record is not None:
+            self._record["parent_tags"].update(items)
+            self._write_record()
+            return True
+        if self.client is None:
+            return False
+        from mlflow.entities import RunTag
+
+        _retry(self.client.log_batch, parent_id, tags=[RunTag(k, v) for k, v in items.items()])
+        return True
+
+    def add_invocation_note(self, section: str, markdown: str) -> bool:
+        """Add a section to the invocation run's description: the invocation appends every section (parent tag
+        ``lpntk.note.<section>``, in section order, under the heading ``section``) to the list of what it produced
+        when it ends (:func:`lpntk.tracking.describe_invocation`). A later note of the same section replaces it."""
+        return self.set_parent_tags({f"{NOTE_PREFIX}{section}": markdown})
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self._record is not None:

@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ._ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
 # MLflow 3.17's telemetry thread sets and unsets a variable in os.environ while requests iterate it, failing jobs at
 # random (KeyError '_MLFLOW_TELEMETRY_SESSION_ID', seen on the SLURM test cluster); mlflow is imported only by this
 # package, after this line. A user who wants telemetry sets MLFLOW_DISABLE_TELEMETRY=false.
@@ -69,12 +71,16 @@ def _retry(fn, *args, attempts: int = 10, **kwargs):
 
 
 def _ensure_experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created if missing; either way tagged as model training
+    (:data:`EXPERIMENT_KIND_TAG`, see :mod:`lpntk.tracking._ui`), so the UIs that read the tag open its runs table."""
     exp = _retry(client.get_experiment_by_name, name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older lpntk, or switched in the UI
+            _retry(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return _retry(client.create_experiment, name)
-    except Exception as err:  # lost a creation race: someone else made it
+        return _retry(client.create_experiment, name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    except Exception as err:  # lost a creation race: someone else made it (and tagged it)
         exp = _retry(client.get_experiment_by_name, name)
         if exp is None:
             raise err

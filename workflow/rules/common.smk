@@ -3,6 +3,8 @@
 
 import json
 
+from snakemake.logging import logger
+
 from lpntk.config import dataset_config, validate_config
 from lpntk.plan import (
     SCORE_METHODS,
@@ -31,6 +33,7 @@ localrules:
     forgetting_table,
     pruning_table,
     claims,
+    gallery,
     summary,
 
 
@@ -39,7 +42,18 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-STAGE_BLOCKS = ("model", "train", "augment", "kernel", "relations", "difficulty", "forgetting", "scores", "pruning")
+STAGE_BLOCKS = (
+    "model",
+    "train",
+    "augment",
+    "kernel",
+    "relations",
+    "difficulty",
+    "forgetting",
+    "scores",
+    "pruning",
+    "gallery",
+)
 
 
 def stage_cfg(*blocks):
@@ -268,6 +282,33 @@ def claims_inputs(ds):
     return files
 
 
+# ---- gallery (the samples behind the statistics) ---------------------------------------------------
+
+
+def gallery_targets(ds):
+    """The gallery figure (gallery.enabled): its panels follow the enabled stages (workflow/rules/gallery.smk)."""
+    if not stage_enabled(ds, "gallery"):
+        return []
+    return [f"{RESULTS}/{ds}/gallery/{f}" for f in ("gallery.png", "samples.csv")]
+
+
+def gallery_inputs(wildcards):
+    """The gallery's inputs: training split and kernels always; the outputs of the enabled stages it draws from."""
+    ds = wildcards.ds
+    inputs = {"train": f"{RESULTS}/{ds}/data/train.npz", "kernels": kernel_files(ds)}
+    if stage_enabled(ds, "relations"):
+        inputs["cross"] = f"{RESULTS}/{ds}/relations/cross_panel.npz"
+    if stage_enabled(ds, "pruning"):
+        inputs.update(
+            clusters=f"{RESULTS}/{ds}/cluster/clusters.npz",
+            subsets=f"{RESULTS}/{ds}/pruning/subsets.npz",
+            subsets_table=f"{RESULTS}/{ds}/pruning/subsets.csv",
+        )
+        if "scores" in prune_inputs(wildcards):
+            inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    return inputs
+
+
 # ---- summary and all ---------------------------------------------------------------------------------
 
 
@@ -299,6 +340,7 @@ def all_outputs(wildcards):
     for ds in DATASETS:
         targets += train_files(ds) + kernel_files(ds)
         targets += relations_targets(ds) + difficulty_targets(ds) + forgetting_targets(ds) + pruning_targets(ds)
+        targets += gallery_targets(ds)
     return targets
 
 
@@ -309,5 +351,7 @@ def start_tracking():
 
 
 def finish_tracking(status):
+    """Close the invocation's runs and print (and log) how to open the runs table in the MLflow UI."""
     if config["mlflow"]["enabled"]:
-        finish_invocation(status)
+        for line in finish_invocation(status):
+            logger.info(line)
