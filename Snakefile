@@ -34,6 +34,7 @@ include: "workflow/rules/scores.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/gallery.smk"
 
 
 onstart:

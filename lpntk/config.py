@@ -197,6 +197,11 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
         raise ConfigError(
             f"config error at {where}.pruning.enabled: retraining selects on a validation split; set val_fraction > 0"
         )
+    if pruning["retrain"]["lockstep"] and not pruning["retrain"]["batch_seeds"]:
+        raise ConfigError(
+            f"config error at {where}.pruning.retrain.lockstep: true trains the seeds of a job together, but "
+            f"batch_seeds: false gives each seed its own job; set batch_seeds: true or lockstep: false"
+        )
     size = ds["difficulty"]["size"]
     if size["enabled"] and size["min_size"] > size["pool_per_class"]:
         raise ConfigError(

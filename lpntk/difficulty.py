@@ -36,6 +36,7 @@ on the other samples it is trained with.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -304,11 +305,16 @@ def learning_difficulty(
     mean: Sequence[float],
     std: Sequence[float],
     device: str | torch.device = "cpu",
+    resume_path: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """LD of every sample of ``train`` in one run from ``seed``: sum over epochs of the training-pass L2 error."""
+    """LD of every sample of ``train`` in one run from ``seed``: sum over epochs of the training-pass L2 error.
+    ``resume_path``: where the run keeps a resumable state every ``recipe.resume_every`` epochs
+    (:func:`lpntk.train.train_model`)."""
     seed_everything(int(seed))
     model = make_model()
-    res = train_model(model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True)
+    res = train_model(
+        model, train, recipe, int(seed), mean=mean, std=std, device=device, record=True, resume_path=resume_path
+    )
     return curve_area(res.dynamics["l2"])
 
 

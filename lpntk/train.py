@@ -21,6 +21,9 @@ reproduces the official code, which selected on the test set (paper-protocols §
 Determinism: with the same seed on CPU the run is bit-for-bit reproducible (model initialisation, dropout,
 shuffling and augmentation draw from seeded generators; deterministic algorithms are requested). A run can
 save a resumable state every few epochs and continue from it after an interruption with identical results.
+
+Precision: ``Recipe.precision`` = ``fp32`` (default, exact float32, TF32 off on CUDA), ``tf32`` or ``bf16``
+(:mod:`lpntk.precision`).
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ from torch import nn
 
 from .data import Split, augment_batch, normalize, to_unit
 from .kernel import per_sample_grad_norms
+from .precision import PRECISIONS, forward_precision, run_precision
 from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "PRECISIONS",
     "Recipe",
     "TrainResult",
     "seed_everything",
@@ -81,6 +86,7 @@ class Recipe:
     horizontal_flip: bool = False  # augmentation: random horizontal flip (CIFAR)
     eval_batch_size: int = 1024
     resume_every: int = 0  # save a resumable state every this many epochs (0: never)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (module docstring)
 
     @classmethod
     def from_config(cls, train_cfg: Mapping[str, Any], augment_cfg: Mapping[str, Any]) -> Recipe:
@@ -108,6 +114,7 @@ class Recipe:
             horizontal_flip=bool(augment_cfg["horizontal_flip"]),
             eval_batch_size=int(train_cfg["eval_batch_size"]),
             resume_every=int(train_cfg["resume_every"]),
+            precision=str(train_cfg["precision"]),
         )
 
     def __post_init__(self):
@@ -119,6 +126,8 @@ class Recipe:
             raise ValueError(f"schedule must be none, step or cosine, got {self.schedule!r}")
         if self.select not in ("val", "test", "last"):
             raise ValueError(f"select must be val, test or last, got {self.select!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if any(e < 0 or e > self.epochs for e in self.score_epochs):
             raise ValueError(f"score_epochs {list(self.score_epochs)} must lie in 0..epochs={self.epochs}")
 
@@ -315,79 +324,81 @@ def train_model(
     elif 0 in score_epochs:
         el2n[:, 0], grand[:, 0] = _score_snapshot(model, train, mean, std, recipe, device)
 
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=gens["shuffle"]) if recipe.shuffle else torch.arange(n)
-        batch_order[epoch] = order.numpy()
-        lr_epoch = optimizer.param_groups[0]["lr"]
-        for b in range(steps_per_epoch):
-            idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].to(device)
-            xb = to_unit(x_all[idx])
-            if recipe.crop_padding or recipe.horizontal_flip:
-                xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens["augment"])
-            xb = normalize(xb, mean, std)
-            yb = y_all[idx]
-            logits = model(xb)
-            loss_vec = F.cross_entropy(logits, yb, reduction="none")
-            optimizer.zero_grad(set_to_none=True)
-            loss_vec.mean().backward()
-            lrs[epoch * steps_per_epoch + b] = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            if record:
-                with torch.no_grad():
-                    rec["loss"][idx, epoch] = loss_vec.detach()
-                    rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb
-                    rec["l2"][idx, epoch] = l2_error(logits, yb)
-        scheduler.step()
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr_epoch,
-            "train_loss": float(rec["loss"][:, epoch].mean()) if record else float("nan"),
-            "train_acc": float(rec["correct"][:, epoch].float().mean()) if record else float("nan"),
-        }
-        for split_name, split in (("val", val), ("test", test)):
-            if split is not None and len(split):
-                ev = evaluate(model, split, mean, std, recipe.eval_batch_size, device)
-                row[f"{split_name}_acc"], row[f"{split_name}_loss"] = ev["acc"], ev["loss"]
-        if epoch + 1 in score_epochs:
-            j = score_epochs.index(epoch + 1)
-            el2n[:, j], grand[:, j] = _score_snapshot(model, train, mean, std, recipe, device)
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[recipe.select]
-        if metric is not None and metric > best["acc"]:
-            best = {
-                "acc": metric,
+    with run_precision(recipe.precision):  # exact float32 unless the recipe asks for TF32
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(n, generator=gens["shuffle"]) if recipe.shuffle else torch.arange(n)
+            batch_order[epoch] = order.numpy()
+            lr_epoch = optimizer.param_groups[0]["lr"]
+            for b in range(steps_per_epoch):
+                idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].to(device)
+                xb = to_unit(x_all[idx])
+                if recipe.crop_padding or recipe.horizontal_flip:
+                    xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens["augment"])
+                xb = normalize(xb, mean, std)
+                yb = y_all[idx]
+                with forward_precision(recipe.precision, device):
+                    logits = model(xb)
+                    loss_vec = F.cross_entropy(logits, yb, reduction="none")
+                optimizer.zero_grad(set_to_none=True)
+                loss_vec.mean().backward()
+                lrs[epoch * steps_per_epoch + b] = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                if record:
+                    with torch.no_grad():
+                        rec["loss"][idx, epoch] = loss_vec.detach().float()
+                        rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb
+                        rec["l2"][idx, epoch] = l2_error(logits, yb)
+            scheduler.step()
+            row = {
                 "epoch": epoch + 1,
-                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "lr": lr_epoch,
+                "train_loss": float(rec["loss"][:, epoch].mean()) if record else float("nan"),
+                "train_acc": float(rec["correct"][:, epoch].float().mean()) if record else float("nan"),
             }
-        if on_epoch is not None:
-            on_epoch(row)
-        if (
-            resume_path is not None
-            and recipe.resume_every
-            and (epoch + 1) % recipe.resume_every == 0
-            and epoch + 1 < epochs
-        ):
-            save_resume_state(
-                resume_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rec": {k: v.cpu() for k, v in rec.items()},
-                    "batch_order": batch_order,
-                    "lrs": lrs,
-                    "el2n": el2n,
-                    "grand": grand,
-                    "history": history,
-                    "best": best,
+            for split_name, split in (("val", val), ("test", test)):
+                if split is not None and len(split):
+                    ev = evaluate(model, split, mean, std, recipe.eval_batch_size, device)
+                    row[f"{split_name}_acc"], row[f"{split_name}_loss"] = ev["acc"], ev["loss"]
+            if epoch + 1 in score_epochs:
+                j = score_epochs.index(epoch + 1)
+                el2n[:, j], grand[:, j] = _score_snapshot(model, train, mean, std, recipe, device)
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[recipe.select]
+            if metric is not None and metric > best["acc"]:
+                best = {
+                    "acc": metric,
                     "epoch": epoch + 1,
-                    "rng": rng_state(gens),
-                    "fingerprint": fingerprint,
-                },
-            )
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                }
+            if on_epoch is not None:
+                on_epoch(row)
+            if (
+                resume_path is not None
+                and recipe.resume_every
+                and (epoch + 1) % recipe.resume_every == 0
+                and epoch + 1 < epochs
+            ):
+                save_resume_state(
+                    resume_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rec": {k: v.cpu() for k, v in rec.items()},
+                        "batch_order": batch_order,
+                        "lrs": lrs,
+                        "el2n": el2n,
+                        "grand": grand,
+                        "history": history,
+                        "best": best,
+                        "epoch": epoch + 1,
+                        "rng": rng_state(gens),
+                        "fingerprint": fingerprint,
+                    },
+                )
 
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     correct = rec["correct"].cpu().numpy()

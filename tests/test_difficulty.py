@@ -253,6 +253,7 @@ def _dcfg(**kw):
             "weight_decay": 5e-4,
             "schedule": {"name": "step", "step_size": 2, "gamma": 0.7, "t_max": None},
             "shuffle": True,
+            "resume_every": 0,
         },
     }
     d.update(kw)
@@ -598,3 +599,106 @@ def test_edge_cases_found_by_mutation_testing():
     v = np.random.default_rng(0).normal(size=(7, 1)) * 1e8 + 3
     r = pearson_matrix(np.c_[v, 3 * v, -v])
     assert r.max() <= 1.0 and r.min() >= -1.0
+
+
+def _count_and_kill(monkeypatch, kill_call: int | None, kill_epoch: int | None = None):
+    """Patch the training the difficulty runs use: record each run's seed and start epoch; the ``kill_call``-th run
+    (1-based) raises KeyboardInterrupt (a kill) before it starts, or after epoch ``kill_epoch`` if given."""
+    import lpntk.difficulty as difficulty_module
+
+    real, calls = difficulty_module.train_model, []
+
+    def patched(model, train, recipe, seed, **kw):
+        calls.append(seed)
+        if kill_call is not None and len(calls) == kill_call:
+            if kill_epoch is None:
+                raise KeyboardInterrupt("killed")
+            inner = kw.pop("on_epoch", None)
+
+            def on_epoch(row):
+                if inner is not None:
+                    inner(row)
+                if row["epoch"] == kill_epoch:
+                    raise KeyboardInterrupt("killed")
+
+            return real(model, train, recipe, seed, on_epoch=on_epoch, **kw)
+        return real(model, train, recipe, seed, **kw)
+
+    monkeypatch.setattr(difficulty_module, "train_model", patched)
+    return calls
+
+
+def test_killed_difficulty_job_resumes_where_it_stopped(small_setup, tmp_path, monkeypatch):
+    """A difficulty job killed after its first run and rerun trains only the runs that are missing and writes the
+    same bytes as a job that was never interrupted; a record of another config is not reused; the progress folder
+    goes when the job completes."""
+    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+
+    root, _, cfg, kernels = small_setup
+    cfg = {**cfg, "difficulty": _dcfg(control=False, contradictory="none")}
+    args = {"dataset": "digits", "kernels": kernels, "data": root / "data", "reference": root / "model.pt",
+            "threads": 1, "mlflow_cfg": OFF}  # fmt: skip
+    clean = _outputs(tmp_path / "clean", DIFFICULTY_OUTPUTS)
+    calls = _count_and_kill(monkeypatch, None)
+    difficulty_stage(**args, cfg=cfg, outputs=clean)
+    total = len(calls)  # 3 sets x 2 runs
+    assert total == 6
+
+    out = _outputs(tmp_path / "run", DIFFICULTY_OUTPUTS)
+    calls = _count_and_kill(monkeypatch, kill_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        difficulty_stage(**args, cfg=cfg, outputs=out)
+    progress = tmp_path / "run" / ".summary.progress"
+    assert len(list(progress.glob("*.npz"))) == 1 and not os.path.exists(out["summary"])
+    calls = _count_and_kill(monkeypatch, None)
+    difficulty_stage(**args, cfg=cfg, outputs=out)
+    assert len(calls) == total - 1
+    for name, path in out.items():
+        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    assert not progress.exists()
+
+    # killed again, then rerun with more epochs: the record of the 3-epoch run is not reused
+    calls = _count_and_kill(monkeypatch, kill_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        difficulty_stage(**args, cfg=cfg, outputs=out)
+    calls = _count_and_kill(monkeypatch, None)
+    difficulty_stage(**args, cfg={**cfg, "difficulty": {**cfg["difficulty"], "epochs": 4}}, outputs=out)
+    assert len(calls) == total
+
+
+def test_killed_ld_size_job_resumes_inside_its_run(small_setup, tmp_path, monkeypatch):
+    """An ld_size job killed in its second run (after that run saved its state at epoch 1) and rerun loads the first
+    run's record, continues the second from its saved epoch, and writes the same bytes as an uninterrupted job."""
+    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+
+    root, _, cfg, _ = small_setup
+    dcfg = _dcfg()
+    dcfg["size"] = {**dcfg["size"], "resume_every": 1}
+    cfg = {**cfg, "difficulty": dcfg}
+    args = {"dataset": "digits", "cfg": cfg, "data": root / "data", "threads": 1, "mlflow_cfg": OFF}
+    clean = _outputs(tmp_path / "clean", LD_SIZE_OUTPUTS)
+    calls = _count_and_kill(monkeypatch, None)
+    ld_size_stage(**args, outputs=clean)
+    assert len(calls) == 5  # sizes 4 and 1 per class: 1 + 4 runs
+
+    out = _outputs(tmp_path / "run", LD_SIZE_OUTPUTS)
+    _count_and_kill(monkeypatch, kill_call=2, kill_epoch=2)  # of 2 epochs: killed before the run returns
+    with pytest.raises(KeyboardInterrupt):
+        ld_size_stage(**args, outputs=out)
+    progress = tmp_path / "run" / ".summary.progress"
+    assert sorted(p.name for p in progress.iterdir()) == ["size1-node0.resume.pt", "size4-node0.npz"]
+    import lpntk.train as train_module
+
+    starts = []
+    real_load = train_module.load_resume_state
+    monkeypatch.setattr(
+        train_module,
+        "load_resume_state",
+        lambda *a: (lambda st: (starts.append(st and st["epoch"]), st)[1])(real_load(*a)),
+    )
+    calls = _count_and_kill(monkeypatch, None)
+    ld_size_stage(**args, outputs=out)
+    assert len(calls) == 4 and starts[0] == 1  # the second run continued from epoch 1
+    for name, path in out.items():
+        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    assert not progress.exists()

@@ -158,3 +158,105 @@ def test_a_hard_killed_invocation_is_closed_at_the_next_start_and_a_live_one_is_
     assert spooled.info.status == "KILLED"
     init_store(["alpha"])  # a second invocation while the first is alive (same host): the first is left alone
     assert client.get_run(first["alpha"]["parent_run_id"]).info.status == "RUNNING"
+
+
+_TERMINATED = """
+import os, signal, time
+from lpntk.tracking import JobRun, init_store
+init_store(["alpha"])
+with JobRun("retrain", "alpha", seed=3) as run:
+    print(run.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # scancel, a time limit
+    time.sleep(30)
+"""
+
+
+def test_sigterm_closes_the_jobs_run_as_killed(store):
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    proc = subprocess.run([sys.executable, "-c", _TERMINATED], cwd=store, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Terminated" in proc.stderr
+    run_id = proc.stdout.split()[-1]
+    assert MlflowClient(f"sqlite:///{store}/mlflow.db").get_run(run_id).info.status == "KILLED"
+
+
+def test_a_file_store_is_refused_when_jobs_run_on_other_nodes():
+    tracking.check_cluster_uri("http://127.0.0.1:5000", remote_jobs=True)
+    tracking.check_cluster_uri("sqlite:///mlflow.db", remote_jobs=False)
+    for uri in ("sqlite:////shared/mlflow.db", "file:///shared/mlruns", "/shared/mlruns"):
+        with pytest.raises(ValueError, match="start an mlflow server"):
+            tracking.check_cluster_uri(uri, remote_jobs=True)
+
+
+def test_experiments_are_tagged_as_model_training_new_and_existing(store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    old = client.create_experiment("lpntk-beta", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    runs = init_store(["alpha", "beta"])
+    assert runs["beta"]["experiment_id"] == old
+    for ds in ("alpha", "beta"):
+        exp = client.get_experiment(runs[ds]["experiment_id"])
+        assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND == "custom_model_development"
+    lines = finish_invocation("FINISHED")
+    alpha = runs["alpha"]["experiment_id"]
+    assert f"http://127.0.0.1:5000/#/experiments/{alpha}/runs?workflowType=machine_learning&" in "\n".join(lines)
+    assert any(f"--backend-store-uri sqlite:///{store}/mlflow.db" in line for line in lines)
+
+
+def test_ui_links_open_the_runs_table():
+    assert tracking.experiment_url("3") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+        "&orderByKey=tags.%60mlflow.runName%60&orderByAsc=true"
+    )
+    assert (
+        tracking.run_url("3", "ab", "http://h:80/")
+        == "http://h:80/#/experiments/3/runs/ab?workflowType=machine_learning"
+    )
+    assert tracking.ui_base("https://mlflow.example.org/") == "https://mlflow.example.org"
+    assert tracking.ui_base("sqlite:////x/mlflow.db") == "http://127.0.0.1:5000"
+
+
+def test_invocation_description_lists_runs_outputs_and_the_jobs_notes(store):
+    from mlflow.tracking import MlflowClient
+
+    runs = init_store(["alpha"])
+    parent = runs["alpha"]["parent_run_id"]
+    with JobRun("prune", "alpha", live=False) as run:  # spooled: its parent tags travel in the record
+        run.set_tags({"lpntk.output.table": "results/alpha/pruning/subsets.csv"})
+        assert run.add_invocation_note("claims", "| claim | verdict |\n|---|---|\n| 1 | holds |")
+        assert run.set_parent_tags({"lpntk.claims_checked": 1})
+    with JobRun("train", "alpha", seed=1) as run:  # live: set at once
+        assert run.add_invocation_note("about", "first note")
+        run.log_outputs({"summary": "results/alpha/train/seed1/summary.json"})
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    tags = client.get_run(parent).data.tags
+    assert tags["lpntk.note.about"] == "first note" and "lpntk.note.claims" not in tags  # not replayed yet
+    finish_invocation("FINISHED")
+    tags = client.get_run(parent).data.tags
+    assert tags["lpntk.claims_checked"] == "1" and tags["lpntk.note.claims"].endswith("| 1 | holds |")
+    note = tags["mlflow.note.content"]
+    assert "2 job run(s) (2 FINISHED)" in note
+    assert "| prune | 1 | 1 FINISHED |" in note and "| train | 1 | 1 FINISHED |" in note
+    assert "- **prune**: `results/alpha/pruning/subsets.csv`" in note
+    assert "- **train**: `results/alpha/train/seed1/summary.json`" in note
+    assert note.index("### about") < note.index("### claims") and note.rstrip().endswith("| 1 | holds |")
+
+
+def test_parent_tags_without_an_invocation_are_a_no_op(store):
+    with JobRun("prune", "alpha") as run:  # a stage called from Python: no parent run
+        assert run.set_parent_tags({"a": 1}) is False
+
+
+def test_invocation_note_fits_mlflows_tag_limit():
+    from lpntk.tracking._ui import MAX_TAG_LENGTH, invocation_note
+
+    children = [
+        ("retrain", "FINISHED", {f"lpntk.output.f{i}": "results/x/" + "y" * 80 + f"{i}.json"}) for i in range(300)
+    ]
+    note = invocation_note(children, {"claims": "verdicts"})
+    assert len(note) <= MAX_TAG_LENGTH and "and 280 more" in note and note.endswith("verdicts")
+    assert invocation_note([], {}).startswith("**lpntk workflow invocation**: no job ran")

@@ -222,3 +222,69 @@ def test_select_test_reproduces_official_selection(digits):
     r = _run(digits, n=120, epochs=4, select="test")
     assert r.summary["best_epoch"] == int(np.argmax([h["test_acc"] for h in r.history])) + 1
     assert r.summary["test_acc_selected"] == r.summary["test_acc_max"]
+
+
+def test_precision_switch_fp32_exact_tf32_same_on_cpu_bf16_autocast(digits):
+    """fp32 is the default; tf32 only changes CUDA arithmetic, so on CPU it gives fp32's bytes; bf16 autocasts the
+    training forward pass (a different run that still learns); the CUDA TF32 switches are set for the run and
+    restored after it."""
+    from lpntk.precision import forward_precision, run_precision
+
+    assert Recipe(epochs=1).precision == "fp32"
+    fp32, tf32 = _run(digits, n=96, epochs=2), _run(digits, n=96, epochs=2, precision="tf32")
+    assert _bytes(fp32.last_state) == _bytes(tf32.last_state)
+    fp32, bf16 = _run(digits, n=200, epochs=4), _run(digits, n=200, epochs=4, precision="bf16")
+    assert _bytes(bf16.last_state) != _bytes(fp32.last_state)
+    assert np.isfinite(bf16.dynamics["loss"]).all() and bf16.dynamics["loss"].dtype == np.float32
+    assert bf16.summary["recipe"]["precision"] == "bf16"
+    assert bf16.history[-1]["val_acc"] > 0.4 and abs(bf16.history[-1]["val_acc"] - fp32.history[-1]["val_acc"]) < 0.1
+    with forward_precision("bf16", torch.device("cpu")):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+    with forward_precision("fp32", torch.device("cpu")):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.float32
+
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    for precision, inside in (("fp32", False), ("tf32", True), ("bf16", False)):
+        with run_precision(precision):
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (inside, inside)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == old
+    with pytest.raises(ValueError, match="precision"):
+        Recipe(epochs=1, precision="fp16")
+
+
+_RUN_ONE = """
+import sys, torch
+from lpntk.data import prepare_dataset
+from lpntk.io import save_npz
+from lpntk.models import build_model
+from lpntk.train import Recipe, seed_everything, train_model
+torch.set_num_threads(1)
+spec = {"source": "sklearn", "name": "digits", "test_fraction": 0.2, "val_fraction": 0.1, "split_seed": 0}
+d = prepare_dataset("digits", spec)
+seed_everything(5)
+model = build_model("small_cnn", d.info.input_shape, 10)
+recipe = Recipe(epochs=2, batch_size=32, lr=0.05, crop_padding=1, score_epochs=(0, 2))
+r = train_model(model, d.train.subset(range(300)), recipe, 5, mean=d.info.mean, std=d.info.std, val=d.val,
+                device="cpu")
+torch.save(r.last_state, sys.argv[1] + ".pt")
+save_npz(sys.argv[1] + ".npz", **r.dynamics)
+"""
+
+
+def test_training_processes_sharing_a_machine_give_the_bytes_of_one_alone(tmp_path, repo):
+    """gpu_slots packs several jobs onto one device: each is its own process with its own seeded generators, so a run
+    gives the same bytes whether it runs alone or beside another (on CPU here; deterministic algorithms on CUDA)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-c", _RUN_ONE]
+    for name in ("alone", "a", "b"):  # the same file names (torch.save writes the name into the archive)
+        (tmp_path / name).mkdir()
+    subprocess.run([*cmd, str(tmp_path / "alone" / "run")], check=True, env=env, cwd=tmp_path)
+    both = [subprocess.Popen([*cmd, str(tmp_path / name / "run")], env=env, cwd=tmp_path) for name in ("a", "b")]
+    assert [p.wait() for p in both] == [0, 0]
+    alone = [(tmp_path / "alone" / f"run{ext}").read_bytes() for ext in (".pt", ".npz")]
+    for name in ("a", "b"):
+        assert [(tmp_path / name / f"run{ext}").read_bytes() for ext in (".pt", ".npz")] == alone

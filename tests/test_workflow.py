@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import snakemake
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
     from mlflow.tracking import MlflowClient
 
-    workdir, _ = workflow_run
+    workdir, proc = workflow_run
     res = workdir / "results" / "tiny"
     info = json.loads((res / "data" / "info.json").read_text())
     assert info["n"]["train"] + info["n"]["val"] == 300 and info["n"]["test"] == 100
@@ -50,6 +51,13 @@ def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
         by_rule.setdefault(r.data.tags["lpntk.rule"], []).append(r)
     assert {int(r.data.tags["lpntk.seed"]) for r in by_rule["train"]} == {1, 2}
     assert len(by_rule["workflow"]) == 1 and by_rule["workflow"][0].info.status == "FINISHED"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs table, where the tag is read
+    note = by_rule["workflow"][0].data.tags["mlflow.note.content"]  # the invocation's description: what it produced
+    assert "| train | 2 | 2 FINISHED |" in note and "results/tiny/pruning/table.md" in note
+    claims = pd.read_csv(workdir / "results" / "tiny" / "claims" / "claims.csv")  # the verdicts, in the description
+    assert "### claims (tiny)" in note and all(f"| {v} |" in note for v in claims["verdict"])
+    link = f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"  # printed at the end
+    assert link in proc.stdout + proc.stderr
     parent = by_rule["workflow"][0].info.run_id
     for r in by_rule["train"] + by_rule["prepare_data"]:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
@@ -75,7 +83,7 @@ def test_editing_one_stage_block_reruns_only_that_stage(repo, workflow_run, tmp_
     proc = snakemake(repo, workdir, "-n", "--configfile", str(tmp_path / "edited.yaml"), configfile=None)
     table = proc.stdout.split("Job stats:")[1].split("total")[0].strip().splitlines()[2:]  # after the header rows
     jobs = {line.split()[0] for line in table}
-    assert jobs == {"relations", "summary", "all"}, proc.stdout
+    assert jobs == {"relations", "gallery", "summary", "all"}, proc.stdout  # the gallery reads tau
 
 
 def test_editing_the_mlflow_block_reruns_nothing(repo, workflow_run, tmp_path):
@@ -112,7 +120,7 @@ def test_report_bundles_the_results_without_warnings(workflow_run, repo):
     # a colon in a category name used to cut the report's rst link targets short ("Duplicate explicit target name")
     messages = proc.stdout + proc.stderr  # docutils reports caption problems as "(WARNING/2)", "(ERROR/3)"
     assert "(WARNING/" not in messages and "(ERROR/" not in messages, messages
-    for category in ("Use case 1 - relations", "Use case 2 - forgetting", "Use case 3 - pruning", "Summary"):
+    for category in ("Use case 1 - relations", "Use case 2 - forgetting", "Use case 3 - pruning", "Samples", "Summary"):
         assert category in html, category
 
 

@@ -26,7 +26,7 @@ from ..io import atomic_path, load_json, save_json, save_table
 from ..paper import forgetting_reference, pruning_reference
 from .common import log, tracking_run
 
-__all__ = ["collect_claims", "claims_markdown", "claims_stage"]
+__all__ = ["collect_claims", "claims_markdown", "claims_note", "claims_stage"]
 
 
 def collect_claims(
@@ -91,6 +91,18 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return claims + "\n\n" + show.to_markdown(index=False) + "\n"
 
 
+def claims_note(table: pd.DataFrame) -> str:
+    """The verdicts in short (claim, comparison, effect with its interval, verdict): the section the claims job adds
+    to its invocation's MLflow description."""
+    if not len(table):
+        return "No claim is measured by the enabled stages."
+    lines = ["| claim | comparison | effect [interval] | verdict |", "|---|---|---|---|"]
+    for r in table.itertuples():
+        effect = f"{r.effect:.3g}" if np.isfinite(r.effect) else "n/a"
+        lines.append(f"| {r.claim} | {r.comparison} | {effect} {_interval(r.low, r.high)} | {r.verdict} |")
+    return "\n".join(lines)
+
+
 def claims_stage(
     *,
     dataset: str,
@@ -121,5 +133,6 @@ def claims_stage(
         save_json(outputs["summary"], {"dataset": dataset, "verdicts": verdicts, "claims": [r.row() for r in rows]})
         run.log_metrics({f"claims_{k}": v for k, v in verdicts.items()})
         run.log_outputs(dict(outputs))
+        run.add_invocation_note(f"claims ({dataset})", claims_note(table))
     log.info("%s: %d claim rows: %s", dataset, len(rows), verdicts)
     return table

@@ -16,7 +16,9 @@ r seeded with ``seed_offset + r`` in every arm (paired runs); arms with the same
 targets' L2 error per epoch gives each run's area under the curve (the targets' learning difficulty).
 
 Steps: the arms of :mod:`lpntk.difficulty` (``choose_targets``, ``ranked_companies``, ``contradictory_companies``,
-``control_companies``), then :func:`train_companies`, :func:`difficulty_tables` and :func:`write_difficulty`.
+``control_companies``), then :func:`train_companies`, :func:`difficulty_tables` and :func:`write_difficulty`. Every
+finished (training set, seed) run is kept in a progress folder beside the outputs (:mod:`lpntk.progress`), so a
+killed job resumes with the runs it had not finished, with the same results.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -46,6 +49,7 @@ from ..figures.difficulty import plot_difficulty_curves
 from ..grams import ClassGram, load_class_grams
 from ..io import save_json, save_npz, save_table
 from ..kernel import lpntk_gram
+from ..progress import Progress, run_key
 from ..train import Recipe, select_device
 from .common import check_outputs, log, tracking_run
 from .kernel import gram_options
@@ -121,10 +125,20 @@ def _similarity_to_targets(cfg, prep, grams, targets_pos, reference, device) -> 
 
 
 def train_companies(
-    companies: Sequence[Company], targets_pos: Sequence[int], prep, cfg, recipe: Recipe, seeds: Sequence[int], device
+    companies: Sequence[Company],
+    targets_pos: Sequence[int],
+    prep,
+    cfg,
+    recipe: Recipe,
+    seeds: Sequence[int],
+    device,
+    progress: Progress | None = None,
 ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """The targets' L2 curves ("train" and "eval" passes, (R, T, E) each) of every arm; arms whose training set is
-    the same (e.g. a set both rankings choose) share one set of runs."""
+    the same (e.g. a set both rankings choose) share one set of runs. With ``progress`` every finished run (training
+    set, seed) is recorded there and a rerun of a killed job loads it instead of training it again (the key: the
+    training set's original indices and labels, the targets, the seed, the recipe, the model and the normalisation).
+    """
     done: dict[bytes, dict[str, np.ndarray]] = {}
     out = {}
     for comp in companies:
@@ -140,16 +154,37 @@ def train_companies(
                 len(seeds),
                 recipe.epochs,
             )
-            done[key] = target_l2_curves(
-                lambda: build_from_config(cfg, prep.info),
-                split,
-                where,
-                recipe,
-                seeds,
-                mean=prep.info.mean,
-                std=prep.info.std,
-                device=device,
-            )
+            set_id = run_key(index=split.index.numpy(), y=split.y.numpy(), targets=where)[:16]
+            runs = []
+            for seed in seeds:
+                name, rkey = f"set-{set_id}-seed{seed}", ""
+                if progress is not None:
+                    rkey = run_key(
+                        set=set_id, seed=int(seed), recipe=asdict(recipe), model=cfg["model"], mean=prep.info.mean,
+                        std=prep.info.std,
+                    )  # fmt: skip
+                    rec = progress.load(name, rkey)
+                    if rec is not None:
+                        runs.append(rec)
+                        continue
+                runs.append(
+                    {
+                        k: v[0]
+                        for k, v in target_l2_curves(
+                            lambda: build_from_config(cfg, prep.info),
+                            split,
+                            where,
+                            recipe,
+                            [seed],
+                            mean=prep.info.mean,
+                            std=prep.info.std,
+                            device=device,
+                        ).items()
+                    }
+                )
+                if progress is not None:
+                    progress.save(name, rkey, **runs[-1])
+            done[key] = {p: np.stack([r[p] for r in runs]) for p in ("train", "eval")}
         out[comp.key] = done[key]
     return out
 
@@ -351,7 +386,8 @@ def difficulty_stage(
     companies.sort(key=lambda c: (rankings.index(c.ranking), order[c.set]))
 
     seeds = [int(dcfg["seed_offset"]) + r for r in range(1, runs + 1)]
-    curves = train_companies(companies, targets_pos, prep, cfg, recipe, seeds, device)
+    progress = Progress(outputs["summary"])
+    curves = train_companies(companies, targets_pos, prep, cfg, recipe, seeds, device, progress)
     sets_df, auc_df, class_df, per_run = difficulty_tables(
         companies, curves, targets_pos, prep, similarity, grams, main, runs, recipe.epochs, num
     )
@@ -403,6 +439,7 @@ def difficulty_stage(
         summary["seconds"] = time.perf_counter() - t0
         run.log_metrics({**metrics, "seconds": summary["seconds"]})
         run.log_outputs({k: v for k, v in outputs.items() if k != "curves"})
+    progress.clear()
     log.info(
         "%s: area under the targets' L2 curve (%s pass): %s",
         dataset,

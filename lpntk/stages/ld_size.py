@@ -3,7 +3,9 @@
 A seeded per-class pool of ``pool_per_class`` training samples, its quad-tree subsets, one training run per subset
 (all runs from the same ``seed``: the same initialisation and shuffling stream, so runs differ only in their data),
 LD per sample and size, Pearson (and Spearman) correlations between sizes. The training forward pass uses the
-dataset's augmentation (as the official exp7.1).
+dataset's augmentation (as the official exp7.1). Every finished run is kept in a progress folder beside the outputs
+(:mod:`lpntk.progress`) and the run in flight saves a resumable state every ``difficulty.size.resume_every`` epochs
+there, so a killed job resumes where it stopped, with the same results.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,7 @@ from ..data import load_prepared
 from ..difficulty import learning_difficulty, pearson_matrix, quad_tree_subsets, size_levels
 from ..figures.difficulty import plot_ld_correlation
 from ..io import save_json, save_table
+from ..progress import Progress, run_key
 from ..train import select_device
 from .common import check_outputs, log, tracking_run
 from .difficulty import difficulty_recipe
@@ -46,7 +50,7 @@ def ld_size_stage(
     check_outputs(outputs, LD_SIZE_OUTPUTS, "ld_size_stage")
     pool_n = int(scfg["pool_per_class"])
     sizes = size_levels(pool_n, int(scfg["min_size"]))
-    recipe = difficulty_recipe(scfg, cfg.get("augment"))
+    recipe = replace(difficulty_recipe(scfg, cfg.get("augment")), resume_every=int(scfg["resume_every"]))
     set_threads(threads)
     t0 = time.perf_counter()
     device = select_device(cfg.get("device", "auto"))
@@ -67,6 +71,8 @@ def ld_size_stage(
     seed = int(scfg["seed"])
     make = lambda: build_from_config(cfg, prep.info)  # noqa: E731
     n_runs = 0
+    progress = Progress(outputs["summary"])
+    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
     with tracking_run(
         "ld_size", dataset, cfg, mlflow_cfg, seed=seed, tags={"pool_per_class": pool_n}, run_name=f"ld_size-{dataset}"
     ) as run:
@@ -75,15 +81,27 @@ def ld_size_stage(
             nodes = [quad_tree_subsets(p, s) for p in pools]
             for k in range(pool_n // s):
                 positions = np.concatenate([nodes[c][k] for c in range(n_cls)])
-                values = learning_difficulty(
-                    make,
-                    prep.train.subset(positions),
-                    recipe,
-                    seed,
-                    mean=prep.info.mean,
-                    std=prep.info.std,
-                    device=device,
-                )
+                split = prep.train.subset(positions)
+                name = f"size{s}-node{k}"
+                key = run_key(
+                    index=split.index.numpy(), y=split.y.numpy(), seed=seed, recipe=spec, model=cfg["model"],
+                    mean=prep.info.mean, std=prep.info.std,
+                )  # fmt: skip
+                done = progress.load(name, key)
+                if done is not None:
+                    values = done["ld"]
+                else:
+                    values = learning_difficulty(
+                        make,
+                        split,
+                        recipe,
+                        seed,
+                        mean=prep.info.mean,
+                        std=prep.info.std,
+                        device=device,
+                        resume_path=progress.resume_path(name),
+                    )
+                    progress.save(name, key, ld=values)
                 for c in range(n_cls):
                     ld[c, k * s : (k + 1) * s, si] = values[c * s : (c + 1) * s]
                 n_runs += 1
@@ -130,6 +148,7 @@ def ld_size_stage(
         summary["seconds"] = time.perf_counter() - t0
         run.log_metrics({**metrics, "runs": n_runs, "seconds": summary["seconds"]})
         run.log_outputs({k: v for k, v in outputs.items() if k != "ld"})
+    progress.clear()
     log.info(
         "%s: LD vs size, %d runs, Pearson with size %d: %s",
         dataset,

@@ -4,6 +4,11 @@ A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the
 (subset, seed) run is kept in a progress folder beside the output, and the run in flight saves a resumable state
 every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power cut) resumes
 where it stopped when rerun, with the same results; the folder is removed when the job completes.
+
+With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: faster
+on a GPU; with dropout active the masks are drawn differently from separate runs), tagged ``lpntk.lockstep`` in
+MLflow; it needs ``batch_seeds: true`` (a job that holds several seeds). Seeds train together only where they share
+their subset (``pruning.draws: shared``, or the subsets no draw decides): with per-seed draws each seed has its own.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from ..data import Split, load_prepared
 from ..io import load_json, load_npz, save_json
+from ..lockstep import train_lockstep
 from ..plan import fmt, retrain_settings, retrain_units, subset_key, subset_plan
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
@@ -101,7 +107,7 @@ def retrain_stage(
     records = []
     for name in units[unit]:
         epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
-        trains = {s: subset_split(prep.train, arr[subset_key(plan[name], s)]) for s in seeds}
+        trains = {int(s): subset_split(prep.train, arr[subset_key(plan[name], s)]) for s in seeds}
         recipe = retrain_recipe(cfg, epochs)
         records.append(_retrain_subset(dataset, cfg, plan[name], trains, prep, recipe, device, mlflow_cfg, progress))
     out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
@@ -122,8 +128,10 @@ def _retrain_subset(
     progress: Path,
 ) -> dict:
     """Every seed's run on its training subset (``trains[seed]``: the same subset for every seed, or the seed's own
-    draw where the subset is drawn per seed)."""
+    draw where the subset is drawn per seed). With ``pruning.retrain.lockstep`` the pending seeds that share a
+    subset train together."""
     subset = spec["name"]
+    lockstep = bool(cfg["pruning"]["retrain"]["lockstep"])
     base_tags = {
         "method": spec["method"],
         "subset": subset,
@@ -131,6 +139,8 @@ def _retrain_subset(
         "keep": fmt(spec["keep"]) if spec.get("keep") is not None else "realised",
         "device": str(device),
         "draw": "per_seed" if spec.get("per_seed") else "shared",
+        "precision": recipe.precision,
+        "lockstep": str(lockstep).lower(),
     }
     if spec["experiment"] == "small_clusters":
         base_tags.update(
@@ -140,41 +150,107 @@ def _retrain_subset(
                 "kernel": spec.get("kernel", "full"),
             }
         )
-    runs = []
-    for seed, train in trains.items():
-        sha = _sha256(train.index.numpy())
+    shas = {seed: _sha256(train.index.numpy()) for seed, train in trains.items()}
+    keys = {
+        seed: {"subset_sha256": shas[seed], "seed": seed, "epochs": recipe.epochs, "lockstep": lockstep}
+        for seed in trains
+    }
+    runs: dict[int, dict] = {}
+    for seed in trains:
         done = progress / f"{subset}-seed{seed}.json"
-        key = {"subset_sha256": sha, "seed": int(seed), "epochs": recipe.epochs}
-        if done.is_file():  # finished before the job was killed: same subset, seed and epochs
+        if done.is_file():  # finished before the job was killed: same subset, seed, epochs and lockstep switch
             rec = load_json(done, what="retraining progress record")
-            if rec.get("key") == key:
+            if rec.get("key") == keys[seed]:
                 log.info("%s %s seed %d: already trained (progress record %s)", dataset, subset, seed, done)
-                runs.append(rec["run"])
-                continue
-        tags = {**base_tags, "n_train": len(train)}
-        run = _retrain_run(
-            dataset,
-            cfg,
-            subset,
-            tags,
-            train,
-            prep,
-            recipe,
-            int(seed),
-            device,
-            mlflow_cfg,
-            progress / f"{subset}-seed{seed}.resume.pt",
-        )
-        runs.append({**run, "n_train": len(train), "index_sha256": sha})
-        save_json(done, {"key": key, "run": runs[-1]})
-    sizes = [r["n_train"] for r in runs]
+                runs[seed] = rec["run"]
+    pending = [seed for seed in trains if seed not in runs]
+    # the pending seeds grouped by their subset: one group of every seed unless the subset is drawn per seed
+    groups: dict[str, list[int]] = {}
+    for seed in pending:
+        groups.setdefault(shas[seed], []).append(seed)
+
+    def finished(seed: int, run: dict) -> None:  # kept at once: a kill loses only the run in flight
+        runs[seed] = {**run, "n_train": len(trains[seed]), "index_sha256": shas[seed]}
+        save_json(progress / f"{subset}-seed{seed}.json", {"key": keys[seed], "run": runs[seed]})
+
+    for sha, group in groups.items():
+        train = trains[group[0]]
+        context = (dataset, cfg, subset, {**base_tags, "n_train": len(train)}, train, prep, recipe)
+        if lockstep and len(group) > 1:
+            resume = progress / f"{subset}-{sha}.resume.pt"
+            for seed, run in _retrain_lockstep(*context, group, device, mlflow_cfg, resume).items():
+                finished(seed, run)
+        else:
+            for seed in group:
+                finished(
+                    seed, _retrain_run(*context, seed, device, mlflow_cfg, progress / f"{subset}-seed{seed}.resume.pt")
+                )
+    ordered = [runs[seed] for seed in trains]
     return {
         "subset": subset,
         **{k: v for k, v in spec.items() if k != "name"},
-        "n_train": float(np.mean(sizes)),
+        "n_train": float(np.mean([r["n_train"] for r in ordered])),
         "epochs": recipe.epochs,
-        "runs": runs,
+        "runs": ordered,
     }
+
+
+def _run_record(dataset, subset, seed, n_train, history, seconds) -> tuple[dict, dict]:
+    """The MLflow metrics and the output record of one finished retraining run."""
+    acc = accuracy_summary(history)
+    log.info(
+        "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
+        dataset,
+        subset,
+        seed,
+        n_train,
+        acc["test_acc_best_val"],
+        acc["best_epoch"],
+        acc["test_acc_last"],
+        acc["test_acc_max"],
+        seconds,
+    )
+    rows = [{k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h} for h in history]
+    return {**acc, "n_train": n_train, "seconds": seconds}, {"seed": int(seed), **acc, "history": rows}
+
+
+def _epoch_metrics(row: Mapping) -> dict:
+    return {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}
+
+
+def _retrain_lockstep(
+    dataset, cfg, subset, tags, train, prep, recipe, seeds, device, mlflow_cfg, resume: Path
+) -> dict[int, dict]:
+    """The seeds of one subset trained together (:func:`lpntk.lockstep.train_lockstep`), then one MLflow run per
+    seed with its per-epoch series (tag ``lpntk.lockstep`` = true)."""
+    t0 = time.perf_counter()
+    results = train_lockstep(
+        lambda: build_from_config(cfg, prep.info),
+        train,
+        recipe,
+        seeds,
+        mean=prep.info.mean,
+        std=prep.info.std,
+        val=prep.val,
+        test=prep.test,
+        device=device,
+        record=False,
+        resume_path=resume,
+    )
+    seconds = (time.perf_counter() - t0) / len(seeds)
+    out = {}
+    for seed, result in zip(seeds, results, strict=True):
+        params = {"subset": subset, "retrain_epochs": recipe.epochs}
+        name = f"retrain-{dataset}-{subset}-seed{seed}"
+        metrics, out[seed] = _run_record(dataset, subset, seed, len(train), result.history, seconds)
+        with tracking_run(
+            "retrain", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, params=params, run_name=name
+        ) as run:
+            run.log_metric_history(
+                (k, v, int(row["epoch"])) for row in result.history for k, v in _epoch_metrics(row).items()
+            )
+            run.log_metrics(metrics)
+    return out
 
 
 def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, mlflow_cfg, resume: Path) -> dict:
@@ -184,12 +260,6 @@ def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, 
         seed_everything(seed)
         model = build_from_config(cfg, prep.info)
         t0 = time.perf_counter()
-
-        def on_epoch(row, run=run):
-            run.log_metrics(
-                {k: row[k] for k in ("val_acc", "test_acc", "train_loss", "lr") if k in row}, step=int(row["epoch"])
-            )
-
         result = train_model(
             model,
             train,
@@ -201,25 +271,9 @@ def _retrain_run(dataset, cfg, subset, tags, train, prep, recipe, seed, device, 
             test=prep.test,
             device=device,
             record=False,
-            on_epoch=on_epoch,
+            on_epoch=lambda row: run.log_metrics(_epoch_metrics(row), step=int(row["epoch"])),
             resume_path=resume,
         )
-        seconds = time.perf_counter() - t0
-        acc = accuracy_summary(result.history)
-        run.log_metrics({**acc, "n_train": len(train), "seconds": seconds})
-    history = [
-        {k: h[k] for k in ("epoch", "lr", "train_loss", "val_acc", "test_acc") if k in h} for h in result.history
-    ]
-    log.info(
-        "%s %s seed %d: n=%d, test acc %.4f at best val (epoch %d), last %.4f, max %.4f (%.1f s)",
-        dataset,
-        subset,
-        seed,
-        len(train),
-        acc["test_acc_best_val"],
-        acc["best_epoch"],
-        acc["test_acc_last"],
-        acc["test_acc_max"],
-        seconds,
-    )
-    return {"seed": int(seed), **acc, "history": history}
+        metrics, record = _run_record(dataset, subset, seed, len(train), result.history, time.perf_counter() - t0)
+        run.log_metrics(metrics)
+    return record

@@ -57,6 +57,7 @@ def train_stage(
                 "lpntk.model": cfg["model"]["name"],
                 "lpntk.n_params": count_parameters(model),
                 "lpntk.device": str(device),
+                "lpntk.precision": recipe.precision,
             }
         )
         result = train_model(

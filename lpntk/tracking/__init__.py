@@ -19,16 +19,33 @@ Conventions (``docs/design.md``):
   invocation marks the runs of one killed hard (its process gone from this host) KILLED, and an invocation marks
   its own job runs left RUNNING (their job was killed) KILLED when it ends, so the UI never shows phantom runs.
 
+* Every experiment is tagged as model training (``mlflow.experimentKind``); MLflow 3.17's UI opens an experiment on
+  its runs table only with ``?workflowType=machine_learning`` in the link (:mod:`._ui`), which the invocation prints
+  at its end (:func:`finish_invocation`). The invocation run's description (``mlflow.note.content``) lists the job
+  runs and the files they wrote, followed by the notes jobs add (:meth:`JobRun.add_invocation_note`, or any tag with
+  :meth:`JobRun.set_parent_tags`; spooled runs carry theirs to the replay).
+
 All client calls are retried with back-off on SQLite's "database is locked".
 
 Only this package imports mlflow, and only inside the functions that talk to the store (importing it costs about
 2 s): ``_store`` (URI, client, retries, config hash, versions), ``_invocation`` (parent runs, killed invocations,
-the spool), ``_run`` (:class:`JobRun`).
+the spool), ``_run`` (:class:`JobRun`); ``_ui`` (experiment kind, UI links, the invocation's description) imports
+nothing.
 """
 
-from ._invocation import close_dead_invocations, finish_invocation, init_store, replay_spool
-from ._run import JobRun
-from ._store import RUNS_ENV, config_hash, experiment_name, flatten, git_commit, package_versions, tracking_uri
+from ._invocation import close_dead_invocations, describe_invocation, finish_invocation, init_store, replay_spool
+from ._run import JobRun, Terminated
+from ._store import (
+    RUNS_ENV,
+    check_cluster_uri,
+    config_hash,
+    experiment_name,
+    flatten,
+    git_commit,
+    package_versions,
+    tracking_uri,
+)
+from ._ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, experiment_url, run_url, ui_base
 
 __all__ = [
     "RUNS_ENV",
@@ -43,4 +60,12 @@ __all__ = [
     "git_commit",
     "close_dead_invocations",
     "replay_spool",
+    "check_cluster_uri",
+    "Terminated",
+    "describe_invocation",
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
+    "experiment_url",
+    "run_url",
+    "ui_base",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._store import RUNS_ENV, _client, _ensure_experiment, _retry, experiment_name, git_commit, tracking_uri
+from ._ui import NOTE_PREFIX, NOTE_TAG, invocation_note, ui_lines
 
 log = logging.getLogger("lpntk.tracking")
 
@@ -122,13 +123,14 @@ def init_store(
     return runs
 
 
-def finish_invocation(status: str = "FINISHED") -> None:
+def finish_invocation(status: str = "FINISHED") -> list[str]:
     """Replay this invocation's spooled job runs, mark its job runs still RUNNING as KILLED (their job was killed:
-    nothing runs once the invocation ends), and close the parent runs :func:`init_store` opened (``FINISHED`` or
-    ``FAILED``)."""
+    nothing runs once the invocation ends), describe each parent run (:func:`describe_invocation`) and close it
+    (``FINISHED`` or ``FAILED``). Returns the lines to print at the end of the invocation: how to serve the store and
+    the link that opens each experiment's runs table (:func:`lpntk.tracking._ui.ui_lines`)."""
     raw = os.environ.get(RUNS_ENV)
     if not raw:
-        return
+        return []
     state = json.loads(raw)
     client = _client(state["uri"])
     if state.get("spool"):
@@ -137,7 +139,27 @@ def finish_invocation(status: str = "FINISHED") -> None:
         n = _close_children(client, entry["parent_run_id"])
         if n:
             log.warning("MLflow: %d job run(s) of this invocation were still RUNNING (killed jobs); marked KILLED", n)
+        describe_invocation(client, entry["parent_run_id"])
         _retry(client.set_terminated, entry["parent_run_id"], status)
+    return ui_lines(state["uri"], state["runs"], state.get("prefix", "lpntk"))
+
+
+def describe_invocation(client, parent_run_id: str) -> str:
+    """Set the parent run's description (MLflow's ``mlflow.note.content``): the invocation's job runs by rule and
+    status, the files they wrote, and the notes jobs added (parent tags ``lpntk.note.<section>``, see
+    :meth:`lpntk.tracking.JobRun.add_invocation_note`). Returns the text."""
+    parent = _retry(client.get_run, parent_run_id)
+    children = _retry(
+        client.search_runs,
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=10_000,
+    )
+    notes = {k[len(NOTE_PREFIX) :]: v for k, v in parent.data.tags.items() if k.startswith(NOTE_PREFIX)}
+    rows = [(c.data.tags.get("lpntk.rule", "?"), c.info.status, c.data.tags) for c in children]
+    text = invocation_note(rows, notes)
+    _retry(client.set_tag, parent_run_id, NOTE_TAG, text)
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- the spool
@@ -170,6 +192,9 @@ def replay_spool(client, spool: Path, final: bool) -> int:
             params = [Param(k, v) for k, v in rec["params"].items()]
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in rec["metrics"]]
             tags = [RunTag(k, v) for k, v in rec["late_tags"].items()]
+            parent_tags = [RunTag(k, v) for k, v in (rec.get("parent_tags") or {}).items()]
+            if parent_tags and rec["tags"].get("mlflow.parentRunId"):  # tags the job set on its invocation's run
+                _retry(client.log_batch, rec["tags"]["mlflow.parentRunId"], tags=parent_tags)
             for i in range(0, max(len(params), len(metrics), len(tags)), 100):
                 _retry(
                     client.log_batch,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -25,6 +27,7 @@ from ._store import (
     package_versions,
     tracking_uri,
 )
+from ._ui import NOTE_PREFIX
 
 
 class _NullRun:
@@ -34,6 +37,15 @@ class _NullRun:
 
     def __getattr__(self, name):
         return lambda *a, **k: None
+
+
+class Terminated(BaseException):
+    """Raised in a job that received SIGTERM (``scancel``, a SLURM time limit, ``kill``), so that its run is closed as
+    KILLED and its atomic writes are cleaned up before the process goes (like KeyboardInterrupt, not an Exception)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
 
 
 def _key(name: Any) -> str:
@@ -111,6 +123,9 @@ class JobRun(AbstractContextManager):
     def __enter__(self):
         if not self.enabled:
             return _NullRun()
+        self._old_sigterm = None
+        if threading.current_thread() is threading.main_thread():  # a job's run closes as KILLED on SIGTERM
+            self._old_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
         if self.spool is not None:
             me = _this_process()
             self._record = {
@@ -123,6 +138,7 @@ class JobRun(AbstractContextManager):
                 "pid_start": me["lpntk.pid_start"],
                 "tags": self._start_tags(),
                 "late_tags": {},
+                "parent_tags": {},
                 "params": {},
                 "metrics": [],
                 "artifacts": [],
@@ -141,7 +157,10 @@ class JobRun(AbstractContextManager):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        status = "FAILED" if exc_type else "FINISHED"
+        if getattr(self, "_old_sigterm", None) is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+        killed = exc_type is not None and issubclass(exc_type, Terminated | KeyboardInterrupt)
+        status = "KILLED" if killed else "FAILED" if exc_type else "FINISHED"
         if self._record is not None:
             self._record.update(status=status, end_time=_now_ms())
             self._write_record()
@@ -193,6 +212,31 @@ class JobRun(AbstractContextManager):
         from mlflow.entities import RunTag
 
         _retry(self.client.log_batch, self.run_id, tags=[RunTag(_key(k), str(v)) for k, v in tags.items()])
+
+    def set_parent_tags(self, tags: Mapping[str, Any]) -> bool:
+        """Set ``tags`` on this job's invocation run (the parent ``workflow`` run of its dataset): at once when the
+        run is live, when the invocation replays the spooled run otherwise. False (nothing set) without an
+        invocation (a stage called from Python) or with tracking disabled."""
+        parent_id = self.parent.get("parent_run_id")
+        if not parent_id:
+            return False
+        items = {str(k): str(v) for k, v in tags.items()}
+        if self._record is not None:
+            self._record["parent_tags"].update(items)
+            self._write_record()
+            return True
+        if self.client is None:
+            return False
+        from mlflow.entities import RunTag
+
+        _retry(self.client.log_batch, parent_id, tags=[RunTag(k, v) for k, v in items.items()])
+        return True
+
+    def add_invocation_note(self, section: str, markdown: str) -> bool:
+        """Add a section to the invocation run's description: the invocation appends every section (parent tag
+        ``lpntk.note.<section>``, in section order, under the heading ``section``) to the list of what it produced
+        when it ends (:func:`lpntk.tracking.describe_invocation`). A later note of the same section replaces it."""
+        return self.set_parent_tags({f"{NOTE_PREFIX}{section}": markdown})
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self._record is not None:

@@ -14,6 +14,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ._ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+# MLflow 3.17's telemetry thread sets and unsets a variable in os.environ while requests iterate it, failing jobs at
+# random (KeyError '_MLFLOW_TELEMETRY_SESSION_ID', seen on the SLURM test cluster); mlflow is imported only by this
+# package, after this line. A user who wants telemetry sets MLFLOW_DISABLE_TELEMETRY=false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 RUNS_ENV = "LPNTK_MLFLOW_RUNS"
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -27,6 +34,18 @@ def tracking_uri(configured: str | None = None) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
         uri = prefix + str(Path(uri[len(prefix) :]).absolute())
     return uri
+
+
+def check_cluster_uri(uri: str, remote_jobs: bool) -> None:
+    """Refuse a file-based store when jobs run on other nodes: every node would write a SQLite file (or ``mlruns``
+    folder) on the shared filesystem, which SQLite cannot lock safely there."""
+    if remote_jobs and (uri.startswith(("sqlite:", "file:")) or "://" not in uri):
+        raise ValueError(
+            f"MLflow tracking URI {uri!r} is a local file, but the jobs run on other nodes (a cluster executor): start "
+            "an mlflow server (mlflow server --backend-store-uri sqlite:///<local disk>/mlflow.db --artifacts-"
+            "destination <dir> --serve-artifacts --host <host>) and export MLFLOW_TRACKING_URI=http://<host>:<port>, "
+            "or set mlflow.enabled: false"
+        )
 
 
 def experiment_name(dataset: str, prefix: str = "lpntk") -> str:
@@ -52,12 +71,16 @@ def _retry(fn, *args, attempts: int = 10, **kwargs):
 
 
 def _ensure_experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created if missing; either way tagged as model training
+    (:data:`EXPERIMENT_KIND_TAG`, see :mod:`lpntk.tracking._ui`), so the UIs that read the tag open its runs table."""
     exp = _retry(client.get_experiment_by_name, name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older lpntk, or switched in the UI
+            _retry(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
-        return _retry(client.create_experiment, name)
-    except Exception as err:  # lost a creation race: someone else made it
+        return _retry(client.create_experiment, name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    except Exception as err:  # lost a creation race: someone else made it (and tagged it)
         exp = _retry(client.get_experiment_by_name, name)
         if exp is None:
             raise err

@@ -9,13 +9,17 @@ rule claims:
         ),
         md=f"{RESULTS}/{{ds}}/claims/claims.md",
         summary=f"{RESULTS}/{{ds}}/claims/summary.json",
-    params:
-        cfg=stage_cfg("difficulty", "forgetting", "pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/claims.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/claims.tsv"
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("claims"),
+        runtime=runtime("claims"),
+    params:
+        cfg=stage_cfg("difficulty", "forgetting", "pruning"),
     script:
         "../scripts/claims.py"

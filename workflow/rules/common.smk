@@ -3,6 +3,8 @@
 
 import json
 
+from snakemake.logging import logger
+
 from lpntk.config import dataset_config, validate_config
 from lpntk.plan import (
     SCORE_METHODS,
@@ -13,7 +15,8 @@ from lpntk.plan import (
     retrain_units,
     seed_groups,
 )
-from lpntk.tracking import finish_invocation, init_store
+from lpntk.resources import JobResources
+from lpntk.tracking import check_cluster_uri, finish_invocation, init_store, tracking_uri
 
 validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -21,12 +24,36 @@ DATASETS = list(config["datasets"])
 RESULTS = "results"
 
 
+# Jobs that read tables and build no model run on the machine that runs Snakemake, never as cluster jobs.
+localrules:
+    select_reference,
+    scores,
+    cluster,
+    prune,
+    forgetting_table,
+    pruning_table,
+    claims,
+    gallery,
+    summary,
+
+
 wildcard_constraints:
     ds="|".join(DATASETS),
     seed=r"\d+",
 
 
-STAGE_BLOCKS = ("model", "train", "augment", "kernel", "relations", "difficulty", "forgetting", "scores", "pruning")
+STAGE_BLOCKS = (
+    "model",
+    "train",
+    "augment",
+    "kernel",
+    "relations",
+    "difficulty",
+    "forgetting",
+    "scores",
+    "pruning",
+    "gallery",
+)
 
 
 def stage_cfg(*blocks):
@@ -93,6 +120,44 @@ def kernel_files(ds):
 
 def stage_enabled(ds, stage):
     return config["datasets"][ds][stage]["enabled"]
+
+
+# ---- cluster resources (lpntk.resources) -------------------------------------------------------------
+
+JOB_RESOURCES = JobResources(
+    config,
+    Path(workflow.basedir) / "benchmarks" / "costs.json",
+    Path(workflow.basedir) / "benchmarks" / "gpu.json",
+    RESULTS,
+)
+
+
+def gpu(stage):
+    """The GPU resources of a model-running rule's job when it computes on CUDA (device: cuda, or auto on a machine
+    with a GPU): gpu (one device: the SLURM plugin's --gpus), gpu_slots (a share of one machine's GPU) and gpu_mem_gb
+    (the GPU memory it may take), whose global limits profiles/gpu sets. Nothing on a CPU-only run."""
+    if not JOB_RESOURCES.gpu:
+        return {}
+    return {"gpu": 1, "gpu_slots": 1, "gpu_mem_gb": lambda wc: JOB_RESOURCES.gpu_mem_gb(wc.ds, stage)}
+
+
+def runtime(stage, name=None):
+    """``runtime`` (minutes) of a stage's job: 3 x its estimated time (lpntk.cost), at least 10 min, x the attempt;
+    ``name`` maps the job's wildcards to its name in the plan (seed3, class0, unit/shard)."""
+
+    def get(wildcards, attempt):
+        return JOB_RESOURCES.runtime(wildcards.get("ds", ""), stage, name(wildcards) if name else None, attempt)
+
+    return get
+
+
+def mem_mb(stage, name=None):
+    """``mem_mb`` of a stage's job: a base plus 1.5 x the data it holds (lpntk.resources)."""
+
+    def get(wildcards):
+        return JOB_RESOURCES.mem_mb(wildcards.get("ds", ""), stage, name(wildcards) if name else None)
+
+    return get
 
 
 # ---- relations / difficulty (use case 1) -------------------------------------------------------------
@@ -217,6 +282,33 @@ def claims_inputs(ds):
     return files
 
 
+# ---- gallery (the samples behind the statistics) ---------------------------------------------------
+
+
+def gallery_targets(ds):
+    """The gallery figure (gallery.enabled): its panels follow the enabled stages (workflow/rules/gallery.smk)."""
+    if not stage_enabled(ds, "gallery"):
+        return []
+    return [f"{RESULTS}/{ds}/gallery/{f}" for f in ("gallery.png", "samples.csv")]
+
+
+def gallery_inputs(wildcards):
+    """The gallery's inputs: training split and kernels always; the outputs of the enabled stages it draws from."""
+    ds = wildcards.ds
+    inputs = {"train": f"{RESULTS}/{ds}/data/train.npz", "kernels": kernel_files(ds)}
+    if stage_enabled(ds, "relations"):
+        inputs["cross"] = f"{RESULTS}/{ds}/relations/cross_panel.npz"
+    if stage_enabled(ds, "pruning"):
+        inputs.update(
+            clusters=f"{RESULTS}/{ds}/cluster/clusters.npz",
+            subsets=f"{RESULTS}/{ds}/pruning/subsets.npz",
+            subsets_table=f"{RESULTS}/{ds}/pruning/subsets.csv",
+        )
+        if "scores" in prune_inputs(wildcards):
+            inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    return inputs
+
+
 # ---- summary and all ---------------------------------------------------------------------------------
 
 
@@ -248,14 +340,18 @@ def all_outputs(wildcards):
     for ds in DATASETS:
         targets += train_files(ds) + kernel_files(ds)
         targets += relations_targets(ds) + difficulty_targets(ds) + forgetting_targets(ds) + pruning_targets(ds)
+        targets += gallery_targets(ds)
     return targets
 
 
 def start_tracking():
     if config["mlflow"]["enabled"]:
+        check_cluster_uri(tracking_uri(config["mlflow"]["tracking_uri"]), workflow.non_local_exec)
         init_store(DATASETS, config["mlflow"]["tracking_uri"], config["mlflow"]["experiment_prefix"])
 
 
 def finish_tracking(status):
+    """Close the invocation's runs and print (and log) how to open the runs table in the MLflow UI."""
     if config["mlflow"]["enabled"]:
-        finish_invocation(status)
+        for line in finish_invocation(status):
+            logger.info(line)

@@ -11,6 +11,9 @@ checkpoint prepare_data:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("prepare_data"),
+        runtime=runtime("prepare_data"),
     params:
         cfg=stage_cfg(),
         data_dir=config["data_dir"],

@@ -27,6 +27,10 @@ rule difficulty:
     conda:
         "../envs/lpntk.yaml"
     threads: difficulty_threads
+    resources:
+        **gpu("difficulty"),
+        mem_mb=mem_mb("difficulty"),
+        runtime=runtime("difficulty"),
     params:
         cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     script:
@@ -58,6 +62,10 @@ rule ld_size:
     conda:
         "../envs/lpntk.yaml"
     threads: difficulty_threads
+    resources:
+        **gpu("ld_size"),
+        mem_mb=mem_mb("ld_size"),
+        runtime=runtime("ld_size"),
     params:
         cfg=stage_cfg("model", "kernel", "augment", "difficulty"),
     script:

@@ -15,6 +15,10 @@ rule forgetting:
     conda:
         "../envs/lpntk.yaml"
     threads: forgetting_threads
+    resources:
+        **gpu("forgetting"),
+        mem_mb=mem_mb("forgetting", lambda wc: f"{wc.recipe}/{wc.group}"),
+        runtime=runtime("forgetting", lambda wc: f"{wc.recipe}/{wc.group}"),
     params:
         cfg=stage_cfg("model", "augment", "forgetting"),
         seeds=forgetting_group_seeds,
@@ -46,6 +50,9 @@ rule forgetting_table:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("forgetting_table"),
+        runtime=runtime("forgetting_table"),
     params:
         cfg=stage_cfg("forgetting"),
     script:

@@ -11,6 +11,10 @@ rule select_reference:
         f"{RESULTS}/{{ds}}/benchmarks/select_reference.tsv"
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("select_reference"),
+        runtime=runtime("select_reference"),
     params:
         cfg=stage_cfg("kernel"),
     script:
@@ -23,15 +27,19 @@ rule kernel:
         reference=f"{RESULTS}/{{ds}}/reference/model.pt",
     output:
         gram=f"{RESULTS}/{{ds}}/kernel/{{group}}.npz",
-    wildcard_constraints:
-        group=r"class(es)?\d+(-\d+)*",
     log:
         f"{RESULTS}/{{ds}}/logs/kernel/{{group}}.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/kernel/{{group}}.tsv"
+    wildcard_constraints:
+        group=r"class(es)?\d+(-\d+)*",
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]
+    resources:
+        **gpu("kernel"),
+        mem_mb=mem_mb("kernel", lambda wc: wc.group),
+        runtime=runtime("kernel", lambda wc: wc.group),
     params:
         cfg=stage_cfg("model", "kernel"),
         classes=kernel_group_classes,

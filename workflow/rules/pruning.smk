@@ -11,6 +11,9 @@ rule cluster:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("cluster"),
+        runtime=runtime("cluster"),
     params:
         cfg=stage_cfg("train", "pruning"),
     script:
@@ -23,15 +26,19 @@ rule own_clusters:
     output:
         clusters=f"{RESULTS}/{{ds}}/cluster/own.npz",
         summary=f"{RESULTS}/{{ds}}/cluster/own.csv",
-    params:
-        cfg=stage_cfg("model", "train", "augment", "kernel", "pruning"),
     log:
         f"{RESULTS}/{{ds}}/logs/own_clusters.log",
     benchmark:
         f"{RESULTS}/{{ds}}/benchmarks/own_clusters.tsv"
-    threads: retrain_threads
     conda:
         "../envs/lpntk.yaml"
+    threads: retrain_threads
+    resources:
+        **gpu("own_clusters"),
+        mem_mb=mem_mb("own_clusters"),
+        runtime=runtime("own_clusters"),
+    params:
+        cfg=stage_cfg("model", "train", "augment", "kernel", "pruning"),
     script:
         "../scripts/own_clusters.py"
 
@@ -49,6 +56,9 @@ rule prune:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("prune"),
+        runtime=runtime("prune"),
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
     script:
@@ -71,6 +81,10 @@ rule retrain:
     conda:
         "../envs/lpntk.yaml"
     threads: retrain_threads
+    resources:
+        **gpu("retrain"),
+        mem_mb=mem_mb("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
+        runtime=runtime("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
     params:
         cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
     script:
@@ -108,6 +122,9 @@ rule pruning_table:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("pruning_table"),
+        runtime=runtime("pruning_table"),
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
     script:

@@ -33,6 +33,10 @@ rule relations:
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]
+    resources:
+        **gpu("relations"),
+        mem_mb=mem_mb("relations"),
+        runtime=runtime("relations"),
     params:
         cfg=stage_cfg("model", "kernel", "relations"),
     script:

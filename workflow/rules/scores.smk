@@ -12,6 +12,9 @@ rule scores:
     conda:
         "../envs/lpntk.yaml"
     threads: 1
+    resources:
+        mem_mb=mem_mb("scores"),
+        runtime=runtime("scores"),
     params:
         cfg=stage_cfg("train", "scores"),
     script:

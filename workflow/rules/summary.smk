@@ -13,6 +13,10 @@ rule summary:
         f"{RESULTS}/benchmarks/summary.tsv"
     conda:
         "../envs/lpntk.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         results={ds: summary_files(ds) for ds in DATASETS},
     script:

@@ -14,6 +14,10 @@ rule train:
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]
+    resources:
+        **gpu("train"),
+        mem_mb=mem_mb("train", lambda wc: f"seed{wc.seed}"),
+        runtime=runtime("train", lambda wc: f"seed{wc.seed}"),
     params:
         cfg=stage_cfg("model", "train", "augment"),
     script:

@@ -1,0 +1,99 @@
+"""Measure the per-model cost figures that `lpntk cost` reads, on this machine's CPU (or a GPU), into a JSON file.
+
+    python benchmarks/bench_costs.py --threads 2 --update benchmarks/costs.json        # the CPU figures of costs.json
+    python benchmarks/bench_costs.py --quick --json /tmp/figures.json                   # tiny sizes, a smoke test
+
+What is measured and how: benchmarks/measure.py. ``--update FILE`` replaces the ``devices.<cpu|gpu>`` entry of FILE
+(keeping the rest, e.g. the GPU assumptions), recording the machine, torch version, threads, load average and the
+command. The figures of a busy machine are slower than an idle one's: the GEMM rate measured beside each model
+says how busy it was (the cost model scales FLOP-bound work by it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from measure import MODELS, measure_model, model_key, use_cpu_clock
+
+
+def machine(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {threads} torch threads, torch {torch.__version__}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: time the process's CPU time (robust on a busy machine; use with --threads 1)",
+    )
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test; the figures are not reliable)")
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--update", help="replace this costs file's entry for the device with the figures")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.clock == "cpu":
+        if device.type != "cpu":
+            ap.error("--clock cpu measures CPU time: only for --device cpu")
+        use_cpu_clock()
+    names = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        ap.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    figures = {}
+    for name in names:
+        print(f"# {name}", flush=True)
+        fig = measure_model(name, device, scale=0.125 if args.quick else 1.0, repeats=1 if args.quick else args.repeats)
+        figures[model_key(name, MODELS[name]["shape"])] = fig
+        print(json.dumps(fig, indent=1), flush=True)
+    kind = "gpu" if device.type == "cuda" else "cpu"
+    entry = {
+        "name": machine(device, args.threads),
+        "source": "measured: python benchmarks/bench_costs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "measured_on": time.strftime("%Y-%m-%d"),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "job_startup_s": 8.0 if kind == "cpu" else 15.0,
+        "models": figures,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps({"devices": {kind: entry}}, indent=2) + "\n")
+    if args.update:
+        path = Path(args.update)
+        costs = json.loads(path.read_text()) if path.exists() else {"devices": {}}
+        old = costs["devices"].get(kind, {})
+        entry["job_startup_s"] = old.get("job_startup_s", entry["job_startup_s"])
+        entry["models"] = {**old.get("models", {}), **figures}
+        costs["devices"][kind] = {**old, **entry}
+        path.write_text(json.dumps(costs, indent=2) + "\n")
+        print(f"updated devices.{kind} of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

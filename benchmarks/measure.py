@@ -1,0 +1,204 @@
+"""Per-model cost figures on one device, in the form `lpntk cost` reads (benchmarks/costs.json, benchmarks/gpu.json).
+
+Shared by bench_costs.py (any device, CPU figures of costs.json) and bench_gpu.py (the GPU suite). Every figure is
+the median of ``repeats`` timed calls after an untimed warm-up, on random data of the model's input shape:
+
+* ``train_sample_s``, ``train_step_s``: one epoch of lpntk.train.train_model (record=True, no evaluation) at batch
+  128 and at batch 16 over the same n samples; t(b) = n/b step + n sample, solved for step and sample.
+* ``eval_sample_s``, ``eval_batch_s``: lpntk.train.evaluate at batch 1024 and 64, solved the same way.
+* ``grand_sample_s``: lpntk.kernel.per_sample_grad_norms per sample (the score snapshot's GraNd part).
+* ``kernel_sample_s``, ``kernel_pair_flops``, ``kernel_bytes_per_sample``: lpntk.lpntk_gram of n samples of one
+  class with the per-layer layout the engine chooses for a class of ``kernel_class_n`` samples (materialised or
+  factored per layer); per-pair FLOPs and bytes per sample read from that layout, the per-sample time = the measured
+  time less the pairs' FLOPs at the measured GEMM rate.
+* ``predict_step_s``, ``predict_sample_s``: one step of forgetting prediction (cross_entropy_gradients and
+  predicted_logit_changes with the five kernel predictors, an obs batch and an update batch of b samples each) at
+  two batch sizes; t(b) = step + b sample.
+* ``gemm_gflops``: float32 GEMM throughput of the device (TF32 off), the mean of a gauge before and after the model's
+  figures (``gemm_gflops_range``: both): on a busy machine every figure is slower, in proportion to it roughly.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from lpntk.data import Split
+from lpntk.forgetting import predicted_logit_changes
+from lpntk.kernel import cross_entropy_gradients, exact_matmul, lpntk_gram, per_sample_grad_norms
+from lpntk.models import build_model
+from lpntk.train import Recipe, evaluate, seed_everything, train_model
+
+#: Per model: its input shape, and the sizes measured (n samples; kernel at n for a class of kernel_class_n).
+MODELS = {
+    "mnist_cnn": {"shape": (1, 28, 28), "train_n": 1024, "eval_n": 2048, "grand_n": 256, "kernel_n": 512,
+                  "kernel_class_n": 5500, "predict_b": (16, 128)},
+    "resnet18_nobn": {"shape": (3, 32, 32), "train_n": 128, "eval_n": 256, "grand_n": 32, "kernel_n": 32,
+                      "kernel_class_n": 4500, "predict_b": (4, 8)},
+    "small_cnn": {"shape": (1, 8, 8), "train_n": 1024, "eval_n": 2048, "grand_n": 512, "kernel_n": 256,
+                  "kernel_class_n": 130, "predict_b": (16, 128)},
+    "mlp": {"shape": (1, 8, 8), "train_n": 1024, "eval_n": 2048, "grand_n": 512, "kernel_n": 256,
+            "kernel_class_n": 130, "predict_b": (16, 128)},
+}  # fmt: skip
+
+
+def model_key(name: str, shape) -> str:
+    """The key of a model's figures: ``mnist_cnn@1x28x28`` (as lpntk.cost.model_key)."""
+    return f"{name}@{'x'.join(str(int(s)) for s in shape)}"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+#: The clock of every measurement: wall time, or (``use_cpu_clock``) the process's CPU time, which a busy machine's
+#: other processes inflate far less than wall time -- with one torch thread it approximates the wall time of an idle
+#: core.
+CLOCK = {"now": time.perf_counter, "name": "wall"}
+
+
+def use_cpu_clock() -> None:
+    CLOCK.update(now=time.process_time, name="cpu")
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = CLOCK["now"]()
+        fn()
+        sync(device)
+        times.append(CLOCK["now"]() - t0)
+    return statistics.median(times)
+
+
+def gemm_gflops(device: torch.device, n: int | None = None) -> float:
+    """Float32 GEMM throughput (TF32 off) of an n x n product."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    with exact_matmul():
+        t = timed(lambda: a @ b, device, 3)
+    return 2 * n**3 / t / 1e9
+
+
+def random_split(shape, n: int, classes: int = 10, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+    return Split(x, torch.randint(0, classes, (n,), generator=g), torch.arange(n))
+
+
+def _solve(t_small_batches: float, t_big_batches: float, n: int, small: int, big: int) -> tuple[float, float]:
+    """(per-step, per-sample) seconds from the times of n samples at two batch sizes (t = n/b step + n sample)."""
+    steps_small, steps_big = math.ceil(n / small), math.ceil(n / big)
+    step = max(0.0, (t_small_batches - t_big_batches) / (steps_small - steps_big))
+    return step, max(0.0, (t_big_batches - steps_big * step) / n)
+
+
+def _layout_probe(target_pairs: float):
+    """Patch the engine's layout choice to the one of a class of (2 target_pairs - 1) samples; returns the list the
+    chosen layouts are appended to, and the undo function."""
+    import lpntk.kernel._gram as gram_module
+
+    real, seen = gram_module.decide_layout, []
+
+    def probe(factors, pairs_per_sample):
+        layout = real(factors, target_pairs)
+        seen.append(layout)
+        return layout
+
+    gram_module.decide_layout = probe
+    return seen, lambda: setattr(gram_module, "decide_layout", real)
+
+
+def pair_flops(layout) -> float:
+    """FLOPs of one kernel pair under ``layout`` (2 x the multiply-adds of lpntk.grad_sample's cost model)."""
+    macs = layout.m * layout.m * layout.width
+    macs += sum(t * t * (d_in + layout.m * layout.m * (d_out + 1)) for _, t, d_in, d_out, _ in layout.outer)
+    return 2.0 * macs
+
+
+def measure_model(
+    name: str, device: torch.device, *, scale: float = 1.0, repeats: int = 3, log=print
+) -> dict[str, float | int | str]:
+    """The cost figures of model ``name`` (a key of MODELS) on ``device``; ``scale`` shrinks every size (--quick)."""
+    spec = MODELS[name]
+    shape = spec["shape"]
+
+    def size(key, floor=4):
+        return max(floor, int(spec[key] * scale))
+
+    out: dict[str, float | int | str] = {"model": name, "shape": "x".join(map(str, shape)), "device": str(device)}
+    out["clock"] = CLOCK["name"]
+    gauges = [gemm_gflops(device)]  # the device's GEMM rate before and after: a busy machine slows every figure
+    mean, std = [0.5] * shape[0], [0.25] * shape[0]
+
+    def fresh():
+        seed_everything(0)
+        return build_model(name, shape, 10).to(device)
+
+    # training epoch at two batch sizes
+    n = size("train_n", 32)
+    data = random_split(shape, n)
+    t = {}
+    for bs in (16, 128):
+        recipe = Recipe(epochs=1, batch_size=bs, lr=0.01, select="last")
+        t[bs] = timed(lambda r=recipe: train_model(fresh(), data, r, 0, mean=mean, std=std, device=device), device,
+                      repeats)  # fmt: skip
+    out["train_step_s"], out["train_sample_s"] = _solve(t[16], t[128], n, 16, 128)
+    log(f"  {name}: train epoch of {n}: {t[128]:.3f} s at batch 128, {t[16]:.3f} s at batch 16")
+
+    # evaluation at two batch sizes
+    n = size("eval_n", 64)
+    data = random_split(shape, n)
+    model = fresh().eval()
+    te = {bs: timed(lambda b=bs: evaluate(model, data, mean, std, b, device), device, repeats) for bs in (64, 1024)}
+    out["eval_batch_s"], out["eval_sample_s"] = _solve(te[64], te[1024], n, 64, 1024)
+
+    # GraNd
+    n = size("grand_n", 8)
+    data = random_split(shape, n)
+    x = ((data.x.float() / 255 - 0.5) / 0.25).to(device)
+    out["grand_sample_s"] = timed(lambda: per_sample_grad_norms(model, x, data.y.to(device)), device, repeats) / n
+
+    # kernel: one class's Gram with the layout of a full class
+    n = size("kernel_n", 8)
+    data = random_split(shape, n)
+    x, y = ((data.x.float() / 255 - 0.5) / 0.25).to(device), torch.zeros(n, dtype=torch.long, device=device)
+    seen, undo = _layout_probe((spec["kernel_class_n"] + 1) / 2)
+    try:
+        tk = timed(lambda: lpntk_gram(model, x, y, 10, max_memory_bytes=2**40), device, repeats)
+    finally:
+        undo()
+    layout = seen[-1]
+    out["kernel_pair_flops"] = pair_flops(layout)
+    out["kernel_bytes_per_sample"] = int(layout.bytes_per_sample(4))
+    pairs_s = n * (n + 1) / 2 * out["kernel_pair_flops"] / (gauges[0] * 1e9)
+    out["kernel_sample_s"] = max(tk - pairs_s, 0.5 * tk) / n
+    log(f"  {name}: kernel of {n} samples {tk:.3f} s (layout of a class of {spec['kernel_class_n']})")
+
+    # one forgetting-prediction step at two batch sizes
+    tp = {}
+    for b in spec["predict_b"]:
+        data = random_split(shape, 2 * b)
+        xb, yb = ((data.x.float() / 255 - 0.5) / 0.25).to(device), data.y.to(device)
+
+        def step(b=b, xb=xb, yb=yb):
+            g, err, _ = cross_entropy_gradients(model, xb[b:], yb[b:])
+            predicted_logit_changes(model, xb[:b], yb[:b], xb[b:], yb[b:], 0.01, gradient=(g, err))
+
+        tp[b] = timed(step, device, repeats)
+    b1, b2 = spec["predict_b"]
+    out["predict_sample_s"] = max(0.0, (tp[b2] - tp[b1]) / (b2 - b1))
+    out["predict_step_s"] = max(0.0, tp[b1] - b1 * out["predict_sample_s"])
+    log(f"  {name}: forgetting prediction step {tp[b1]:.3f} s at batch {b1}, {tp[b2]:.3f} s at batch {b2}")
+    gauges.append(gemm_gflops(device))
+    out["gemm_gflops"] = statistics.mean(gauges)
+    out["gemm_gflops_range"] = [min(gauges), max(gauges)]
+    return out

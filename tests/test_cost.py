@@ -1,0 +1,316 @@
+"""The cost model (lpntk.cost), the `lpntk cost` command (lpntk.cli) and the rules' resources (lpntk.resources):
+job counts counted by hand, dataset sizes against real data preparation, the kernel's recomputation against the
+engine's own chunking, and the arithmetic of seconds, estimates and runtimes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lpntk.config import load_config
+from lpntk.cost import (
+    CostError,
+    Job,
+    Work,
+    _kernel,
+    dataset_sizes,
+    gpu_figures,
+    job_seconds,
+    load_costs,
+    plan_jobs,
+    uses_cuda,
+)
+
+FIGURES = {  # one of each unit, so that seconds = the work's own counts
+    "train_sample_s": 1.0, "train_step_s": 10.0, "eval_sample_s": 0.1, "eval_batch_s": 2.0, "grand_sample_s": 3.0,
+    "kernel_sample_s": 5.0, "kernel_pair_flops": 1e9, "gemm_gflops": 4.0, "kernel_bytes_per_sample": 1000,
+    "predict_step_s": 7.0, "predict_sample_s": 0.5,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(repo, schema_path):
+    return load_config(repo / ".test" / "config" / "config.yaml", schema_path)
+
+
+def _by_stage(jobs):
+    out = {}
+    for j in jobs:
+        out.setdefault(j.stage, []).append(j)
+    return out
+
+
+def test_job_counts_of_the_tiny_config_counted_by_hand(tiny, tmp_path):
+    block = tiny["datasets"]["tiny"]
+    sizes = dataset_sizes("tiny", block, tmp_path)  # nothing prepared there: estimated
+    assert sizes.source == "estimated"
+    jobs = _by_stage(plan_jobs("tiny", block, sizes, 1000.0))
+    count = {stage: len(js) for stage, js in jobs.items()}
+    runs = {stage: sum(j.runs for j in js) for stage, js in jobs.items()}
+    # seeds [1, 2]; 10 classes, 5 per kernel job; one relations, difficulty, ld_size job; both forgetting seeds in
+    # one job per recipe (plain and official, the defaults); own_clusters (small-cluster kernels full and own, the
+    # default); retrain group_by all, batch_seeds (default): one job; claims; gallery
+    assert count == {
+        "prepare_data": 1, "train": 2, "select_reference": 1, "kernel": 2, "relations": 1, "difficulty": 1,
+        "ld_size": 1, "forgetting": 2, "scores": 1, "cluster": 1, "own_clusters": 1, "prune": 1, "retrain": 1,
+        "pruning_table": 1, "forgetting_table": 1, "claims": 1, "gallery": 1,
+    }  # fmt: skip
+    assert [j.name for j in jobs["train"]] == ["seed1", "seed2"]
+    assert [j.name for j in jobs["kernel"]] == ["classes0-1-2-3-4", "classes5-6-7-8-9"]
+    assert [j.name for j in jobs["forgetting"]] == ["plain/seeds1-2", "official/seeds1-2"] and runs["forgetting"] == 4
+    # own_clusters: one model per retraining seed (pruning.draws: per_seed, the default) for the one data fraction
+    assert runs["own_clusters"] == 2
+    assert [j.name for j in jobs["retrain"]] == ["all/all"]
+    # difficulty: rankings lpntk and cosine (default) x (easy, median, hard, contradictory, control) x 2 runs
+    assert runs["difficulty"] == 2 * 5 * 2
+    # ld_size: pool 16 per class, min_size 4: sizes 16 and 4, i.e. 1 + 4 runs
+    assert runs["ld_size"] == 5
+    # retraining: full + 5 methods at keep 0.5, and d0.5-base, d0.5-small-r0.25, d0.5-random-r0.25 and the own-model
+    # d0.5-own-small-r0.25, d0.5-own-random-r0.25; 2 seeds each
+    assert runs["retrain"] == (1 + 5 + 3 + 2) * 2
+
+
+def test_work_of_a_training_job_by_hand(tiny, tmp_path):
+    block = tiny["datasets"]["tiny"]
+    sizes = dataset_sizes("tiny", block, tmp_path)
+    # digits: 1797 images, test carved ceil(0.2 * 1797) = 360 then limited to 10 per class; 30 per class kept, of
+    # which ceil(0.2 * 300) = 60 validate
+    assert (sizes.n_train, sizes.n_val, sizes.n_test, sizes.num_classes) == (240, 60, 100, 10)
+    train = _by_stage(plan_jobs("tiny", block, sizes, 1000.0))["train"][0].work
+    # 3 epochs of 240 samples in batches of 32; per epoch val (60) and test (100), one batch each; score epochs
+    # [0, 1]: two snapshots of the 240 samples (eval pass + GraNd)
+    assert train == Work(
+        train_samples=720, train_steps=24, eval_samples=3 * 160 + 2 * 240, eval_batches=3 * 2 + 2, grand_samples=480
+    )
+    job = Job("train", "seed1", 1, train)
+    expected = 720 * 1.0 + 24 * 10.0 + 960 * 0.1 + 8 * 2.0 + 480 * 3.0 + 5.0  # + the start-up
+    assert job_seconds(job, FIGURES, 5.0) == pytest.approx(expected)
+    kernel = Job("kernel", "x", 0, Work(kernel_samples=10, kernel_pairs=6))
+    assert job_seconds(kernel, FIGURES, 0.0) == pytest.approx(10 * 5.0 + 6 * 1e9 / 4e9)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "../.test/config/config.yaml"])
+def test_estimated_sizes_equal_those_of_the_prepared_data(repo, schema_path, tmp_path, name):
+    """The estimate (known source size and the config's carving) against prepare_dataset itself, and info.json of
+    prepared data read in place of the estimate."""
+    from lpntk.data import prepare_dataset, save_prepared
+
+    config = load_config(repo / "config" / name, schema_path)
+    ds, block = next(iter(config["datasets"].items()))
+    est = dataset_sizes(ds, block, tmp_path)
+    prep = prepare_dataset(ds, block)
+    assert (est.n_train, est.n_val, est.n_test) == (len(prep.train), len(prep.val), len(prep.test))
+    assert est.shape == prep.info.input_shape and sum(est.class_sizes) == est.n_train
+    save_prepared(prep, tmp_path / ds / "data")
+    real = dataset_sizes(ds, block, tmp_path)
+    assert real.source == "prepared" and real.class_sizes == [int((prep.train.y == c).sum()) for c in range(10)]
+
+
+def test_unknown_dataset_size_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    block = {"source": "folder", "name": "mine", "test_fraction": 0.2, "val_fraction": 0.1}
+    with pytest.raises(CostError, match=r"datasets\.mine: .*run `snakemake results/mine/data/info.json`"):
+        dataset_sizes("mine", block)
+
+
+def test_kernel_recomputation_counts_the_engines_own_feature_passes():
+    """Feature passes of a Gram whose factors exceed the memory budget: by hand, and as the engine does them."""
+    import torch
+
+    import lpntk.kernel._gram as gram_module
+    from lpntk.kernel import lpntk_gram
+    from lpntk.models import build_model
+
+    kcfg = {"max_memory_gb": 1, "block_size": 3}
+    bps = 2**30 / 6  # a chunk of floor(budget / (2 bps)) = 3 samples; 10 samples do not fit
+    # chunks [3, 3, 3, 1]: each packed once for its own block, and again for every earlier chunk
+    assert _kernel(10, kcfg, bps).kernel_samples == 10 + 7 + 4 + 1
+    assert _kernel(10, kcfg, 2**30 / 10).kernel_samples == 10  # fits: one pass
+    assert _kernel(10, kcfg, bps).kernel_pairs == 55
+    assert _kernel(2, kcfg, bps, cross=10).kernel_samples == 2 + 10  # one row chunk: every column once
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", (1, 8, 8), 10, width=0.5, hidden=8).eval()
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    seen, real_factors, real_layout = [], gram_module.Engine.factors, gram_module.decide_layout
+    layouts = []
+
+    def factors(self, xb, cot, idx):
+        seen.append(len(xb))
+        return real_factors(self, xb, cot, idx)
+
+    def layout(fs, pairs):
+        layouts.append(real_layout(fs, pairs))
+        return layouts[-1]
+
+    gram_module.Engine.factors, gram_module.decide_layout = factors, layout
+    try:
+        lpntk_gram(model, x, y, 10, block_size=8)  # everything fits: learn the bytes per sample of this layout
+        bps = layouts[-1].bytes_per_sample(4)
+        budget = 2 * 8 * bps  # chunks of 8 samples
+        seen.clear()
+        lpntk_gram(model, x, y, 10, block_size=8, max_memory_bytes=budget)
+    finally:
+        gram_module.Engine.factors, gram_module.decide_layout = real_factors, real_layout
+    assert sum(seen) == _kernel(40, {"max_memory_gb": budget / 2**30, "block_size": 8}, bps).kernel_samples == 120
+
+
+def test_gpu_estimate_scales_the_cpu_figures_and_measured_figures_replace_it(tmp_path):
+    cpu = dict(FIGURES, gemm_gflops=100.0)
+    devices = {
+        "cpu": {"name": "cpu", "job_startup_s": 5.0, "models": {"m@1x2x2": cpu, "other@1x2x2": cpu}},
+        "gpu": {
+            "name": "gpu",
+            "job_startup_s": 9.0,
+            "estimate": {"from": "cpu", "gemm_gflops": 1000.0, "assumption": "ten times",
+                         "floors": {"m@1x2x2": {"train_step_s": 0.5, "eval_batch_s": 0.25, "predict_step_s": 1.5}}},
+        },
+    }  # fmt: skip
+    gpu = gpu_figures(devices)
+    fig = gpu["models"]["m@1x2x2"]
+    assert list(gpu["models"]) == ["m@1x2x2"] and "ESTIMATE" in gpu["source"] and fig["source"] == "estimate"
+    for key in ("train_sample_s", "eval_sample_s", "grand_sample_s", "kernel_sample_s", "predict_sample_s"):
+        assert fig[key] == pytest.approx(FIGURES[key] / 10)
+    assert (fig["train_step_s"], fig["eval_batch_s"], fig["predict_step_s"]) == (0.5, 0.25, 1.5)
+    assert fig["gemm_gflops"] == 1000.0 and fig["kernel_pair_flops"] == FIGURES["kernel_pair_flops"]
+
+    (tmp_path / "costs.json").write_text(json.dumps({"devices": devices}))
+    measured = {"name": "H200", "source": "measured: bench_gpu.py", "job_startup_s": 12.0,
+                "models": {"other@1x2x2": dict(FIGURES, train_sample_s=0.001)}}  # fmt: skip
+    (tmp_path / "gpu.json").write_text(json.dumps({"devices": {"gpu": measured}}))
+    both = load_costs(tmp_path / "costs.json", tmp_path / "gpu.json")["gpu"]
+    assert both["models"]["other@1x2x2"]["source"] == "measured"
+    assert both["models"]["other@1x2x2"]["train_sample_s"] == 0.001
+    assert both["models"]["m@1x2x2"]["source"] == "estimate" and both["job_startup_s"] == 12.0
+    assert load_costs(tmp_path / "costs.json", tmp_path / "absent.json")["gpu"]["models"].keys() == {"m@1x2x2"}
+
+
+def test_uses_cuda_from_the_config_without_torch(monkeypatch):
+    assert uses_cuda("cuda") and not uses_cuda("cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not uses_cuda("auto")  # GPUs hidden from the jobs
+
+
+def test_job_resources_runtime_memory_and_gpu(repo, schema_path, tmp_path):
+    from lpntk.resources import JobResources
+
+    config = load_config(repo / "config" / "paper.yaml", schema_path)
+    costs = repo / "benchmarks" / "costs.json"
+    cpu = JobResources({**config, "device": "cpu"}, costs, None, tmp_path)
+    gpu = JobResources({**config, "device": "cuda"}, costs, None, tmp_path)
+    assert (cpu.gpu, gpu.gpu) == (0, 1)
+    est = cpu.minutes("cifar10", "train", "seed1")
+    assert cpu.runtime("cifar10", "train", "seed1") == max(10, math.ceil(3 * est))
+    assert cpu.runtime("cifar10", "train", "seed1", attempt=2) == 2 * cpu.runtime("cifar10", "train", "seed1")
+    assert gpu.minutes("cifar10", "train", "seed1") < est  # the GPU's figures
+    assert gpu.runtime("mnist", "select_reference") == 10  # local, seconds: the minimum
+    assert cpu.minutes("mnist", "retrain", "lpntk-k0.5/seed3") > 0
+    assert cpu.minutes("mnist", "retrain", "no-such-unit/seed3") is None
+    assert cpu.mem_mb("cifar10", "kernel", "class0") > cpu.mem_mb("mnist", "kernel", "class0") >= 2000
+    assert cpu.mem_mb("mnist", "kernel", "class0") % 500 == 0
+    odd = JobResources({**config, "datasets": {"x": {**config["datasets"]["mnist"], "source": "folder"}}}, costs)
+    assert odd.runtime("x", "train", "seed1") == 1440  # no estimate: the fallback
+
+
+def test_lpntk_cost_command_prints_every_stage_and_loads_no_torch(repo, tmp_path):
+    code = (
+        "import sys; from lpntk.cli import main; rc = main(sys.argv[1:]); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "cost", "--configfile", str(repo / "config" / "paper.yaml"),
+         "--results", str(tmp_path), "--json", str(tmp_path / "cost.json")],
+        capture_output=True, text=True, cwd=repo, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().endswith("NO-TORCH")
+    for stage in ("train", "kernel", "relations", "difficulty", "ld_size", "forgetting", "retrain", "total"):
+        assert f"\n{stage} " in out.stdout
+    report = json.loads((tmp_path / "cost.json").read_text())
+    mnist = {r["stage"]: r for r in report["datasets"]["mnist"]["stages"]}
+    # by hand: 10 seeds x 30 epochs; difficulty 1,000 runs x 50 epochs x 110 samples; ld_size 7 sizes, each covering
+    # the pool of 10 x 4096 samples, x 30 epochs; on the 54,999 training images
+    assert mnist["train"]["epoch_eq"] == pytest.approx(300)
+    assert mnist["difficulty"]["epoch_eq"] == pytest.approx(1000 * 50 * 110 / 54999)
+    assert mnist["ld_size"]["epoch_eq"] == pytest.approx(7 * 40960 * 30 / 54999)
+    assert report["datasets"]["mnist"]["target_gpu_hours"] == 2.0
+    assert mnist["scores"]["local"] and mnist["scores"]["gpu_hours"] == 0
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((repo / "config" / "config.yaml").read_text().replace("name: small_cnn", "name: resnet18_nobn"))
+    err = subprocess.run([sys.executable, "-m", "lpntk", "cost", "--configfile", str(bad), "--results", str(tmp_path)],
+                         capture_output=True, text=True, cwd=repo)  # fmt: skip
+    assert err.returncode == 2 and "datasets.digits.model: no cost figures for resnet18_nobn@1x8x8" in err.stderr
+
+
+@pytest.mark.slow
+def test_bench_gpu_quick_on_cpu_writes_figures_that_lpntk_cost_reads(repo, tmp_path):
+    """benchmarks/bench_gpu.py --quick (tiny sizes, here on the CPU): every section but the ResNet-18 Gram, and a
+    JSON whose GPU figures replace the estimate in lpntk cost."""
+    import os
+
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(repo / "benchmarks" / "bench_gpu.py"), "--quick", "--device", "cpu",
+           "--only", "epochs,packed,lockstep,precision,predictor,figures", "--models", "small_cnn",
+           "--figure-models", "small_cnn", "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("small_cnn epoch, one run", "small_cnn epoch, 2 packed", "small_cnn epoch, lockstep 2",
+                 "small_cnn bf16", "small_cnn forgetting step 8 x 8"):  # fmt: skip
+        assert line in proc.stdout
+    data = json.loads(out.read_text())
+    fig = data["devices"]["gpu"]["models"]["small_cnn@1x8x8"]
+    assert set(FIGURES) <= set(fig) and all(fig[k] >= 0 for k in FIGURES)
+    assert set(data["sections"]["small_cnn"]["precision"]) == {"fp32", "tf32", "bf16"}
+    gpu = load_costs(repo / "benchmarks" / "costs.json", out)["gpu"]
+    assert gpu["models"]["small_cnn@1x8x8"]["source"] == "measured"
+    assert gpu["models"]["mnist_cnn@1x28x28"]["source"] == "estimate"
+
+
+def test_readme_shows_the_cost_of_the_paper_config(repo, schema_path, tmp_path):
+    """The README's paper-scale section prints what `lpntk cost --configfile config/paper.yaml` prints (before any
+    data is prepared); regenerate it when benchmarks/costs.json or the config changes."""
+    from lpntk.cli import cost_report, format_report
+
+    readme = (repo / "README.md").read_text()
+    block = readme.split("$ lpntk cost --configfile config/paper.yaml\n")[1].split("\n```")[0]
+    config = load_config(repo / "config" / "paper.yaml", schema_path)
+    costs = load_costs(repo / "benchmarks" / "costs.json", repo / "benchmarks" / "gpu.json")
+    assert block == format_report(cost_report(config, costs, tmp_path))
+
+
+def test_cpu_figures_of_a_busy_machine_are_brought_to_its_reference_rate():
+    from lpntk.cost import at_reference_rate
+
+    fig = dict(FIGURES, gemm_gflops=50.0)
+    device = {"name": "cpu", "job_startup_s": 5.0, "reference_gemm_gflops": 200.0, "models": {"m@1x2x2": fig}}
+    out = at_reference_rate(device)["models"]["m@1x2x2"]
+    assert out["train_sample_s"] == pytest.approx(0.25) and out["predict_step_s"] == pytest.approx(7.0 / 4)
+    assert out["gemm_gflops"] == 200.0 and out["gemm_gflops_measured"] == 50.0
+    assert out["kernel_pair_flops"] == FIGURES["kernel_pair_flops"]  # not a time
+    # the pairs' seconds are FLOPs at the reference rate: a quarter of those at the measured rate
+    job = Job("kernel", "k", 0, Work(kernel_pairs=8))
+    assert job_seconds(job, out, 0) == pytest.approx(job_seconds(job, fig, 0) / 4)
+    assert at_reference_rate({**device, "reference_gemm_gflops": None})["models"]["m@1x2x2"] == fig
+
+
+def test_gpu_memory_of_a_job_bounds_what_shares_the_gpu(repo, schema_path, tmp_path):
+    """gpu_mem_gb: a CIFAR-10 kernel job takes its factor budget (64 GB in paper.yaml) and its Gram, so profiles/gpu's
+    130 GB lets two run at once; a training job takes a few GB."""
+    from lpntk.resources import JobResources
+
+    config = load_config(repo / "config" / "paper.yaml", schema_path)
+    res = JobResources(config, repo / "benchmarks" / "costs.json", None, tmp_path)
+    kernel, train = res.gpu_mem_gb("cifar10", "kernel"), res.gpu_mem_gb("cifar10", "train")
+    bps = load_costs(repo / "benchmarks" / "costs.json")["cpu"]["models"]["resnet18_nobn@3x32x32"][
+        "kernel_bytes_per_sample"
+    ]
+    data = (60000 * 3072 + 45000 * 200 * 9) / 2**30  # the splits (uint8) and the records on the device
+    assert train == math.ceil(1 + data + 6)
+    assert kernel == math.ceil(1 + data + 6 + min(64 * 2**30, 4500 * bps) / 2**30 + 4500**2 * 4 / 2**30)
+    assert 130 // kernel == 2 and 130 // train >= 16  # profiles/gpu: two kernel jobs at once, or many trainings
+    assert res.gpu_mem_gb("mnist", "train") <= 4 and res.gpu_mem_gb("mnist", "kernel") <= 4

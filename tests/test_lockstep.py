@@ -1,0 +1,188 @@
+"""Lockstep training (lpntk.lockstep) against K separate runs of lpntk.train.train_model, the independent reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lpntk.lockstep import train_lockstep
+from lpntk.models import build_model
+from lpntk.train import Recipe, seed_everything, train_model
+
+SEEDS = (3, 5, 11)
+
+
+class Float64(nn.Module):
+    """A model computing in float64 (inputs cast), so that agreement can be checked to a tight tolerance."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner.double()
+
+    def forward(self, x):
+        return self.inner(x.double())
+
+
+def _make(digits):
+    return lambda: Float64(build_model("small_cnn", digits.info.input_shape, 10, width=0.5, hidden=16))
+
+
+RECIPE = Recipe(
+    epochs=3,
+    batch_size=24,  # 100 samples: a short last batch in every epoch
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    nesterov=True,
+    schedule="step",
+    step_size=1,
+    gamma=0.7,
+    crop_padding=1,
+    horizontal_flip=True,
+    score_epochs=(0, 2),
+)
+
+
+def _separate(digits, train, recipe, seed, **kw):
+    seed_everything(seed)
+    model = _make(digits)()
+    return train_model(
+        model, train, recipe, seed, mean=digits.info.mean, std=digits.info.std, val=digits.val, test=digits.test,
+        device="cpu", **kw,
+    )  # fmt: skip
+
+
+def _assert_same(a, b):
+    assert list(a.best_state) == list(b.best_state)
+    for state in ("best_state", "last_state"):
+        for name in getattr(a, state):
+            torch.testing.assert_close(getattr(a, state)[name], getattr(b, state)[name], rtol=1e-9, atol=1e-11)
+    for key in ("correct", "forgetting_events", "forgetting_count", "first_learned", "never_learned", "batch_order"):
+        np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key], err_msg=key)
+    for key in ("index", "y", "score_epochs", "lr"):
+        np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key], err_msg=key)
+    for key in ("loss", "l2", "el2n", "grand"):  # float64 computation, stored as float32
+        np.testing.assert_allclose(a.dynamics[key], b.dynamics[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    assert a.summary["best_epoch"] == b.summary["best_epoch"]
+    for ra, rb in zip(a.history, b.history, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if k != "seconds":
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6), k
+
+
+def test_lockstep_seeds_reproduce_separate_runs_with_their_dynamics(digits):
+    train = digits.train.subset(range(100))
+    rows = []
+    together = train_lockstep(
+        _make(digits), train, RECIPE, SEEDS, mean=digits.info.mean, std=digits.info.std, val=digits.val,
+        test=digits.test, device="cpu", on_epoch=lambda seed, row: rows.append((seed, row["epoch"])),
+    )  # fmt: skip
+    assert rows == [(s, e) for e in (1, 2, 3) for s in SEEDS]
+    assert [r.summary["seed"] for r in together] == list(SEEDS)
+    for seed, lock in zip(SEEDS, together, strict=True):
+        _assert_same(lock, _separate(digits, train, RECIPE, seed))
+    # the seeds really differ (a bug feeding one seed's batches to all would pass the shape checks)
+    assert not np.array_equal(together[0].dynamics["batch_order"], together[1].dynamics["batch_order"])
+    assert not torch.equal(together[0].last_state["inner.fc2.weight"], together[1].last_state["inner.fc2.weight"])
+
+
+def test_lockstep_resumes_after_a_kill_with_identical_results(digits, tmp_path):
+    from dataclasses import replace
+
+    train = digits.train.subset(range(60))
+    recipe = replace(RECIPE, epochs=4, resume_every=2, score_epochs=(), crop_padding=0, horizontal_flip=False)
+    path = tmp_path / "resume.pt"
+
+    def run(on_epoch=None):
+        return train_lockstep(
+            _make(digits), train, recipe, SEEDS[:2], mean=digits.info.mean, std=digits.info.std, val=digits.val,
+            device="cpu", resume_path=path, on_epoch=on_epoch,
+        )  # fmt: skip
+
+    full = run()
+    assert not path.exists()
+
+    def crash(seed, row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(crash)
+    assert path.exists()
+    resumed = run()
+    for a, b in zip(full, resumed, strict=True):
+        for name in a.last_state:
+            assert torch.equal(a.last_state[name], b.last_state[name])
+        for key in a.dynamics:
+            np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key])
+
+
+def test_lockstep_rejects_models_with_buffers_and_repeated_seeds(digits):
+    train = digits.train.subset(range(20))
+    kw = {"mean": digits.info.mean, "std": digits.info.std, "device": "cpu"}
+    recipe = Recipe(epochs=1, select="last")
+    with_bn = lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10))  # noqa: E731
+    with pytest.raises(ValueError, match="buffers"):
+        train_lockstep(with_bn, train, recipe, [1, 2], **kw)
+    with pytest.raises(ValueError, match="distinct"):
+        train_lockstep(_make(digits), train, recipe, [1, 1], **kw)
+
+
+def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(digits, tmp_path, repo, schema_path):
+    """pruning.retrain.lockstep: the retrain stage trains the seeds of a subset together; without dropout the
+    accuracies and histories are those of separate runs. The switch needs batch_seeds (a job with several seeds)."""
+    import copy
+
+    from lpntk.config import ConfigError, dataset_config, load_config, validate_config
+    from lpntk.data import save_prepared
+    from lpntk.io import load_json, save_npz
+    from lpntk.stages.retrain import retrain_stage
+
+    full = load_config(repo / ".test" / "config" / "config.yaml", schema_path)
+    cfg = dataset_config(full, "tiny")
+    cfg["pruning"].update({"methods": ["random"], "keep": [0.5], "curve_keep": [], "draws": "shared"})
+    cfg["pruning"]["small_clusters"]["enabled"] = False
+    cfg["pruning"]["retrain"].update({"epochs": 2, "seeds": [3, 4], "group_by": "subset"})
+    save_prepared(digits, tmp_path / "data")
+    chosen = np.sort(np.random.default_rng(1).choice(digits.train.index.numpy(), size=48, replace=False))
+    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "random-k0.5": chosen})
+    args = {"dataset": "digits", "unit": "random-k0.5", "shard": "all", "data": tmp_path / "data",
+            "subsets": tmp_path / "subsets.npz", "threads": 1, "mlflow_cfg": {"enabled": False}}  # fmt: skip
+    apart = retrain_stage(**args, cfg=cfg, output=tmp_path / "apart.json")
+    together_cfg = copy.deepcopy(cfg)
+    together_cfg["pruning"]["retrain"]["lockstep"] = True
+    together = retrain_stage(**args, cfg=together_cfg, output=tmp_path / "together.json")
+    assert not (tmp_path / ".together.progress").exists()
+    a, b = apart["subsets"][0]["runs"], together["subsets"][0]["runs"]
+    assert [r["seed"] for r in b] == [3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("test_acc_best_val", "test_acc_last", "best_epoch"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+        for ha, hb in zip(ra["history"], rb["history"], strict=True):
+            assert ha.keys() == hb.keys() and ha["test_acc"] == pytest.approx(hb["test_acc"], abs=1e-6)
+    assert load_json(tmp_path / "together.json")["subsets"][0]["runs"][1]["seed"] == 4
+
+    # per-seed draws: each seed has its own subset, so the switch trains them one by one (the bytes of separate runs)
+    other = np.sort(np.random.default_rng(2).choice(digits.train.index.numpy(), size=48, replace=False))
+    save_npz(tmp_path / "per_seed.npz", **{"full": digits.train.index.numpy(), "random-k0.5@seed3": chosen,
+                                           "random-k0.5@seed4": other})  # fmt: skip
+    per_seed = {**args, "subsets": tmp_path / "per_seed.npz"}
+    for c in (cfg, together_cfg):
+        c["pruning"]["draws"] = "per_seed"
+    apart2 = retrain_stage(**per_seed, cfg=cfg, output=tmp_path / "apart2.json")
+    together2 = retrain_stage(**per_seed, cfg=together_cfg, output=tmp_path / "together2.json")
+    r_apart, r_together = apart2["subsets"][0]["runs"], together2["subsets"][0]["runs"]
+    assert [r["index_sha256"] for r in r_together] == [r["index_sha256"] for r in r_apart]
+    assert r_together[0]["index_sha256"] != r_together[1]["index_sha256"]
+    for ra, rb in zip(r_apart, r_together, strict=True):
+        assert json.dumps(ra["history"]) == json.dumps(rb["history"])  # train_loss: NaN without recording
+
+    bad = copy.deepcopy(full)
+    bad["datasets"]["tiny"]["pruning"]["retrain"].update({"lockstep": True, "batch_seeds": False})
+    with pytest.raises(ConfigError, match="pruning.retrain.lockstep"):
+        validate_config(bad, schema_path)
