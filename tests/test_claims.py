@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from lpntk.claims import (
     bootstrap_interval,
@@ -75,6 +76,37 @@ def test_bootstrap_interval_covers_the_statistic():
     rows = np.arange(100, dtype=float)
     v, lo, hi = bootstrap_interval(lambda r: r.mean(), rows, seed=2)
     assert v == pytest.approx(49.5) and lo < 49.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 29.0 / 10, rel=0.2)
+
+
+def test_bootstrap_interval_draws_levels_and_seed():
+    # a statistic that returns how often it was called: the value (call 0), then the draws 1..2000, whose 2.5 % and
+    # 97.5 % quantiles (linear interpolation, positions 0.025 * 1999 and 0.975 * 1999) are 1 + 49.975, 1 + 1949.025
+    calls = []
+
+    def counter(r):
+        calls.append(len(r))
+        return float(len(calls) - 1)
+
+    v, lo, hi = bootstrap_interval(counter, np.zeros(7))
+    assert len(calls) == 2001 and set(calls) == {7} and v == 0.0
+    assert lo == pytest.approx(50.975, rel=1e-12) and hi == pytest.approx(1950.025, rel=1e-12)
+    calls.clear()
+    _, lo, hi = bootstrap_interval(counter, np.zeros(7), level=0.9, draws=101)
+    assert len(calls) == 102 and lo == pytest.approx(1 + 0.05 * 100) and hi == pytest.approx(1 + 0.95 * 100)
+    # resampling rows with replacement from every row: the first row of three turns up in 1 - (2/3)^3 = 70 % of them
+    rows = np.array([1.0, 0.0, 0.0])
+    assert bootstrap_interval(np.max, rows, draws=400) == (1.0, 0.0, 1.0)
+    assert np.mean([bootstrap_interval(np.max, rows, draws=1, seed=s)[1] for s in range(300)]) == pytest.approx(
+        1 - (2 / 3) ** 3, abs=0.08
+    )
+    # the seed: 0 by default, reproducible, and another seed draws other resamples
+    rows = np.random.default_rng(5).normal(size=30)
+    base = bootstrap_interval(np.mean, rows)
+    assert base == bootstrap_interval(np.mean, rows, seed=0) == bootstrap_interval(np.mean, rows)
+    assert base != bootstrap_interval(np.mean, rows, seed=1)
+    # non-finite statistics are left out; none finite: NaN bounds
+    v, lo, hi = bootstrap_interval(lambda r: math.nan, rows)
+    assert math.isnan(v) and math.isnan(lo) and math.isnan(hi)
 
 
 def _t2(level: float) -> float:
@@ -164,6 +196,47 @@ def test_seeds_to_resolve_edges():
     # the smallest n, 2: both tails and both degrees of freedom n - 1 count
     assert seeds_to_resolve(0.01, 1.0, power=0.05) == 2
     assert seeds_to_resolve(0.01, 1.0, power=0.1, alpha=0.1) == 2
+
+
+def test_seeds_to_resolve_beyond_the_t_search(monkeypatch):
+    """Past n = 10 000 the search stops and the normal approximation n = ceil(((z_{1-alpha/2} + z_power) / d)^2)
+    answers, capped at limit + 1. The t powers are replaced by a stand-in that is reached at one chosen n (or never),
+    so that the 10 000 steps cost nothing; z_0.975 = 1.959964, z_0.8 = 0.841621 (printed tables)."""
+    import types
+
+    import lpntk.claims as claims
+
+    seen = []
+
+    class Nct:
+        at = None  # the n at which the stand-in power jumps to 1
+
+        @classmethod
+        def sf(cls, x, df, nc):
+            seen.append((df, x > 0))
+            return 1.0 if df + 1 == cls.at else 0.0
+
+        @classmethod
+        def cdf(cls, x, df, nc):
+            seen.append((df, x > 0))
+            return 0.0
+
+    quick_t = types.SimpleNamespace(ppf=lambda q, df: 2.0)  # the critical values do not matter here
+    monkeypatch.setattr(claims, "stats", types.SimpleNamespace(t=quick_t, norm=stats.norm, nct=Nct))
+    z = 1.959963985 + 0.841621234
+    assert seeds_to_resolve(0.01, 1.0) == math.ceil((z / 0.01) ** 2) == 78489  # (280.1585)^2 = 78488.8
+    assert seeds_to_resolve(0.02, 2.0, limit=78489) == 78489 and seeds_to_resolve(0.01, 1.0, limit=78488) == 78489
+    assert seeds_to_resolve(0.01, 1.0, limit=50) == 51 and seeds_to_resolve(1e-6, 1.0) == 100_001
+    z90 = 1.644853627 + 0.524400513  # alpha 0.1, power 0.7
+    assert seeds_to_resolve(-0.01, 1.0, power=0.7, alpha=0.1) == math.ceil((z90 / 0.01) ** 2) == 47057
+    # every n from 2 to 10 000 is tried with n - 1 degrees of freedom, the upper tail at +crit, the lower at -crit
+    seen.clear()
+    seeds_to_resolve(0.01, 1.0)
+    assert seen == [(n - 1, up) for n in range(2, 10_001) for up in (True, False)]
+    Nct.at = 10_000  # the last n of the search is still searched; the next one is not
+    assert seeds_to_resolve(0.01, 1.0) == 10_000
+    Nct.at = 10_001
+    assert seeds_to_resolve(0.01, 1.0) == 78489
 
 
 @pytest.mark.xfail(
