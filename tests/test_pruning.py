@@ -124,6 +124,104 @@ def test_accuracy_summary():
     }
 
 
+def test_selection_edge_cases_found_by_mutation_testing():
+    """What the hand-worked cases above leave open: unequal class sizes, a cluster named 0 (the head with original
+    index 0), a class without clustered samples, empty inputs, the checks' messages, default seeds and missing
+    counts, sampling without replacement."""
+    # 8 samples of class 0 and 4 of class 1; original index 0 is a head (cluster id 0)
+    index = np.array([0, 9, 4, 11, 2, 7, 5, 13, 1, 3, 8, 6])
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    # per class: k_c = round(0.5 N_c) = 4 and 2 -- the positions of the highest scores in each class
+    scores = np.array([1, 2, 3, 4, 5, 6, 7, 8, 40, 30, 20, 10], dtype=float)
+    assert select_top(index, labels, scores, 0.5, per_class=True).tolist() == sorted([2, 7, 5, 13, 1, 3])
+    assert select_top(index, labels, scores, 0.25).tolist() == [1, 3, 8]  # globally: 40, 30, 20
+    rank = np.array([0, 1, 2, 3, 4, -1, -1, -1, 0, 1, 2, -1])
+    assert select_heads(index, labels, rank, 0.5).tolist() == sorted([0, 9, 4, 11, 1, 3])
+    selfmax = np.ones(12, dtype=bool)  # more self-max samples than k_c in each class: the FPC heads
+    assert select_gated_heads(index, labels, rank, selfmax, 0.5).tolist() == sorted([0, 9, 4, 11, 1, 3])
+    # cluster 0 is a cluster like any other
+    cluster = np.array([0, 0, 0, 0, 0, 9, 9, 9, 1, 1, 1, 1])
+    one = select_cluster_random(index, labels, cluster, seed=0)
+    assert len(one) == 3 and len(set(one) & {0, 9, 4, 11, 2}) == 1
+    assert np.array_equal(one, select_cluster_random(index, labels, cluster, seed=0))
+    assert len({tuple(select_cluster_random(index, labels, cluster, seed=s)) for s in range(6)}) > 1
+    node = select_node(index, labels, cluster, seed=0)  # class 0: 5 -> 3 kept of cluster 0, all of 9; class 1: 4 -> 2
+    assert len(node) == 3 + 3 + 2 and {7, 5, 13} <= set(node) and len(set(node) & {0, 9, 4, 11, 2}) == 3
+    # a fraction below 1/2 drops a singleton class's only member; unassigned samples (-1) are left out, and a class
+    # without any clustered sample does not stop the others
+    lone = np.array([0, 0, 0, 0, 0, 9, 9, 9, 1, -1, -1, -1])
+    assert 1 not in select_node(index, labels, lone, seed=0, fraction=0.25)
+    assert set(select_node(index, labels, lone, seed=0, fraction=0.6)) & {1, 3, 8, 6} == {1}
+    first_empty = np.array([-1] * 8 + [1, 1, 1, 1])
+    assert len(select_node(index, labels, first_empty, seed=0)) == 2
+    # empty inputs give empty int64 selections
+    empty = np.array([], dtype=np.int64)
+    for out in (
+        select_top(empty, empty, empty, 0.5, per_class=True),
+        select_heads(empty, empty, empty, 0.5),
+        select_gated_heads(empty, empty, empty, empty, 0.5),
+        class_balanced_subset(empty, empty, 0.5, 0),
+    ):
+        assert out.shape == (0,) and out.dtype == np.int64
+    # indices given as floats or lists come back as int64
+    assert select_top(index.astype(float), labels, scores, 0.5).dtype == np.int64
+    assert select_heads(index.tolist(), labels.tolist(), rank, 0.5).dtype == np.int64
+    # the checks, by message
+    with pytest.raises(ValueError, match=r"^index \(12,\) and labels \(11,\) must be 1-D of equal length$"):
+        select_top(index, labels[:11], scores, 0.5)
+    with pytest.raises(ValueError, match=r"^index \(1, 12\) and labels \(1, 12\) must be 1-D"):
+        select_top(index[None], labels[None], scores, 0.5)
+    with pytest.raises(ValueError, match="^original indices repeat$"):
+        select_top(np.r_[index[:11], 0], labels, scores, 0.5)
+    with pytest.raises(ValueError, match="^per-sample array of length 11 does not match 12 samples$"):
+        select_top(index, labels, scores[:11], 0.5)
+    with pytest.raises(ValueError, match="^scores hold NaN or inf$"):
+        select_top(index, labels, np.r_[scores[:11], np.inf], 0.5)
+    with pytest.raises(ValueError, match=r"^fraction must lie in \[0, 1\], got 1.5$"):
+        keep_count(10, 1.5)
+    with pytest.raises(ValueError, match="^tie_break must be 'random' or 'head_norm', got 'size'$"):
+        remove_small_clusters(index, labels, cluster, 0.2, tie_break="size")
+    with pytest.raises(ValueError, match="^tie_break='head_norm' needs head_sq_norm$"):
+        remove_small_clusters(index, labels, cluster, 0.2, tie_break="head_norm")
+    with pytest.raises(ValueError, match="^cannot remove 5 samples of class 1: it has 4$"):
+        remove_large_clusters(index, labels, cluster, {1: 5}, seed=0)
+    with pytest.raises(ValueError, match="^empty training history$"):
+        accuracy_summary([])
+    with pytest.raises(ValueError, match="^the history has no validation accuracy; retraining needs a validation"):
+        accuracy_summary([{"epoch": 1, "test_acc": 0.5}])
+    # head norms order equal-size clusters even against the ids: singletons 0 (|phi|^2 3) and 2 (1): 2 goes first
+    sing = np.array([0, 9, 4, 4, 2, 9, 9, 9, 1, 1, 1, 1])
+    kept, removed = remove_small_clusters(
+        index, labels, sing, 0.1, tie_break="head_norm", head_sq_norm={0: 3.0, 2: 1.0, 4: 1.0, 9: 1.0, 1: 1.0}
+    )
+    assert removed == {0: 1, 1: 0} and set(index) - set(kept) == {2}  # class 1: round(0.4) = 0
+    # random ties: seed 0 by default; other seeds order the singletons otherwise
+    draws = {tuple(remove_small_clusters(index, labels, sing, 0.1, seed=s)[0]) for s in range(8)}
+    assert len(draws) == 2
+    assert np.array_equal(
+        remove_small_clusters(index, labels, sing, 0.1)[0], remove_small_clusters(index, labels, sing, 0.1, seed=0)[0]
+    )
+    # counts: a class left out removes nothing; a whole class may go; seeded and reproducible
+    assert set(remove_random(index, labels, {0: 2}, seed=0)) >= {1, 3, 8, 6}
+    assert set(remove_large_clusters(index, labels, cluster, {0: 2}, seed=0)) >= {1, 3, 8, 6}
+    assert set(remove_random(index, labels, {1: 4}, seed=0)) == set(index[:8])
+    assert set(remove_large_clusters(index, labels, cluster, {1: 4}, seed=0)) == set(index[:8])
+    for fn in (remove_random, lambda i, lab, c, seed: remove_large_clusters(i, lab, cluster, c, seed)):
+        outs = [tuple(fn(index, labels, {0: 3, 1: 1}, seed=s)) for s in (0, 0, 1, 2, 3, 4)]
+        assert outs[0] == outs[1] and len(set(outs)) > 1
+    # class-balanced subsets draw without replacement: the whole data at fraction 1
+    assert class_balanced_subset(index, labels, 1.0, seed=0).tolist() == sorted(index.tolist())
+
+
+@pytest.mark.xfail(
+    strict=True, raises=ValueError, reason="_groups of no samples: zip(strict=True) of 0 ids and 1 bound"
+)
+def test_cluster_selections_of_no_samples_are_empty():
+    empty = np.array([], dtype=np.int64)
+    out = select_cluster_random(empty, empty, empty, 0)
+    assert out.shape == (0,) and out.dtype == np.int64
+
+
 def test_registry_rules_on_hand_built_inputs():
     """Every registered rule on a hand-built PruningInputs (the cases of the tests above, worked out by hand): the
     rule reads its own inputs (the clusters of its keep, its score column, the per-seed draws), and select_subset
