@@ -165,6 +165,8 @@ def test_el2n_approximation_error_and_edge_cases_by_hand():
     assert pooled_scores([0], [0], [2]) == pytest.approx({"precision": math.nan, "recall": 0.0, "f1": 0.0}, nan_ok=True)
     assert pooled_scores([2], [0], [0]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert pooled_scores([1], [0], [0]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}  # denominators of 1
+    no_steps = stepwise_scores([], [], [])
+    assert list(no_steps) == ["precision", "recall", "f1"] and all(math.isnan(v) for v in no_steps.values())
 
 
 # ------------------------------------------------------------------------------------------- vs explicit blocks
