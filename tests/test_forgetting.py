@@ -145,10 +145,12 @@ def test_el2n_approximation_error_and_edge_cases_by_hand():
     assert predicted_forgetting(z, dz, torch.tensor([1, 1, 1]), space="probability").tolist() == [False] * 3
     assert forgetting_events(z, z + dz, torch.tensor([1, 1, 1])).tolist() == [False] * 3
 
-    # counts from numpy arrays and from tensors, every cell
-    t, p = np.array([1, 1, 0, 0, 1], dtype=bool), np.array([1, 0, 1, 0, 1], dtype=bool)
-    want = {"tp": 2, "fp": 1, "tn": 1, "fn": 1}
-    assert confusion_counts(t, p) == want == confusion_counts(torch.from_numpy(t), torch.from_numpy(p))
+    # counts from numpy arrays (boolean or 0/1 integers) and from tensors, every cell a different count
+    t = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0])
+    p = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+    want = {"tp": 3, "fp": 2, "tn": 4, "fn": 1}
+    assert confusion_counts(t, p) == want == confusion_counts(t.astype(bool), p.astype(bool))
+    assert confusion_counts(torch.from_numpy(t).bool(), torch.from_numpy(p).bool()) == want
     assert all(type(v) is int for v in confusion_counts(t, p).values())
     # pooled over steps: P = 3 / 5, R = 3 / 7, F1 = 6 / 12; stepwise: P_t = (1, 1/3), R_t = (1/5, 1 (nothing
     # forgotten)): P = 2/3, R = 3/5, F1 = 2 P R / (P + R) = 12/19
