@@ -306,6 +306,21 @@ def test_registry_rules_on_hand_built_inputs():
         key = (0.5, "own", seedless)
         with pytest.raises(ValueError, match=rf"^no clusters of the small-cluster subset {re.escape(str(key))}"):
             run("base", seedless, data_fraction=0.5, kernel="own")
+    # random ties and no norms: each retraining seed's own draw, from draw_seed(small_seed, seed)
+    from lpntk.pruning import remove_small_clusters
+
+    rnd_inp = PruningInputs(
+        index=INDEX,
+        labels=LABELS,
+        small={(0.5, "own", s): (INDEX[:6], other[:6]) for s in range(8)},
+        small_seed=9,
+    )
+    for s in range(8):  # class 0 only; target round(0.2 * 6) = 1: one of the singletons 50 and 7, drawn
+        kept = select_subset(
+            rnd_inp, {"method": "small_clusters", "data_fraction": 0.5, "kernel": "own", "remove": 0.2}, s
+        )
+        ref = remove_small_clusters(INDEX[:6], LABELS[:6], other[:6], 0.2, seed=draw_seed(9, s))[0]
+        assert kept.tolist() == ref.tolist() and len(set(INDEX[:6]) - set(kept)) == 1
     # select_subset's checks and the registry
     with pytest.raises(ValueError, match="^pruning method 'nope' has no selection rule; known: base, el2n, "):
         run("nope")
