@@ -375,6 +375,9 @@ def test_linear_model_wrappers_against_the_closed_form():
         one = call(mode="sketch", sketch_dim=1, seed=5)
         assert one.shape == (5, 5) and torch.equal(one, call(mode="sketch", sketch_dim=1, seed=5))
         assert not torch.equal(call(mode="sketch", sketch_dim=2, seed=1), call(mode="sketch", sketch_dim=2, seed=2))
+        # the default seed is 0
+        assert torch.equal(call(mode="sketch", sketch_dim=2), call(mode="sketch", sketch_dim=2, seed=0)), name
+        assert not torch.equal(call(mode="sketch", sketch_dim=2), call(mode="sketch", sketch_dim=2, seed=1)), name
         for bad, match in (
             ({"block_size": 0}, "^block_size:"),
             ({"block_size": 2.0}, "^block_size:"),
