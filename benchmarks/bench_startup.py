@@ -16,6 +16,7 @@ time and every job's benchmark time (``results/*/benchmarks``). Usage::
     python benchmarks/bench_startup.py --repeat 5
     git worktree add /tmp/lpntk-before 7886d48
     python benchmarks/bench_startup.py --repo /tmp/lpntk-before --repo . --dag
+    python benchmarks/bench_startup.py --dag --skip-startup --keep /tmp/dag   # keep the run (tools/check_mlflow_ui.py)
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def measure(repo: Path, repeat: int) -> dict[str, str]:
     return out
 
 
-def run_dag(repo: Path) -> None:
+def run_dag(repo: Path, keep: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        clone = Path(tmp) / "clone"
+        clone = keep / repo.name if keep else Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
         env = _env(clone)
         t0 = time.perf_counter()
@@ -149,9 +150,11 @@ def main() -> None:
     ap.add_argument("--repo", action="append", type=Path, help="checkout to measure (repeatable; default: this one)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dag", action="store_true", help="also run the default config from a fresh clone")
+    ap.add_argument("--keep", type=Path, help="clone into KEEP/<repo name> and keep it (its results, its MLflow store)")
+    ap.add_argument("--skip-startup", action="store_true", help="only the --dag runs")
     args = ap.parse_args()
     repos = [r.resolve() for r in (args.repo or [REPO])]
-    results = {r: measure(r, args.repeat) for r in repos}
+    results = {} if args.skip_startup else {r: measure(r, args.repeat) for r in repos}
     keys = list(dict.fromkeys(k for res in results.values() for k in res))
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print("| measure | " + " | ".join(str(r) for r in repos) + " |")
@@ -160,7 +163,7 @@ def main() -> None:
         print(f"| {k} | " + " | ".join(results[r].get(k, "") for r in repos) + " |")
     if args.dag:
         for r in repos:
-            run_dag(r)
+            run_dag(r, args.keep)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ TRAIN = {
     "shuffle": True,
     "eval_batch_size": 1024,
     "resume_every": 0,
+    "precision": "fp32",
 }
 TRAIN["schedule"]["t_max"] = None
 
