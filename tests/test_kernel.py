@@ -368,6 +368,8 @@ def test_linear_model_wrappers_against_the_closed_form():
         assert C.shape == (5, 3) and rel_err(C, cross) <= 1e-12, name
         G32 = call(dtype=torch.float32)
         assert G32.dtype == torch.float32 and rel_err(G32, full) <= 1e-5, name
+        C32 = call(*cross_args[name], dtype=torch.float32)  # x2 (float64) is cast along with the model
+        assert C32.dtype == torch.float32 and rel_err(C32, cross) <= 1e-5, name
         # a CountSketch far wider than the 15 parameters has no collisions for these seeds: exact inner products
         for seed in (0, 1):
             assert rel_err(call(mode="sketch", sketch_dim=100_000, seed=seed), full) <= 1e-12, (name, seed)
