@@ -282,7 +282,16 @@ def test_registry_rules_on_hand_built_inputs():
     assert run("forgetting", 3, keep=2 / 12) == sorted(INDEX[np.argsort(-draw)[:2]].tolist())
     inp.per_class = True
     assert run("el2n", keep=0.5) == sorted(INDEX[[0, 1, 2, 9, 10, 11]].tolist())
+    # the factory behind the score rules, called afresh (the registered ones are built at import)
+    from lpntk.pruning._registry import _score_selector
+
+    fresh = {name: _score_selector(name) for name in ("el2n", "grand", "forgetting")}
+    assert fresh["el2n"](inp, {"keep": 0.5}, None).tolist() == sorted(INDEX[[0, 1, 2, 9, 10, 11]].tolist())
     inp.per_class = False
+    assert fresh["grand"](inp, {"keep": 0.5}, None).tolist() == sorted(INDEX[6:].tolist())
+    assert fresh["forgetting"](inp, {"keep": 2 / 12}, None).tolist() == sorted(INDEX[[10, 11]].tolist())
+    assert fresh["forgetting"](inp, {"keep": 2 / 12}, 3).tolist() == sorted(INDEX[np.argsort(-draw)[:2]].tolist())
+    assert fresh["grand"].__doc__ == "Keep the highest grand scores (ties: the higher random score, drawn per seed)."
     # random: per class the highest random scores, whatever per_class says
     assert run("random", keep=0.5) == sorted(INDEX[[3, 4, 5, 9, 10, 11]].tolist())
     assert run("random", 3, keep=0.5) == sorted(
