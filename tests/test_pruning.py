@@ -209,6 +209,13 @@ def test_selection_edge_cases_found_by_mutation_testing():
     for fn in (remove_random, lambda i, lab, c, seed: remove_large_clusters(i, lab, cluster, c, seed)):
         outs = [tuple(fn(index, labels, {0: 3, 1: 1}, seed=s)) for s in (0, 0, 1, 2, 3, 4)]
         assert outs[0] == outs[1] and len(set(outs)) > 1
+    # class counts, optionally of a mask (0/1 integers read as booleans)
+    from lpntk.pruning import class_counts_of
+
+    counts = class_counts_of([2, 0, 2, 1, 2])
+    assert counts == {0: 1, 1: 1, 2: 3} and all(type(k) is int and type(v) is int for k, v in counts.items())
+    assert class_counts_of(np.array([2, 0, 2, 1, 2]), [1, 0, 1, 1, 0]) == {1: 1, 2: 2}
+    assert class_counts_of(labels, labels == 1) == {1: 4} and class_counts_of([]) == {}
     # class-balanced subsets draw without replacement: the whole data at fraction 1
     assert class_balanced_subset(index, labels, 1.0, seed=0).tolist() == sorted(index.tolist())
 
