@@ -209,6 +209,14 @@ def test_selection_edge_cases_found_by_mutation_testing():
     for fn in (remove_random, lambda i, lab, c, seed: remove_large_clusters(i, lab, cluster, c, seed)):
         outs = [tuple(fn(index, labels, {0: 3, 1: 1}, seed=s)) for s in (0, 0, 1, 2, 3, 4)]
         assert outs[0] == outs[1] and len(set(outs)) > 1
+    # three classes (with two, a rule that took "every other class" for a class would still add up to the same)
+    idx3, lab3 = np.arange(100, 109), np.repeat([0, 1, 2], 3)
+    rank3 = np.tile([0, 1, 2], 3)
+    assert select_top(idx3, lab3, 3.0 - rank3, 1 / 3, per_class=True).tolist() == [100, 103, 106]
+    assert select_heads(idx3, lab3, rank3, 1 / 3).tolist() == [100, 103, 106]
+    assert select_gated_heads(idx3, lab3, rank3, np.ones(9, dtype=bool), 1 / 3).tolist() == [100, 103, 106]
+    node3 = select_node(idx3, lab3, np.repeat([100, 103, 106], 3), seed=0, fraction=1 / 3)
+    assert len(node3) == 3 and [int(((node3 - 100) // 3 == c).sum()) for c in range(3)] == [1, 1, 1]
     # class counts, optionally of a mask (0/1 integers read as booleans)
     from lpntk.pruning import class_counts_of
 
