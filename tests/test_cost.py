@@ -208,8 +208,9 @@ def test_job_resources_runtime_memory_and_gpu(repo, schema_path, tmp_path):
     assert cpu.runtime("cifar10", "train", "seed1", attempt=2) == 2 * cpu.runtime("cifar10", "train", "seed1")
     assert gpu.minutes("cifar10", "train", "seed1") < est  # the GPU's figures
     assert gpu.runtime("mnist", "select_reference") == 10  # local, seconds: the minimum
-    assert cpu.minutes("mnist", "retrain", "lpntk-k0.5/seed3") > 0
-    assert cpu.minutes("mnist", "retrain", "no-such-unit/seed3") is None
+    assert cpu.minutes("mnist", "retrain", "lpntk-k0.5/all") > 0  # batch_seeds: a subset's seeds in one job
+    assert cpu.minutes("cifar10", "retrain", "lpntk-k0.5/seed3") > 0  # one job per seed
+    assert cpu.minutes("mnist", "retrain", "no-such-unit/all") is None
     assert cpu.mem_mb("cifar10", "kernel", "class0") > cpu.mem_mb("mnist", "kernel", "class0") >= 2000
     assert cpu.mem_mb("mnist", "kernel", "class0") % 500 == 0
     odd = JobResources({**config, "datasets": {"x": {**config["datasets"]["mnist"], "source": "folder"}}}, costs)

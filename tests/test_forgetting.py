@@ -569,8 +569,12 @@ def test_workflow_forgetting(workflow_run):
         ("plain", "2"),
     ]
     for r in runs:
-        assert {"precision_entk", "recall_lpntk", "n_true_events"} <= set(r.data.metrics)
-        assert r.info.status == "FINISHED"
+        assert "n_true_events" in r.data.metrics and r.info.status == "FINISHED"
+        # the plain recipe's window holds true events (3 and 5); the official recipe's slower steps in this tiny
+        # window may hold none, and then precision and recall are undefined (NaN) and not logged
+        if r.data.tags["lpntk.recipe"] == "plain":
+            assert r.data.metrics["n_true_events"] > 0
+            assert {"precision_entk", "recall_lpntk", "f1_entk_prob"} <= set(r.data.metrics)
     agg = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'forgetting_table'")
     assert len(agg) == 1 and "plain_n_true_events" in agg[0].data.metrics
 

@@ -795,22 +795,28 @@ def test_pruning_stages_end_to_end(workflow_run):
     assert scores["index"].tolist() == train["index"].tolist() and scores["label"].tolist() == train["y"].tolist()
     assert scores[["el2n", "grand", "forgetting", "random"]].notna().all().all()
     subsets = np.load(res / "pruning" / "subsets.npz")
+    plan = pd.read_csv(res / "pruning" / "subsets.csv")  # one row per entry: its subset's name, seed, method
+    assert sorted(plan["entry"]) == sorted(subsets.files)
     for name in subsets.files:
         assert set(subsets[name]) <= set(train["index"].tolist()), name
     n = len(train["index"])
-    assert len(subsets["lpntk-k0.5"]) == len(subsets["random-k0.5"]) == n // 2  # 24 per class -> 12 per class
+    # lpNTK's subset is one; the random baseline is drawn anew for each retraining seed (pruning.draws: per_seed)
+    assert len(subsets["lpntk-k0.5"]) == n // 2  # 24 per class -> 12 per class
+    assert len(subsets["random-k0.5@seed1"]) == len(subsets["random-k0.5@seed2"]) == n // 2
+    assert not np.array_equal(subsets["random-k0.5@seed1"], subsets["random-k0.5@seed2"])
+    names = set(plan["name"])
     table = pd.read_csv(res / "pruning" / "table.csv")
     ours = table[table["source"] == "ours"].set_index("subset")
-    assert set(ours.index) == set(subsets.files)
+    assert set(ours.index) == names
     assert (ours["n_seeds"] == 2).all() and ours["test_acc_best_val_mean"].between(0, 100).all()
     for f in ("table.md", "redundant_removal.png", "redundant_removal.pdf", "small_clusters.png", "small_clusters.pdf"):
         assert (res / "pruning" / f).stat().st_size > 0
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'retrain'", max_results=1000)
-    assert len(runs) == 2 * len(subsets.files)
+    assert len(runs) == 2 * len(names)  # one run per subset and seed, on that seed's draw
     tags = {(r.data.tags["lpntk.subset"], r.data.tags["lpntk.seed"]) for r in runs}
-    assert tags == {(s, str(seed)) for s in subsets.files for seed in (1, 2)}
+    assert tags == {(s, str(seed)) for s in names for seed in (1, 2)}
     for r in runs:
         assert r.info.status == "FINISHED" and {"test_acc_best_val", "test_acc_last", "test_acc_max"} <= set(
             r.data.metrics

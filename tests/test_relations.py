@@ -364,6 +364,8 @@ def test_relations_in_workflow(workflow_run):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
+    from lpntk.grams import load_class_grams
+
     workdir, _ = workflow_run
     res = workdir / "results" / "tiny" / "relations"
     for f in (
@@ -386,10 +388,11 @@ def test_relations_in_workflow(workflow_run):
     counts = {0.1: np.zeros(3), 0.0: np.zeros(3)}
     redundant = n_samples = 0
     kappas, cosines = [], []
-    for c in range(10):
-        k = np.load(workdir / "results" / "tiny" / "kernel" / f"class{c}.npz")
-        g = k["gram"].astype(np.float64)
-        norm = np.sqrt(k["sq_norm"].astype(np.float64))
+    kernels = sorted((workdir / "results" / "tiny" / "kernel").glob("*.npz"))  # kernel.classes_per_job: 5 a file
+    assert [p.name for p in kernels] == ["classes0-1-2-3-4.npz", "classes5-6-7-8-9.npz"]
+    for k in load_class_grams(kernels, 10):
+        g = k.gram.astype(np.float64)
+        norm = np.sqrt(k.sq_norm.astype(np.float64))
         i, j = np.triu_indices(len(g), 1)
         cos = g[i, j] / (norm[i] * norm[j])
         for tau in counts:

@@ -246,6 +246,22 @@ def test_invocation_description_lists_runs_outputs_and_the_jobs_notes(store):
     assert note.index("### about") < note.index("### claims") and note.rstrip().endswith("| 1 | holds |")
 
 
+def test_parent_tag_names_are_made_valid_for_mlflow(store):
+    """A section name MLflow would refuse as a tag key (parentheses, "@") is made valid, not lost at the replay."""
+    from mlflow.tracking import MlflowClient
+
+    runs = init_store(["alpha"])
+    with JobRun("claims", "alpha", live=False) as run:
+        run.add_invocation_note("claims (alpha@1)", "verdicts")
+    finish_invocation("FINISHED")
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    tags = client.get_run(runs["alpha"]["parent_run_id"]).data.tags
+    assert tags["lpntk.note.claims _alpha_1_"] == "verdicts"
+    assert [
+        r.info.status for r in client.search_runs([runs["alpha"]["experiment_id"]], "tags.`lpntk.rule` = 'claims'")
+    ] == ["FINISHED"]
+
+
 def test_parent_tags_without_an_invocation_are_a_no_op(store):
     with JobRun("prune", "alpha") as run:  # a stage called from Python: no parent run
         assert run.set_parent_tags({"a": 1}) is False

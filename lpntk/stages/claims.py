@@ -133,6 +133,6 @@ def claims_stage(
         save_json(outputs["summary"], {"dataset": dataset, "verdicts": verdicts, "claims": [r.row() for r in rows]})
         run.log_metrics({f"claims_{k}": v for k, v in verdicts.items()})
         run.log_outputs(dict(outputs))
-        run.add_invocation_note(f"claims ({dataset})", claims_note(table))
+        run.add_invocation_note("claims", claims_note(table))  # the invocation's run of this dataset
     log.info("%s: %d claim rows: %s", dataset, len(rows), verdicts)
     return table

@@ -220,7 +220,7 @@ class JobRun(AbstractContextManager):
         parent_id = self.parent.get("parent_run_id")
         if not parent_id:
             return False
-        items = {str(k): str(v) for k, v in tags.items()}
+        items = {_key(k): str(v) for k, v in tags.items()}
         if self._record is not None:
             self._record["parent_tags"].update(items)
             self._write_record()
