@@ -112,6 +112,65 @@ def test_probability_change_is_softmax_jacobian_and_first_order_agrees():
         predicted_forgetting(z, dz, y, "prob")
 
 
+def test_el2n_approximation_error_and_edge_cases_by_hand():
+    from lpntk.forgetting import el2n_approximation_error
+
+    # | ||q^ - e_y|| / ||q - e_y|| - 1 |: sample 0 (y 0) 0.2 sqrt 2 / 0.4 sqrt 2 = 0.5 -> 0.5; sample 1 (y 1)
+    # 0.9 sqrt 2 / 0.5 sqrt 2 = 1.8 -> 0.8; the mean 0.65
+    y = torch.tensor([0, 1])
+    q_true = torch.tensor([[0.6, 0.4], [0.5, 0.5]], dtype=torch.float64)
+    q_pred = torch.tensor([[0.8, 0.2], [0.9, 0.1]], dtype=torch.float64)
+    assert el2n_approximation_error(q_pred, q_true, y) == pytest.approx(0.65, rel=1e-12)
+    # a prediction exactly on the label: the denominator is clamped at 1e-12
+    e0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    off = torch.tensor([[1.0, 1e-13]], dtype=torch.float64)  # ||off - e_0|| = 1e-13: the ratio 0.1
+    assert el2n_approximation_error(off, e0, y[:1]) == pytest.approx(0.9, rel=1e-9)
+    assert el2n_approximation_error(e0, e0, y[:1]) == 1.0
+
+    # two classes, z = (1, 0), label 0: the logit rule forgets when dz_1 - dz_0 > z_0 - z_1 = 1; the probability
+    # rule when q_0 q_1 (dz_1 - dz_0) > (q_0 - q_1) / 2, i.e. dz_1 - dz_0 > (q_0 - q_1) / (2 q_0 q_1) = 1.1752..
+    q0 = 1 / (1 + math.exp(-1.0))
+    bound = (2 * q0 - 1) / (2 * q0 * (1 - q0))
+    assert 1.17 < bound < 1.18
+    z = torch.tensor([[1.0, 0.0]] * 3, dtype=torch.float64)
+    dz = torch.tensor([[0.0, 0.9], [0.0, 1.1], [0.0, 1.2]], dtype=torch.float64)
+    label = torch.tensor([0, 0, 0])
+    assert predicted_forgetting(z, dz, label).tolist() == [False, True, True]
+    assert predicted_forgetting(z, dz, label, space="logit").tolist() == [False, True, True]
+    assert predicted_forgetting(z, dz, label, space="probability").tolist() == [False, False, True]
+    # A dz for K = 2 by hand: (q_0 q_1 (dz_0 - dz_1), -q_0 q_1 (dz_0 - dz_1))
+    dq = probability_change(z[1:2], dz[1:2])[0]
+    assert dq.tolist() == pytest.approx([-q0 * (1 - q0) * 1.1, q0 * (1 - q0) * 1.1], rel=1e-12)
+    # a sample already wrong is neither forgotten nor predicted to be
+    assert predicted_forgetting(z, dz, torch.tensor([1, 1, 1]), space="probability").tolist() == [False] * 3
+    assert forgetting_events(z, z + dz, torch.tensor([1, 1, 1])).tolist() == [False] * 3
+
+    # counts from numpy arrays (boolean or 0/1 integers) and from tensors, every cell a different count
+    t = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0])
+    p = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+    want = {"tp": 3, "fp": 2, "tn": 4, "fn": 1}
+    assert confusion_counts(t, p) == want == confusion_counts(t.astype(bool), p.astype(bool))
+    assert confusion_counts(torch.from_numpy(t).bool(), torch.from_numpy(p).bool()) == want
+    assert all(type(v) is int for v in confusion_counts(t, p).values())
+    # pooled over steps: P = 3 / 5, R = 3 / 7, F1 = 6 / 12; stepwise: P_t = (1, 1/3), R_t = (1/5, 1 (nothing
+    # forgotten)): P = 2/3, R = 3/5, F1 = 2 P R / (P + R) = 12/19
+    pooled = pooled_scores([1, 2], [0, 2], [4, 0])
+    assert pooled == pytest.approx({"precision": 3 / 5, "recall": 3 / 7, "f1": 0.5}, rel=1e-12)
+    assert stepwise_scores([1, 0], [0, 2], [4, 0]) == pytest.approx(
+        {"precision": 1 / 2, "recall": 3 / 5, "f1": 2 * 0.5 * 0.6 / 1.1}, rel=1e-12
+    )
+    assert stepwise_scores([1, 1], [0, 2], [4, 0]) == pytest.approx(
+        {"precision": 2 / 3, "recall": 3 / 5, "f1": 12 / 19}, rel=1e-12
+    )
+    # nothing right: P = R = 0, F1 0 (not NaN); one-sided empties
+    assert stepwise_scores([0], [1], [1]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert pooled_scores([0], [0], [2]) == pytest.approx({"precision": math.nan, "recall": 0.0, "f1": 0.0}, nan_ok=True)
+    assert pooled_scores([2], [0], [0]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert pooled_scores([1], [0], [0]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}  # denominators of 1
+    no_steps = stepwise_scores([], [], [])
+    assert list(no_steps) == ["precision", "recall", "f1"] and all(math.isnan(v) for v in no_steps.values())
+
+
 # ------------------------------------------------------------------------------------------- vs explicit blocks
 
 

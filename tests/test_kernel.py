@@ -337,6 +337,83 @@ def test_features_and_gradient_gram(brute):
     assert rel_err(gradient_gram(model, x[:3], v[:3], x2=x[3:], v2=v[3:]), g[:3] @ g[3:].T) <= TOL64
 
 
+def test_linear_model_wrappers_against_the_closed_form():
+    """The public Grams of z = W x + b, where J(x) J(x')^T = (x . x' + 1) I_K: gradient_gram = theta * (v v'^T),
+    lpntk_gram = theta * (s s'^T) / K, pntk_gram = theta, through every option the wrappers hand on (cross Grams,
+    block and memory sizes, num_classes, dtype, the sketch's dimension and seed) and the arguments they check."""
+    g = torch.Generator().manual_seed(3)
+    k, d = 3, 4
+    model = nn.Linear(d, k).double()
+    x, x2 = torch.randn(5, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    y, y2 = torch.tensor([0, 2, 1, 1, 0]), torch.tensor([2, 2, 0])
+    v, v2 = torch.randn(5, k, generator=g, dtype=torch.float64), torch.randn(3, k, generator=g, dtype=torch.float64)
+    theta, theta_x = x @ x.T + 1, x @ x2.T + 1  # written out: (x . x' + 1), the scalar of the identity block
+    s, s2 = signs(y, k), signs(y2, k)
+    ref = {
+        "gradient": (theta * (v @ v.T), theta_x * (v @ v2.T)),
+        "lpntk": (theta * (s @ s.T) / k, theta_x * (s @ s2.T) / k),
+        "pntk": (theta, theta_x),
+    }
+    calls = {
+        "gradient": lambda *cross, **kw: gradient_gram(model, x, v, *cross, **kw),
+        "lpntk": lambda *cross, **kw: lpntk_gram(model, x, y, k, *cross, **kw),
+        "pntk": lambda *cross, **kw: pntk_gram(model, x, *cross[:1], **kw),
+    }
+    cross_args = {"gradient": (x2, v2), "lpntk": (x2, y2), "pntk": (x2,)}
+    for name, call in calls.items():
+        full, cross = ref[name]
+        G = call(block_size=1, max_memory_bytes=1)  # the smallest valid sizes
+        assert G.shape == (5, 5) and G.dtype == torch.float64 and rel_err(G, full) <= 1e-12, name
+        C = call(*cross_args[name], block_size=2)
+        assert C.shape == (5, 3) and rel_err(C, cross) <= 1e-12, name
+        G32 = call(dtype=torch.float32)
+        assert G32.dtype == torch.float32 and rel_err(G32, full) <= 1e-5, name
+        C32 = call(*cross_args[name], dtype=torch.float32)  # x2 (float64) is cast along with the model
+        assert C32.dtype == torch.float32 and rel_err(C32, cross) <= 1e-5, name
+        # a CountSketch far wider than the 15 parameters has no collisions for these seeds: exact inner products
+        for seed in (0, 1):
+            assert rel_err(call(mode="sketch", sketch_dim=100_000, seed=seed), full) <= 1e-12, (name, seed)
+        # a one-dimensional sketch is valid, reproducible from its seed, and another seed draws another sketch
+        one = call(mode="sketch", sketch_dim=1, seed=5)
+        assert one.shape == (5, 5) and torch.equal(one, call(mode="sketch", sketch_dim=1, seed=5))
+        assert not torch.equal(call(mode="sketch", sketch_dim=2, seed=1), call(mode="sketch", sketch_dim=2, seed=2))
+        # the default seed is 0
+        assert torch.equal(call(mode="sketch", sketch_dim=2), call(mode="sketch", sketch_dim=2, seed=0)), name
+        assert not torch.equal(call(mode="sketch", sketch_dim=2), call(mode="sketch", sketch_dim=2, seed=1)), name
+        for bad, match in (
+            ({"block_size": 0}, "^block_size:"),
+            ({"block_size": 2.0}, "^block_size:"),
+            ({"max_memory_bytes": 0}, "^max_memory_bytes:"),
+            ({"mode": "approx"}, "^mode:"),
+            ({"mode": "sketch"}, "^sketch_dim:"),
+            ({"mode": "sketch", "sketch_dim": 0}, "^sketch_dim:"),
+            ({"mode": "sketch", "sketch_dim": 2.0}, "^sketch_dim:"),
+        ):
+            with pytest.raises(ValueError, match=match):
+                call(**bad)
+    # the argument names in the messages
+    with pytest.raises(ValueError, match="^x:"):
+        lpntk_gram(model, x[:0], y[:0])
+    with pytest.raises(ValueError, match="^x2:"):
+        lpntk_gram(model, x, y, x2=x2[:0], y2=y2[:0])
+    with pytest.raises(ValueError, match="^x2:"):
+        pntk_gram(model, x, x2[:0])
+    with pytest.raises(ValueError, match="^y:"):
+        lpntk_gram(model, x, y[:3])
+    with pytest.raises(ValueError, match="^y2:"):
+        lpntk_gram(model, x, y, x2=x2, y2=y2[:2])
+    for kw in ({"x2": x2}, {"y2": y2}):
+        with pytest.raises(ValueError, match="^x2, y2: give both or neither"):
+            lpntk_gram(model, x, y, **kw)
+    for kw in ({"x2": x2}, {"v2": v2}):
+        with pytest.raises(ValueError, match="^x2, v2: give both or neither"):
+            gradient_gram(model, x, v, **kw)
+    with pytest.raises(ValueError, match=r"^v: expected shape \(5, 3\)"):
+        gradient_gram(model, x, v[:, None])
+    with pytest.raises(ValueError, match=r"^v2: expected shape \(3, 3\)"):
+        gradient_gram(model, x, v, x2, v2[:2])
+
+
 @pytest.mark.parametrize("name", ["mlp", "convnet", "mnist_cnn", "bn_eval", "exotic"])
 def test_per_sample_grad_norms(brute, name, layer_form):
     model, x, y, k, J = brute(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,246 @@ def test_accuracy_summary():
         "best_epoch": 2,
         "epochs": 4,
     }
+
+
+def test_selection_edge_cases_found_by_mutation_testing():
+    """What the hand-worked cases above leave open: unequal class sizes, a cluster named 0 (the head with original
+    index 0), a class without clustered samples, empty inputs, the checks' messages, default seeds and missing
+    counts, sampling without replacement."""
+    # 8 samples of class 0 and 4 of class 1; original index 0 is a head (cluster id 0)
+    index = np.array([0, 9, 4, 11, 2, 7, 5, 13, 1, 3, 8, 6])
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    # per class: k_c = round(0.5 N_c) = 4 and 2 -- the positions of the highest scores in each class
+    scores = np.array([1, 2, 3, 4, 5, 6, 7, 8, 40, 30, 20, 10], dtype=float)
+    assert select_top(index, labels, scores, 0.5, per_class=True).tolist() == sorted([2, 7, 5, 13, 1, 3])
+    assert select_top(index, labels, scores, 0.25).tolist() == [1, 3, 8]  # globally: 40, 30, 20
+    rank = np.array([0, 1, 2, 3, 4, -1, -1, -1, 0, 1, 2, -1])
+    assert select_heads(index, labels, rank, 0.5).tolist() == sorted([0, 9, 4, 11, 1, 3])
+    selfmax = np.ones(12, dtype=bool)  # more self-max samples than k_c in each class: the FPC heads
+    assert select_gated_heads(index, labels, rank, selfmax, 0.5).tolist() == sorted([0, 9, 4, 11, 1, 3])
+    # cluster 0 is a cluster like any other
+    cluster = np.array([0, 0, 0, 0, 0, 9, 9, 9, 1, 1, 1, 1])
+    one = select_cluster_random(index, labels, cluster, seed=0)
+    assert len(one) == 3 and len(set(one) & {0, 9, 4, 11, 2}) == 1
+    assert np.array_equal(one, select_cluster_random(index, labels, cluster, seed=0))
+    assert len({tuple(select_cluster_random(index, labels, cluster, seed=s)) for s in range(6)}) > 1
+    node = select_node(index, labels, cluster, seed=0)  # class 0: 5 -> 3 kept of cluster 0, all of 9; class 1: 4 -> 2
+    assert len(node) == 3 + 3 + 2 and {7, 5, 13} <= set(node) and len(set(node) & {0, 9, 4, 11, 2}) == 3
+    # a fraction below 1/2 drops a singleton class's only member; unassigned samples (-1) are left out, and a class
+    # without any clustered sample does not stop the others
+    lone = np.array([0, 0, 0, 0, 0, 9, 9, 9, 1, -1, -1, -1])
+    assert 1 not in select_node(index, labels, lone, seed=0, fraction=0.25)
+    assert set(select_node(index, labels, lone, seed=0, fraction=0.6)) & {1, 3, 8, 6} == {1}
+    first_empty = np.array([-1] * 8 + [1, 1, 1, 1])
+    assert len(select_node(index, labels, first_empty, seed=0)) == 2
+    # empty inputs give empty int64 selections
+    empty = np.array([], dtype=np.int64)
+    for out in (
+        select_top(empty, empty, empty, 0.5, per_class=True),
+        select_heads(empty, empty, empty, 0.5),
+        select_gated_heads(empty, empty, empty, empty, 0.5),
+        class_balanced_subset(empty, empty, 0.5, 0),
+    ):
+        assert out.shape == (0,) and out.dtype == np.int64
+    # indices given as floats or lists come back as int64
+    assert select_top(index.astype(float), labels, scores, 0.5).dtype == np.int64
+    assert select_heads(index.tolist(), labels.tolist(), rank, 0.5).dtype == np.int64
+    # the checks, by message
+    with pytest.raises(ValueError, match=r"^index \(12,\) and labels \(11,\) must be 1-D of equal length$"):
+        select_top(index, labels[:11], scores, 0.5)
+    with pytest.raises(ValueError, match=r"^index \(1, 12\) and labels \(1, 12\) must be 1-D"):
+        select_top(index[None], labels[None], scores, 0.5)
+    with pytest.raises(ValueError, match="^original indices repeat$"):
+        select_top(np.r_[index[:11], 0], labels, scores, 0.5)
+    with pytest.raises(ValueError, match="^per-sample array of length 11 does not match 12 samples$"):
+        select_top(index, labels, scores[:11], 0.5)
+    with pytest.raises(ValueError, match="^scores hold NaN or inf$"):
+        select_top(index, labels, np.r_[scores[:11], np.inf], 0.5)
+    with pytest.raises(ValueError, match=r"^fraction must lie in \[0, 1\], got 1.5$"):
+        keep_count(10, 1.5)
+    with pytest.raises(ValueError, match="^tie_break must be 'random' or 'head_norm', got 'size'$"):
+        remove_small_clusters(index, labels, cluster, 0.2, tie_break="size")
+    with pytest.raises(ValueError, match="^tie_break='head_norm' needs head_sq_norm$"):
+        remove_small_clusters(index, labels, cluster, 0.2, tie_break="head_norm")
+    with pytest.raises(ValueError, match="^cannot remove 5 samples of class 1: it has 4$"):
+        remove_large_clusters(index, labels, cluster, {1: 5}, seed=0)
+    with pytest.raises(ValueError, match="^empty training history$"):
+        accuracy_summary([])
+    with pytest.raises(ValueError, match="^the history has no validation accuracy; retraining needs a validation"):
+        accuracy_summary([{"epoch": 1, "test_acc": 0.5}])
+    # head norms order equal-size clusters even against the ids: singletons 0 (|phi|^2 3) and 2 (1): 2 goes first
+    sing = np.array([0, 9, 4, 4, 2, 9, 9, 9, 1, 1, 1, 1])
+    kept, removed = remove_small_clusters(
+        index, labels, sing, 0.1, tie_break="head_norm", head_sq_norm={0: 3.0, 2: 1.0, 4: 1.0, 9: 1.0, 1: 1.0}
+    )
+    assert removed == {0: 1, 1: 0} and set(index) - set(kept) == {2}  # class 1: round(0.4) = 0
+    # random ties: seed 0 by default; other seeds order the singletons otherwise
+    draws = {tuple(remove_small_clusters(index, labels, sing, 0.1, seed=s)[0]) for s in range(8)}
+    assert len(draws) == 2
+    assert np.array_equal(
+        remove_small_clusters(index, labels, sing, 0.1)[0], remove_small_clusters(index, labels, sing, 0.1, seed=0)[0]
+    )
+    # counts: a class left out removes nothing; a whole class may go; seeded and reproducible
+    assert set(remove_random(index, labels, {0: 2}, seed=0)) >= {1, 3, 8, 6}
+    assert set(remove_large_clusters(index, labels, cluster, {0: 2}, seed=0)) >= {1, 3, 8, 6}
+    assert set(remove_random(index, labels, {1: 4}, seed=0)) == set(index[:8])
+    assert set(remove_large_clusters(index, labels, cluster, {1: 4}, seed=0)) == set(index[:8])
+    for fn in (remove_random, lambda i, lab, c, seed: remove_large_clusters(i, lab, cluster, c, seed)):
+        outs = [tuple(fn(index, labels, {0: 3, 1: 1}, seed=s)) for s in (0, 0, 1, 2, 3, 4)]
+        assert outs[0] == outs[1] and len(set(outs)) > 1
+    # three classes (with two, a rule that took "every other class" for a class would still add up to the same)
+    idx3, lab3 = np.arange(100, 109), np.repeat([0, 1, 2], 3)
+    rank3 = np.tile([0, 1, 2], 3)
+    assert select_top(idx3, lab3, 3.0 - rank3, 1 / 3, per_class=True).tolist() == [100, 103, 106]
+    assert select_heads(idx3, lab3, rank3, 1 / 3).tolist() == [100, 103, 106]
+    assert select_gated_heads(idx3, lab3, rank3, np.ones(9, dtype=bool), 1 / 3).tolist() == [100, 103, 106]
+    node3 = select_node(idx3, lab3, np.repeat([100, 103, 106], 3), seed=0, fraction=1 / 3)
+    assert len(node3) == 3 and [int(((node3 - 100) // 3 == c).sum()) for c in range(3)] == [1, 1, 1]
+    # class counts, optionally of a mask (0/1 integers read as booleans)
+    from lpntk.pruning import class_counts_of
+
+    counts = class_counts_of([2, 0, 2, 1, 2])
+    assert counts == {0: 1, 1: 1, 2: 3} and all(type(k) is int and type(v) is int for k, v in counts.items())
+    assert class_counts_of(np.array([2, 0, 2, 1, 2]), [1, 0, 1, 1, 0]) == {1: 1, 2: 2}
+    assert class_counts_of(labels, labels == 1) == {1: 4} and class_counts_of([]) == {}
+    # class-balanced subsets draw without replacement: the whole data at fraction 1
+    assert class_balanced_subset(index, labels, 1.0, seed=0).tolist() == sorted(index.tolist())
+
+
+@pytest.mark.xfail(
+    strict=True, raises=ValueError, reason="_groups of no samples: zip(strict=True) of 0 ids and 1 bound"
+)
+def test_cluster_selections_of_no_samples_are_empty():
+    empty = np.array([], dtype=np.int64)
+    out = select_cluster_random(empty, empty, empty, 0)
+    assert out.shape == (0,) and out.dtype == np.int64
+
+
+def test_registry_rules_on_hand_built_inputs():
+    """Every registered rule on a hand-built PruningInputs (the cases of the tests above, worked out by hand): the
+    rule reads its own inputs (the clusters of its keep, its score column, the per-seed draws), and select_subset
+    checks what a rule returns."""
+    from lpntk.pruning import SELECTORS, PruningInputs, draw_seed, register_selector, select_subset
+
+    # draw_seed: the base alone for a shared draw, else NumPy's SeedSequence of (base, seed), as documented
+    assert draw_seed(7, None) == 7 and isinstance(draw_seed(7.0, None), int)
+    assert draw_seed(7, 3) == int(np.random.SeedSequence([7, 3]).generate_state(1)[0]) != draw_seed(3, 7)
+    assert draw_seed(7, 3) != draw_seed(7, 4) and 0 <= draw_seed(7, 3) < 2**32
+
+    rank = np.array([0, 3, 1, -1, 2, -1, 1, -1, 0, 2, -1, -1])
+    selfmax = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
+    node_cluster = np.array([50, 50, 50, 90, 50, 90, 3, 3, 3, 81, 81, 81])
+    other = np.array([50, 7, 31, 31, 31, 31, 3, 44, 44, 25, 25, 25])  # sizes 1, 1, 4 and 1, 2, 3
+    el2n = np.array([9, 8, 7, 6, 5, 4, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    order = np.arange(12)[::-1]  # the small-cluster subset in another order than the training split
+    norm_of = {50: 2.0, 7: 1.0, 31: 5.0, 3: 1.0, 44: 1.0, 25: 1.0}
+    inp = PruningInputs(
+        index=INDEX,
+        labels=LABELS,
+        head_rank=rank,
+        self_max=selfmax,
+        clusters={0.5: node_cluster, 0.3: other},
+        scores={"el2n": el2n, "grand": -el2n, "forgetting": np.zeros(12), "random": np.arange(12.0)},
+        node_fraction=0.25,
+        seed=5,
+        small={(0.5, "full", None): (INDEX[order], other[order]), (0.5, "own", 2): (INDEX[:6], other[:6])},
+        small_seed=9,
+        sq_norm=np.array([norm_of.get(int(i), 100.0) for i in INDEX]),
+        tie_break="head_norm",
+    )
+
+    def run(method, seed=None, **spec):
+        kept = select_subset(inp, {"method": method, **spec}, seed)
+        assert kept.dtype == np.int64 and np.all(np.diff(kept) > 0), method
+        return kept.tolist()
+
+    assert run("full") == sorted(INDEX.tolist())
+    assert run("lpntk", keep=0.5) == sorted([50, 31, 12, 3, 81, 25])
+    assert run("lpntk_gated", keep=0.5) == sorted([50, 7, 3, 70])
+    # one member per cluster of the keep's clusters (0.5: 4 clusters), drawn from the base seed or per seed
+    shared = run("lpntk_random", keep=0.5)
+    assert len(shared) == 4 and all(len(set(shared) & set(INDEX[node_cluster == h])) == 1 for h in (50, 90, 3, 81))
+    draws = {tuple(run("lpntk_random", s, keep=0.5)) for s in (None, 0, 1, 2, 3, 4, 5)}
+    assert len(draws) > 1 and tuple(run("lpntk_random", 1, keep=0.5)) == tuple(run("lpntk_random", 1, keep=0.5))
+    # node on the clusters of cluster_keep, with the inputs' node_fraction 0.25: largest 4 -> 1 kept, 3 -> 1 kept
+    node = run("node", cluster_keep=0.5)
+    assert len(node) == 1 + 2 + 1 + 3 and {90, 66, 25, 18, 70} <= set(node)
+    assert len(set(node) & {50, 7, 31, 12}) == 1 and len(set(node) & {3, 44, 81}) == 1
+    assert len(run("node", cluster_keep=0.3)) == 6 + 6 - 3 - 2  # 4-cluster -> 1, 3-cluster -> 1
+    # score rules read their own column, globally (per_class False) or per class, ties by the random scores
+    assert run("el2n", keep=0.5) == sorted(INDEX[:6].tolist())
+    assert run("grand", keep=0.5) == sorted(INDEX[6:].tolist())
+    assert run("forgetting", keep=2 / 12) == sorted(INDEX[[10, 11]].tolist())  # all tied: the highest random scores
+    draw = np.random.default_rng(draw_seed(5, 3)).random(12)  # the per-seed random scores
+    assert inp.random_scores(3).tolist() == draw.tolist() and inp.random_scores(None) is inp.scores["random"]
+    assert run("forgetting", 3, keep=2 / 12) == sorted(INDEX[np.argsort(-draw)[:2]].tolist())
+    inp.per_class = True
+    assert run("el2n", keep=0.5) == sorted(INDEX[[0, 1, 2, 9, 10, 11]].tolist())
+    # the factory behind the score rules, called afresh (the registered ones are built at import)
+    from lpntk.pruning._registry import _score_selector
+
+    fresh = {name: _score_selector(name) for name in ("el2n", "grand", "forgetting")}
+    assert fresh["el2n"](inp, {"keep": 0.5}, None).tolist() == sorted(INDEX[[0, 1, 2, 9, 10, 11]].tolist())
+    inp.per_class = False
+    assert fresh["grand"](inp, {"keep": 0.5}, None).tolist() == sorted(INDEX[6:].tolist())
+    assert fresh["forgetting"](inp, {"keep": 2 / 12}, None).tolist() == sorted(INDEX[[10, 11]].tolist())
+    assert fresh["forgetting"](inp, {"keep": 2 / 12}, 3).tolist() == sorted(INDEX[np.argsort(-draw)[:2]].tolist())
+    assert fresh["grand"].__doc__ == "Keep the highest grand scores (ties: the higher random score, drawn per seed)."
+    # random: per class the highest random scores, whatever per_class says
+    assert run("random", keep=0.5) == sorted(INDEX[[3, 4, 5, 9, 10, 11]].tolist())
+    assert run("random", 3, keep=0.5) == sorted(
+        INDEX[np.r_[np.argsort(-draw[:6])[:3], 6 + np.argsort(-draw[6:])[:3]]].tolist()
+    )
+    # the small-cluster experiment: the subset itself, then removals from it (its labels looked up by index)
+    assert run("base", data_fraction=0.5) == sorted(INDEX.tolist())
+    assert run("base", 2, data_fraction=0.5, kernel="own") == sorted(INDEX[:6].tolist())
+    # remove 0.2: one sample per class; class 0's singletons 50 (|phi|^2 2) and 7 (1): the smaller norm goes
+    assert set(INDEX) - set(run("small_clusters", data_fraction=0.5, remove=0.2)) == {7, 3}
+    assert set(run("small_clusters", data_fraction=0.5, remove=0.5)) == {25, 18, 70}  # 2 singletons + the 4
+    rnd = run("random_removal", data_fraction=0.5, remove=0.2)  # as many per class, at random
+    assert len(rnd) == 10 and len(set(INDEX[:6]) - set(rnd)) == 1 and len(set(INDEX[6:]) - set(rnd)) == 1
+    assert rnd == run("random_removal", data_fraction=0.5, remove=0.2)
+    large = run("large_clusters", data_fraction=0.5, remove=0.2)  # one from each class's largest cluster
+    assert len(large) == 10 and {50, 7, 3, 44, 81} <= set(large)
+    assert len({31, 90, 12, 66} - set(large)) == 1 and len({25, 18, 70} - set(large)) == 1
+    own = run("small_clusters", 2, data_fraction=0.5, kernel="own", remove=0.5)  # class 0 only: 2 singletons + 4
+    assert own == []
+    for seedless in (None, 0):  # the key holds the seed: a shared draw is not a seed's draw
+        key = (0.5, "own", seedless)
+        with pytest.raises(ValueError, match=rf"^no clusters of the small-cluster subset {re.escape(str(key))}"):
+            run("base", seedless, data_fraction=0.5, kernel="own")
+    # random ties and no norms: each retraining seed's own draw, from draw_seed(small_seed, seed)
+    from lpntk.pruning import remove_small_clusters
+
+    rnd_inp = PruningInputs(
+        index=INDEX,
+        labels=LABELS,
+        small={(0.5, "own", s): (INDEX[:6], other[:6]) for s in range(8)},
+        small_seed=9,
+    )
+    for s in range(8):  # class 0 only; target round(0.2 * 6) = 1: one of the singletons 50 and 7, drawn
+        kept = select_subset(
+            rnd_inp, {"method": "small_clusters", "data_fraction": 0.5, "kernel": "own", "remove": 0.2}, s
+        )
+        ref = remove_small_clusters(INDEX[:6], LABELS[:6], other[:6], 0.2, seed=draw_seed(9, s))[0]
+        assert kept.tolist() == ref.tolist() and len(set(INDEX[:6]) - set(kept)) == 1
+    # select_subset's checks and the registry
+    with pytest.raises(ValueError, match="^pruning method 'nope' has no selection rule; known: base, el2n, "):
+        run("nope")
+
+    @register_selector("bad")
+    def bad(inp, spec, seed):
+        return spec["out"]
+
+    try:
+        assert SELECTORS["bad"] is bad
+        with pytest.raises(AssertionError, match="^subset bad-1 is not a subset"):
+            select_subset(inp, {"name": "bad-1", "method": "bad", "out": [50, 1]})
+        with pytest.raises(AssertionError, match="^subset bad is not a subset"):
+            select_subset(inp, {"method": "bad", "out": [50, 50]})
+        assert select_subset(inp, {"method": "bad", "out": [50.0, 7.0]}).dtype == np.int64
+    finally:
+        del SELECTORS["bad"]
 
 
 # ------------------------------------------------------------------------------------------- stages

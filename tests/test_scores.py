@@ -65,6 +65,14 @@ def test_hand_made_scores():
     # at initialisation instead
     t0 = score_table([RUN1, RUN2], el2n_epoch=0, grand_epoch=0, random_seed=0)
     assert np.allclose(t0["el2n"], [0.9, 0.8, 0.7, 0.6]) and np.allclose(t0["grand"], [3.0, 2.0, 1.0, 0.5])
+    # the random column: seeded uniform scores in [0, 1), one per sample, another draw for another seed
+    assert t["random"].shape == (4,) and ((t["random"] >= 0) & (t["random"] < 1)).all()
+    assert np.array_equal(t["random"], t0["random"])
+    assert not np.array_equal(
+        t["random"], score_table([RUN1, RUN2], el2n_epoch=2, grand_epoch=2, random_seed=1)["random"]
+    )
+    with pytest.raises(ValueError, match="^no training runs to compute scores from$"):
+        score_table([], el2n_epoch=2, grand_epoch=2, random_seed=0)
 
 
 def test_never_learned_ranks_as_most_forgotten_and_baselines_keep_the_highest():

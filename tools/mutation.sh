@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Mutation testing of the formula functions with mutmut 3 (docs/mutation-testing.md).
 #
-#   tools/mutation.sh GROUP [GROUP ...]     # groups: scores clustering relations train difficulty pruning forgetting
-#   tools/mutation.sh all
+#   tools/mutation.sh GROUP [GROUP ...]     # groups: scores clustering relations train difficulty kernel forgetting
+#   tools/mutation.sh all                   #         pruning registry claims
+#   nice -n 15 tools/mutation.sh all        # on a shared machine
 #
 # Each group runs in its own scratch copy of the tree ($MUTATION_ROOT/GROUP, default /tmp/lpntk-mutation/GROUP; the
 # working tree is never touched): the tracked and untracked-but-not-ignored files are copied there, a [tool.mutmut]
@@ -21,16 +22,27 @@ children=${MUTMUT_CHILDREN:-2}
 # group -> "file to mutate|function globs (mutmut names)|fast test files|pytest -k expression ("" = every test)"
 # The -k expressions leave out the stage tests (prepared data, kernels and training runs per test: minutes per mutant);
 # the formula functions are meant to be pinned down by the unit tests around them.
+fns() {  # fns MODULE NAME... -> the mutmut globs of those functions of MODULE (dotted)
+  local mod=$1 f
+  shift
+  for f in "$@"; do printf '%s.x_%s__mutmut_* ' "$mod" "$f"; done
+}
+# -k expressions shared by the groups that read tests/test_pruning.py: its stage tests (cluster/prune stages,
+# retraining, the plan, the table, own clusters, the registry on the stage's inputs) prepare data or train per test
+PRUNING_UNIT="not stage and not retraining and not plan and not pruning_table and not deterministic and not own_clusters and not selection_rule_of_ones_own"
 declare -A GROUPS_=(
-  [scores]="lpntk/scores.py|lpntk.scores.*|tests/test_scores.py tests/test_references.py|not stage and not hand_written and not forgetting_run and not lpntk and not sign"
-  [clustering]="lpntk/clustering.py|lpntk.clustering.*|tests/test_clustering.py tests/test_pruning.py|not stage and not retraining and not plan and not pruning_table and not deterministic"
-  [relations]="lpntk/relations.py|lpntk.relations.*|tests/test_relations.py|not stage"
-  [train]="lpntk/train.py|lpntk.train.x_l2_error__mutmut_* lpntk.train.x_presentation_forgetting__mutmut_*|tests/test_train.py tests/test_references.py|l2_error or hand_made or hand_written_loop_computes"
-  [difficulty]="lpntk/difficulty.py|lpntk.difficulty.x_choose_target__mutmut_* lpntk.difficulty.x_target_similarity__mutmut_* lpntk.difficulty.x_rank_others__mutmut_* lpntk.difficulty.x_select_sets__mutmut_* lpntk.difficulty.x_official_swap__mutmut_* lpntk.difficulty.x_contradictory_sets__mutmut_* lpntk.difficulty.x_training_set_positions__mutmut_* lpntk.difficulty.x_curve_area__mutmut_* lpntk.difficulty.x_size_levels__mutmut_* lpntk.difficulty.x_quad_tree_subsets__mutmut_* lpntk.difficulty.x_pearson_matrix__mutmut_*|tests/test_difficulty.py tests/test_references.py|not stage and not lpntk and not sign and not forgetting_run and not flip and not crop and not matmul and not train_model"
-  [pruning]="lpntk/pruning.py|lpntk.pruning.*|tests/test_pruning.py|not stage and not retraining and not plan and not pruning_table and not deterministic"
-  [forgetting]="lpntk/forgetting.py|lpntk.forgetting.x_forgetting_events__mutmut_* lpntk.forgetting.x_predicted_forgetting__mutmut_* lpntk.forgetting.x_confusion_counts__mutmut_* lpntk.forgetting.x__ratio__mutmut_* lpntk.forgetting.x_pooled_scores__mutmut_* lpntk.forgetting.x_stepwise_scores__mutmut_*|tests/test_forgetting.py|not stage and not run_on and not window and not momentum and not figure and not matrix_free and not batch_loss"
+  [scores]="lpntk/scores.py|lpntk.scores.*|tests/test_scores.py tests/test_references.py|not stage and not hand_written and not forgetting_run and not lpntk and not sign and not flip and not crop and not matmul and not cosine_schedule and not curve_area"
+  [clustering]="lpntk/clustering.py|lpntk.clustering.*|tests/test_clustering.py tests/test_pruning.py|$PRUNING_UNIT"
+  [relations]="lpntk/relations.py|$(fns lpntk.relations cosine upper_triangle relation_counts relation_shares official_value_counts official_value_shares redundant_mask cross_redundant_mask selfmax_larger_index_mask stratified_shares)|tests/test_relations.py|not stage"
+  [train]="lpntk/train.py|$(fns lpntk.train l2_error presentation_forgetting)|tests/test_train.py tests/test_references.py|l2_error or hand_made or hand_written_loop_computes"
+  [difficulty]="lpntk/difficulty.py|$(fns lpntk.difficulty choose_target target_similarity rank_others select_sets official_swap contradictory_sets training_set_positions curve_area size_levels quad_tree_subsets pearson_matrix)|tests/test_difficulty.py tests/test_references.py|not stage and not lpntk and not sign and not forgetting_run and not flip and not crop and not matmul and not train_model and not cosine_schedule"
+  [kernel]="lpntk/kernel/_kernels.py|$(fns lpntk.kernel._kernels sign_vectors _check_options _setup _const_cot gradient_gram _label_gram _lpntk_vec lpntk_gram pntk_gram)|tests/test_references.py tests/test_kernel.py|sign_vectors or closed_form or jacrev or input_errors or linear_model_wrappers or (lpntk_float64 and auto-mlp])"
+  [forgetting]="lpntk/forgetting/_events.py|lpntk.forgetting._events.*|tests/test_forgetting.py|by_hand or probability_change or metrics or el2n_approximation"
+  [pruning]="lpntk/pruning/_select.py|lpntk.pruning._select.*|tests/test_pruning.py|$PRUNING_UNIT"
+  [registry]="lpntk/pruning/_registry.py|lpntk.pruning._registry.*|tests/test_pruning.py|registry_rules"
+  [claims]="lpntk/claims.py|$(fns lpntk.claims _pairs paired_effect verdict noninferiority bootstrap_interval seeds_to_resolve)|tests/test_claims.py|not stage"
 )
-ORDER=(scores clustering relations train difficulty pruning forgetting)
+ORDER=(scores clustering relations train difficulty kernel forgetting pruning registry claims)
 
 run_group() {
   local group=$1 spec file globs tests select work
@@ -56,6 +68,7 @@ run_group() {
     echo "process_isolation = \"forkserver\""
   } >>"$work/pyproject.toml"
   echo "== $group: mutating $file, functions: $globs; tests: $tests -k '$select'"
+  local start=$SECONDS
   # one intra-op thread per worker: workers run side by side, and libgomp is not fork-safe once its pool exists
   (cd "$work" && OMP_NUM_THREADS=1 MPLBACKEND=Agg PYTHONPATH= mutmut run --max-children "$children" $globs) \
     >"$work/run.log" 2>&1 || { tail -40 "$work/run.log"; return 1; }
@@ -85,6 +98,7 @@ for name, st in sorted(status.items()):
     if st not in ("killed", "timeout"):
         print(f"  {name}: {st}")
 EOF
+  echo "wall time: $((SECONDS - start)) s with $children workers ($(date -u +%Y-%m-%dT%H:%MZ))" >>"$work/report.txt"
   cat "$work/report.txt"
 }
 
