@@ -182,7 +182,10 @@ def seeds_to_resolve(
     def reached(n: int) -> bool:
         crit = stats.t.ppf(1 - alpha / 2, n - 1)
         nc = ratio * math.sqrt(n)
-        return stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power
+        upper = stats.nct.sf(crit, n - 1, nc)
+        # the lower tail is ~0 for a large noncentrality, where scipy's nct.cdf returns NaN (e.g. 1 df, nc > ~15)
+        lower = float(np.nan_to_num(stats.nct.cdf(-crit, n - 1, nc), nan=0.0))
+        return upper + lower >= power
 
     n = 2
     while n <= 10_000:

@@ -239,11 +239,6 @@ def test_seeds_to_resolve_beyond_the_t_search(monkeypatch):
     assert seeds_to_resolve(0.01, 1.0) == 78489
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scipy's nct.cdf(-crit, 1, nc) is NaN for nc >~ 15, so n = 2 is never reached for large effects "
-    "(found by mutation testing; the Monte-Carlo power of n = 2 at |delta| / sd = 30 is 0.999)",
-)
 def test_seeds_to_resolve_two_seeds_for_a_huge_effect():
     # at n = 2 (1 degree of freedom) and noncentrality 30 sqrt 2 the two-sided test at 5 % rejects with probability
     # P(|Z + 42.4| / |Z'| > 12.706) ~ P(|Z'| < 3.3) = 0.999 (Z, Z' standard normal): 2 seeds give power 0.8

@@ -228,9 +228,6 @@ def test_selection_edge_cases_found_by_mutation_testing():
     assert class_balanced_subset(index, labels, 1.0, seed=0).tolist() == sorted(index.tolist())
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="_groups of no samples: zip(strict=True) of 0 ids and 1 bound"
-)
 def test_cluster_selections_of_no_samples_are_empty():
     empty = np.array([], dtype=np.int64)
     out = select_cluster_random(empty, empty, empty, 0)

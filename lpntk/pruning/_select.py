@@ -128,6 +128,8 @@ def select_gated_heads(index, labels, rank, selfmax, keep: float) -> np.ndarray:
 
 def _groups(cluster: np.ndarray) -> dict[int, np.ndarray]:
     """Positions of every cluster id (ids < 0, unassigned samples, are left out), ids ascending."""
+    if len(cluster) == 0:
+        return {}
     order = np.argsort(cluster, kind="stable")
     ids, starts = np.unique(cluster[order], return_index=True)
     bounds = list(starts[1:]) + [len(order)]
