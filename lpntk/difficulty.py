@@ -46,6 +46,7 @@ from torch import nn
 
 from .data import Split, normalize, to_unit
 from .grams import ClassGram
+from .lockstep import train_lockstep
 from .train import Recipe, l2_error, seed_everything, train_model
 
 __all__ = [
@@ -230,6 +231,7 @@ def target_l2_curves(
     mean: Sequence[float],
     std: Sequence[float],
     device: str | torch.device = "cpu",
+    lockstep: bool = False,
 ) -> dict[str, np.ndarray]:
     """L2 error ‖softmax(z(x_t)) - e_{y_t}‖₂ of the targets per epoch, over independent runs.
 
@@ -237,11 +239,24 @@ def target_l2_curves(
     :func:`lpntk.train.train_model` on ``train`` with seed r (the same r for every training set: paired runs).
     ``targets`` are positions in ``train``. Returns ``train`` (R, T, E): the training forward pass of epoch e (train
     mode, before that minibatch's update; the official record), and ``eval`` (R, T, E): an eval-mode pass after
-    epoch e's updates.
+    epoch e's updates. ``lockstep``: the R runs train together (:func:`lpntk.lockstep.train_lockstep`; the same runs
+    up to floating-point summation order, except dropout masks, which are drawn in another order).
     """
     targets = np.asarray(targets, dtype=np.int64)
     xt = normalize(to_unit(train.x[targets]), mean, std)
     yt = train.y[targets]
+    if lockstep:
+        runs = train_lockstep(
+            make_model, train, recipe, [int(s) for s in seeds], mean=mean, std=std, device=device, probe=xt
+        )
+        curves = []
+        for r in runs:
+            z = torch.from_numpy(r.dynamics["probe_logits"])  # (E, T, classes)
+            curves.append(l2_error(z.flatten(0, 1), yt.repeat(len(z))).view(len(z), len(yt)).T.numpy())
+        return {
+            "train": np.stack([r.dynamics["l2"][targets] for r in runs]).astype(np.float32),
+            "eval": np.stack(curves).astype(np.float32),
+        }
     out_train, out_eval = [], []
     for seed in seeds:
         seed_everything(int(seed))
@@ -298,7 +313,7 @@ def quad_tree_subsets(pool: np.ndarray, size: int) -> list[np.ndarray]:
 
 def learning_difficulty(
     make_model: Callable[[], nn.Module],
-    train: Split,
+    train: Split | Sequence[Split],
     recipe: Recipe,
     seed: int,
     *,
@@ -309,7 +324,16 @@ def learning_difficulty(
 ) -> np.ndarray:
     """LD of every sample of ``train`` in one run from ``seed``: sum over epochs of the training-pass L2 error.
     ``resume_path``: where the run keeps a resumable state every ``recipe.resume_every`` epochs
-    (:func:`lpntk.train.train_model`)."""
+    (:func:`lpntk.train.train_model`).
+
+    ``train`` a sequence of K splits of one length: K runs from the same ``seed``, one per split, trained together
+    (:func:`lpntk.lockstep.train_lockstep`); returns (K, n), row k the LD of split k's samples."""
+    if not isinstance(train, Split):
+        runs = train_lockstep(
+            make_model, list(train), recipe, [int(seed)] * len(train), mean=mean, std=std, device=device,
+            resume_path=resume_path,
+        )  # fmt: skip
+        return np.stack([curve_area(r.dynamics["l2"]) for r in runs])
     seed_everything(int(seed))
     model = make_model()
     res = train_model(

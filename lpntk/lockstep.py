@@ -13,8 +13,13 @@ the run :func:`lpntk.train.train_model` would do:
 * its update: SGD with momentum, Nesterov and coupled weight decay acts elementwise, so one optimizer over the
   stacked tensors applies to each w_k the update it would apply alone; the learning-rate schedule is per epoch and
   the same for every seed;
+* its training set: one split shared by all K runs, or one split per run (``train`` a sequence of K splits of the
+  same length: the per-seed subsets of a pruning draw, the quad-tree nodes of one size, the companies of one arm);
+  with per-run splits a seed may repeat (the same initialisation on different data);
 * its records (loss, correctness, L2 error per sample and epoch, forgetting events, batch order, EL2N / GraNd at the
-  score epochs), its evaluation after every epoch, its best checkpoint and its history.
+  score epochs), its evaluation after every epoch, its best checkpoint and its history; with ``probe`` inputs,
+  their eval-mode logits after every epoch (``dynamics["probe_logits"]``, (E, P, classes): the learning-difficulty
+  curves of targets).
 
 So with dropout off the K results equal K separate runs up to floating-point reassociation (vectorised convolutions
 and reductions sum in another order; a test checks agreement to 1e-9 in float64, and identical correctness and
@@ -109,9 +114,22 @@ def _model_of(base: nn.Module, params: dict, k: int) -> nn.Module:
     return model
 
 
+def _as_runs(train: Split | Sequence[Split], k_runs: int) -> list[Split]:
+    """One training split per run: ``train`` itself K times, or the K splits given (all of one length)."""
+    if isinstance(train, Split):
+        return [train] * k_runs
+    trains = list(train)
+    if len(trains) != k_runs:
+        raise ValueError(f"lockstep got {len(trains)} training splits for {k_runs} runs; give one per seed")
+    lengths = sorted({len(t) for t in trains})
+    if len(lengths) != 1:
+        raise ValueError(f"lockstep training splits must have one length (one minibatch schedule), got {lengths}")
+    return trains
+
+
 def train_lockstep(
     make_model: Callable[[], nn.Module],
-    train: Split,
+    train: Split | Sequence[Split],
     recipe: Recipe,
     seeds: Sequence[int],
     *,
@@ -123,24 +141,30 @@ def train_lockstep(
     record: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     resume_path: str | os.PathLike | None = None,
+    probe: torch.Tensor | None = None,
 ) -> list[TrainResult]:
     """Train one model per seed of ``seeds`` on ``train`` with ``recipe``, all in lockstep (module docstring).
 
     Returns one :class:`lpntk.train.TrainResult` per seed, in order, as :func:`lpntk.train.train_model` would
-    (``make_model`` builds a fresh model; it is called after ``seed_everything(seed)`` for each seed). ``on_epoch``
+    (``make_model`` builds a fresh model; it is called after ``seed_everything(seed)`` for each seed). ``train`` is
+    one split for every run or a sequence of one split per run (all of one length; the seeds may then repeat).
+    ``probe``: normalised inputs (P, ...) whose eval-mode logits after every epoch are returned in
+    ``dynamics["probe_logits"]`` (E, P, classes). ``on_epoch``
     is called with (seed, history row) for each seed after every epoch. With ``resume_path`` and
     ``recipe.resume_every > 0`` the state of all K runs is saved every ``resume_every`` epochs and picked up by a
     later call with the same seeds; it is deleted when the runs complete.
     """
     seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"lockstep seeds must be distinct and at least one, got {seeds}")
+    per_run = not isinstance(train, Split)
+    if not seeds or (not per_run and len(set(seeds)) != len(seeds)):
+        raise ValueError(f"lockstep seeds must be distinct (one shared training split) and at least one, got {seeds}")
+    trains = _as_runs(train, len(seeds))
     device = select_device(device)
     if recipe.select == "val" and (val is None or len(val) == 0):
         raise ValueError("select='val' needs a validation split; set the dataset's val_fraction > 0")
     base, params = _stack(make_model, seeds, device)
     base.train()
-    k_runs, n, epochs, bs = len(seeds), len(train), recipe.epochs, recipe.batch_size
+    k_runs, n, epochs, bs = len(seeds), len(trains[0]), recipe.epochs, recipe.batch_size
     steps_per_epoch = math.ceil(n / bs)
     optimizer = torch.optim.SGD(
         [p for p in params.values() if p.requires_grad],
@@ -154,7 +178,11 @@ def train_lockstep(
     for k, seed in enumerate(seeds):
         gens[f"shuffle{k}"] = torch.Generator().manual_seed(seed)
         gens[f"augment{k}"] = torch.Generator().manual_seed(seed + 7919)
-    x_all, y_all = train.x.to(device), train.y.to(device)
+    if per_run:  # (K, n, ...): run k's own samples; a minibatch gathers x_all[k, idx[k]]
+        x_all, y_all = torch.stack([t.x for t in trains]).to(device), torch.stack([t.y for t in trains]).to(device)
+    else:
+        x_all, y_all = trains[0].x.to(device), trains[0].y.to(device)
+    probe_logits: torch.Tensor | None = None  # (K, E, P, classes), allocated at the first probe
     rec = {
         "loss": torch.zeros(k_runs, n, epochs, dtype=torch.float32, device=device),
         "correct": torch.zeros(k_runs, n, epochs, dtype=torch.bool, device=device),
@@ -172,12 +200,13 @@ def train_lockstep(
     def snapshot(j: int) -> None:
         for k in range(k_runs):
             el2n[k, :, j], grand[k, :, j] = _score_snapshot(
-                _model_of(base, params, k), train, mean, std, recipe, device
+                _model_of(base, params, k), trains[k], mean, std, recipe, device
             )
 
     resume_path = Path(resume_path) if resume_path else None
     spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
-    fingerprint = run_fingerprint({**spec, "lockstep_seeds": seeds}, seeds[0], base, train, mean, std)
+    runs = [run_fingerprint(spec, s, base, t, mean, std) for s, t in zip(seeds, trains, strict=True)] if per_run else []
+    fingerprint = run_fingerprint({**spec, "lockstep_seeds": seeds, "runs": runs}, seeds[0], base, trains[0], mean, std)
     st = load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
     if st is not None:
         with torch.no_grad():
@@ -188,6 +217,7 @@ def train_lockstep(
         rec = {k: st["rec"][k].to(device) for k in rec}
         batch_order, lrs, el2n, grand = st["batch_order"], st["lrs"], st["el2n"], st["grand"]
         histories, bests, start_epoch = st["histories"], st["bests"], st["epoch"]
+        probe_logits = st.get("probe_logits")
         set_rng_state(gens, st["rng"])
     elif 0 in score_epochs:
         snapshot(0)
@@ -208,11 +238,11 @@ def train_lockstep(
                 idx = orders[:, b * bs : (b + 1) * bs].to(device)  # (K, B): each seed's own minibatch
                 parts = []
                 for k in range(k_runs):
-                    xb = to_unit(x_all[idx[k]])
+                    xb = to_unit(x_all[k, idx[k]] if per_run else x_all[idx[k]])
                     if recipe.crop_padding or recipe.horizontal_flip:
                         xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens[f"augment{k}"])
                     parts.append(normalize(xb, mean, std))
-                xb, yb = torch.stack(parts), y_all[idx]
+                xb, yb = torch.stack(parts), (y_all[arange_k, idx] if per_run else y_all[idx])
                 with forward_precision(recipe.precision, device):
                     logits = _forward(base, params, xb, False)  # (K, B, classes)
                     loss_vec = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(yb.shape)
@@ -231,6 +261,14 @@ def train_lockstep(
                 for name, split in (("val", val), ("test", test))
                 if split is not None and len(split)
             }
+            if probe is not None:
+                with torch.no_grad():
+                    base.eval()
+                    z = _forward(base, params, probe.to(device), True).float().cpu()  # (K, P, classes)
+                    base.train()
+                if probe_logits is None:
+                    probe_logits = torch.zeros(k_runs, epochs, len(probe), z.shape[-1])
+                probe_logits[:, epoch] = z
             if epoch + 1 in score_epochs:
                 snapshot(score_epochs.index(epoch + 1))
             seconds = (time.perf_counter() - t0) / k_runs
@@ -266,6 +304,7 @@ def train_lockstep(
                             "grand": grand,
                             "histories": histories,
                             "bests": bests,
+                            "probe_logits": probe_logits,
                             "epoch": epoch + 1,
                             "rng": rng_state(gens),
                             "fingerprint": fingerprint,
@@ -277,8 +316,8 @@ def train_lockstep(
         correct = rec["correct"][k].cpu().numpy()
         forget = presentation_forgetting(correct)
         dynamics = {
-            "index": train.index.numpy().astype(np.int64),
-            "y": train.y.numpy().astype(np.int64),
+            "index": trains[k].index.numpy().astype(np.int64),
+            "y": trains[k].y.numpy().astype(np.int64),
             "loss": rec["loss"][k].cpu().numpy(),
             "correct": correct,
             "l2": rec["l2"][k].cpu().numpy(),
@@ -292,6 +331,8 @@ def train_lockstep(
             "el2n": el2n[k],
             "grand": grand[k],
         }
+        if probe_logits is not None:
+            dynamics["probe_logits"] = probe_logits[k].numpy()
         summary = _summarise(histories[k], bests[k]["epoch"], recipe.select)
         summary["seed"] = seed
         summary["recipe"] = asdict(recipe)

@@ -161,8 +161,10 @@ def _tiny_split(n=9):
     return Split(x, y, torch.arange(100, 100 + n))
 
 
-def test_target_l2_curves_match_a_hand_written_loop():
-    """The recorded training-pass L2 of the targets = a plain full-batch SGD loop from the same initialisation."""
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_target_l2_curves_match_a_hand_written_loop(lockstep):
+    """The recorded training-pass L2 of the targets = a plain full-batch SGD loop from the same initialisation
+    (run by run, and with the runs in lockstep)."""
     from lpntk.train import seed_everything
 
     split = _tiny_split()
@@ -170,7 +172,7 @@ def test_target_l2_curves_match_a_hand_written_loop():
         epochs=4, batch_size=64, lr=0.3, momentum=0.9, weight_decay=5e-4, schedule="none", shuffle=False, select="last"
     )
     targets = np.array([0, 4])
-    out = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
+    out = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25], lockstep=lockstep)
     assert out["train"].shape == (2, 2, 4) and out["eval"].shape == (2, 2, 4)
     for r, seed in enumerate((3, 4)):
         seed_everything(seed)
@@ -193,7 +195,7 @@ def test_target_l2_curves_match_a_hand_written_loop():
             )
     # full batch, no dropout: the training pass of epoch e + 1 sees the weights the eval pass of epoch e saw
     np.testing.assert_allclose(out["train"][:, :, 1:], out["eval"][:, :, :-1], rtol=1e-5, atol=1e-6)
-    again = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25])
+    again = target_l2_curves(_TinyMLP, split, targets, recipe, [3, 4], mean=[0.5], std=[0.25], lockstep=lockstep)
     np.testing.assert_array_equal(again["train"], out["train"])
 
 
@@ -206,6 +208,14 @@ def test_learning_difficulty_is_the_sum_of_the_training_pass_l2():
     seed_everything(7)
     res = train_model(_TinyMLP(), split, recipe, 7, mean=[0.5], std=[0.25], device="cpu")
     np.testing.assert_allclose(ld, res.dynamics["l2"].sum(axis=1), rtol=1e-6)
+    # several splits of one length: one run each from the same seed, together; row k = split k's LD
+    other = Split(split.x.flip(0), split.y.flip(0), split.index.flip(0))
+    both = learning_difficulty(_TinyMLP, [split, other], recipe, 7, mean=[0.5], std=[0.25])
+    assert both.shape == (2, 6)
+    np.testing.assert_allclose(both[0], ld, rtol=1e-5, atol=1e-6)
+    seed_everything(7)
+    res = train_model(_TinyMLP(), other, recipe, 7, mean=[0.5], std=[0.25], device="cpu")
+    np.testing.assert_allclose(both[1], res.dynamics["l2"].sum(axis=1), rtol=1e-5, atol=1e-6)
     assert curve_area(np.ones((2, 5))).tolist() == [5.0, 5.0]
 
 
@@ -240,6 +250,8 @@ def _dcfg(**kw):
         "contradictory": "all",
         "control": False,
         "control_seed": 0,
+        "lockstep": False,  # the run-by-run path, whose runs these tests count; lockstep: the tests at the end
+        "lockstep_max_runs": 64,
         "size": {
             "enabled": True,
             "pool_per_class": 4,
@@ -699,6 +711,99 @@ def test_killed_ld_size_job_resumes_inside_its_run(small_setup, tmp_path, monkey
     calls = _count_and_kill(monkeypatch, None)
     ld_size_stage(**args, outputs=out)
     assert len(calls) == 4 and starts[0] == 1  # the second run continued from epoch 1
+    for name, path in out.items():
+        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    assert not progress.exists()
+
+
+def _count_and_kill_lockstep(monkeypatch, kill_call: int | None, kill_epoch: int | None = None):
+    """As :func:`_count_and_kill` for the lockstep path: record each lockstep call's seeds; the ``kill_call``-th
+    call raises KeyboardInterrupt after epoch ``kill_epoch``."""
+    import lpntk.difficulty as difficulty_module
+
+    real, calls = difficulty_module.train_lockstep, []
+
+    def patched(make_model, train, recipe, seeds, **kw):
+        calls.append(list(seeds))
+        if kill_call is not None and len(calls) == kill_call:
+
+            def on_epoch(seed, row):
+                if row["epoch"] == kill_epoch:
+                    raise KeyboardInterrupt("killed")
+
+            return real(make_model, train, recipe, seeds, on_epoch=on_epoch, **kw)
+        return real(make_model, train, recipe, seeds, **kw)
+
+    monkeypatch.setattr(difficulty_module, "train_lockstep", patched)
+    return calls
+
+
+def test_lockstep_difficulty_and_ld_size_stages_equal_the_run_by_run_stages(small_setup, tmp_path, monkeypatch):
+    """difficulty.lockstep: every company set's seeds train together and every size's quad-tree nodes together
+    (at most lockstep_max_runs at a time); the small CNN has no dropout, so every area and LD equals the run-by-run
+    stage's up to float32 summation order."""
+    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+
+    root, _, cfg, kernels = small_setup
+    args = {"dataset": "digits", "data": root / "data", "threads": 1, "mlflow_cfg": OFF}
+    d_args = {**args, "kernels": kernels, "reference": root / "model.pt"}
+    sep_cfg = {**cfg, "difficulty": _dcfg(control=True)}
+    lock_cfg = {**cfg, "difficulty": _dcfg(control=True, lockstep=True)}
+    sep = difficulty_stage(**d_args, cfg=sep_cfg, outputs=_outputs(tmp_path / "sep", DIFFICULTY_OUTPUTS))
+    calls = _count_and_kill_lockstep(monkeypatch, None)
+    lock = difficulty_stage(**d_args, cfg=lock_cfg, outputs=_outputs(tmp_path / "lock", DIFFICULTY_OUTPUTS))
+    assert calls and all(c == [1, 2] for c in calls)  # each set's two runs in one call
+    assert lock["lockstep"] and not sep["lockstep"] and lock["auc_per_run"].keys() == sep["auc_per_run"].keys()
+    for arm, areas in sep["auc_per_run"].items():
+        np.testing.assert_allclose(lock["auc_per_run"][arm], areas, rtol=1e-4, err_msg=arm)
+
+    ld = {}
+    for name, lockstep, max_runs in (("sep", False, 64), ("lock", True, 64), ("chunked", True, 3)):
+        c = {**cfg, "difficulty": _dcfg(lockstep=lockstep, lockstep_max_runs=max_runs)}
+        calls = _count_and_kill_lockstep(monkeypatch, None)
+        out = _outputs(tmp_path / f"ld-{name}", LD_SIZE_OUTPUTS)
+        ld_size_stage(**args, cfg=c, outputs=out)
+        ld[name] = pd.read_csv(out["ld"])
+        # sizes 4 and 1 per class: 1 + 4 runs; in lockstep 1 call, then 4 (or 3 + 1) nodes
+        assert [len(x) for x in calls] == {"sep": [], "lock": [1, 4], "chunked": [1, 3, 1]}[name]
+    for name in ("lock", "chunked"):
+        np.testing.assert_array_equal(ld[name]["position"], ld["sep"]["position"])
+        for col in ("ld_size4", "ld_size1"):
+            np.testing.assert_allclose(ld[name][col], ld["sep"][col], rtol=1e-4, err_msg=f"{name} {col}")
+
+
+def test_killed_lockstep_ld_size_job_resumes_inside_its_group(small_setup, tmp_path, monkeypatch):
+    """An ld_size job in lockstep killed inside its second group (4 nodes, saved at epoch 1) and rerun loads the
+    first group's record, continues the second from its saved epoch and writes the same bytes as an uninterrupted
+    job."""
+    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+
+    root, _, cfg, _ = small_setup
+    dcfg = _dcfg(lockstep=True)
+    dcfg["size"] = {**dcfg["size"], "resume_every": 1}
+    args = {"dataset": "digits", "cfg": {**cfg, "difficulty": dcfg}, "data": root / "data", "threads": 1,
+            "mlflow_cfg": OFF}  # fmt: skip
+    clean = _outputs(tmp_path / "clean", LD_SIZE_OUTPUTS)
+    ld_size_stage(**args, outputs=clean)
+    out = _outputs(tmp_path / "run", LD_SIZE_OUTPUTS)
+    _count_and_kill_lockstep(monkeypatch, kill_call=2, kill_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        ld_size_stage(**args, outputs=out)
+    progress = tmp_path / "run" / ".summary.progress"
+    assert sorted(p.name for p in progress.iterdir()) == ["size1-nodes0-3.resume.pt", "size4-node0.npz"]
+    import lpntk.lockstep as lockstep_module
+
+    starts = []
+    real_load = lockstep_module.load_resume_state
+    monkeypatch.setattr(
+        lockstep_module,
+        "load_resume_state",
+        lambda *a: (lambda st: (starts.append(st and st["epoch"]), st)[1])(real_load(*a)),
+    )
+    calls = _count_and_kill_lockstep(monkeypatch, None)
+    ld_size_stage(**args, outputs=out)
+    assert calls == [[1, 1, 1, 1]] and starts == [1]  # the 4-node group continued from epoch 1
     for name, path in out.items():
         assert open(path, "rb").read() == open(clean[name], "rb").read(), name
     assert not progress.exists()

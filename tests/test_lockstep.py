@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lpntk.data import normalize, to_unit
 from lpntk.lockstep import train_lockstep
 from lpntk.models import build_model
 from lpntk.train import Recipe, seed_everything, train_model
@@ -91,17 +92,64 @@ def test_lockstep_seeds_reproduce_separate_runs_with_their_dynamics(digits):
     assert not torch.equal(together[0].last_state["inner.fc2.weight"], together[1].last_state["inner.fc2.weight"])
 
 
+def test_lockstep_with_one_training_split_per_run_and_probe_logits_reproduces_separate_runs(digits):
+    """Per-run splits (a repeated seed on other data, as the quad-tree nodes of one size) and the probe: each run
+    equals train_model on its own split, and its probe logits equal an eval-mode forward pass of that separate run's
+    model after every epoch (recorded here by train_model's on_epoch hook, not by lockstep code)."""
+    from dataclasses import replace
+
+    recipe = replace(RECIPE, crop_padding=0, horizontal_flip=False, score_epochs=(1,))
+    trains = [digits.train.subset(range(0, 50)), digits.train.subset(range(50, 100)), digits.train.subset(range(7, 57))]
+    seeds = [3, 3, 5]
+    probe = normalize(to_unit(digits.val.x[:6]), digits.info.mean, digits.info.std)
+    together = train_lockstep(
+        _make(digits), trains, recipe, seeds, mean=digits.info.mean, std=digits.info.std, val=digits.val,
+        test=digits.test, device="cpu", probe=probe,
+    )  # fmt: skip
+    for seed, train, lock in zip(seeds, trains, together, strict=True):
+        seed_everything(seed)
+        model = _make(digits)()
+        probes = []
+
+        def on_epoch(row, model=model, probes=probes):
+            model.eval()
+            with torch.no_grad():
+                probes.append(model(probe).float().numpy())
+            model.train()
+
+        alone = train_model(
+            model, train, recipe, seed, mean=digits.info.mean, std=digits.info.std, val=digits.val, test=digits.test,
+            device="cpu", on_epoch=on_epoch,
+        )  # fmt: skip
+        _assert_same(lock, alone)
+        np.testing.assert_allclose(lock.dynamics["probe_logits"], np.stack(probes), rtol=1e-6, atol=1e-6)
+    # the same seed on other data is another run
+    assert not np.array_equal(together[0].dynamics["index"], together[1].dynamics["index"])
+    assert not torch.equal(together[0].last_state["inner.fc2.weight"], together[1].last_state["inner.fc2.weight"])
+
+
+def test_lockstep_rejects_per_run_splits_of_different_lengths_or_count(digits):
+    kw = {"mean": digits.info.mean, "std": digits.info.std, "device": "cpu"}
+    recipe = Recipe(epochs=1, select="last")
+    a, b = digits.train.subset(range(20)), digits.train.subset(range(20, 41))
+    with pytest.raises(ValueError, match="one length"):
+        train_lockstep(_make(digits), [a, b], recipe, [1, 2], **kw)
+    with pytest.raises(ValueError, match="one per seed"):
+        train_lockstep(_make(digits), [a, a], recipe, [1, 2, 3], **kw)
+
+
 def test_lockstep_resumes_after_a_kill_with_identical_results(digits, tmp_path):
     from dataclasses import replace
 
-    train = digits.train.subset(range(60))
+    trains = [digits.train.subset(range(60)), digits.train.subset(range(60, 120))]
     recipe = replace(RECIPE, epochs=4, resume_every=2, score_epochs=(), crop_padding=0, horizontal_flip=False)
     path = tmp_path / "resume.pt"
+    probe = normalize(to_unit(digits.val.x[:4]), digits.info.mean, digits.info.std)
 
     def run(on_epoch=None):
         return train_lockstep(
-            _make(digits), train, recipe, SEEDS[:2], mean=digits.info.mean, std=digits.info.std, val=digits.val,
-            device="cpu", resume_path=path, on_epoch=on_epoch,
+            _make(digits), trains, recipe, SEEDS[:2], mean=digits.info.mean, std=digits.info.std, val=digits.val,
+            device="cpu", resume_path=path, on_epoch=on_epoch, probe=probe,
         )  # fmt: skip
 
     full = run()
@@ -118,6 +166,7 @@ def test_lockstep_resumes_after_a_kill_with_identical_results(digits, tmp_path):
     for a, b in zip(full, resumed, strict=True):
         for name in a.last_state:
             assert torch.equal(a.last_state[name], b.last_state[name])
+        assert set(a.dynamics) == set(b.dynamics) and "probe_logits" in a.dynamics
         for key in a.dynamics:
             np.testing.assert_array_equal(a.dynamics[key], b.dynamics[key])
 

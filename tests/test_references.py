@@ -220,17 +220,18 @@ def test_train_model_records_what_a_hand_written_loop_computes(hand_run):
         np.testing.assert_allclose(res.last_state[name].numpy(), v.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_learning_difficulty_and_target_curves_against_the_hand_written_loop(hand_run):
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_learning_difficulty_and_target_curves_against_the_hand_written_loop(hand_run, lockstep):
     split, mean, std, (rec, _, _, _, eval_l2) = hand_run
     recipe = Recipe(**_HAND, schedule="cosine", select="last")
 
     def make():
         return build_model("small_cnn", (1, 8, 8), 10, **_SMALL)
 
-    ld = learning_difficulty(make, split, recipe, 3, mean=mean, std=std)
-    np.testing.assert_allclose(ld, rec["l2"].sum(axis=1), rtol=1e-5, atol=1e-5)
+    ld = learning_difficulty(make, [split] if lockstep else split, recipe, 3, mean=mean, std=std)
+    np.testing.assert_allclose(ld[0] if lockstep else ld, rec["l2"].sum(axis=1), rtol=1e-5, atol=1e-5)
     targets = np.array([0, 17, 95])
-    curves = target_l2_curves(make, split, targets, recipe, [3], mean=mean, std=std)
+    curves = target_l2_curves(make, split, targets, recipe, [3], mean=mean, std=std, lockstep=lockstep)
     np.testing.assert_allclose(curves["train"][0], rec["l2"][targets], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(curves["eval"][0], eval_l2[targets], rtol=1e-4, atol=1e-5)
 

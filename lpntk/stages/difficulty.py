@@ -133,11 +133,15 @@ def train_companies(
     seeds: Sequence[int],
     device,
     progress: Progress | None = None,
+    lockstep: bool = False,
+    max_runs: int = 64,
 ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """The targets' L2 curves ("train" and "eval" passes, (R, T, E) each) of every arm; arms whose training set is
     the same (e.g. a set both rankings choose) share one set of runs. With ``progress`` every finished run (training
     set, seed) is recorded there and a rerun of a killed job loads it instead of training it again (the key: the
-    training set's original indices and labels, the targets, the seed, the recipe, the model and the normalisation).
+    training set's original indices and labels, the targets, the seed, the recipe, the model, the normalisation and
+    the lockstep switch). ``lockstep``: a set's seeds train together (:func:`lpntk.lockstep.train_lockstep`),
+    ``max_runs`` at a time.
     """
     done: dict[bytes, dict[str, np.ndarray]] = {}
     out = {}
@@ -155,35 +159,38 @@ def train_companies(
                 recipe.epochs,
             )
             set_id = run_key(index=split.index.numpy(), y=split.y.numpy(), targets=where)[:16]
-            runs = []
+            runs: dict[int, dict[str, np.ndarray]] = {}
+            keys = {}
             for seed in seeds:
-                name, rkey = f"set-{set_id}-seed{seed}", ""
                 if progress is not None:
-                    rkey = run_key(
+                    keys[seed] = run_key(
                         set=set_id, seed=int(seed), recipe=asdict(recipe), model=cfg["model"], mean=prep.info.mean,
-                        std=prep.info.std,
+                        std=prep.info.std, lockstep=lockstep,
                     )  # fmt: skip
-                    rec = progress.load(name, rkey)
+                    rec = progress.load(f"set-{set_id}-seed{seed}", keys[seed])
                     if rec is not None:
-                        runs.append(rec)
-                        continue
-                runs.append(
-                    {
-                        k: v[0]
-                        for k, v in target_l2_curves(
-                            lambda: build_from_config(cfg, prep.info),
-                            split,
-                            where,
-                            recipe,
-                            [seed],
-                            mean=prep.info.mean,
-                            std=prep.info.std,
-                            device=device,
-                        ).items()
-                    }
+                        runs[seed] = rec
+            pending = [seed for seed in seeds if seed not in runs]
+            # with lockstep the pending seeds train together (max_runs at a time), else one at a time; each run is
+            # kept as soon as its group ends
+            step = max_runs if lockstep else 1
+            for group in (pending[i : i + step] for i in range(0, len(pending), step)):
+                curves = target_l2_curves(
+                    lambda: build_from_config(cfg, prep.info),
+                    split,
+                    where,
+                    recipe,
+                    group,
+                    mean=prep.info.mean,
+                    std=prep.info.std,
+                    device=device,
+                    lockstep=lockstep,
                 )
-                if progress is not None:
-                    progress.save(name, rkey, **runs[-1])
+                for r, seed in enumerate(group):
+                    runs[seed] = {k: v[r] for k, v in curves.items()}
+                    if progress is not None:
+                        progress.save(f"set-{set_id}-seed{seed}", keys[seed], **runs[seed])
+            runs = [runs[seed] for seed in seeds]
             done[key] = {p: np.stack([r[p] for r in runs]) for p in ("train", "eval")}
         out[comp.key] = done[key]
     return out
@@ -387,7 +394,10 @@ def difficulty_stage(
 
     seeds = [int(dcfg["seed_offset"]) + r for r in range(1, runs + 1)]
     progress = Progress(outputs["summary"])
-    curves = train_companies(companies, targets_pos, prep, cfg, recipe, seeds, device, progress)
+    lockstep = bool(dcfg["lockstep"])
+    curves = train_companies(
+        companies, targets_pos, prep, cfg, recipe, seeds, device, progress, lockstep, int(dcfg["lockstep_max_runs"])
+    )
     sets_df, auc_df, class_df, per_run = difficulty_tables(
         companies, curves, targets_pos, prep, similarity, grams, main, runs, recipe.epochs, num
     )
@@ -403,6 +413,7 @@ def difficulty_stage(
         "num": num,
         "runs": runs,
         "seeds": seeds,
+        "lockstep": lockstep,
         "arms": [{"ranking": c.ranking, "set": c.set} for c in companies],
         "targets": {"position": targets_pos, "index": [int(prep.train.index[t]) for t in targets_pos]},
         "contradictory": contra_note,
@@ -417,6 +428,7 @@ def difficulty_stage(
         "l2_pass": main,
         "rankings": ",".join(rankings),
         "arms": ",".join(f"{c.ranking}/{c.set}" for c in companies),
+        "lockstep": str(lockstep).lower(),
     }
     with tracking_run(
         "difficulty", dataset, cfg, mlflow_cfg, tags=tags, params={"seeds": seeds}, run_name=f"difficulty-{dataset}"

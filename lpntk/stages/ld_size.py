@@ -3,9 +3,11 @@
 A seeded per-class pool of ``pool_per_class`` training samples, its quad-tree subsets, one training run per subset
 (all runs from the same ``seed``: the same initialisation and shuffling stream, so runs differ only in their data),
 LD per sample and size, Pearson (and Spearman) correlations between sizes. The training forward pass uses the
-dataset's augmentation (as the official exp7.1). Every finished run is kept in a progress folder beside the outputs
-(:mod:`lpntk.progress`) and the run in flight saves a resumable state every ``difficulty.size.resume_every`` epochs
-there, so a killed job resumes where it stopped, with the same results.
+dataset's augmentation (as the official exp7.1). With ``difficulty.lockstep`` the nodes of one size train together
+(:func:`lpntk.lockstep.train_lockstep`, at most ``difficulty.lockstep_max_runs`` at a time). Every finished run is
+kept in a progress folder beside the outputs (:mod:`lpntk.progress`) and the run (or lockstep group) in flight
+saves a resumable state every ``difficulty.size.resume_every`` epochs there, so a killed job resumes where it
+stopped, with the same results.
 """
 
 from __future__ import annotations
@@ -69,41 +71,56 @@ def ld_size_stage(
     n_cls = len(pools)
     ld = np.zeros((n_cls, pool_n, len(sizes)))
     seed = int(scfg["seed"])
+    lockstep, max_runs = bool(cfg["difficulty"]["lockstep"]), int(cfg["difficulty"]["lockstep_max_runs"])
     make = lambda: build_from_config(cfg, prep.info)  # noqa: E731
     n_runs = 0
     progress = Progress(outputs["summary"])
     spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
     with tracking_run(
-        "ld_size", dataset, cfg, mlflow_cfg, seed=seed, tags={"pool_per_class": pool_n}, run_name=f"ld_size-{dataset}"
+        "ld_size",
+        dataset,
+        cfg,
+        mlflow_cfg,
+        seed=seed,
+        tags={"pool_per_class": pool_n, "lockstep": str(lockstep).lower()},
+        run_name=f"ld_size-{dataset}",
     ) as run:
         for si, s in enumerate(sizes):
             t_size = time.perf_counter()
             nodes = [quad_tree_subsets(p, s) for p in pools]
+            splits, names, keys, values = {}, {}, {}, {}
             for k in range(pool_n // s):
                 positions = np.concatenate([nodes[c][k] for c in range(n_cls)])
-                split = prep.train.subset(positions)
-                name = f"size{s}-node{k}"
-                key = run_key(
-                    index=split.index.numpy(), y=split.y.numpy(), seed=seed, recipe=spec, model=cfg["model"],
-                    mean=prep.info.mean, std=prep.info.std,
+                splits[k] = prep.train.subset(positions)
+                names[k] = f"size{s}-node{k}"
+                keys[k] = run_key(
+                    index=splits[k].index.numpy(), y=splits[k].y.numpy(), seed=seed, recipe=spec, model=cfg["model"],
+                    mean=prep.info.mean, std=prep.info.std, lockstep=lockstep,
                 )  # fmt: skip
-                done = progress.load(name, key)
+                done = progress.load(names[k], keys[k])
                 if done is not None:
-                    values = done["ld"]
-                else:
-                    values = learning_difficulty(
-                        make,
-                        split,
-                        recipe,
-                        seed,
-                        mean=prep.info.mean,
-                        std=prep.info.std,
-                        device=device,
-                        resume_path=progress.resume_path(name),
-                    )
-                    progress.save(name, key, ld=values)
+                    values[k] = done["ld"]
+            pending = [k for k in splits if k not in values]
+            # with lockstep the pending nodes of this size train together (at most max_runs at a time)
+            step = max_runs if lockstep else 1
+            for group in (pending[i : i + step] for i in range(0, len(pending), step)):
+                name = names[group[0]] if len(group) == 1 else f"size{s}-nodes{group[0]}-{group[-1]}"
+                lds = learning_difficulty(
+                    make,
+                    [splits[k] for k in group] if lockstep else splits[group[0]],
+                    recipe,
+                    seed,
+                    mean=prep.info.mean,
+                    std=prep.info.std,
+                    device=device,
+                    resume_path=progress.resume_path(name),
+                )
+                for k, ld_k in zip(group, lds if lockstep else [lds], strict=True):
+                    values[k] = ld_k
+                    progress.save(names[k], keys[k], ld=ld_k)
+            for k, v in values.items():
                 for c in range(n_cls):
-                    ld[c, k * s : (k + 1) * s, si] = values[c * s : (c + 1) * s]
+                    ld[c, k * s : (k + 1) * s, si] = v[c * s : (c + 1) * s]
                 n_runs += 1
             log.info("%s: size %d per class: %d runs in %.1f s", dataset, s, pool_n // s, time.perf_counter() - t_size)
         flat = ld.reshape(n_cls * pool_n, len(sizes))
@@ -135,6 +152,7 @@ def ld_size_stage(
             "sizes": sizes,
             "runs": n_runs,
             "seed": seed,
+            "lockstep": lockstep,
             "partition_seed": int(scfg["partition_seed"]),
             "pearson": pearson,
             "spearman": spearman,
