@@ -125,6 +125,27 @@ def test_spooled_runs_reach_the_store_when_the_invocation_ends(store):
     assert not list(spool.glob("*.json"))
 
 
+def test_mlflow_live_false_spools_the_runs_of_every_job(store):
+    """mlflow.live: false -- a training job's run (``tracking_run`` without ``live=False``) is spooled like a cheap
+    job's and reaches the store when the invocation ends; with the default (true) it is live at once."""
+    from mlflow.tracking import MlflowClient
+
+    from lpntk.stages.common import tracking_run
+
+    runs = init_store(["alpha"])
+    with tracking_run("train", "alpha", {}, {"live": False}, seed=1) as run:
+        run.log_metrics({"val_acc": 0.5}, step=1)
+        assert run.run_id is None and len(list((store / ".lpntk" / "mlflow-spool").glob("*.json"))) == 1
+    with tracking_run("train", "alpha", {}, {}, seed=2) as run:
+        assert run.run_id is not None  # live
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = runs["alpha"]["experiment_id"]
+    assert len(client.search_runs([exp], "tags.`lpntk.rule` = 'train'")) == 1
+    finish_invocation("FINISHED")
+    seeds = sorted(r.data.tags["lpntk.seed"] for r in client.search_runs([exp], "tags.`lpntk.rule` = 'train'"))
+    assert seeds == ["1", "2"]
+
+
 _KILLED = """
 import os, signal
 from lpntk.tracking import JobRun, init_store

@@ -50,8 +50,10 @@ def job_log(path: str | os.PathLike | None) -> Iterator[None]:
 
 def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | None, **kwargs) -> JobRun:
     """A :class:`JobRun` configured from the config's ``mlflow`` block (``live=False`` for jobs that compute almost
-    nothing: their run is spooled and logged by the invocation, see :class:`lpntk.tracking.JobRun`)."""
+    nothing, and for every job with ``mlflow.live: false``: their run is spooled and logged by the invocation, see
+    :class:`lpntk.tracking.JobRun`)."""
     mlflow_cfg = dict(mlflow_cfg or {})
+    live = bool(kwargs.pop("live", True)) and bool(mlflow_cfg.get("live", True))
     return JobRun(
         rule,
         dataset,
@@ -59,6 +61,7 @@ def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | No
         uri=mlflow_cfg.get("tracking_uri"),
         prefix=mlflow_cfg.get("experiment_prefix", "lpntk"),
         enabled=mlflow_cfg.get("enabled", True),
+        live=live,
         **kwargs,
     )
 
