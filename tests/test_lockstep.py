@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from lpntk.data import normalize, to_unit
+from lpntk.data import Split, normalize, to_unit
 from lpntk.lockstep import train_lockstep
 from lpntk.models import build_model
 from lpntk.train import Recipe, seed_everything, train_model
@@ -182,9 +180,12 @@ def test_lockstep_rejects_models_with_buffers_and_repeated_seeds(digits):
         train_lockstep(_make(digits), train, recipe, [1, 1], **kw)
 
 
-def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(digits, tmp_path, repo, schema_path):
-    """pruning.retrain.lockstep: the retrain stage trains the seeds of a subset together; without dropout the
-    accuracies and histories are those of separate runs. The switch needs batch_seeds (a job with several seeds)."""
+def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
+    digits, tmp_path, repo, schema_path, monkeypatch
+):
+    """pruning.retrain.lockstep: the retrain stage trains the seeds of a subset together (a shared subset, or per-seed
+    draws of one size); without dropout the accuracies and histories are those of separate runs. The switch needs
+    batch_seeds (a job with several seeds)."""
     import copy
 
     from lpntk.config import ConfigError, dataset_config, load_config, validate_config
@@ -202,6 +203,15 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
     save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "random-k0.5": chosen})
     args = {"dataset": "digits", "unit": "random-k0.5", "shard": "all", "data": tmp_path / "data",
             "subsets": tmp_path / "subsets.npz", "threads": 1, "mlflow_cfg": {"enabled": False}}  # fmt: skip
+    calls = []
+    import lpntk.stages.retrain as retrain_module
+
+    real = retrain_module.train_lockstep
+    monkeypatch.setattr(
+        retrain_module,
+        "train_lockstep",
+        lambda make, trains, *a, **kw: (calls.append(trains), real(make, trains, *a, **kw))[1],
+    )
     apart = retrain_stage(**args, cfg=cfg, output=tmp_path / "apart.json")
     together_cfg = copy.deepcopy(cfg)
     together_cfg["pruning"]["retrain"]["lockstep"] = True
@@ -216,20 +226,29 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
             assert ha.keys() == hb.keys() and ha["test_acc"] == pytest.approx(hb["test_acc"], abs=1e-6)
     assert load_json(tmp_path / "together.json")["subsets"][0]["runs"][1]["seed"] == 4
 
-    # per-seed draws: each seed has its own subset, so the switch trains them one by one (the bytes of separate runs)
+    # per-seed draws of one size: each seed trains on its own subset, together; a third seed whose draw has
+    # another size trains apart. Each run's accuracies are those of its separate run.
     other = np.sort(np.random.default_rng(2).choice(digits.train.index.numpy(), size=48, replace=False))
+    third = np.sort(np.random.default_rng(3).choice(digits.train.index.numpy(), size=47, replace=False))
     save_npz(tmp_path / "per_seed.npz", **{"full": digits.train.index.numpy(), "random-k0.5@seed3": chosen,
-                                           "random-k0.5@seed4": other})  # fmt: skip
+                                           "random-k0.5@seed4": other, "random-k0.5@seed5": third})  # fmt: skip
     per_seed = {**args, "subsets": tmp_path / "per_seed.npz"}
     for c in (cfg, together_cfg):
         c["pruning"]["draws"] = "per_seed"
+        c["pruning"]["retrain"]["seeds"] = [3, 4, 5]
     apart2 = retrain_stage(**per_seed, cfg=cfg, output=tmp_path / "apart2.json")
     together2 = retrain_stage(**per_seed, cfg=together_cfg, output=tmp_path / "together2.json")
+    assert len(calls) == 2 and isinstance(calls[0], Split)  # the shared subset above: one split for both seeds
+    assert [len(t) for t in calls[1]] == [48, 48]  # seeds 3 and 4 together, each its own draw; seed 5 alone
+    assert sorted(calls[1][1].index.tolist()) == other.tolist()
     r_apart, r_together = apart2["subsets"][0]["runs"], together2["subsets"][0]["runs"]
     assert [r["index_sha256"] for r in r_together] == [r["index_sha256"] for r in r_apart]
-    assert r_together[0]["index_sha256"] != r_together[1]["index_sha256"]
+    assert len({r["index_sha256"] for r in r_together}) == 3 and [r["n_train"] for r in r_together] == [48, 48, 47]
     for ra, rb in zip(r_apart, r_together, strict=True):
-        assert json.dumps(ra["history"]) == json.dumps(rb["history"])  # train_loss: NaN without recording
+        for key in ("test_acc_best_val", "test_acc_last", "best_epoch"):
+            assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
+        for ha, hb in zip(ra["history"], rb["history"], strict=True):
+            assert ha.keys() == hb.keys() and ha["test_acc"] == pytest.approx(hb["test_acc"], abs=1e-6)
 
     bad = copy.deepcopy(full)
     bad["datasets"]["tiny"]["pruning"]["retrain"].update({"lockstep": True, "batch_seeds": False})

@@ -5,10 +5,10 @@ A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the
 every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power cut) resumes
 where it stopped when rerun, with the same results; the folder is removed when the job completes.
 
-With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: faster
-on a GPU; with dropout active the masks are drawn differently from separate runs), tagged ``lpntk.lockstep`` in
-MLflow; it needs ``batch_seeds: true`` (a job that holds several seeds). Seeds train together only where they share
-their subset (``pruning.draws: shared``, or the subsets no draw decides): with per-seed draws each seed has its own.
+With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: one
+vectorised step for all of them; with dropout active the masks are drawn differently from separate runs), tagged
+``lpntk.lockstep`` in MLflow; it needs ``batch_seeds: true`` (a job that holds several seeds). Each seed trains on
+its own subset (shared, or its own per-seed draw); seeds whose subsets differ in size train apart.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def _retrain_subset(
     progress: Path,
 ) -> dict:
     """Every seed's run on its training subset (``trains[seed]``: the same subset for every seed, or the seed's own
-    draw where the subset is drawn per seed). With ``pruning.retrain.lockstep`` the pending seeds that share a
-    subset train together."""
+    draw where the subset is drawn per seed). With ``pruning.retrain.lockstep`` the pending seeds whose subsets have
+    one size train together, each on its own subset."""
     subset = spec["name"]
     lockstep = bool(cfg["pruning"]["retrain"]["lockstep"])
     base_tags = {
@@ -164,27 +164,30 @@ def _retrain_subset(
                 log.info("%s %s seed %d: already trained (progress record %s)", dataset, subset, seed, done)
                 runs[seed] = rec["run"]
     pending = [seed for seed in trains if seed not in runs]
-    # the pending seeds grouped by their subset: one group of every seed unless the subset is drawn per seed
-    groups: dict[str, list[int]] = {}
+    # lockstep: the pending seeds grouped by the size of their subset (a shared subset, or per-seed draws of one
+    # size train together, each on its own samples); else one seed at a time
+    groups: dict[int, list[int]] = {}
     for seed in pending:
-        groups.setdefault(shas[seed], []).append(seed)
+        groups.setdefault(len(trains[seed]) if lockstep else seed, []).append(seed)
 
     def finished(seed: int, run: dict) -> None:  # kept at once: a kill loses only the run in flight
         runs[seed] = {**run, "n_train": len(trains[seed]), "index_sha256": shas[seed]}
         save_json(progress / f"{subset}-seed{seed}.json", {"key": keys[seed], "run": runs[seed]})
 
-    for sha, group in groups.items():
-        train = trains[group[0]]
-        context = (dataset, cfg, subset, {**base_tags, "n_train": len(train)}, train, prep, recipe)
-        if lockstep and len(group) > 1:
-            resume = progress / f"{subset}-{sha}.resume.pt"
-            for seed, run in _retrain_lockstep(*context, group, device, mlflow_cfg, resume).items():
+    for group in groups.values():
+        context = (dataset, cfg, subset, {**base_tags, "n_train": len(trains[group[0]])})
+        if len(group) > 1:
+            resume = progress / f"{subset}-seeds{'-'.join(map(str, group))}.resume.pt"
+            shared = len({shas[seed] for seed in group}) == 1  # one subset: held once, not once per seed
+            together = trains[group[0]] if shared else [trains[seed] for seed in group]
+            for seed, run in _retrain_lockstep(
+                *context, together, prep, recipe, group, device, mlflow_cfg, resume
+            ).items():
                 finished(seed, run)
         else:
-            for seed in group:
-                finished(
-                    seed, _retrain_run(*context, seed, device, mlflow_cfg, progress / f"{subset}-seed{seed}.resume.pt")
-                )
+            seed = group[0]
+            resume = progress / f"{subset}-seed{seed}.resume.pt"
+            finished(seed, _retrain_run(*context, trains[seed], prep, recipe, seed, device, mlflow_cfg, resume))
     ordered = [runs[seed] for seed in trains]
     return {
         "subset": subset,
@@ -219,14 +222,15 @@ def _epoch_metrics(row: Mapping) -> dict:
 
 
 def _retrain_lockstep(
-    dataset, cfg, subset, tags, train, prep, recipe, seeds, device, mlflow_cfg, resume: Path
+    dataset, cfg, subset, tags, trains, prep, recipe, seeds, device, mlflow_cfg, resume: Path
 ) -> dict[int, dict]:
-    """The seeds of one subset trained together (:func:`lpntk.lockstep.train_lockstep`), then one MLflow run per
-    seed with its per-epoch series (tag ``lpntk.lockstep`` = true)."""
+    """The seeds of one subset trained together on ``trains``: one split for all, or each seed's own (all of one
+    size; :func:`lpntk.lockstep.train_lockstep`), then one MLflow run per seed with its per-epoch series (tag
+    ``lpntk.lockstep`` = true)."""
     t0 = time.perf_counter()
     results = train_lockstep(
         lambda: build_from_config(cfg, prep.info),
-        train,
+        trains,
         recipe,
         seeds,
         mean=prep.info.mean,
@@ -242,7 +246,7 @@ def _retrain_lockstep(
     for seed, result in zip(seeds, results, strict=True):
         params = {"subset": subset, "retrain_epochs": recipe.epochs}
         name = f"retrain-{dataset}-{subset}-seed{seed}"
-        metrics, out[seed] = _run_record(dataset, subset, seed, len(train), result.history, seconds)
+        metrics, out[seed] = _run_record(dataset, subset, seed, len(result.dynamics["index"]), result.history, seconds)
         with tracking_run(
             "retrain", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, params=params, run_name=name
         ) as run:
