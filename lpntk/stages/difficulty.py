@@ -150,14 +150,8 @@ def train_companies(
         key = positions.tobytes()
         if key not in done:
             split = prep.train.subset(positions)
-            log.info(
-                "set %s/%s: %d samples, %d runs of %d epochs",
-                comp.ranking,
-                comp.set,
-                len(split),
-                len(seeds),
-                recipe.epochs,
-            )
+            log.info("set %s/%s: %d samples, %d runs of %d epochs", comp.ranking, comp.set, len(split), len(seeds),
+                     recipe.epochs)  # fmt: skip
             set_id = run_key(index=split.index.numpy(), y=split.y.numpy(), targets=where)[:16]
             runs: dict[int, dict[str, np.ndarray]] = {}
             keys = {}
@@ -176,22 +170,14 @@ def train_companies(
             step = max_runs if lockstep else 1
             for group in (pending[i : i + step] for i in range(0, len(pending), step)):
                 curves = target_l2_curves(
-                    lambda: build_from_config(cfg, prep.info),
-                    split,
-                    where,
-                    recipe,
-                    group,
-                    mean=prep.info.mean,
-                    std=prep.info.std,
-                    device=device,
-                    lockstep=lockstep,
-                )
+                    lambda: build_from_config(cfg, prep.info), split, where, recipe, group, mean=prep.info.mean,
+                    std=prep.info.std, device=device, lockstep=lockstep,
+                )  # fmt: skip
                 for r, seed in enumerate(group):
                     runs[seed] = {k: v[r] for k, v in curves.items()}
                     if progress is not None:
                         progress.save(f"set-{set_id}-seed{seed}", keys[seed], **runs[seed])
-            runs = [runs[seed] for seed in seeds]
-            done[key] = {p: np.stack([r[p] for r in runs]) for p in ("train", "eval")}
+            done[key] = {p: np.stack([runs[seed][p] for seed in seeds]) for p in ("train", "eval")}
         out[comp.key] = done[key]
     return out
 
