@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
+NOT_MEASURED = "not measured"  # a comparison the config asks for whose arm could not be built (the note says why)
 
 #: One sentence per claim.
 CLAIM_TEXT = {
@@ -244,6 +245,12 @@ def difficulty_claims(dataset: str, summary: Mapping) -> list[Claim]:
         name = "raw lpNTK" if ranking == "lpntk" else "lpNTK cosine"
         for hi, lo in (("median", "easy"), ("hard", "median"), ("contradictory", "control")):
             a, b = areas.get(f"{ranking}/{hi}"), areas.get(f"{ranking}/{lo}")
+            skipped = str(summary.get("contradictory", ""))
+            if hi == "contradictory" and a is None and skipped.startswith("contradictory set skipped"):
+                # asked for but not built (too few negative-lpNTK samples): a row that says so, not a silent gap
+                nothing = Effect(math.nan, math.nan, math.nan, 0, math.nan, math.nan, "-")
+                comparison = f"{hi} - {lo} ({name} ranking)"
+                out.append(_claim("C1", dataset, comparison, metric, nothing, note=skipped, decided=NOT_MEASURED))
             if a is None or b is None:
                 continue
             note = ""

@@ -261,6 +261,15 @@ def test_difficulty_claims_orientation():
     assert rows["hard - median (raw lpNTK ranking)"].verdict == "contradicted"  # hard came out easier here
     assert len(rows) == 2  # no contradictory arm: no row
 
+    # asked for but skipped (no target has enough negative-lpNTK samples): a row that says so, verdict not measured
+    skipped = "contradictory set skipped: the targets of classes [0, 1] have fewer than num = 10 samples"
+    rows = {c.comparison: c for c in difficulty_claims("d", {**summary, "contradictory": skipped})}
+    row = rows["contradictory - control (raw lpNTK ranking)"]
+    assert row.verdict == "not measured" and row.note == skipped and row.n == 0 and math.isnan(row.effect)
+    assert len(rows) == 3
+    built = "contradictory set built from pool 'all' (candidates per class: [10, 12])"
+    assert len(difficulty_claims("d", {**summary, "contradictory": built})) == 2  # built but no areas: no row
+
 
 def test_forgetting_pruning_small_cluster_and_ld_size_rows():
     runs = [

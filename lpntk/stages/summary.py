@@ -76,7 +76,8 @@ def summary_stage(
         "One row per claim, dataset and comparison (`lpntk.claims`): our effect, oriented so that a positive value is "
         "what the paper claims, with its 95 % interval over the paired seeds or runs (90 % for non-inferiority), the "
         "test, and the verdict -- *supported* when the interval excludes 0 on the claimed side (above the margin's "
-        "negative for non-inferiority), *contradicted* when it excludes it on the other, else *inconclusive at n*. "
+        "negative for non-inferiority), *contradicted* when it excludes it on the other, else *inconclusive at n*; "
+        "*not measured* where the config asks for a comparison whose arm could not be built (the note says why). "
         "Where the slides give a number, the paper's difference and the seeds a paired t-test would need to resolve it "
         "at our measured spread (80 % power).",
         "",
