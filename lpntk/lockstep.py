@@ -47,6 +47,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .data import Split, augment_batch, normalize, to_unit
+from .optim import SGD
 from .precision import forward_precision, run_precision
 from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
 from .train import (
@@ -166,7 +167,7 @@ def train_lockstep(
     base.train()
     k_runs, n, epochs, bs = len(seeds), len(trains[0]), recipe.epochs, recipe.batch_size
     steps_per_epoch = math.ceil(n / bs)
-    optimizer = torch.optim.SGD(
+    optimizer = SGD(
         [p for p in params.values() if p.requires_grad],
         lr=recipe.lr,
         momentum=recipe.momentum,

@@ -29,14 +29,19 @@ log = logging.getLogger(__name__)
 __all__ = ["run_fingerprint", "rng_state", "set_rng_state", "save_resume_state", "load_resume_state"]
 
 _NUMPY = "_numpy_keys"
+#: The layout of a saved state (2: lpntk.optim's optimizer and schedule states); a state of another layout does not
+#: match any fingerprint, so it is discarded with a warning and the run starts over.
+STATE_FORMAT = 2
 
 
 def run_fingerprint(
     spec: Mapping[str, Any], seed: int, model: nn.Module, train: Split, mean: Sequence[float], std: Sequence[float]
 ) -> str:
     """SHA-256 of what makes a training run: its recipe ``spec`` (without how often it saves its state), the seed,
-    the model's parameter names and shapes, the normalisation and the training set's original indices and labels."""
+    the model's parameter names and shapes, the normalisation and the training set's original indices and labels
+    (and the state layout, :data:`STATE_FORMAT`)."""
     h = hashlib.sha256()
+    h.update(f"lpntk-state-{STATE_FORMAT}".encode())
     h.update(repr((sorted(spec.items()), int(seed), [float(m) for m in mean], [float(s) for s in std])).encode())
     h.update(repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode())
     h.update(train.index.numpy().astype(np.int64).tobytes())

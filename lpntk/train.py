@@ -45,6 +45,7 @@ from torch import nn
 
 from .data import Split, augment_batch, normalize, to_unit
 from .kernel import per_sample_grad_norms
+from .optim import SGD, EpochSchedule
 from .precision import PRECISIONS, forward_precision, run_precision
 from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
 
@@ -171,9 +172,9 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD with the recipe's momentum, Nesterov flag and (coupled) weight decay."""
-    return torch.optim.SGD(
+def make_optimizer(model: nn.Module, recipe: Recipe) -> SGD:
+    """SGD with the recipe's momentum, Nesterov flag and (coupled) weight decay (:class:`lpntk.optim.SGD`)."""
+    return SGD(
         model.parameters(),
         lr=recipe.lr,
         momentum=recipe.momentum,
@@ -182,13 +183,11 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     )
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
-    """Per-epoch learning-rate schedule: constant, StepLR(step_size, gamma) or CosineAnnealingLR(t_max)."""
-    if recipe.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
-    if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(recipe.t_max or recipe.epochs))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def make_scheduler(optimizer: SGD, recipe: Recipe) -> EpochSchedule:
+    """Per-epoch learning-rate schedule: constant, StepLR(step_size, gamma) or CosineAnnealingLR(t_max)
+    (:class:`lpntk.optim.EpochSchedule`)."""
+    name = recipe.schedule if recipe.schedule in ("step", "cosine") else "none"
+    return EpochSchedule(optimizer, name, recipe.step_size, recipe.gamma, int(recipe.t_max or recipe.epochs))
 
 
 def l2_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ LAYERS = {
     0: {"io", "paper", "plan", "config", "reference", "tracking", "progress", "cost", "cli", "__main__", "resources"},
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
-    3: {"kernel", "resume", "precision"},
+    3: {"kernel", "resume", "precision", "optim"},
     4: {"train", "lockstep"},
     5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "gallery", "figures", "claims"},
     6: {"stages"},

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..data import Split, augment_batch, normalize, to_unit
 from ..kernel import cross_entropy_gradients, jvp_logits
+from ..optim import SGD
 from ._events import (
     confusion_counts,
     el2n_approximation_error,
@@ -173,7 +174,7 @@ def run_forgetting(
     bs = setup.batch_size
     per_epoch = math.ceil(n / bs)
     gens = {"shuffle": torch.Generator().manual_seed(seed), "augment": torch.Generator().manual_seed(seed + 7919)}
-    opt = torch.optim.SGD(model.parameters(), lr=setup.lr, momentum=setup.momentum, weight_decay=setup.weight_decay)
+    opt = SGD(model.parameters(), lr=setup.lr, momentum=setup.momentum, weight_decay=setup.weight_decay)
     x_all, y_all = train.x, train.y.long()
 
     def clean(pos: Tensor) -> Tensor:
