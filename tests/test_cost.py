@@ -241,7 +241,9 @@ def test_lpntk_cost_command_prints_every_stage_and_loads_no_torch(repo, tmp_path
     assert mnist["scores"]["local"] and mnist["scores"]["gpu_hours"] == 0
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text((repo / "config" / "config.yaml").read_text().replace("name: small_cnn", "name: resnet18_nobn"))
+    default = (repo / "config" / "config.yaml").read_text()
+    assert "      name: mlp " in default  # the default's model, replaced by one without figures for 8x8 inputs
+    bad.write_text(default.replace("      name: mlp ", "      name: resnet18_nobn "))
     err = subprocess.run([sys.executable, "-m", "lpntk", "cost", "--configfile", str(bad), "--results", str(tmp_path)],
                          capture_output=True, text=True, cwd=repo)  # fmt: skip
     assert err.returncode == 2 and "datasets.digits.model: no cost figures for resnet18_nobn@1x8x8" in err.stderr
