@@ -6,6 +6,8 @@ worktree too to compare before/after), each as the median of ``--repeat`` fresh 
 * ``parse``: ``snakemake -n`` on the test config in an empty directory (parsing the Snakefile and its includes,
   validating the config, building the first DAG) -- what every job pays again on a cluster;
 * ``import <module>``: a Python process that imports one stage module (what a job's adapter script imports);
+* ``first SGD step``: the first optimizer step of a fresh process, ``torch.optim.SGD`` and ``lpntk.optim.SGD``
+  (the former imports ``torch._dynamo``), timed inside the process;
 * ``no-op job``: a process like Snakemake's script job -- import ``snakemake.script`` (the preamble), the adapter
   imports of a cheap stage (``lpntk.stages.common``), open and close its MLflow run inside a live invocation
   (``init_store`` done beforehand, as the Snakefile's ``onstart``), live and spooled.
@@ -53,6 +55,22 @@ kw = {{"live": {live}}} if {new} else {{}}
 with job_log(os.devnull):
     with tracking_run("noop", "bench", {{"a": 1}}, {{"enabled": True}}, **kw) as run:
         run.log_metrics({{"x": 1.0}})
+print(time.perf_counter() - t0)
+"""
+
+FIRST_STEP = """
+import time, torch
+m = torch.nn.Linear(64, 10)
+x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+t0 = time.perf_counter()
+if {ours}:
+    from lpntk.optim import SGD
+else:
+    from torch.optim import SGD
+opt = SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+opt.zero_grad()
+torch.nn.functional.cross_entropy(m(x), y).backward()
+opt.step()
 print(time.perf_counter() - t0)
 """
 
@@ -112,6 +130,13 @@ def measure(repo: Path, repeat: int) -> dict[str, str]:
             .stdout.strip()
             .splitlines()[-1]
         )
+        # the first optimizer step of a process (torch.optim's imports torch._dynamo; lpntk.optim does not)
+        for ours in [False, True] if (repo / "lpntk" / "optim.py").is_file() else [False]:
+            code = FIRST_STEP.format(ours=ours)
+            runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env, check=True, capture_output=True,
+                                   text=True) for _ in range(repeat)]  # fmt: skip
+            t = [float(r.stdout.split()[-1]) for r in runs]
+            out[f"first SGD step of a process ({'lpntk.optim' if ours else 'torch.optim'})"] = _median(t)
         job_env = {**env, "LPNTK_MLFLOW_RUNS": state}
         new = (repo / "lpntk" / "tracking" / "_run.py").is_file()
         for live in [True, False] if new else [True]:
