@@ -13,6 +13,7 @@ an independent draw.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -69,11 +70,16 @@ class PruningInputs:
     sq_norm: np.ndarray | None = None
     tie_break: str = "random"
 
-    def random_scores(self, seed: int | None) -> np.ndarray:
-        """Uniform random scores of the samples: the scores table's (shared draw), or a draw per retraining seed."""
+    def random_scores(self, seed: int | None, stream: str = "random") -> np.ndarray:
+        """Uniform random scores of the samples: the scores table's (shared draw: every use reads it), or a draw per
+        retraining seed and ``stream`` -- the random baseline's ("random"), and one per score method for its tie-breaks
+        (its name), independent of each other: a score that ties most samples (forgetting counts on MNIST: zero
+        events) must not inherit the random baseline's subset through a shared tie-break."""
         if seed is None:
             return self.scores["random"]
-        return np.random.default_rng(draw_seed(self.seed, seed)).random(len(self.index))
+        base = draw_seed(self.seed, seed)
+        key = base if stream == "random" else [base, zlib.crc32(stream.encode())]
+        return np.random.default_rng(key).random(len(self.index))
 
 
 #: (inputs, subset spec of :func:`lpntk.plan.subset_plan`, retraining seed or None) -> kept original indices, sorted
@@ -137,10 +143,10 @@ def _score_selector(name: str) -> Selector:
             inp.scores[name],
             spec["keep"],
             per_class=inp.per_class,
-            tiebreak=inp.random_scores(seed),
+            tiebreak=inp.random_scores(seed, name),
         )
 
-    select.__doc__ = f"Keep the highest {name} scores (ties: the higher random score, drawn per seed)."
+    select.__doc__ = f"Keep the highest {name} scores (ties: the higher random score, its own draw per seed)."
     return select
 
 
