@@ -62,7 +62,14 @@ from .train import (
     select_device,
 )
 
-__all__ = ["train_lockstep"]
+__all__ = ["train_lockstep", "lockstep_groups"]
+
+
+def lockstep_groups(pending: Sequence, lockstep: bool, max_runs: int) -> list[list]:
+    """The pending runs in the groups that train together: consecutive groups of at most ``max_runs`` with
+    ``lockstep``, else one run per group."""
+    step = max(1, int(max_runs)) if lockstep else 1
+    return [list(pending[i : i + step]) for i in range(0, len(pending), step)]
 
 
 def _stack(make_model: Callable[[], nn.Module], seeds: Sequence[int], device) -> tuple[nn.Module, dict]:

@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import small_kernel_setup
 
+import lpntk.lockstep
+import lpntk.train
 from lpntk.data import Split
 from lpntk.difficulty import (
     choose_target,
@@ -613,6 +615,20 @@ def test_edge_cases_found_by_mutation_testing():
     assert r.max() <= 1.0 and r.min() >= -1.0
 
 
+def _record_resume_starts(monkeypatch, module) -> list:
+    """Patch ``module.load_resume_state`` to record the epoch of every state it loads (None: none loaded)."""
+    starts, real = [], module.load_resume_state
+    monkeypatch.setattr(
+        module, "load_resume_state", lambda *a: (lambda st: (starts.append(st and st["epoch"]), st)[1])(real(*a))
+    )
+    return starts
+
+
+def _assert_same_bytes(out, clean):
+    for name, path in out.items():
+        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+
+
 def _count_and_kill(monkeypatch, kill_call: int | None, kill_epoch: int | None = None):
     """Patch the training the difficulty runs use: record each run's seed and start epoch; the ``kill_call``-th run
     (1-based) raises KeyboardInterrupt (a kill) before it starts, or after epoch ``kill_epoch`` if given."""
@@ -665,8 +681,7 @@ def test_killed_difficulty_job_resumes_where_it_stopped(small_setup, tmp_path, m
     calls = _count_and_kill(monkeypatch, None)
     difficulty_stage(**args, cfg=cfg, outputs=out)
     assert len(calls) == total - 1
-    for name, path in out.items():
-        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    _assert_same_bytes(out, clean)
     assert not progress.exists()
 
     # killed again, then rerun with more epochs: the record of the 3-epoch run is not reused
@@ -699,20 +714,11 @@ def test_killed_ld_size_job_resumes_inside_its_run(small_setup, tmp_path, monkey
         ld_size_stage(**args, outputs=out)
     progress = tmp_path / "run" / ".summary.progress"
     assert sorted(p.name for p in progress.iterdir()) == ["size1-node0.resume.pt", "size4-node0.npz"]
-    import lpntk.train as train_module
-
-    starts = []
-    real_load = train_module.load_resume_state
-    monkeypatch.setattr(
-        train_module,
-        "load_resume_state",
-        lambda *a: (lambda st: (starts.append(st and st["epoch"]), st)[1])(real_load(*a)),
-    )
+    starts = _record_resume_starts(monkeypatch, lpntk.train)
     calls = _count_and_kill(monkeypatch, None)
     ld_size_stage(**args, outputs=out)
     assert len(calls) == 4 and starts[0] == 1  # the second run continued from epoch 1
-    for name, path in out.items():
-        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    _assert_same_bytes(out, clean)
     assert not progress.exists()
 
 
@@ -792,18 +798,9 @@ def test_killed_lockstep_ld_size_job_resumes_inside_its_group(small_setup, tmp_p
         ld_size_stage(**args, outputs=out)
     progress = tmp_path / "run" / ".summary.progress"
     assert sorted(p.name for p in progress.iterdir()) == ["size1-nodes0-3.resume.pt", "size4-node0.npz"]
-    import lpntk.lockstep as lockstep_module
-
-    starts = []
-    real_load = lockstep_module.load_resume_state
-    monkeypatch.setattr(
-        lockstep_module,
-        "load_resume_state",
-        lambda *a: (lambda st: (starts.append(st and st["epoch"]), st)[1])(real_load(*a)),
-    )
+    starts = _record_resume_starts(monkeypatch, lpntk.lockstep)
     calls = _count_and_kill_lockstep(monkeypatch, None)
     ld_size_stage(**args, outputs=out)
     assert calls == [[1, 1, 1, 1]] and starts == [1]  # the 4-node group continued from epoch 1
-    for name, path in out.items():
-        assert open(path, "rb").read() == open(clean[name], "rb").read(), name
+    _assert_same_bytes(out, clean)
     assert not progress.exists()

@@ -49,6 +49,7 @@ from ..figures.difficulty import plot_difficulty_curves
 from ..grams import ClassGram, load_class_grams
 from ..io import save_json, save_npz, save_table
 from ..kernel import lpntk_gram
+from ..lockstep import lockstep_groups
 from ..progress import Progress, run_key
 from ..train import Recipe, select_device
 from .common import check_outputs, log, tracking_run
@@ -165,10 +166,7 @@ def train_companies(
                     if rec is not None:
                         runs[seed] = rec
             pending = [seed for seed in seeds if seed not in runs]
-            # with lockstep the pending seeds train together (max_runs at a time), else one at a time; each run is
-            # kept as soon as its group ends
-            step = max_runs if lockstep else 1
-            for group in (pending[i : i + step] for i in range(0, len(pending), step)):
+            for group in lockstep_groups(pending, lockstep, max_runs):  # each run kept as its group ends
                 curves = target_l2_curves(
                     lambda: build_from_config(cfg, prep.info), split, where, recipe, group, mean=prep.info.mean,
                     std=prep.info.std, device=device, lockstep=lockstep,

@@ -24,6 +24,7 @@ from ..data import load_prepared
 from ..difficulty import learning_difficulty, pearson_matrix, quad_tree_subsets, size_levels
 from ..figures.difficulty import plot_ld_correlation
 from ..io import save_json, save_table
+from ..lockstep import lockstep_groups
 from ..progress import Progress, run_key
 from ..train import select_device
 from .common import check_outputs, log, tracking_run
@@ -101,9 +102,7 @@ def ld_size_stage(
                 if done is not None:
                     values[k] = done["ld"]
             pending = [k for k in splits if k not in values]
-            # with lockstep the pending nodes of this size train together (at most max_runs at a time)
-            step = max_runs if lockstep else 1
-            for group in (pending[i : i + step] for i in range(0, len(pending), step)):
+            for group in lockstep_groups(pending, lockstep, max_runs):  # each run kept as its group ends
                 name = names[group[0]] if len(group) == 1 else f"size{s}-nodes{group[0]}-{group[-1]}"
                 lds = learning_difficulty(
                     make,
