@@ -208,6 +208,7 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
             f"config error at {where}.difficulty.size.min_size: {size['min_size']} exceeds "
             f"pool_per_class = {size['pool_per_class']}"
         )
+    _check_claims_design(ds, where)
     aug = ds["augment"]
     augments = aug["crop_padding"] or aug["horizontal_flip"]
     if ds["forgetting"]["enabled"] and ds["forgetting"]["augment"] and not augments:
@@ -215,6 +216,40 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
             f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
             f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false"
         )
+
+
+def _check_claims_design(ds: Mapping, where: str) -> None:
+    """The declared primary comparisons must be ones the run makes (claims.C2.recipe, C3a.keep, C3b.keep,
+    C4.data_fraction / remove): a primary that is never measured would leave the claim without a verdict."""
+    claims, pruning, forgetting = ds["claims"], ds["pruning"], ds["forgetting"]
+    recipes = list(forgetting["recipes"]) if isinstance(forgetting["recipes"], Mapping) else forgetting["recipes"]
+    if forgetting["enabled"] and claims["C2"]["recipe"] not in recipes:
+        raise ConfigError(
+            f"config error at {where}.claims.C2.recipe: {claims['C2']['recipe']!r} is not among forgetting.recipes "
+            f"{recipes}; name one of them"
+        )
+    if not pruning["enabled"]:
+        return
+    if "lpntk" in pruning["methods"]:
+        lp_keeps = list(pruning["keep"]) + list(pruning.get("curve_keep") or [])
+        for cid, keeps in (("C3a", lp_keeps), ("C3b", pruning["keep"])):
+            keep = claims[cid]["keep"]
+            if keep is not None and not any(abs(keep - k) < 1e-9 for k in keeps):
+                raise ConfigError(
+                    f"config error at {where}.claims.{cid}.keep: {keep} is not among the kept fractions the run "
+                    f"retrains for it ({sorted(keeps)}); name one of them, or add it to pruning.keep"
+                )
+    small = pruning["small_clusters"]
+    if not small["enabled"]:
+        return
+    for key, runs in (("data_fraction", small["data_fractions"]), ("remove", small["remove"])):
+        value = claims["C4"][key]
+        if value is not None and runs and not any(abs(value - r) < 1e-9 for r in runs):
+            plural = "data_fractions" if key == "data_fraction" else "remove"
+            raise ConfigError(
+                f"config error at {where}.claims.C4.{key}: {value} is not among pruning.small_clusters.{plural} "
+                f"{runs}; name one of them or null (the smallest)"
+            )
 
 
 def load_config(config_path: str | os.PathLike, schema_path: str | os.PathLike) -> dict:

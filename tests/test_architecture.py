@@ -20,7 +20,20 @@ PKG = REPO / "lpntk"
 
 #: Each module's layer; a module may import only from its own layer or below (and never in a cycle).
 LAYERS = {
-    0: {"io", "paper", "plan", "config", "reference", "tracking", "progress", "cost", "cli", "__main__", "resources"},
+    0: {
+        "io",
+        "paper",
+        "plan",
+        "config",
+        "reference",
+        "tracking",
+        "progress",
+        "cost",
+        "cli",
+        "__main__",
+        "resources",
+        "inference",
+    },
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
     3: {"kernel", "resume", "precision", "optim"},

@@ -1,406 +1,232 @@
-"""The verdict logic on synthetic effects: a clear effect is supported, a reversed one contradicted, noise
-inconclusive; intervals against closed forms; the seeds-to-resolve count against published power tables."""
+"""The claims' design on synthetic stage outputs whose answer is known by construction: the unit of each claim, the
+roles (primary, secondary under Holm, exploratory), the trivial baselines, the minimum event count, the rows of a
+stage that is off, dropped pairs, and the stage's files."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from lpntk.claims import (
-    bootstrap_interval,
+    check_dropped,
+    design_for,
     difficulty_claims,
     forgetting_claims,
+    headlines,
     ld_size_claims,
-    noninferiority,
-    paired_effect,
     pruning_claims,
-    seeds_to_resolve,
+    settle,
     small_cluster_claims,
-    verdict,
 )
 
 
-def _arms(effect: float, n: int, noise: float = 1.0, seed: int = 0):
+def _difficulty_summary(per_target_effect, runs=6, noise=0.05, seed=0):
+    """Per-target areas: easy 5, median 5 + e_t, hard 5 + 2 e_t (+ noise), for targets of kind random; the per-run
+    areas are each run's mean over the targets."""
     rng = np.random.default_rng(seed)
-    base = rng.normal(50, 5, n)  # shared per-seed level: pairing removes it
-    return base + effect + rng.normal(0, noise, n), base + rng.normal(0, noise, n)
-
-
-def test_clear_reversed_and_null_effects():
-    a, b = _arms(3.0, 10)
-    e = paired_effect(a, b)
-    assert e.low > 0 and verdict(e.low, e.high, e.n) == "supported"
-    e = paired_effect(b, a)
-    assert e.high < 0 and verdict(e.low, e.high, e.n) == "contradicted"
-    a, b = _arms(0.0, 10, seed=3)
-    e = paired_effect(a, b)
-    assert verdict(e.low, e.high, e.n) == "inconclusive at n = 10"
-    e = paired_effect([1.0], [0.0])  # one pair: no spread, no verdict
-    assert (e.low, e.high) == (-math.inf, math.inf) and verdict(e.low, e.high, 1) == "inconclusive at n = 1"
-
-
-def test_paired_interval_is_the_t_interval_by_hand():
-    d = np.array([0.5, 1.5, 1.0, 2.0, 0.0])
-    e = paired_effect(d + 10, np.full(5, 10.0))
-    half = 2.7764451051977987 * d.std(ddof=1) / math.sqrt(5)  # t_{0.975, 4}
-    assert e.mean == pytest.approx(1.0) and e.low == pytest.approx(1.0 - half) and e.high == pytest.approx(1.0 + half)
-    t = 1.0 / (d.std(ddof=1) / math.sqrt(5))
-    assert t == pytest.approx(2.828, abs=1e-3) and e.p == pytest.approx(0.0474, abs=2e-4)  # t table: df 4
-
-
-def test_noninferiority_margin():
-    rng = np.random.default_rng(1)
-    full = 99.3 + rng.normal(0, 0.05, 8)
-    _, v = noninferiority(full + 0.001 + rng.normal(0, 0.01, 8), full, margin=0.05)
-    assert v == "supported"
-    _, v = noninferiority(full - 0.5 + rng.normal(0, 0.01, 8), full, margin=0.05)
-    assert v == "contradicted"
-    _, v = noninferiority(full - 0.05 + rng.normal(0, 0.2, 8), full, margin=0.05)
-    assert v.startswith("inconclusive")
-    _, v = noninferiority([1.0, 2.0], [1.0, 2.0], margin=math.nan)
-    assert "no margin" in v
-
-
-@pytest.mark.parametrize("d,n", [(0.5, 34), (0.8, 15), (1.0, 10), (2.0, 5)])
-def test_seeds_to_resolve_matches_power_tables(d, n):
-    # one-sample / paired t-test, two-sided alpha 0.05, power 0.80 (G*Power and Cohen's tables)
-    assert seeds_to_resolve(d * 1.7, 1.7) == n
-    assert seeds_to_resolve(None, 1.0) is None and seeds_to_resolve(1.0, 0.0) is None
-
-
-def test_bootstrap_interval_covers_the_statistic():
-    rows = np.arange(100, dtype=float)
-    v, lo, hi = bootstrap_interval(lambda r: r.mean(), rows, seed=2)
-    assert v == pytest.approx(49.5) and lo < 49.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 29.0 / 10, rel=0.2)
-
-
-def test_bootstrap_interval_draws_levels_and_seed():
-    # a statistic that returns how often it was called: the value (call 0), then the draws 1..2000, whose 2.5 % and
-    # 97.5 % quantiles (linear interpolation, positions 0.025 * 1999 and 0.975 * 1999) are 1 + 49.975, 1 + 1949.025
-    calls = []
-
-    def counter(r):
-        calls.append(len(r))
-        return float(len(calls) - 1)
-
-    v, lo, hi = bootstrap_interval(counter, np.zeros(7))
-    assert len(calls) == 2001 and set(calls) == {7} and v == 0.0
-    assert lo == pytest.approx(50.975, rel=1e-12) and hi == pytest.approx(1950.025, rel=1e-12)
-    calls.clear()
-    _, lo, hi = bootstrap_interval(counter, np.zeros(7), level=0.9, draws=101)
-    assert len(calls) == 102 and lo == pytest.approx(1 + 0.05 * 100) and hi == pytest.approx(1 + 0.95 * 100)
-    # resampling rows with replacement from every row: the first row of three turns up in 1 - (2/3)^3 = 70 % of them
-    rows = np.array([1.0, 0.0, 0.0])
-    assert bootstrap_interval(np.max, rows, draws=400) == (1.0, 0.0, 1.0)
-    assert np.mean([bootstrap_interval(np.max, rows, draws=1, seed=s)[1] for s in range(300)]) == pytest.approx(
-        1 - (2 / 3) ** 3, abs=0.08
-    )
-    # the seed: 0 by default, reproducible, and another seed draws other resamples
-    rows = np.random.default_rng(5).normal(size=30)
-    base = bootstrap_interval(np.mean, rows)
-    assert base == bootstrap_interval(np.mean, rows, seed=0) == bootstrap_interval(np.mean, rows)
-    assert base != bootstrap_interval(np.mean, rows, seed=1)
-    # non-finite statistics are left out; none finite: NaN bounds
-    v, lo, hi = bootstrap_interval(lambda r: math.nan, rows)
-    assert math.isnan(v) and math.isnan(lo) and math.isnan(hi)
-
-
-def _t2(level: float) -> float:
-    """t quantile at (1 + level) / 2 with 2 degrees of freedom, closed form: F(t) = 1/2 + t / (2 sqrt(2 + t^2))."""
-    q = 0.5 + level / 2
-    return (2 * q - 1) / math.sqrt(2 * q * (1 - q))
-
-
-def test_effects_edges_and_verdict_boundaries_by_hand():
-    """Every field of the paired effect, with three pairs (2 degrees of freedom: the t distribution in closed form),
-    a missing value, no spread, one pair and none; the verdict at its boundaries; the non-inferiority test's
-    90 % interval and its margin."""
-    from dataclasses import astuple
-
-    from lpntk.claims import Effect
-
-    def same(e, want):
-        assert [type(v) for v in astuple(e)] == [type(v) for v in astuple(want)], (e, want)
-        np.testing.assert_allclose(astuple(e)[:6], astuple(want)[:6], rtol=1e-9)
-        assert astuple(e)[6:] == astuple(want)[6:]
-
-    # d = (1, 3, 0) (the pair with None / NaN left out): mean 4/3, s_d^2 = (1/9 + 25/9 + 16/9) / 2 = 7/3,
-    # t = (4/3) / sqrt(7/9) = 4 / sqrt 7, two-sided p = 1 - t / sqrt(2 + t^2) = 1 - 4 / sqrt 30
-    a, b = [1.0, None, 4.0, 2.0, math.nan], [0.0, 0.0, 1.0, 2.0, 1.0]
-    sd, half = math.sqrt(7 / 3), _t2(0.95) * math.sqrt(7 / 9)
-    assert _t2(0.95) == pytest.approx(4.302652729911275, rel=1e-9)  # the printed tables' t_{0.975, 2}
-    same(paired_effect(a, b), Effect(4 / 3, 4 / 3 - half, 4 / 3 + half, 3, sd, 1 - 4 / math.sqrt(30), "paired t-test"))
-    half80 = _t2(0.8) * math.sqrt(7 / 9)
-    e = paired_effect(a, b, level=0.8)
-    same(e, Effect(4 / 3, 4 / 3 - half80, 4 / 3 + half80, 3, sd, 1 - 4 / math.sqrt(30), "paired t-test", 0.8))
-    same(
-        paired_effect(b, a), Effect(-4 / 3, -4 / 3 - half, -4 / 3 + half, 3, sd, 1 - 4 / math.sqrt(30), "paired t-test")
-    )
-    # no spread: the interval is the value, p 0 (or 1 for no difference); one pair: infinite; none: NaN
-    same(paired_effect([3, 4, 5], [1, 2, 3]), Effect(2.0, 2.0, 2.0, 3, 0.0, 0.0, "paired t-test"))
-    same(paired_effect([3, 4], [3, 4], level=0.9), Effect(0.0, 0.0, 0.0, 2, 0.0, 1.0, "paired t-test", 0.9))
-    same(
-        paired_effect([1.0, 5.0], [1.5, None], 0.9),
-        Effect(-0.5, -math.inf, math.inf, 1, math.nan, math.nan, "paired t-test", 0.9),
-    )
-    nan = math.nan
-    same(paired_effect([], [], 0.9), Effect(nan, nan, nan, 0, nan, nan, "paired t-test", 0.9))
-    same(paired_effect([nan, 1.0], [0.0, nan]), Effect(nan, nan, nan, 0, nan, nan, "paired t-test"))
-    for x, y in (([1.0, 2.0], [1.0]), ([[1.0, 2.0]], [[1.0, 2.0]])):
-        with pytest.raises(ValueError, match=r"^paired samples differ in shape: \("):
-            paired_effect(x, y)
-
-    # verdict: strictly above / below the threshold; on it, inconclusive
-    assert verdict(0.0, 1.0, 5) == verdict(-1.0, 0.0, 5) == "inconclusive at n = 5"
-    assert verdict(1e-12, 1.0, 5) == "supported" and verdict(-1.0, -1e-12, 5) == "contradicted"
-    assert verdict(-0.5, 1.0, 4, threshold=-1.0) == "supported" and verdict(-3, -1.5, 4, threshold=-1) == "contradicted"
-    assert verdict(-1.0, 2.0, 4, threshold=-1.0) == "inconclusive at n = 4"
-
-    # non-inferiority: the one-sided 5 % test is the 90 % interval's lower end against -margin
-    full = [10.0, 11.0, 12.0]
-    kept = [11.0, 14.0, 12.0]  # d = (1, 3, 0) again
-    low90 = 4 / 3 - _t2(0.9) * math.sqrt(7 / 9)  # t_{0.95, 2} = 2.919986
-    assert _t2(0.9) == pytest.approx(2.919985580, rel=1e-9) and -1.25 < low90 < -1.24
-    eff, v = noninferiority(kept, full, margin=1.25)
-    same(
-        eff,
-        Effect(
-            4 / 3,
-            low90,
-            4 / 3 + _t2(0.9) * math.sqrt(7 / 9),
-            3,
-            sd,
-            1 - 4 / math.sqrt(30),
-            "paired t, one-sided 5 % non-inferiority",
-            0.9,
-        ),
-    )
-    assert v == "supported"
-    assert noninferiority(kept, full, margin=1.24)[1] == "inconclusive at n = 3"
-    assert noninferiority(full, [15.0, 16.0, 17.0], margin=1.0)[1] == "contradicted"
-    for margin in (0.0, -1.0, math.inf, math.nan):
-        eff, v = noninferiority(kept, full, margin=margin)
-        assert v == "inconclusive at n = 3 (no margin: fewer than 2 seeds of the full set)" and eff.n == 3
-
-
-def test_seeds_to_resolve_edges():
-    # sd below 1 and delta 1 are ordinary values: d = 1 (10 seeds), d = 0.5 (34), negative delta as positive
-    assert seeds_to_resolve(0.5, 0.5) == 10 and seeds_to_resolve(1.0, 2.0) == 34 == seeds_to_resolve(-1.0, 2.0)
-    for delta, sd in ((math.inf, 1.0), (math.nan, 1.0), (0.0, 1.0), (1.0, math.inf), (1.0, math.nan), (1.0, -1.0)):
-        assert seeds_to_resolve(delta, sd) is None, (delta, sd)
-    # the two-sided t-test is unbiased (power >= its size alpha at any effect), so a power of alpha is reached at
-    # the smallest n, 2: both tails and both degrees of freedom n - 1 count
-    assert seeds_to_resolve(0.01, 1.0, power=0.05) == 2
-    assert seeds_to_resolve(0.01, 1.0, power=0.1, alpha=0.1) == 2
-
-
-def test_seeds_to_resolve_beyond_the_t_search(monkeypatch):
-    """Past n = 10 000 the search stops and the normal approximation n = ceil(((z_{1-alpha/2} + z_power) / d)^2)
-    answers, capped at limit + 1. The t powers are replaced by a stand-in that is reached at one chosen n (or never),
-    so that the 10 000 steps cost nothing; z_0.975 = 1.959964, z_0.8 = 0.841621 (printed tables)."""
-    import types
-
-    import lpntk.claims as claims
-
-    seen = []
-
-    class Nct:
-        at = None  # the n at which the stand-in power jumps to 1
-
-        @classmethod
-        def sf(cls, x, df, nc):
-            seen.append((df, x > 0))
-            return 1.0 if df + 1 == cls.at else 0.0
-
-        @classmethod
-        def cdf(cls, x, df, nc):
-            seen.append((df, x > 0))
-            return 0.0
-
-    quick_t = types.SimpleNamespace(ppf=lambda q, df: 2.0)  # the critical values do not matter here
-    monkeypatch.setattr(claims, "stats", types.SimpleNamespace(t=quick_t, norm=stats.norm, nct=Nct))
-    z = 1.959963985 + 0.841621234
-    assert seeds_to_resolve(0.01, 1.0) == math.ceil((z / 0.01) ** 2) == 78489  # (280.1585)^2 = 78488.8
-    assert seeds_to_resolve(0.02, 2.0, limit=78489) == 78489 and seeds_to_resolve(0.01, 1.0, limit=78488) == 78489
-    assert seeds_to_resolve(0.01, 1.0, limit=50) == 51 and seeds_to_resolve(1e-6, 1.0) == 100_001
-    z90 = 1.644853627 + 0.524400513  # alpha 0.1, power 0.7
-    assert seeds_to_resolve(-0.01, 1.0, power=0.7, alpha=0.1) == math.ceil((z90 / 0.01) ** 2) == 47057
-    # every n from 2 to 10 000 is tried with n - 1 degrees of freedom, the upper tail at +crit, the lower at -crit
-    seen.clear()
-    seeds_to_resolve(0.01, 1.0)
-    assert seen == [(n - 1, up) for n in range(2, 10_001) for up in (True, False)]
-    Nct.at = 10_000  # the last n of the search is still searched; the next one is not
-    assert seeds_to_resolve(0.01, 1.0) == 10_000
-    Nct.at = 10_001
-    assert seeds_to_resolve(0.01, 1.0) == 78489
-
-
-def test_seeds_to_resolve_two_seeds_for_a_huge_effect():
-    # at n = 2 (1 degree of freedom) and noncentrality 30 sqrt 2 the two-sided test at 5 % rejects with probability
-    # P(|Z + 42.4| / |Z'| > 12.706) ~ P(|Z'| < 3.3) = 0.999 (Z, Z' standard normal): 2 seeds give power 0.8
-    rng = np.random.default_rng(0)
-    z, c = rng.standard_normal(200_000), rng.standard_normal(200_000)
-    assert np.mean(np.abs((z + 30 * math.sqrt(2)) / np.abs(c)) > 12.706204736) > 0.99
-    assert seeds_to_resolve(30.0, 1.0) == 2
-
-
-def test_difficulty_claims_orientation():
-    rng = np.random.default_rng(0)
-    easy, median, hard = 10 + rng.normal(0, 0.1, 20), 12 + rng.normal(0, 0.1, 20), 11 + rng.normal(0, 0.1, 20)
-    summary = {
+    eff = np.asarray(per_target_effect, dtype=float)
+    auc = {}
+    for arm, k in (("easy", 0), ("median", 1), ("hard", 2)):
+        auc[f"lpntk/{arm}"] = (5 + k * eff[:, None] + rng.normal(0, noise, (len(eff), runs))).tolist()
+    targets = [{"group": 1 + i // 10, "kind": "random", "class": i % 10, "index": i} for i in range(len(eff))]
+    per_run = {k: np.asarray(v).mean(axis=0).tolist() for k, v in auc.items()}
+    return {
         "rankings": ["lpntk"],
         "l2_pass": "train",
-        "auc_per_run": {"lpntk/easy": easy, "lpntk/median": median, "lpntk/hard": hard},
+        "auc_per_run": per_run,
+        "per_target": {"targets": targets, "auc": auc},
     }
-    rows = {c.comparison: c for c in difficulty_claims("d", summary)}
-    assert rows["median - easy (raw lpNTK ranking)"].verdict == "supported"  # easy has the smaller area
-    assert rows["hard - median (raw lpNTK ranking)"].verdict == "contradicted"  # hard came out easier here
-    assert len(rows) == 2  # no contradictory arm: no row
-
-    # asked for but skipped (no target has enough negative-lpNTK samples): a row that says so, verdict not measured
-    skipped = "contradictory set skipped: the targets of classes [0, 1] have fewer than num = 10 samples"
-    rows = {c.comparison: c for c in difficulty_claims("d", {**summary, "contradictory": skipped})}
-    row = rows["contradictory - control (raw lpNTK ranking)"]
-    assert row.verdict == "not measured" and row.note == skipped and row.n == 0 and math.isnan(row.effect)
-    assert len(rows) == 3
-    built = "contradictory set built from pool 'all' (candidates per class: [10, 12])"
-    assert len(difficulty_claims("d", {**summary, "contradictory": built})) == 2  # built but no areas: no row
 
 
-def test_forgetting_pruning_small_cluster_and_ld_size_rows():
-    runs = [
-        {
-            "stepwise_f1_entk": 0.9 + 0.01 * i,
-            "stepwise_f1_lpntk": 0.5 - 0.01 * i,
-            "f1_entk": 0.8,
-            "f1_lpntk": 0.6 + 0.001 * i,
-        }
-        for i in range(4)
-    ]
+def _settled(rows, **design):
+    d = design_for({"claims": design})
+    out = []
+    for cid in dict.fromkeys(r.claim for r in rows):
+        out += settle([r for r in rows if r.claim == cid], d)
+    return out
+
+
+def test_c1_unit_is_the_target():
+    # every target shifts: supported across targets, the share of targets agreeing is 100 %
+    rows = _settled(difficulty_claims("d", _difficulty_summary(np.full(20, 0.5))))
+    prim = next(r for r in rows if r.role == "primary")
+    assert prim.verdict == "supported" and prim.unit == "target" and prim.n == 20
+    comps = [r for r in rows if r.role == "primary component"]
+    assert len(comps) == 2 and all(r.extra["share_agree"] == 1.0 for r in comps)
+    # one target drives the effect: across runs (all runs share it) it looks supported; across targets it is not
+    eff = np.zeros(20)
+    eff[0] = 10.0
+    rows = _settled(difficulty_claims("d", _difficulty_summary(eff, noise=0.01)))
+    prim = next(r for r in rows if r.role == "primary")
+    assert prim.verdict == "inconclusive"
+    runs = [r for r in rows if r.role == "exploratory" and r.comparison.startswith("median - easy")]
+    assert runs[0].verdict == "supported" and runs[0].unit == "run"  # the old, wrong unit: shown, never counted
+    assert [h["verdict"] for h in headlines(rows)] == ["inconclusive"]
+
+
+def _forgetting_runs(n, entk, lpntk, events=100, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        r = {"n_true_events": events}
+        for sfx in ("", "_prob"):
+            for key in ("mcc", "f1", "stepwise_f1"):
+                r[f"{key}_entk{sfx}"] = entk + rng.normal(0, 0.01)
+                r[f"{key}_lpntk{sfx}"] = lpntk + rng.normal(0, 0.01)
+        r.update({"mcc_none": 0.0, "mcc_all": 0.0, "mcc_random": 0.0, "f1_none": 0.0, "f1_all": 0.04})
+        r.update({"f1_random": 0.02, "stepwise_f1_none": 0.97, "stepwise_f1_all": 0.05, "stepwise_f1_random": 0.3})
+        out.append(r)
+    return out
+
+
+def test_c2_mcc_primary_trivial_baselines_and_event_minimum():
+    runs = _forgetting_runs(8, 0.5, 0.3)
     paper = {"entk": {"f1": (89.96, 7.1)}, "lpntk": {"f1": (49.54, 6.99)}}
-    c2 = forgetting_claims("mnist", runs, paper)
-    assert c2[0].verdict == "supported" and c2[0].paper_effect == pytest.approx(40.42)
-    assert c2[0].effect == pytest.approx(43.0)  # mean of 40, 42, 44, 46
+    rows = _settled(forgetting_claims("m", {"plain": runs, "official": runs}, paper))
+    prim = [r for r in rows if r.role == "primary"]
+    assert len(prim) == 1 and prim[0].comparison == "eNTK - lpNTK (plain recipe, logit space)"
+    assert prim[0].metric.startswith("MCC") and prim[0].verdict == "supported"
+    assert prim[0].effect == pytest.approx(20.0, abs=1.0) and "none 0.0" in prim[0].baseline
+    assert sum(r.role == "secondary" for r in rows) == 3  # the other recipe x space combinations
+    step = next(r for r in rows if r.metric.startswith("stepwise") and r.role == "exploratory")
+    assert "none 97.0" in step.baseline and step.paper_effect == pytest.approx(40.42)
+    # too few events in a seed: no verdict on the decided rows, the note says why
+    few = _forgetting_runs(8, 0.5, 0.3, events=12)
+    rows = _settled(forgetting_claims("m", {"plain": few}, None))
+    prim = next(r for r in rows if r.role == "primary")
+    assert prim.verdict == "inconclusive: too few events" and "8 of 8 seeds below the minimum of 30" in prim.note
 
+
+def _pruning_table(n=6, lp=0.0, base=0.0, full_level=98.0, keeps=(0.9, 0.5), seed=0):
+    rng = np.random.default_rng(seed)
     rows = []
-    rng = np.random.default_rng(5)
-    for seed in range(5):
-        for subset, method, keep, acc in (
-            ("full", "full", 1.0, 0.990),
-            ("lpntk-k0.5", "lpntk", 0.5, 0.990),
-            ("el2n-k0.5", "el2n", 0.5, 0.950),
-            ("random-k0.5", "random", 0.5, 0.991),
-        ):
-            rows.append(
-                {
-                    "subset": subset,
-                    "method": method,
-                    "experiment": "table",
-                    "keep": keep,
-                    "seed": seed,
-                    "test_acc_best_val": acc + rng.normal(0, 0.0005),
-                }
-            )
-        for name, method, acc in (
-            ("d0.05-small-r0.2", "small_clusters", 0.80),
-            ("d0.05-random-r0.2", "random_removal", 0.85),
-        ):
-            rows.append(
-                {
-                    "subset": name,
-                    "method": method,
-                    "experiment": "small_clusters",
-                    "keep": 0.8,
-                    "seed": seed,
-                    "data_fraction": 0.05,
-                    "remove": 0.2,
-                    "test_acc_best_val": acc + rng.normal(0, 0.001),
-                }
-            )
-    table = pd.DataFrame(rows)
-    c3 = {
-        c.comparison: c
-        for c in pruning_claims("mnist", table, {"full": (99.31, 0.03), "lpntk": (99.37, 0.04), "el2n": (99.33, 0.06)})
-    }
-    assert c3["lpNTK keeping 0.5 - full set"].claim == "C3a"
-    assert c3["lpNTK - el2n keeping 0.5"].verdict == "supported"
-    assert c3["lpNTK - random keeping 0.5"].verdict in ("contradicted", "inconclusive at n = 5")
-    assert c3["lpNTK - el2n keeping 0.5"].paper_effect == pytest.approx(0.04)
-    (c4,) = small_cluster_claims("mnist", table)
-    assert c4.verdict == "contradicted" and c4.effect == pytest.approx(-5.0, abs=0.5)
-
-    base = np.random.default_rng(0).normal(size=400)
-    ld = np.stack(
-        [
-            base,
-            base + np.random.default_rng(1).normal(0, 0.3, 400),
-            base + np.random.default_rng(2).normal(0, 2.0, 400),
-        ],
-        axis=1,
-    )
-    (c5,) = ld_size_claims("mnist", ld, [64, 16, 4])
-    assert c5.verdict == "supported" and c5.effect > 0.3
-    assert ld_size_claims("mnist", ld[:, :2], [64, 16]) == []
+    for s in range(n):
+        level = full_level + rng.normal(0, 0.1)
+        rows.append(dict(method="full", experiment="table", keep=1.0, seed=s, acc=level))
+        for k in keeps:
+            rows.append(dict(method="lpntk", experiment="table", keep=k, seed=s, acc=level + lp))
+            for m in ("el2n", "grand", "forgetting", "random"):
+                rows.append(dict(method=m, experiment="table", keep=k, seed=s, acc=level + base))
+    df = pd.DataFrame(rows)
+    df["subset"] = df["method"] + "-k" + df["keep"].astype(str)
+    df["test_acc_best_val"] = (df["acc"] + rng.normal(0, 0.02, len(df))) / 100
+    return df
 
 
-def test_claims_stage_reads_the_stage_outputs_and_writes_the_table(tmp_path):
-    import json
+def test_c3_declared_keep_margin_and_intersection_union():
+    rows = _settled(pruning_claims("m", _pruning_table(lp=0.3), None, {"C3a": {"keep": 0.9, "margin": 0.2}, "C3b": {"keep": 0.5}}))
+    c3b = [r for r in rows if r.claim == "C3b"]
+    prim = next(r for r in c3b if r.role == "primary")
+    assert prim.verdict == "supported" and "intersection-union of 4" in prim.test and "0.5" in prim.comparison
+    assert sum(r.role == "primary component" for r in c3b) == 4 and sum(r.role == "secondary" for r in c3b) == 4
+    assert all(np.isfinite(r.p_adj) for r in c3b if r.role == "secondary")
+    c3a = next(r for r in rows if r.claim == "C3a" and r.role == "primary")
+    assert c3a.margin == 0.2 and c3a.level == pytest.approx(0.9) and c3a.verdict == "supported"
+    # lpNTK equal to three baselines, better than one: the intersection-union is not supported
+    df = _pruning_table(lp=0.0)
+    df.loc[(df["method"] == "random"), "test_acc_best_val"] -= 0.01
+    rows = _settled(pruning_claims("m", df, None))
+    assert next(r for r in rows if r.claim == "C3b" and r.role == "primary").verdict == "inconclusive"
+    # lpNTK a full point below the full set, margin 0.2: C3a contradicted
+    rows = _settled(pruning_claims("m", _pruning_table(lp=-1.0), None))
+    assert next(r for r in rows if r.claim == "C3a" and r.role == "primary").verdict == "contradicted"
+    # three seeds: provisional, never supported
+    rows = _settled(pruning_claims("m", _pruning_table(n=3, lp=1.0), None))
+    assert {r.verdict for r in rows if r.role in ("primary", "secondary")} == {"provisional"}
 
+
+def test_c4_rows_print_the_fractions_run_and_the_declared_primary():
+    rows = []
+    rng = np.random.default_rng(1)
+    for s in range(6):
+        for frac in (0.05, 0.2):
+            for method, sub, acc in (("small_clusters", "small", 0.80), ("random_removal", "random", 0.85)):
+                rows.append(
+                    dict(
+                        subset=f"d{frac}-{sub}-r0.3",
+                        method=method,
+                        experiment="small_clusters",
+                        keep=0.7,
+                        seed=s,
+                        data_fraction=frac,
+                        remove=0.3,
+                        kernel="full",
+                        test_acc_best_val=acc + rng.normal(0, 0.002),
+                    )
+                )
+    out = _settled(small_cluster_claims("d", pd.DataFrame(rows)))
+    prim = [r for r in out if r.role == "primary"]
+    assert len(prim) == 1 and "5% of the data, removing 30%" in prim[0].comparison  # the smallest fraction run
+    assert prim[0].verdict == "contradicted" and any("20% of the data" in r.comparison for r in out)
+    out = _settled(small_cluster_claims("d", pd.DataFrame(rows), {"C4": {"data_fraction": 0.2}}))
+    assert "20% of the data" in next(r for r in out if r.role == "primary").comparison
+
+
+def test_c5_per_class():
+    rng = np.random.default_rng(0)
+    blocks, labels = [], []
+    for c in range(10):
+        base = rng.normal(size=64)
+        near = base + rng.normal(0, 0.3, 64)
+        far = base + rng.normal(0, 2.0, 64)
+        blocks.append(np.stack([base, near, far], axis=1))
+        labels += [c] * 64
+    rows = _settled(ld_size_claims("m", np.vstack(blocks), [64, 16, 1], labels))
+    prim = next(r for r in rows if r.role == "primary")
+    assert prim.unit == "class" and prim.n == 10 and prim.verdict == "supported" and "per class" in prim.comparison
+    pooled = next(r for r in rows if r.role == "exploratory")
+    assert "no test" in pooled.verdict and not np.isfinite(pooled.p)
+
+
+def test_dropped_pairs_are_counted_and_too_many_stop():
+    df = _pruning_table(n=6, lp=0.3)
+    df.loc[(df["method"] == "el2n") & (df["seed"] < 2), "test_acc_best_val"] = math.nan
+    rows = pruning_claims("m", df, None)
+    el2n = [r for r in rows if "el2n" in r.comparison]
+    assert {r.dropped for r in el2n} == {2}
+    check_dropped(rows, 0.5)
+    with pytest.raises(ValueError, match="dropped 2 of 6 pairs.*claims.max_dropped_share"):
+        check_dropped(rows, 0.2)
+
+
+def test_claims_stage_files_headline_and_stages_off(tmp_path):
     from lpntk.stages.claims import claims_stage
 
-    rng = np.random.default_rng(0)
-    difficulty = {
-        "rankings": ["lpntk", "cosine"],
-        "l2_pass": "train",
-        "label_purity": {"lpntk/contradictory": 0.1, "cosine/contradictory": 0.1},
-        "auc_per_run": {
-            f"{r}/{s}": (v + rng.normal(0, 0.05, 12)).tolist()
-            for r in ("lpntk", "cosine")
-            for s, v in (("easy", 5.0), ("median", 6.0), ("hard", 7.0), ("contradictory", 9.0), ("control", 8.0))
-        },
-    }
-    (tmp_path / "d.json").write_text(json.dumps(difficulty))
-    runs = [
-        {
-            "seed": s,
-            "stepwise_f1_entk": 0.9,
-            "stepwise_f1_lpntk": 0.5 + 0.01 * s,
-            "f1_entk": 0.9,
-            "f1_lpntk": 0.4,
-            "stepwise_f1_entk_prob": 0.8,
-            "stepwise_f1_lpntk_prob": 0.6,
-            "f1_entk_prob": 0.7,
-            "f1_lpntk_prob": 0.7 + 0.01 * s,
-        }
-        for s in range(3)
-    ]
+    (tmp_path / "d.json").write_text(json.dumps(_difficulty_summary(np.full(20, 0.5))))
+    runs = _forgetting_runs(6, 0.5, 0.3)
     (tmp_path / "f.json").write_text(json.dumps({"recipes": {"plain": {"runs": runs}, "official": {"runs": runs}}}))
     outs = {k: str(tmp_path / f"claims.{e}") for k, e in (("csv", "csv"), ("md", "md"), ("summary", "json"))}
-    cfg = {"source": "torchvision", "name": "MNIST"}
     table = claims_stage(
         dataset="mnist",
-        cfg=cfg,
+        cfg={"source": "torchvision", "name": "MNIST"},
         outputs=outs,
         difficulty=tmp_path / "d.json",
         forgetting=tmp_path / "f.json",
         mlflow_cfg={"enabled": False},
     )
-    c1 = table[table["claim"] == "C1"]
-    assert len(c1) == 6 and (c1["verdict"] == "supported").all()  # 3 comparisons x 2 rankings, all clear
-    c2 = table[table["claim"] == "C2"].set_index("comparison")
-    assert len(c2) == 8  # 2 recipes x 2 spaces x (stepwise, pooled)
-    row = c2[c2["metric"].str.startswith("stepwise")].loc["eNTK - lpNTK (plain recipe, logit space)"]
-    assert row["verdict"] == "supported" and row["paper_effect"] == pytest.approx(89.96 - 49.54)
-    assert (
-        table.loc[table["comparison"].str.contains("probability"), "verdict"]
-        .str.startswith(("supported", "contradicted", "inconclusive"))
-        .all()
-    )
-    md = open(outs["md"]).read()
-    assert "**C1**" in md and "| C2 " in md and "seeds to resolve" in md
+    off = table[table["verdict"] == "not run: stage off"]
+    assert sorted(off["claim"]) == ["C3a", "C3b", "C4", "C5"]
     summary = json.loads(open(outs["summary"]).read())
-    assert sum(summary["verdicts"].values()) == len(table)
+    assert [h["claim"] for h in summary["headline"]] == ["C1", "C2", "C3a", "C3b", "C4", "C5"]
+    assert summary["design"]["C3a"]["margin"] == 0.2 and summary["verdicts"]["supported"] == 2
+    md = open(outs["md"]).read()
+    assert "| primary comparison |" in md and "p (Holm)" in md and "not run: stage off" in md
+
+
+def test_library_defaults_are_the_schema_defaults():
+    from pathlib import Path
+
+    from lpntk.claims import DEFAULT_DESIGN
+    from lpntk.config import load_schema
+
+    root = Path(__file__).resolve().parents[1]
+    schema = load_schema(root / "workflow" / "schemas" / "config.schema.yaml")["$defs"]["claims"]["properties"]
+    for key, value in DEFAULT_DESIGN.items():
+        if isinstance(value, dict):
+            assert {k: p["default"] for k, p in schema[key]["properties"].items()} == value, key
+        else:
+            assert schema[key]["default"] == value, key

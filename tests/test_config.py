@@ -144,3 +144,21 @@ def test_recipe_from_config_reads_every_key_of_a_resolved_block(schema_path):
     assert (r.epochs, r.lr, r.schedule, r.batch_size) == (4, 0.3, "none", 128)
     with pytest.raises(KeyError, match="momentum"):
         Recipe.from_config({k: v for k, v in block["train"].items() if k != "momentum"}, block["augment"])
+
+
+@pytest.mark.parametrize(
+    "claims,where",
+    [
+        ({"C3b": {"keep": 0.3}}, "claims.C3b.keep: 0.3 is not among"),
+        ({"C3a": {"keep": 0.9}}, "claims.C3a.keep: 0.9 is not among"),
+        ({"C2": {"recipe": "adam"}}, "claims.C2.recipe: 'adam' is not among forgetting.recipes"),
+        ({"C4": {"data_fraction": 0.5}}, "claims.C4.data_fraction: 0.5 is not among"),
+        ({"C3a": {"margin": 0}}, "claims.C3a.margin"),
+        ({"min_n": 1}, "claims.min_n"),
+    ],
+)
+def test_claims_design_names_the_key(base, schema_path, claims, where):
+    cfg = copy.deepcopy(base)
+    cfg["datasets"]["digits"]["claims"] = claims
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.").replace("(", r"\(")):
+        validate_config(cfg, schema_path)

@@ -15,11 +15,17 @@ import pandas as pd
 
 from ..claims import (
     CLAIM_TEXT,
+    PRIMARY,
     Claim,
+    check_dropped,
+    design_for,
     difficulty_claims,
     forgetting_claims,
+    headlines,
     ld_size_claims,
+    not_run_claims,
     pruning_claims,
+    settle,
     small_cluster_claims,
 )
 from ..io import atomic_path, load_json, save_json, save_table
@@ -32,25 +38,45 @@ __all__ = ["collect_claims", "claims_markdown", "claims_note", "claims_stage"]
 def collect_claims(
     dataset: str, cfg: Mapping, *, difficulty=None, forgetting=None, pruning_runs=None, ld_size=None
 ) -> list[Claim]:
-    """Every claim row the given result files support (a None file: its stage is disabled)."""
+    """Every claim row the given result files support, settled per claim by the declared design (a None file: its
+    stage is off, and its claims get a "not run" row)."""
+    design = design_for(cfg)
     rows: list[Claim] = []
+    off: list[str] = []
     if difficulty is not None:
-        rows += difficulty_claims(dataset, load_json(difficulty, what="difficulty summary"))
+        rows += difficulty_claims(dataset, load_json(difficulty, what="difficulty summary"), design)
+    else:
+        off.append("C1")
     if forgetting is not None:
         summary = load_json(forgetting, what="forgetting summary")
-        for recipe, res in summary["recipes"].items():
-            for space in ("logit", "probability"):
-                rows += forgetting_claims(dataset, res["runs"], forgetting_reference(cfg), recipe, space)
+        recipes = {name: res["runs"] for name, res in summary["recipes"].items()}
+        rows += forgetting_claims(dataset, recipes, forgetting_reference(cfg), design)
+    else:
+        off.append("C2")
     if pruning_runs is not None:
         runs = pd.read_csv(pruning_runs)
-        rows += pruning_claims(dataset, runs, pruning_reference(cfg))
-        rows += small_cluster_claims(dataset, runs)
+        rows += pruning_claims(dataset, runs, pruning_reference(cfg), design)
+        small = small_cluster_claims(dataset, runs, design)
+        rows += small
+        if not small:
+            off.append("C4")
+    else:
+        off += ["C3a", "C3b", "C4"]
     if ld_size is not None:
         info = load_json(ld_size["summary"], what="ld_size summary")
         table = pd.read_csv(ld_size["ld"])
         ld = np.stack([table[f"ld_size{s}"].to_numpy(float) for s in info["sizes"]], axis=1)
-        rows += ld_size_claims(dataset, ld, info["sizes"])
-    return rows
+        labels = table["label"].to_numpy() if "label" in table else None
+        rows += ld_size_claims(dataset, ld, info["sizes"], labels)
+    else:
+        off.append("C5")
+    check_dropped(rows, float(design["max_dropped_share"]))
+    settled: list[Claim] = []
+    for cid in CLAIM_TEXT:
+        settled += settle([r for r in rows if r.claim == cid], design)
+    settled += not_run_claims(dataset, off)
+    order = list(CLAIM_TEXT)
+    return sorted(settled, key=lambda r: order.index(r.claim))
 
 
 def _interval(low: float, high: float) -> str:
@@ -59,48 +85,69 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.3g}, {high:.3g}]"
 
 
-def claims_markdown(table: pd.DataFrame) -> str:
-    """The claims table as Markdown: the claim, the comparison, our effect with its interval, n, test, p, verdict,
-    the paper's difference and the seeds that would resolve it at our spread."""
+def _p(v) -> str:
+    return f"{v:.2g}" if v is not None and np.isfinite(v) else ""
+
+
+def headline_markdown(rows: list[Claim]) -> str:
+    """One line per claim and dataset: the primary verdict, its effect and interval, n and unit, and how many
+    secondary comparisons Holm supports."""
+    lines = ["| claim | dataset | primary comparison | effect [interval] | n | p | verdict | secondary |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for h in headlines(rows):
+        effect = f"{h['effect']:.3g} {_interval(h['low'], h['high'])}" if np.isfinite(h["effect"]) else "n/a"
+        n = f"{h['n']} {h['unit']}s" if h["n"] else "-"
+        lines.append(
+            f"| {h['claim']} | {h['dataset']} | {h['primary']} | {effect} | {n} | {_p(h['p'])} | **{h['verdict']}** "
+            f"| {h['secondary']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def claims_markdown(table: pd.DataFrame, rows: list[Claim] | None = None) -> str:
+    """The claims as Markdown: the headline (one line per claim), then every row -- role, comparison, effect with
+    its interval, n and unit, test, raw and Holm-adjusted p, verdict, trivial baseline, the paper's difference and
+    the seeds that would resolve it at our spread."""
     if not len(table):
         return "No claim is measured by the enabled stages.\n"
     show = pd.DataFrame(
         {
             "claim": table["claim"],
+            "role": table["role"],
             "comparison": table["comparison"],
             "effect": [f"{v:.3g}" if np.isfinite(v) else "n/a" for v in table["effect"]],
             "interval": [
-                _interval(a, b) + (" (90 %)" if "non-inferiority" in t else "")
-                for a, b, t in zip(table["low"], table["high"], table["test"], strict=True)
+                _interval(a, b) + (f" ({lv:.0%})" if np.isfinite(a) and lv != 0.95 else "")
+                for a, b, lv in zip(table["low"], table["high"], table["level"], strict=True)
             ],
-            "n": table["n"],
+            "n": [f"{n} {u}s" if n else "-" for n, u in zip(table["n"], table["unit"], strict=True)],
             "test": table["test"],
-            "p": [f"{v:.2g}" if np.isfinite(v) else "" for v in table["p"]],
+            "p": [_p(v) for v in table["p"]],
+            "p (Holm)": [_p(v) for v in table["p_adj"]],
             "verdict": [f"**{v}**" for v in table["verdict"]],
+            "baseline": table["baseline"],
             "paper": [f"{v:.3g}" if v is not None and np.isfinite(v) else "" for v in table["paper_effect"]],
             "seeds to resolve": [
                 f"{int(v)}" if v is not None and np.isfinite(v) else "" for v in table["seeds_to_resolve"]
             ],
             "metric / note": [
                 f"{m}{'; ' + n if isinstance(n, str) and n else ''}"
-                for m, n in zip(table["metric"], table["note"], strict=True)
+                f"{f'; {int(k)} pairs dropped (non-finite)' if k else ''}"
+                for m, n, k in zip(table["metric"], table["note"], table["dropped"], strict=True)
             ],
         }
     )
     claims = "\n".join(f"* **{c}** {CLAIM_TEXT[c]}" for c in dict.fromkeys(table["claim"]))
-    return claims + "\n\n" + show.to_markdown(index=False) + "\n"
+    head = headline_markdown(rows) if rows is not None else ""
+    return claims + "\n\n" + head + "\n" + show.to_markdown(index=False) + "\n"
 
 
-def claims_note(table: pd.DataFrame) -> str:
-    """The verdicts in short (claim, comparison, effect with its interval, verdict): the section the claims job adds
-    to its invocation's MLflow description."""
-    if not len(table):
+def claims_note(rows: list[Claim]) -> str:
+    """The headline verdicts (one line per claim): the section the claims job adds to its invocation's MLflow
+    description."""
+    if not rows:
         return "No claim is measured by the enabled stages."
-    lines = ["| claim | comparison | effect [interval] | verdict |", "|---|---|---|---|"]
-    for r in table.itertuples():
-        effect = f"{r.effect:.3g}" if np.isfinite(r.effect) else "n/a"
-        lines.append(f"| {r.claim} | {r.comparison} | {effect} {_interval(r.low, r.high)} | {r.verdict} |")
-    return "\n".join(lines)
+    return headline_markdown(rows)
 
 
 def claims_stage(
@@ -124,15 +171,25 @@ def claims_stage(
     table = pd.DataFrame([r.row() for r in rows])
     verdicts = {}
     for r in rows:
-        key = r.verdict.split(" at ")[0]
-        verdicts[key] = verdicts.get(key, 0) + 1
+        if r.role == PRIMARY:
+            key = r.verdict.split(":")[0].replace(" ", "_")
+            verdicts[key] = verdicts.get(key, 0) + 1
     with tracking_run("claims", dataset, cfg, mlflow_cfg, run_name=f"claims-{dataset}", live=False) as run:
         save_table(outputs["csv"], table)
         with atomic_path(outputs["md"]) as tmp:
-            tmp.write_text(claims_markdown(table))
-        save_json(outputs["summary"], {"dataset": dataset, "verdicts": verdicts, "claims": [r.row() for r in rows]})
-        run.log_metrics({f"claims_{k}": v for k, v in verdicts.items()})
+            tmp.write_text(claims_markdown(table, rows))
+        save_json(
+            outputs["summary"],
+            {
+                "dataset": dataset,
+                "design": design_for(cfg),
+                "verdicts": verdicts,
+                "headline": headlines(rows),
+                "claims": [r.row() for r in rows],
+            },
+        )
+        run.log_metrics({f"claims_primary_{k}": v for k, v in verdicts.items()})
         run.log_outputs(dict(outputs))
-        run.add_invocation_note("claims", claims_note(table))  # the invocation's run of this dataset
-    log.info("%s: %d claim rows: %s", dataset, len(rows), verdicts)
+        run.add_invocation_note("claims", claims_note(rows))  # the invocation's run of this dataset
+    log.info("%s: %d claim rows; primary verdicts %s", dataset, len(rows), verdicts)
     return table

@@ -73,20 +73,28 @@ def summary_stage(
         "",
         "## The paper's claims",
         "",
-        "One row per claim, dataset and comparison (`lpntk.claims`): our effect, oriented so that a positive value is "
-        "what the paper claims, with its 95 % interval over the paired seeds or runs (90 % for non-inferiority), the "
-        "test, and the verdict -- *supported* when the interval excludes 0 on the claimed side (above the margin's "
-        "negative for non-inferiority), *contradicted* when it excludes it on the other, else *inconclusive at n*; "
-        "*not measured* where the config asks for a comparison whose arm could not be built (the note says why). "
-        "Where the slides give a number, the paper's difference and the seeds a paired t-test would need to resolve it "
-        "at our measured spread (80 % power).",
+        "The design is declared before the run (`docs/statistics.md`, and each dataset's `claims` block): per claim "
+        "and dataset one **primary** comparison decides the verdict; the claim's other comparisons form its "
+        "**secondary** family, judged on Holm-adjusted p-values; **exploratory** rows are shown and never counted. "
+        "Effects are oriented so that a positive value is what the paper claims, with 95 % intervals (90 % for "
+        "non-inferiority, whose p is one-sided against the declared margin) over the claim's unit (retraining seeds, "
+        "targets, classes; the test set is fixed, so intervals are over seeds, not over test sets). *supported* / "
+        "*contradicted*: the test rejects at 5 % on the claimed / the opposite side; *inconclusive*: it does not; "
+        "*provisional*: fewer units than the declared minimum, or a test that cannot reach 5 % at this n -- the "
+        "effect is shown, no verdict is drawn; *not measured*: an arm the config asks for could not be built; "
+        "*not run*: the claim's stage is off. The trivial baseline of each metric is printed beside it.",
         "",
     ]
     for ds, files in results.items():
         if files.get("claims"):
             verdicts = load_json(files["claims_summary"], what="claims summary")["verdicts"]
-            counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items())) or "no claim measured"
-            lines += [f"### {ds} ({counts})", "", _demote(Path(files["claims"]).read_text().strip(), 4), ""]
+            counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(verdicts.items()))
+            lines += [
+                f"### {ds} (primary verdicts: {counts or 'none'})",
+                "",
+                _demote(Path(files["claims"]).read_text().strip(), 4),
+                "",
+            ]
     for ds, files in results.items():
         info = load_json(files["info"], what="prepared-data info")
         summaries = sorted(

@@ -20,6 +20,6 @@ rule claims:
         mem_mb=mem_mb("claims"),
         runtime=runtime("claims"),
     params:
-        cfg=stage_cfg("difficulty", "forgetting", "pruning"),
+        cfg=stage_cfg("difficulty", "forgetting", "pruning", "claims"),
     script:
         "../scripts/claims.py"

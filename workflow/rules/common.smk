@@ -53,6 +53,7 @@ STAGE_BLOCKS = (
     "scores",
     "pruning",
     "gallery",
+    "claims",
 )
 
 

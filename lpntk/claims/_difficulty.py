@@ -1,0 +1,103 @@
+"""C1: company and learning difficulty, across targets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..inference import (
+    paired_test,
+)
+from ._family import COMPONENT, EXPLORATORY, SECONDARY, Claim, design_for, make_row, not_measured_row
+
+_C1_PAIRS = (("median", "easy"), ("hard", "median"), ("contradictory", "control"))
+
+
+def _ranking_name(ranking: str) -> str:
+    return "raw lpNTK" if ranking == "lpntk" else "lpNTK cosine"
+
+
+def difficulty_claims(dataset: str, summary: Mapping, design: Mapping | None = None) -> list[Claim]:
+    """C1 from the difficulty stage's summary. Across targets (``per_target``: each target's area averaged over its
+    runs; the random targets when there are any, else every target) for the decision; across the runs of the paper's
+    targets (``auc_per_run``) as exploratory rows. Lower area is easier, so d = area(hi) - area(lo) > 0 supports."""
+    design = design_for({"claims": design or {}})
+    primary_ranking = design["C1"]["ranking"]
+    purity = summary.get("label_purity", {})
+    skipped = str(summary.get("contradictory", ""))
+    metric = f"area under the target's L2-error curve ({summary.get('l2_pass', 'train')} pass)"
+    rows: list[Claim] = []
+    per = summary.get("per_target")
+    if per:
+        targets = per["targets"]
+        chosen = [i for i, t in enumerate(targets) if t.get("kind") == "random"] or list(range(len(targets)))
+        kind = "random" if any(targets[i].get("kind") == "random" for i in chosen) else "paper's (max_self)"
+        auc = per["auc"]
+        for ranking in summary["rankings"]:
+            for hi, lo in _C1_PAIRS:
+                a, b = auc.get(f"{ranking}/{hi}"), auc.get(f"{ranking}/{lo}")
+                comparison = f"{hi} - {lo} ({_ranking_name(ranking)} ranking)"
+                ordering = hi != "contradictory"
+                role = COMPONENT if (ranking == primary_ranking and ordering) else SECONDARY
+                if a is None or b is None:
+                    if hi == "contradictory" and skipped.startswith("contradictory set skipped"):
+                        rows.append(not_measured_row("C1", dataset, comparison, metric, skipped, role, "target"))
+                    continue
+                ma = np.array([_mean_or_nan(a[i]) for i in chosen])
+                mb = np.array([_mean_or_nan(b[i]) for i in chosen])
+                t = paired_test(ma, mb)
+                d = ma - mb
+                agree = float(np.mean(d[np.isfinite(d)] > 0)) if np.isfinite(d).any() else math.nan
+                note = f"{t.n} {kind} targets, each averaged over its runs; {agree:.0%} of targets agree with the claim"
+                if hi == "contradictory":
+                    note += f"; label purity {purity.get(f'{ranking}/{hi}', math.nan):.0%} in both arms"
+                rows.append(
+                    make_row(
+                        "C1",
+                        dataset,
+                        comparison,
+                        metric + ", mean over runs, per target",
+                        t,
+                        role=role,
+                        unit="target",
+                        baseline="0 (no effect of the company)",
+                        note=note,
+                        extra={
+                            "share_agree": agree,
+                            "primary_label": f"median - easy and hard - median ({_ranking_name(primary_ranking)} "
+                            "ranking): the targets' difficulty follows the ordering",
+                        },
+                    )
+                )
+    areas = {k: np.asarray(v, dtype=np.float64) for k, v in summary.get("auc_per_run", {}).items()}
+    for ranking in summary["rankings"]:
+        for hi, lo in _C1_PAIRS:
+            a, b = areas.get(f"{ranking}/{hi}"), areas.get(f"{ranking}/{lo}")
+            comparison = f"{hi} - {lo} ({_ranking_name(ranking)} ranking), across runs"
+            if a is None or b is None:
+                if hi == "contradictory" and skipped.startswith("contradictory set skipped") and not per:
+                    rows.append(not_measured_row("C1", dataset, comparison, metric, skipped, EXPLORATORY, "run"))
+                continue
+            rows.append(
+                make_row(
+                    "C1",
+                    dataset,
+                    comparison,
+                    metric + ", mean over the paper's targets, per run",
+                    paired_test(a, b),
+                    role=EXPLORATORY,
+                    unit="run",
+                    baseline="0",
+                    note="runs share the same targets: not independent replicates of the claim",
+                )
+            )
+    return rows
+
+
+def _mean_or_nan(values) -> float:
+    if values is None:
+        return math.nan
+    v = np.asarray([math.nan if x is None else x for x in values], dtype=np.float64)
+    return float(v.mean()) if v.size and np.isfinite(v).all() else math.nan
