@@ -11,6 +11,8 @@ written to add one.
   convolutions bias-free, final linear layer with bias; 11,164,362 parameters for K = 10.
 * ``mlp`` -- a fully connected ReLU network with configurable hidden widths.
 * ``small_cnn`` -- a two-convolution CNN sized for 8 x 8 digits (the embedded default).
+* ``lenet5`` -- LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling: conv 6@5x5 (padding 2) -> pool -> conv
+  16@5x5 -> pool -> fc 120 -> fc 84 -> fc K; 61,706 parameters for 1 x 28 x 28 inputs and K = 10.
 
 ``width`` scales the channel counts of the CNNs and the ResNet (1.0 gives the paper's models); it exists
 so that tests can run the paper's architectures at reduced width.
@@ -30,6 +32,7 @@ __all__ = [
     "ResNet18NoBN",
     "MLP",
     "SmallCNN",
+    "LeNet5",
     "MODELS",
     "build_model",
     "count_parameters",
@@ -175,11 +178,40 @@ class SmallCNN(nn.Module):
         return self.fc2(x)
 
 
+class LeNet5(nn.Module):
+    """LeNet-5 with ReLU and max-pooling (module docstring).
+
+    conv(C->6, 5x5, pad 2) -> ReLU -> maxpool 2 -> conv(6->16, 5x5) -> ReLU -> maxpool 2 -> flatten
+    -> fc(->120) -> ReLU -> fc(120->84) -> ReLU -> fc(84->K). The padding keeps a 28 x 28 image at 28 x 28, so
+    the second convolution sees the 14 x 14 maps of the original 32 x 32 design; 32 x 32 inputs give 6 x 6 maps
+    before fc 120 (576 inputs instead of 400).
+    """
+
+    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        c, h, w = in_shape
+        c1, c2 = _w(6, width), _w(16, width)
+        self.conv1 = nn.Conv2d(c, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.fc1 = nn.Linear(c2 * ((h // 2 - 4) // 2) * ((w // 2 - 4) // 2), _w(120, width))
+        self.fc2 = nn.Linear(_w(120, width), _w(84, width))
+        self.fc3 = nn.Linear(_w(84, width), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "resnet18_nobn": ResNet18NoBN,
     "mlp": MLP,
     "small_cnn": SmallCNN,
+    "lenet5": LeNet5,
 }
 
 

@@ -14,6 +14,10 @@ from lpntk.models import MODELS, build_model, count_parameters
         ("resnet18_nobn", (3, 32, 32), 11_164_362),  # paper-protocols 2.1
         ("small_cnn", (1, 8, 8), 38_282),
         ("mlp", (1, 8, 8), 64 * 256 + 256 + 256 * 10 + 10),
+        ("mlp", (1, 28, 28), 784 * 256 + 256 + 256 * 10 + 10),  # 203,530: the 784-256-10 MLP
+        # LeNet-5: conv 6@5x5 (156) + conv 16@5x5 (2,416) + fc 400-120 (48,120) + 120-84 (10,164) + 84-10 (850)
+        ("lenet5", (1, 28, 28), 61_706),
+        ("lenet5", (3, 32, 32), 3 * 150 + 6 + 2_416 + 576 * 120 + 120 + 10_164 + 850),
     ],
 )
 def test_parameter_counts_and_output_shape(name, shape, params):
