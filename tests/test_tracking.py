@@ -297,3 +297,149 @@ def test_invocation_note_fits_mlflows_tag_limit():
     note = invocation_note(children, {"claims": "verdicts"})
     assert len(note) <= MAX_TAG_LENGTH and "and 280 more" in note and note.endswith("verdicts")
     assert invocation_note([], {}).startswith("**lpntk workflow invocation**: no job ran")
+
+
+# ---------------------------------------------------------------------------------------------- metric names, units
+
+# (a job's name, the key written by hand from the rule in lpntk.tracking.metric_key)
+_NAMES = [
+    ("clusters_d0.05 seed 1_k0.5", "clusters_d0.05_seed_1_k0.5"),  # the cluster stage's settings
+    ("claims_primary_not measured", "claims_primary_not_measured"),  # the claims stage's verdicts
+    ("claims_not measured", "claims_not_measured"),
+    ("n_random-k0.5@seed1", "n_random-k0.5_seed1"),
+    ("a  b\tc", "a_b_c"),  # a run of unsafe characters is one "_"
+    ("share_cos, tau=0", "share_cos_tau_0"),
+    ("x:y/z", "x_y_z"),  # ":" (refused on Windows) and "/" (a path to MLflow)
+    ("/lead", "_lead"),
+    ("trail/", "trail_"),
+    ("a//b", "a_b"),
+    ("..", "__"),
+    (".hidden", "_hidden"),
+    ("`q`'\"", "_q_"),
+    ("acc_µ", "acc__"),  # the "_" before a run stays
+    ("", "_"),
+    (3, "3"),
+    ("val_acc", "val_acc"),  # already safe: unchanged
+    ("d0.05-own-small-r0.3_test_acc_max", "d0.05-own-small-r0.3_test_acc_max"),
+]
+
+
+@pytest.mark.parametrize(("name", "key"), _NAMES)
+def test_metric_key_rule(name, key):
+    assert tracking.metric_key(name) == key
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _NAMES] + ["x" * 300, "a" + " " * 300])
+def test_metric_keys_pass_mlflows_validation_and_filters(name):
+    """MLflow itself is the reference: its metric-name check (the POSIX rule and the Windows one, which refuses ":")
+    passes, and a filter naming the key in backticks -- unquoted where it is letters, digits and "_" -- parses back to
+    exactly that key."""
+    from mlflow.utils.search_utils import SearchUtils
+    from mlflow.utils.validation import _validate_metric_name, path_not_unique
+
+    key = tracking.metric_key(name)
+    _validate_metric_name(key)
+    assert not path_not_unique(key) and len(key) <= 250
+    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in key), key
+    (clause,) = SearchUtils.parse_search_filter(f"metrics.`{key}` > 0.5")
+    assert clause["key"] == key
+    if key.replace("_", "").isalnum() and not key[0].isdigit():
+        assert SearchUtils.parse_search_filter(f"metrics.{key} > 0.5")[0]["key"] == key
+
+
+def _store_keys(store) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(store / "mlflow.db") as db:  # what the store holds, read beside MLflow's client
+        return {k for (k,) in db.execute("SELECT DISTINCT key FROM metrics")}
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_metric_names_with_spaces_land_normalised_in_the_spool_and_the_store(store, live):
+    from mlflow.tracking import MlflowClient
+
+    runs = init_store(["alpha"])
+    spool = store / ".lpntk" / "mlflow-spool"
+    logged = {"clusters_d0.05 seed 1_k0.5": 12.0, "claims_not measured": 1.0, "seconds": 0.5}
+    with JobRun("cluster", "alpha", seed=1, live=live) as run:
+        run.log_metrics(logged)
+        run.log_metric_history([("largest_d0.05 seed 1_k0.5", 3.0, 1), ("largest_d0.05 seed 1_k0.5", 4.0, 2)])
+    if not live:  # the job's record, before the invocation replays it
+        (record,) = (json.loads(p.read_text()) for p in spool.glob("*.json"))
+        assert [(k, v, step) for k, v, _, step in record["metrics"]] == [
+            ("clusters_d0.05_seed_1_k0.5", 12.0, 0),
+            ("claims_not_measured", 1.0, 0),
+            ("seconds", 0.5, 0),
+            ("largest_d0.05_seed_1_k0.5", 3.0, 1),
+            ("largest_d0.05_seed_1_k0.5", 4.0, 2),
+        ]
+    finish_invocation("FINISHED")
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = runs["alpha"]["experiment_id"]
+    (r,) = client.search_runs([exp], "tags.`lpntk.rule` = 'cluster'")
+    assert r.data.metrics == {
+        "clusters_d0.05_seed_1_k0.5": 12.0,
+        "claims_not_measured": 1.0,
+        "seconds": 0.5,
+        "largest_d0.05_seed_1_k0.5": 4.0,
+    }
+    assert [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "largest_d0.05_seed_1_k0.5")] == [
+        (1, 3.0),
+        (2, 4.0),
+    ]
+    assert not any(" " in k for k in _store_keys(store))
+    assert [x.info.run_id for x in client.search_runs([exp], "metrics.claims_not_measured = 1")] == [r.info.run_id]
+    found = client.search_runs([exp], "metrics.`clusters_d0.05_seed_1_k0.5` > 10")
+    assert [x.info.run_id for x in found] == [r.info.run_id]
+
+
+def test_a_record_spooled_with_spaces_in_its_names_is_replayed_normalised(store):
+    """A spool record written before the rule (raw names in its metrics) reaches the store normalised, not refused."""
+    from mlflow.tracking import MlflowClient
+
+    runs = init_store(["alpha"])
+    spool = store / ".lpntk" / "mlflow-spool"
+    with JobRun("claims", "alpha", live=False) as run:
+        run.log_metrics({"claims_primary_holds": 2.0})
+    (path,) = spool.glob("*.json")
+    record = json.loads(path.read_text())
+    record["metrics"] = [["claims_not measured", 1.0, ts, step] for _, _, ts, step in record["metrics"]]
+    path.write_text(json.dumps(record))
+    finish_invocation("FINISHED")
+    assert _store_keys(store) == {"claims_not_measured"}
+    assert not list(spool.glob("*.json")) and not list(spool.glob("*.failed"))
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    (r,) = client.search_runs([runs["alpha"]["experiment_id"]], "tags.`lpntk.rule` = 'claims'")
+    assert r.info.status == "FINISHED" and r.data.metrics == {"claims_not_measured": 1.0}
+
+
+@pytest.fixture
+def spool_only(store, monkeypatch):
+    """An invocation's environment without its store: ``live=False`` runs write their record and never open MLflow."""
+    runs = {"alpha": {"experiment_id": "1", "parent_run_id": "p"}}
+    monkeypatch.setenv(RUNS_ENV, json.dumps({"uri": "sqlite:///none.db", "runs": runs, "spool": str(store / "spool")}))
+    return store / "spool"
+
+
+def test_two_names_that_meet_in_one_key_are_refused(spool_only):
+    with JobRun("cluster", "alpha", live=False) as run:
+        run.log_metrics({"a b": 1.0})
+        run.log_metrics({"a b": 2.0}, step=1)  # the same name again is fine
+        with pytest.raises(ValueError, match="'a b' and 'a_b'"):
+            run.log_metrics({"a_b": 3.0})
+    (record,) = (json.loads(p.read_text()) for p in spool_only.glob("*.json"))
+    assert [(k, v) for k, v, _, _ in record["metrics"]] == [("a_b", 1.0), ("a_b", 2.0)]
+
+
+def test_an_accuracy_in_percent_warns_once_per_key(spool_only, caplog):
+    def warnings():
+        return [r.getMessage() for r in caplog.records if r.name == "lpntk.tracking"]
+
+    with JobRun("pruning_table", "alpha", live=False) as run, caplog.at_level("WARNING", logger="lpntk.tracking"):
+        run.log_metrics({"val_acc": 0.978, "test_acc_best_val": 1.0, "n_train": 1293.0, "accuracy_like": 5.0})
+        assert not warnings()  # fractions, and names where "acc" is not a word
+        run.log_metrics({"random-k0.5_test_acc_max": 97.78, "train_acc": -0.1})
+        run.log_metrics({"random-k0.5_test_acc_max": 97.5}, step=1)
+    (msg,) = warnings()
+    assert "random-k0.5_test_acc_max=97.78" in msg and "train_acc=-0.1" in msg
+    assert not (spool_only.parent / "none.db").exists()

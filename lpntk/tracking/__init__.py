@@ -13,6 +13,13 @@ Conventions (``docs/design.md``):
   ``lpntk.dataset``, ``lpntk.seed`` (and any others), the config hash, git commit and package versions;
   its params are the job's resolved config; metrics carry their step; small outputs are attached as
   artifacts and large ones referenced by path (tags ``lpntk.output.<name>``).
+* Metric names: every name a job logs is normalised once, here (:func:`metric_key`): ASCII letters, digits, ``_``,
+  ``.`` and ``-`` only, every run of other characters (spaces, ``:``, ``/``, ``@``, quotes, ...) one ``_``
+  (``"clusters_d0.05 seed 1_k0.5"`` is logged as ``clusters_d0.05_seed_1_k0.5``); two names of one run that meet
+  in one key are an error. Filters name keys with ``.`` or ``-`` in backticks (``metrics.`n_random-k0.5` > 0``).
+* Units: an accuracy (a metric with ``acc`` as a word of its name: ``val_acc``, ``test_acc_best_val``, ...) is a
+  fraction in [0, 1] in MLflow, as the training history and the results' JSON hold it; the tables and figures print
+  percent and say so in their headers and axis labels. A run logging an accuracy outside [0, 1] warns once per key.
 * Jobs that compute almost nothing spool their run to a JSON record instead of importing mlflow; the invocation
   replays the records into the store when it ends (``onsuccess`` / ``onerror``), or the next one at its start.
 * Every invocation run records its host and process (``lpntk.host``, ``lpntk.pid``, ``lpntk.pid_start``); the next
@@ -42,6 +49,7 @@ from ._store import (
     experiment_name,
     flatten,
     git_commit,
+    metric_key,
     package_versions,
     tracking_uri,
 )
@@ -56,6 +64,7 @@ __all__ = [
     "JobRun",
     "config_hash",
     "flatten",
+    "metric_key",
     "package_versions",
     "git_commit",
     "close_dead_invocations",

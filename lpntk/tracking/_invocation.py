@@ -10,7 +10,16 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from ._store import RUNS_ENV, _client, _ensure_experiment, _retry, experiment_name, git_commit, tracking_uri
+from ._store import (
+    RUNS_ENV,
+    _client,
+    _ensure_experiment,
+    _retry,
+    experiment_name,
+    git_commit,
+    metric_key,
+    tracking_uri,
+)
 from ._ui import NOTE_PREFIX, NOTE_TAG, invocation_note, ui_lines
 
 log = logging.getLogger("lpntk.tracking")
@@ -168,7 +177,8 @@ def describe_invocation(client, parent_run_id: str) -> str:
 def replay_spool(client, spool: Path, final: bool) -> int:
     """Log the spooled job runs in ``spool`` to the store (one run each, with their own start and end times), then
     delete them. A record still RUNNING is replayed as KILLED when ``final`` (its invocation has ended) or when its
-    process is gone; else (a live job) it is left for later. Returns the number replayed."""
+    process is gone; else (a live job) it is left for later. Metric names are normalised (:func:`metric_key`) again,
+    for records spooled before the rule. Returns the number replayed."""
     if not spool.is_dir():
         return 0
     from mlflow.entities import Metric, Param, RunTag
@@ -190,7 +200,7 @@ def replay_spool(client, spool: Path, final: bool) -> int:
             run = _retry(client.create_run, rec["experiment_id"], start_time=rec["start_time"], tags=rec["tags"])
             run_id = run.info.run_id
             params = [Param(k, v) for k, v in rec["params"].items()]
-            metrics = [Metric(k, v, ts, step) for k, v, ts, step in rec["metrics"]]
+            metrics = [Metric(metric_key(k), v, ts, step) for k, v, ts, step in rec["metrics"]]  # older records
             tags = [RunTag(k, v) for k, v in rec["late_tags"].items()]
             parent_tags = [RunTag(k, v) for k, v in (rec.get("parent_tags") or {}).items()]
             if parent_tags and rec["tags"].get("mlflow.parentRunId"):  # tags the job set on its invocation's run

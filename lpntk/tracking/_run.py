@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from typing import Any
 
 from ._invocation import _this_process
 from ._store import (
+    ACCURACY_KEY,
+    MAX_KEY,
     RUNS_ENV,
     _client,
     _ensure_experiment,
@@ -24,10 +27,13 @@ from ._store import (
     experiment_name,
     flatten,
     git_commit,
+    metric_key,
     package_versions,
     tracking_uri,
 )
 from ._ui import NOTE_PREFIX
+
+log = logging.getLogger("lpntk.tracking")
 
 
 class _NullRun:
@@ -49,8 +55,8 @@ def _on_sigterm(signum, frame):
 
 
 def _key(name: Any) -> str:
-    """A param, metric or tag name MLflow accepts: characters outside [A-Za-z0-9_-. :/] become "_" (e.g. the "@" of
-    a per-seed subset's name)."""
+    """A param or tag name MLflow accepts: characters outside [A-Za-z0-9_-. :/] become "_" (e.g. the "@" of a per-seed
+    subset's name). Metric names follow the stricter :func:`lpntk.tracking.metric_key`."""
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", str(name))
 
 
@@ -103,6 +109,8 @@ class JobRun(AbstractContextManager):
         self.run_id = None
         self._record: dict[str, Any] | None = None
         self._record_path: Path | None = None
+        self._metric_names: dict[str, str] = {}  # logged metric key -> the job's name for it
+        self._unit_warned: set[str] = set()
 
     def _start_tags(self) -> dict[str, str]:
         tags = {
@@ -176,7 +184,7 @@ class JobRun(AbstractContextManager):
 
     # -- logging -------------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = {_key(k)[:250]: str(v)[:6000] for k, v in params.items()}
+        items = {_key(k)[:MAX_KEY]: str(v)[:6000] for k, v in params.items()}
         if self._record is not None:
             self._record["params"].update(items)
             return
@@ -186,10 +194,35 @@ class JobRun(AbstractContextManager):
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
+    def _metric_key(self, name: Any) -> str:
+        """``name``'s key in the store (:func:`lpntk.tracking.metric_key`); ValueError when another name of this run
+        already has it (one series would hold two quantities)."""
+        key = metric_key(name)
+        first = self._metric_names.setdefault(key, str(name))
+        if first != str(name):
+            raise ValueError(f"metrics {first!r} and {str(name)!r} both normalise to the MLflow key {key!r}")
+        return key
+
+    def _check_units(self, points: list[tuple[str, float, int, int]]) -> None:
+        """Warn (once per key and run) of an accuracy outside [0, 1]: accuracies are fractions in MLflow."""
+        bad = {k: v for k, v, _, _ in points if ACCURACY_KEY.search(k) and not 0.0 <= v <= 1.0}
+        bad = {k: v for k, v in bad.items() if k not in self._unit_warned}
+        if bad:
+            self._unit_warned.update(bad)
+            shown = ", ".join(f"{k}={v:g}" for k, v in sorted(bad.items())[:5]) + (", ..." if len(bad) > 5 else "")
+            log.warning(
+                "MLflow run %s: accuracies outside [0, 1] (%s); lpntk logs accuracies as fractions "
+                "(lpntk.tracking), percent belongs in the tables",
+                self.run_name,
+                shown,
+            )
+
     def log_metric_history(self, items: Iterable[tuple[str, float, int]]) -> None:
-        """Many (key, value, step) points at once (a call per point costs ~30 ms on SQLite); None and NaN dropped."""
+        """Many (key, value, step) points at once (a call per point costs ~30 ms on SQLite); None and NaN dropped.
+        Keys are normalised by :func:`lpntk.tracking.metric_key` (no spaces: ``"a b"`` is logged as ``"a_b"``)."""
         now = _now_ms()
-        points = [(_key(k), float(v), now, int(step)) for k, v, step in items if v is not None and v == v]
+        points = [(self._metric_key(k), float(v), now, int(step)) for k, v, step in items if v is not None and v == v]
+        self._check_units(points)
         if self._record is not None:
             self._record["metrics"].extend(points)
             return

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,6 +24,28 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 RUNS_ENV = "LPNTK_MLFLOW_RUNS"
 DEFAULT_URI = "sqlite:///mlflow.db"
+#: longest param / metric / tag name the store takes (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
+MAX_KEY = 250
+_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+#: a metric holding an accuracy: "acc" as a whole "_"-separated word of its key (val_acc, random-k0.5_test_acc_max)
+ACCURACY_KEY = re.compile(r"(?:^|_)acc(?:_|$)")
+
+
+def metric_key(name: Any) -> str:
+    """The metric name a job's ``name`` is logged under: ASCII letters, digits, ``_``, ``.`` and ``-`` only.
+
+    Every run of other characters becomes one ``_`` (``"clusters_d0.05 seed 1_k0.5"`` ->
+    ``"clusters_d0.05_seed_1_k0.5"``, ``"claims_primary_not measured"`` -> ``"claims_primary_not_measured"``,
+    ``"n_random-k0.5@seed1"`` -> ``"n_random-k0.5_seed1"``): spaces, ``:`` (MLflow refuses it on Windows), ``/``
+    (MLflow treats names as paths and refuses ``a//b``, ``/a``, ``a/``), quotes, backticks, ``@``, operators and
+    anything non-ASCII. Leading dots become ``_`` (MLflow refuses ``.``, ``..`` and ``..x``), an empty name is
+    ``_``, and names are cut at 250 characters. ``.`` and ``-`` are kept: the subsets' and settings' names carry
+    them (``random-k0.5``, ``d0.05``). A filter names such a key in backticks, as MLflow asks of any name that is not
+    a plain identifier (``metrics.`random-k0.5_test_acc_max` > 0.9``, as ``tags.`lpntk.rule` = 'retrain'``); a key
+    of letters, digits and ``_`` only needs none. The spool's records are normalised again when replayed."""
+    key = _METRIC_UNSAFE.sub("_", str(name))
+    key = re.sub(r"^\.+", lambda m: "_" * len(m.group()), key)
+    return key[:MAX_KEY] or "_"
 
 
 def tracking_uri(configured: str | None = None) -> str:
