@@ -1,12 +1,15 @@
 """Figures of use case 3: accuracy after removing redundant samples, and after removing small clusters.
 
-Both take the per-subset aggregate of :func:`lpntk.stages.pruning.aggregate_runs` (accuracies in %, mean and
-std over seeds) and write a PNG and a PDF with reproducible bytes.
+Both take the per-subset aggregate of :func:`lpntk.stages.pruning_table.aggregate_runs` (accuracies in %, mean
+and std over seeds) and write a PNG and a PDF with reproducible bytes. Their panels share one legend, below them
+(the figure grows by its rows), so that it covers no axis label, point or error bar.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,21 @@ def _errorline(ax, x, mean, std, style: dict) -> None:
     ax.errorbar(x, mean, yerr=std, capsize=3, lw=1.5, ms=5, **style)
 
 
+def _legend_below(fig: Figure, axes: Sequence, height: float, ncol: int) -> None:
+    """One legend for every panel of ``fig`` (each label once, in the order first drawn), outside the axes below
+    them, in at most ``ncol`` columns (filled column by column); the figure, ``height`` inches without the legend,
+    grows by its rows. Needs a constrained layout, which makes room for it."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if not entries:
+        return
+    ncol = max(1, min(ncol, len(entries)))
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=ncol, fontsize=8)
+    fig.set_size_inches(fig.get_size_inches()[0], height + 0.2 * math.ceil(len(entries) / ncol) + 0.15)
+
+
 def plot_redundant_removal(
     df: pd.DataFrame, dataset: str, png: str | os.PathLike, pdf: str | os.PathLike | None = None
 ) -> Figure:
@@ -46,7 +64,7 @@ def plot_redundant_removal(
     """
     table = df[df["experiment"] == "table"]
     full = table[table["method"] == "full"]
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2)
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
     for ax, (metric, ylabel) in zip(axes, _METRICS, strict=True):
@@ -65,9 +83,8 @@ def plot_redundant_removal(
         ax.set_xlabel("training samples removed (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend_below(fig, axes, height=4, ncol=2)
     fig.suptitle(f"{dataset}: removing redundant samples (mean ± std over {n_seeds} seeds)")
-    fig.tight_layout()
     save_figure(fig, png, pdf)
     return fig
 
@@ -78,7 +95,7 @@ def plot_small_clusters(
     """Per data fraction: test accuracy vs share of the subset removed, smallest lpNTK clusters vs random."""
     small = df[df["experiment"] == "small_clusters"]
     fractions = sorted(small["data_fraction"].dropna().unique().tolist())
-    fig = Figure(figsize=(5 * max(1, len(fractions)), 4))
+    fig = Figure(figsize=(5 * len(fractions) if len(fractions) > 1 else 7, 4), layout="constrained")  # the title
     axes = np.atleast_1d(fig.subplots(1, max(1, len(fractions))))
     if not fractions:
         axes[0].text(
@@ -115,8 +132,9 @@ def plot_small_clusters(
         ax.set_xlabel("share of the subset removed (%)")
         ax.set_ylabel("test accuracy at best-val epoch (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    # a column per kernel (its entries drawn in a row), side by side where two panels leave room for them
+    n_kernels = small["kernel"].fillna("full").nunique() if "kernel" in small else 1
+    _legend_below(fig, axes, height=4, ncol=n_kernels if len(fractions) > 1 else 1)
     fig.suptitle(f"{dataset}: removing small lpNTK clusters (mean ± std over seeds)")
-    fig.tight_layout()
     save_figure(fig, png, pdf)
     return fig
