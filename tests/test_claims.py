@@ -118,7 +118,9 @@ def _pruning_table(n=6, lp=0.0, base=0.0, full_level=98.0, keeps=(0.9, 0.5), see
 
 
 def test_c3_declared_keep_margin_and_intersection_union():
-    rows = _settled(pruning_claims("m", _pruning_table(lp=0.3), None, {"C3a": {"keep": 0.9, "margin": 0.2}, "C3b": {"keep": 0.5}}))
+    rows = _settled(
+        pruning_claims("m", _pruning_table(lp=0.3), None, {"C3a": {"keep": 0.9, "margin": 0.2}, "C3b": {"keep": 0.5}})
+    )
     c3b = [r for r in rows if r.claim == "C3b"]
     prim = next(r for r in c3b if r.role == "primary")
     assert prim.verdict == "supported" and "intersection-union of 4" in prim.test and "0.5" in prim.comparison
