@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .cost import KNOWN_SOURCES
+
 __all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "dataset_config"]
 
 
@@ -202,6 +204,7 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
             f"config error at {where}.pruning.retrain.lockstep: true trains the seeds of a job together, but "
             f"batch_seeds: false gives each seed its own job; set batch_seeds: true or lockstep: false"
         )
+    _check_random_targets(ds, where)
     size = ds["difficulty"]["size"]
     if size["enabled"] and size["min_size"] > size["pool_per_class"]:
         raise ConfigError(
@@ -215,6 +218,20 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
         raise ConfigError(
             f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
             f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false"
+        )
+
+
+def _check_random_targets(ds: Mapping, where: str) -> None:
+    """difficulty.random_targets is drawn stratified by class, so it must be a multiple of the number of classes
+    (known here for the sources of :data:`lpntk.cost.KNOWN_SOURCES`; the stage checks the others)."""
+    dcfg, known = ds["difficulty"], KNOWN_SOURCES.get((ds["source"], ds["name"]))
+    count = dcfg["random_targets"]
+    if dcfg["enabled"] and known is not None and count % known[2]:
+        c = known[2]
+        raise ConfigError(
+            f"config error at {where}.difficulty.random_targets: {count} is not a multiple of the {c} classes of "
+            f"{ds['name']} (the random targets are drawn stratified, random_targets / {c} per class); set it to a "
+            f"multiple of {c}, e.g. {c * max(1, count // c)}"
         )
 
 

@@ -267,10 +267,11 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
         arms = rankings * (3 + (pool != "none") + (pool != "none" and dcfg["control"]))
         m = c * (int(dcfg["num"]) + 1)
         run = _training(m, dcfg["epochs"], dcfg["batch_size"], evals=(c,), eval_batch=c)  # the targets' eval pass
-        work = run * (arms * dcfg["runs"])
+        groups = 1 + int(dcfg.get("random_targets", 0)) // c  # the rule's targets + the random target groups
+        work = run * (groups * arms * dcfg["runs"])
         if pool == "all" or (dcfg["control"] and pool != "none"):
-            work = work + _kernel(c, kcfg, bytes_per_sample, cross=n)
-        jobs.append(Job("difficulty", "difficulty", arms * dcfg["runs"], work))
+            work = work + _kernel(groups * c, kcfg, bytes_per_sample, cross=n)
+        jobs.append(Job("difficulty", "difficulty", groups * arms * dcfg["runs"], work))
     scfg = dcfg["size"]
     if scfg["enabled"]:
         work, runs, s = Work(), 0, int(scfg["pool_per_class"])

@@ -19,6 +19,11 @@ ones (:func:`official_swap` reproduces that on request; the default is the inten
 ``contradictory``, holds samples with kappa(t_c, j) < 0 (contradictory in the paper's sense, §1.5), the most negative
 first (:func:`contradictory_sets`), drawn from the target's class or from the whole training set.
 
+**Targets as replicates.** Every run of an arm trains on the same C targets, so runs are not independent replicates
+of a claim about targets. :func:`draw_random_targets` adds G groups of C random targets (one per class; seeded,
+stratified, never the rule's target); each group gets every arm built for its own targets and its own runs, so a
+claim can be tested across targets, group 0 (the rule's targets) staying what the paper did.
+
 **The arms** (:class:`Company`). The company sets are built per ranking of the class's samples -- by the raw
 kappa (the official code; it mixes |phi_j| with the angle) and by its cosine (the slides define the relations by
 angle) -- :func:`ranked_companies`. Drawn from the whole training set the contradictory set mostly carries other
@@ -31,6 +36,9 @@ quarters, each into 4, ... down to single samples (:func:`quad_tree_subsets`). F
 same tree position in every class form one training set; one model per training set, and each sample's LD at each
 size. Pearson correlations of LD between sizes (:func:`pearson_matrix`) show how much a sample's difficulty depends
 on the other samples it is trained with.
+
+Longer than 450 lines because it holds both experiments of use case 1 (§4.1 and §4.2) with the arms and targets of
+§4.2, which read as one method section.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ __all__ = [
     "pearson_matrix",
     "Company",
     "choose_targets",
+    "draw_random_targets",
     "ranked_companies",
     "contradictory_companies",
     "control_companies",
@@ -383,6 +392,35 @@ def choose_targets(grams: Sequence[ClassGram], rule: str, num: int) -> list[int]
             )
         targets.append(choose_target(g.gram.astype(np.float64), rule))
     return targets
+
+
+def draw_random_targets(grams: Sequence[ClassGram], count: int, seed: int, exclude: Sequence[int]) -> list[list[int]]:
+    """Random targets for replication across targets: ``count`` targets stratified by class, G = count / C of each
+    of the C classes, in G groups of one target per class (positions within the class).
+
+    From ``numpy.random.default_rng(seed)``, class by class in label order: G samples drawn uniformly without
+    replacement among the class's training samples other than ``exclude[c]`` (the rule's target, group 0 of the
+    stage); group g takes the g-th draw of every class. ``count`` must be a multiple of C and G at most the class's
+    size - 1. ``count`` = 0: no group.
+    """
+    c = len(grams)
+    if count < 0 or (c and count % c):
+        raise ValueError(
+            f"difficulty.random_targets = {count} is not a multiple of the {c} classes (the random targets are drawn "
+            f"stratified, random_targets / {c} per class); set it to a multiple of {c}, e.g. {c * max(1, count // c)}"
+        )
+    per_class = count // c if c else 0
+    rng = np.random.default_rng(seed)
+    draws = []
+    for g, t in zip(grams, exclude, strict=True):
+        pool = np.delete(np.arange(len(g)), int(t))
+        if len(pool) < per_class:
+            raise ValueError(
+                f"difficulty.random_targets = {count} draws {per_class} targets per class, but class {g.label} has "
+                f"only {len(pool)} samples besides its rule's target; lower difficulty.random_targets"
+            )
+        draws.append(rng.choice(pool, size=per_class, replace=False))
+    return [[int(d[k]) for d in draws] for k in range(per_class)]
 
 
 def ranked_companies(

@@ -15,10 +15,22 @@ One training set per arm = the union over classes of [t_c + its company]; ``runs
 r seeded with ``seed_offset + r`` in every arm (paired runs); arms with the same training set share their runs. The
 targets' L2 error per epoch gives each run's area under the curve (the targets' learning difficulty).
 
+**Target groups.** Every run of an arm trains on the same C targets, so its runs are not independent replicates of a
+claim about targets. Group 0 holds the rule's targets (above); ``random_targets`` adds G = random_targets / C groups
+of one random target per class (:func:`lpntk.difficulty.draw_random_targets`, seeded with ``target_seed``,
+stratified, never a rule's target). Each group gets every arm built for its own targets (:func:`group_arms`; its
+contradictory arm only where its targets have ``num`` candidates, else a note) and ``runs`` runs per arm, run r of
+group g seeded with ``seed_offset + g runs + r`` (paired across the group's arms, independent across groups). The
+summary keeps group 0's keys as before and adds each target's own per-run areas (:func:`per_target_areas`); the
+tables carry a ``group`` column; the figure shows group 0.
+
 Steps: the arms of :mod:`lpntk.difficulty` (``choose_targets``, ``ranked_companies``, ``contradictory_companies``,
 ``control_companies``), then :func:`train_companies`, :func:`difficulty_tables` and :func:`write_difficulty`. Every
 finished (training set, seed) run is kept in a progress folder beside the outputs (:mod:`lpntk.progress`), so a
 killed job resumes with the runs it had not finished, with the same results.
+
+Longer than 450 lines because the stage builds, trains and tabulates its arms for every target group, and the
+per-target record the claims read is best next to the per-run one it extends.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from ..difficulty import (
     contradictory_companies,
     control_companies,
     curve_area,
+    draw_random_targets,
     label_purity,
     ranked_companies,
     target_l2_curves,
@@ -63,6 +76,8 @@ __all__ = [
     "train_companies",
     "difficulty_tables",
     "write_difficulty",
+    "group_arms",
+    "per_target_areas",
     "difficulty_stage",
 ]
 
@@ -270,9 +285,8 @@ def difficulty_tables(
 
 
 def _auc_markdown(df: pd.DataFrame, main: str) -> pd.DataFrame:
-    out = df[
-        ["ranking", "set", "label_purity", "n_train", "runs", "epochs", "kappa_to_target_mean", "cos_to_target_mean"]
-    ].copy()
+    cols = ["group", "ranking", "set", "label_purity", "n_train", "runs", "epochs"]
+    out = df[cols + ["kappa_to_target_mean", "cos_to_target_mean"]].copy()
     for p in (main, "eval" if main == "train" else "train"):
         out[f"area ({p} pass)"] = [
             f"{m:.3f} ± {s:.3f}" for m, s in zip(df[f"auc_{p}_mean"], df[f"auc_{p}_std"], strict=True)
@@ -298,12 +312,22 @@ def write_difficulty(
     mapping: str,
     summary: Mapping,
     dataset: str,
+    groups: Sequence[Mapping] = (),
 ) -> None:
-    """Every output of the difficulty stage."""
+    """Every output of the difficulty stage: the curves, figure and arms of target group 0 (``companies``,
+    ``curves``, ``seeds``, ``targets_pos``), and in the npz the ``main``-pass curves of every group's arms
+    (``groups``: per group its ``companies``, ``curves``, ``seeds`` and ``targets_pos``)."""
     keys = [c.key for c in companies]
+    every = [(g, comp.key) for g, grp in enumerate(groups) for comp in grp["companies"]]
     save_table(outputs["sets"], sets)
     save_npz(
         outputs["curves"],
+        group_l2=np.stack([groups[g]["curves"][k][main] for g, k in every]) if every else np.zeros((0,)),
+        group_of=np.asarray([g for g, _ in every], dtype=np.int64),
+        group_rankings=np.asarray([k[0] for _, k in every]),
+        group_sets=np.asarray([k[1] for _, k in every]),
+        group_seeds=np.asarray([grp["seeds"] for grp in groups], dtype=np.int64),
+        group_target_index=np.asarray([[int(index[t]) for t in grp["targets_pos"]] for grp in groups], dtype=np.int64),
         l2=np.stack([curves[k][main] for k in keys]),
         l2_train=np.stack([curves[k]["train"] for k in keys]),
         l2_eval=np.stack([curves[k]["eval"] for k in keys]),
@@ -317,7 +341,7 @@ def write_difficulty(
     save_table(outputs["auc"], auc)
     save_table(outputs["auc_md"], _auc_markdown(auc, main))
     save_table(outputs["auc_per_class"], per_class)
-    purity = {(r["ranking"], r["set"]): r["label_purity"] for _, r in auc.iterrows()}
+    purity = {(r["ranking"], r["set"]): r["label_purity"] for _, r in auc[auc["group"] == 0].iterrows()}
     plot_difficulty_curves(
         {k: curves[k][main] for k in keys},
         purity,
@@ -331,6 +355,48 @@ def write_difficulty(
 
 
 # ---------------------------------------------------------------------------------------------- the stage
+
+
+def group_arms(
+    group: int, targets: Sequence[int], grams: Sequence[ClassGram], labels, dcfg: Mapping, rankings, similarity
+) -> tuple[list[Company], str, list[int]]:
+    """Every arm of one target group, built for its own targets exactly as for the paper's (the companies exclude
+    the group's targets), in the order rankings x :data:`SET_ORDER`; the contradictory arm (and its control) only if
+    each target has ``num`` candidates, else a note saying it was skipped. The control's draw is seeded with
+    ``control_seed + group``. Returns the arms, the contradictory note and the candidates per class."""
+    num, pool = int(dcfg["num"]), dcfg["contradictory"]
+    targets_pos = [int(g.position[t]) for g, t in zip(grams, targets, strict=True)]
+    companies = ranked_companies(grams, targets, rankings, num, bool(dcfg["official_swap"]))
+    contra, note, available = contradictory_companies(pool, rankings, num, grams, targets, similarity)
+    companies += contra
+    if dcfg["control"]:
+        companies += control_companies(contra, labels, targets_pos, int(dcfg["control_seed"]) + group)
+    order = {s: i for i, s in enumerate(SET_ORDER)}
+    companies.sort(key=lambda c: (rankings.index(c.ranking), order[c.set]))
+    return companies, note, available
+
+
+def per_target_areas(groups: Sequence[Mapping], kinds: Sequence[str], index, main: str, rankings) -> dict:
+    """Each target's own area under its L2-error curve (``main`` pass, :func:`lpntk.difficulty.curve_area`) in
+    every run: ``targets`` (group, kind, class, original index), and per arm ``"<ranking>/<set>"`` one row of
+    per-run areas per target, in the order of ``targets``; null rows where the group lacks the arm."""
+    targets = [
+        {"group": g, "kind": kinds[g], "class": c, "index": int(index[t])}
+        for g, grp in enumerate(groups)
+        for c, t in enumerate(grp["targets_pos"])
+    ]
+    order = {s: i for i, s in enumerate(SET_ORDER)}
+    keys = sorted(
+        {c.key for grp in groups for c in grp["companies"]}, key=lambda k: (rankings.index(k[0]), order[k[1]])
+    )
+    auc = {}
+    for key in keys:
+        rows = []
+        for grp in groups:
+            area = curve_area(grp["curves"][key][main]) if key in grp["curves"] else None  # (R, T)
+            rows += [None if area is None else area[:, c].tolist() for c in range(len(grp["targets_pos"]))]
+        auc[f"{key[0]}/{key[1]}"] = rows
+    return {"targets": targets, "auc": auc}
 
 
 def difficulty_stage(
@@ -347,8 +413,11 @@ def difficulty_stage(
     """Targets, arms, repeated training runs, curves, tables and figure of the learning-difficulty experiment.
 
     ``kernels``: the kernel files; ``data``: the prepared-data files; ``outputs`` maps every name of
-    :data:`DIFFICULTY_OUTPUTS` to a path. Returns the summary (also written as JSON), which holds every arm's
-    per-run areas (``auc_per_run``; runs are paired across arms) for the claims.
+    :data:`DIFFICULTY_OUTPUTS` to a path. Target group 0 holds the rule's targets (``target``), groups 1..G the
+    ``random_targets`` drawn by :func:`lpntk.difficulty.draw_random_targets` (seed ``target_seed``); each group gets
+    its own arms (:func:`group_arms`) and runs, run r of group g seeded with ``seed_offset + g runs + r`` in every arm
+    of the group (paired within the group). Returns the summary (also written as JSON): every arm's per-run areas
+    of group 0 (``auc_per_run``), and each target's per-run areas in every group (``per_target``) for the claims.
     """
     dcfg = cfg["difficulty"]
     check_outputs(outputs, DIFFICULTY_OUTPUTS, "difficulty_stage")
@@ -360,31 +429,36 @@ def difficulty_stage(
     device = select_device(cfg.get("device", "auto"))
     prep = load_prepared(data)
     grams = load_class_grams(kernels, prep.info.num_classes)
-    labels = prep.train.y.numpy()
+    labels, index = prep.train.y.numpy(), prep.train.index.numpy()
 
-    targets = choose_targets(grams, dcfg["target"], num)
-    targets_pos = [int(g.position[t]) for g, t in zip(grams, targets, strict=True)]
-    companies = ranked_companies(grams, targets, rankings, num, bool(dcfg["official_swap"]))
-    similarity = None
+    rule = choose_targets(grams, dcfg["target"], num)
+    drawn = draw_random_targets(grams, int(dcfg["random_targets"]), int(dcfg["target_seed"]), rule)
+    kinds = [dcfg["target"]] + ["random"] * len(drawn)
+    positions = [[int(g.position[t]) for g, t in zip(grams, targets, strict=True)] for targets in [rule, *drawn]]
+    similarity_all = None  # kappa and cosine of every group's targets to every training sample, in one pass
     if pool == "all" or (dcfg["control"] and pool != "none"):
-        similarity = _similarity_to_targets(cfg, prep, grams, np.asarray(targets_pos), reference, device)
-    contra, contra_note, available = contradictory_companies(pool, rankings, num, grams, targets, similarity)
-    (log.info if contra else log.warning)("%s: %s", dataset, contra_note)
-    companies += contra
-    if dcfg["control"]:
-        companies += control_companies(contra, labels, targets_pos, int(dcfg["control_seed"]))
-    order = {s: i for i, s in enumerate(SET_ORDER)}
-    companies.sort(key=lambda c: (rankings.index(c.ranking), order[c.set]))
-
-    seeds = [int(dcfg["seed_offset"]) + r for r in range(1, runs + 1)]
+        similarity_all = _similarity_to_targets(cfg, prep, grams, np.concatenate(positions), reference, device)
     progress = Progress(outputs["summary"])
     lockstep = bool(dcfg["lockstep"])
-    curves = train_companies(
-        companies, targets_pos, prep, cfg, recipe, seeds, device, progress, lockstep, int(dcfg["lockstep_max_runs"])
-    )
-    sets_df, auc_df, class_df, per_run = difficulty_tables(
-        companies, curves, targets_pos, prep, similarity, grams, main, runs, recipe.epochs, num
-    )
+    groups, tables = [], []
+    for g, (targets, targets_pos) in enumerate(zip([rule, *drawn], positions, strict=True)):
+        rows = slice(g * len(grams), (g + 1) * len(grams))
+        similarity = None if similarity_all is None else (similarity_all[0][rows], similarity_all[1][rows])
+        companies, note, available = group_arms(g, targets, grams, labels, dcfg, rankings, similarity)
+        built = any(c.set == "contradictory" for c in companies)
+        (log.info if built else log.warning)("%s, target group %d (%s): %s", dataset, g, kinds[g], note)
+        seeds = [int(dcfg["seed_offset"]) + g * runs + r for r in range(1, runs + 1)]
+        curves = train_companies(
+            companies, targets_pos, prep, cfg, recipe, seeds, device, progress, lockstep, int(dcfg["lockstep_max_runs"])
+        )
+        out = difficulty_tables(companies, curves, targets_pos, prep, similarity, grams, main, runs, recipe.epochs, num)
+        for df in out[:3]:
+            df.insert(0, "group", g)
+        tables.append(out)
+        groups.append({"companies": companies, "curves": curves, "seeds": seeds, "targets_pos": targets_pos,
+                       "contradictory": note, "contradictory_candidates": available})  # fmt: skip
+    sets_df, auc_df, class_df = (pd.concat([t[i] for t in tables], ignore_index=True) for i in range(3))
+    per_run, first = tables[0][3], groups[0]
     mapping = "official_swap" if dcfg["official_swap"] else "intended"
     metrics = {f"ld_auc_{r}_{s}": float(a.mean()) for (r, s), a in per_run.items()}
     metrics.update({f"ld_auc_{r}_{s}_std": _sd(a) for (r, s), a in per_run.items()})
@@ -396,48 +470,64 @@ def difficulty_stage(
         "l2_pass": main,
         "num": num,
         "runs": runs,
-        "seeds": seeds,
+        "seeds": first["seeds"],
         "lockstep": lockstep,
-        "arms": [{"ranking": c.ranking, "set": c.set} for c in companies],
-        "targets": {"position": targets_pos, "index": [int(prep.train.index[t]) for t in targets_pos]},
-        "contradictory": contra_note,
-        "contradictory_candidates": available,
-        "label_purity": {f"{r['ranking']}/{r['set']}": r["label_purity"] for _, r in auc_df.iterrows()},
+        "arms": [{"ranking": c.ranking, "set": c.set} for c in first["companies"]],
+        "targets": {"position": first["targets_pos"], "index": [int(index[t]) for t in first["targets_pos"]]},
+        "contradictory": first["contradictory"],
+        "contradictory_candidates": first["contradictory_candidates"],
+        "label_purity": {f"{r['ranking']}/{r['set']}": r["label_purity"] for _, r in tables[0][1].iterrows()},
         "auc_per_run": {f"{r}/{s}": a.tolist() for (r, s), a in per_run.items()},
         "metrics": metrics,
+        "random_targets": int(dcfg["random_targets"]),
+        "target_seed": int(dcfg["target_seed"]),
+        "groups": [
+            {
+                "group": g,
+                "kind": kinds[g],
+                "seeds": grp["seeds"],
+                "contradictory": grp["contradictory"],
+                "arms": [f"{c.ranking}/{c.set}" for c in grp["companies"]],
+            }
+            for g, grp in enumerate(groups)
+        ],  # fmt: skip
+        "per_target": per_target_areas(groups, kinds, index, main, rankings),
     }
     tags = {
         "mapping": mapping,
         "target": dcfg["target"],
+        "target_groups": str(len(groups)),
         "l2_pass": main,
         "rankings": ",".join(rankings),
-        "arms": ",".join(f"{c.ranking}/{c.set}" for c in companies),
+        "arms": ",".join(f"{c.ranking}/{c.set}" for c in first["companies"]),
         "lockstep": str(lockstep).lower(),
     }
     with tracking_run(
-        "difficulty", dataset, cfg, mlflow_cfg, tags=tags, params={"seeds": seeds}, run_name=f"difficulty-{dataset}"
-    ) as run:
+        "difficulty", dataset, cfg, mlflow_cfg, tags=tags, params={"seeds": first["seeds"]},
+        run_name=f"difficulty-{dataset}",
+    ) as run:  # fmt: skip
         write_difficulty(
             outputs,
             sets=sets_df,
             auc=auc_df,
             per_class=class_df,
-            curves=curves,
-            companies=companies,
-            seeds=seeds,
-            targets_pos=targets_pos,
-            index=prep.train.index.numpy(),
+            curves=first["curves"],
+            companies=first["companies"],
+            seeds=first["seeds"],
+            targets_pos=first["targets_pos"],
+            index=index,
             main=main,
             mapping=mapping,
             summary=summary,
             dataset=dataset,
+            groups=groups,
         )
         summary["seconds"] = time.perf_counter() - t0
         run.log_metrics({**metrics, "seconds": summary["seconds"]})
         run.log_outputs({k: v for k, v in outputs.items() if k != "curves"})
     progress.clear()
     log.info(
-        "%s: area under the targets' L2 curve (%s pass): %s",
+        "%s: area under the group-0 targets' L2 curve (%s pass): %s",
         dataset,
         main,
         ", ".join(f"{r}/{s} {a.mean():.3f}" for (r, s), a in per_run.items()),
