@@ -232,3 +232,18 @@ def test_library_defaults_are_the_schema_defaults():
             assert {k: p["default"] for k, p in schema[key]["properties"].items()} == value, key
         else:
             assert schema[key]["default"] == value, key
+
+
+def test_c1_arm_missing_for_some_groups_is_not_a_dropped_pair():
+    summary = _difficulty_summary(np.full(20, 0.5))
+    auc = summary["per_target"]["auc"]
+    auc["lpntk/contradictory"] = [None] * 10 + [[9.0] * 6] * 10  # the first group could not build the arm
+    auc["lpntk/control"] = [None] * 10 + [[8.0 + 0.01 * i] * 6 for i in range(10)]
+    rows = difficulty_claims("d", summary)
+    check_dropped(rows, 0.2)  # nothing dropped: the targets without the arm are left out, not counted as NaN
+    row = next(r for r in rows if r.comparison.startswith("contradictory - control") and r.unit == "target")
+    assert row.n == 10 and row.dropped == 0 and "10 targets' groups could not build" in row.note
+    auc["lpntk/contradictory"] = [None] * 20
+    rows = difficulty_claims("d", summary)
+    row = next(r for r in rows if r.comparison.startswith("contradictory - control") and r.unit == "target")
+    assert row.verdict == "not measured"

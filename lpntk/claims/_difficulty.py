@@ -45,12 +45,19 @@ def difficulty_claims(dataset: str, summary: Mapping, design: Mapping | None = N
                     if hi == "contradictory" and skipped.startswith("contradictory set skipped"):
                         rows.append(not_measured_row("C1", dataset, comparison, metric, skipped, role, "target"))
                     continue
-                ma = np.array([_mean_or_nan(a[i]) for i in chosen])
-                mb = np.array([_mean_or_nan(b[i]) for i in chosen])
+                built = [i for i in chosen if a[i] is not None and b[i] is not None]  # an arm skipped for a group
+                if not built:
+                    why = skipped or f"the {hi} arm was built for none of the {kind} targets' groups"
+                    rows.append(not_measured_row("C1", dataset, comparison, metric, why, role, "target"))
+                    continue
+                ma = np.array([_mean_or_nan(a[i]) for i in built])
+                mb = np.array([_mean_or_nan(b[i]) for i in built])
                 t = paired_test(ma, mb)
                 d = ma - mb
                 agree = float(np.mean(d[np.isfinite(d)] > 0)) if np.isfinite(d).any() else math.nan
                 note = f"{t.n} {kind} targets, each averaged over its runs; {agree:.0%} of targets agree with the claim"
+                if len(built) < len(chosen):
+                    note += f"; {len(chosen) - len(built)} targets' groups could not build the {hi} arm"
                 if hi == "contradictory":
                     note += f"; label purity {purity.get(f'{ranking}/{hi}', math.nan):.0%} in both arms"
                 rows.append(
