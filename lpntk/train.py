@@ -292,6 +292,9 @@ def train_model(
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe)
     x_all, y_all = train.x.to(device), train.y.to(device)
+    # normalize(x, mean, std) = (x - mean) / std per channel, applied in place to each batch's own fresh tensor
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     rec = {
         "loss": torch.zeros(n, epochs, dtype=torch.float32, device=device),
@@ -332,16 +335,19 @@ def train_model(
             lr_epoch = optimizer.param_groups[0]["lr"]
             for b in range(steps_per_epoch):
                 idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].to(device)
-                xb = to_unit(x_all[idx])
+                # index_select: the rows x_all[idx] selects, without advanced indexing's general path (benchmarks/
+                # bench_mnist_cpu.py: the data path was most of the loop's per-step overhead on a CPU)
+                xb = to_unit(x_all.index_select(0, idx))
                 if recipe.crop_padding or recipe.horizontal_flip:
                     xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens["augment"])
-                xb = normalize(xb, mean, std)
-                yb = y_all[idx]
+                xb = xb.sub_(mean_t).div_(std_t)  # normalize(xb, mean, std), in place: xb is this batch's own
+                yb = y_all.index_select(0, idx)
                 with forward_precision(recipe.precision, device):
                     logits = model(xb)
-                    loss_vec = F.cross_entropy(logits, yb, reduction="none")
+                    # the per-sample losses only where they are recorded; the mean's gradient is the same either way
+                    loss_vec = F.cross_entropy(logits, yb, reduction="none" if record else "mean")
                 optimizer.zero_grad(set_to_none=True)
-                loss_vec.mean().backward()
+                (loss_vec.mean() if record else loss_vec).backward()
                 lrs[epoch * steps_per_epoch + b] = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 if record:
