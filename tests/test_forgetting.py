@@ -490,18 +490,20 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     table = forgetting_table_stage(
         dataset="digits", cfg=forgetting_cfg, summaries=summaries, outputs=outs, mlflow_cfg=OFF
     )
-    # plain: 5 kernel predictors, official: 6 (entk_update), each in 2 spaces and 2 scorings
-    assert len(table) == (5 + 6) * 2 * 2 and set(table["n_runs"]) == {3}
-    assert set(table["space"]) == {"logit", "probability"} and list(dict.fromkeys(table["recipe"])) == [
+    # plain: 5 kernel predictors, official: 6 (entk_update), each in 2 spaces and 2 scorings; the 3 trivial
+    # predictors once per recipe (the same in both spaces) in 2 scorings
+    assert len(table) == (5 + 6) * 2 * 2 + 2 * 3 * 2 and set(table["n_runs"]) == {3}
+    assert set(table["space"]) == {"logit", "probability", "both"} and list(dict.fromkeys(table["recipe"])) == [
         "plain",
         "official",
     ]
     assert table["paper_f1"].isna().all()  # digits: no paper column
     md = (tmp_path / "table" / "table.md").read_text()
-    assert "lpntk" in md and "paper F1 %" in md
+    assert "lpntk" in md and "paper F1 %" in md and "MCC × 100" in md and "| none " in md
     assert (tmp_path / "table" / "scores.png").stat().st_size > 1000
     agg = load_json(outs["summary"])["aggregate"]
     assert agg["plain_n_seeds"] == 3 and "plain_f1_lpntk" in agg and "official_stepwise_precision_entk_prob" in agg
+    assert {"plain_mcc_entk", "official_mcc_lpntk_prob", "plain_stepwise_f1_none", "official_mcc_random"} <= set(agg)
     # determinism: the same group again gives the same bytes
     d = tmp_path / "again"
     out = {"steps": str(d / "steps.csv"), "samples": str(d / "samples.npz"), "summary": str(d / "summary.json")}
@@ -550,9 +552,12 @@ def test_workflow_forgetting(workflow_run):
     workdir, _ = workflow_run
     root = workdir / "results" / "tiny" / "forgetting"
     table = pd.read_csv(root / "table.csv")
-    assert set(table["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw", "entk_update"}
-    assert set(table[table["recipe"] == "plain"]["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw"}
-    assert set(table["scoring"]) == {"pooled", "stepwise"} and set(table["space"]) == {"logit", "probability"}
+    trivial = {"none", "all", "random"}
+    assert set(table["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw", "entk_update"} | trivial
+    assert set(table[table["recipe"] == "plain"]["predictor"]) == {"entk", "lpntk", "pntk", "lpntk_raw", "pntk_raw"} | (
+        trivial
+    )
+    assert set(table["scoring"]) == {"pooled", "stepwise"} and set(table["space"]) == {"logit", "probability", "both"}
     assert (table["n_runs"] == 2).all()
     for recipe in ("plain", "official"):  # the schema's default recipes, side by side
         steps = pd.read_csv(root / recipe / "seeds1-2" / "steps.csv")
@@ -575,6 +580,7 @@ def test_workflow_forgetting(workflow_run):
         if r.data.tags["lpntk.recipe"] == "plain":
             assert r.data.metrics["n_true_events"] > 0
             assert {"precision_entk", "recall_lpntk", "f1_entk_prob"} <= set(r.data.metrics)
+            assert {"mcc_entk", "mcc_lpntk_prob", "n_candidates", "stepwise_f1_none", "f1_all"} <= set(r.data.metrics)
     agg = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'forgetting_table'")
     assert len(agg) == 1 and "plain_n_true_events" in agg[0].data.metrics
 

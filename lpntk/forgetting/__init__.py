@@ -39,12 +39,17 @@ Pooled over a window: precision = sum TP / sum (TP + FP), recall = sum TP / sum 
 F1 = 2 sum TP / sum (2 TP + FP + FN); an empty denominator gives NaN (undefined; e.g. recall of a window without
 true events). The official code's per-step averaging (labelled ``stepwise``): per step P_t = TP/(TP+FP), or 1 when
 nothing is predicted; R_t = TP/(TP+FN), or 1 when nothing is forgotten; P and R are their means over the window's
-steps, F1 = 2PR/(P+R).
+steps, F1 = 2PR/(P+R). A step without events scores R_t = 1 for any predictor that predicts nothing, so the stepwise
+F1 has a high floor; the **Matthews correlation** over all (step, candidate) pairs of the window (candidates: the
+samples of B_{t-1} correct before the step), MCC = (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) (0 when a
+marginal is empty), is 0 for every predictor blind to the samples. The **trivial predictors** -- no event, every
+candidate, random at the window's base rate (its expected scores) -- are scored beside the kernels on every metric.
 
 :func:`run_forgetting` trains a model (seeded init and shuffling) and evaluates a window of steps with the
 minibatches and learning rates the training used.
 
-Modules: ``_events`` (events, the prediction rule, confusion counts and scores), ``_predictors`` (the first-order
+Modules: ``_events`` (events, the prediction rule, confusion counts), ``_scores`` (the window's scores and the
+trivial predictors, numpy only), ``_predictors`` (the first-order
 logit changes), ``_run`` (the training window, judging each step, one run's summary), ``_aggregate`` (mean +- std
 over seeds, the table, the slides' numbers); the gradients and kernels come from :mod:`lpntk.kernel`.
 """
@@ -63,12 +68,14 @@ _EXPORTS: dict[str, str] = {
             "confusion_counts",
             "el2n_approximation_error",
             "forgetting_events",
-            "pooled_scores",
             "predicted_forgetting",
             "probability_change",
-            "stepwise_scores",
         ),
         "_events",
+    ),
+    **dict.fromkeys(
+        ("TRIVIAL_PREDICTORS", "matthews_correlation", "pooled_scores", "stepwise_scores", "trivial_scores"),
+        "_scores",
     ),
     **dict.fromkeys(
         ("KERNEL_PREDICTORS", "PREDICTORS", "first_order_logit_change", "predicted_logit_changes"), "_predictors"
@@ -97,10 +104,15 @@ if TYPE_CHECKING:
         confusion_counts,
         el2n_approximation_error,
         forgetting_events,
-        pooled_scores,
         predicted_forgetting,
         probability_change,
-        stepwise_scores,
     )
     from ._predictors import KERNEL_PREDICTORS, PREDICTORS, first_order_logit_change, predicted_logit_changes  # noqa: F401
     from ._run import ForgettingResult, ForgettingSetup, run_forgetting, summarise_steps  # noqa: F401
+    from ._scores import (  # noqa: F401
+        TRIVIAL_PREDICTORS,
+        matthews_correlation,
+        pooled_scores,
+        stepwise_scores,
+        trivial_scores,
+    )

@@ -15,6 +15,9 @@ sum TP / sum (TP + FP), recall = sum TP / sum (TP + FN), F1 = 2 sum TP / sum (2 
 denominator (:func:`pooled_scores`); the official per-step averaging P_t = TP/(TP+FP) (1 if nothing predicted),
 R_t = TP/(TP+FN) (1 if nothing forgotten), P, R their means, F1 = 2PR/(P+R) (:func:`stepwise_scores`). The
 official EL2N approximation error mean_o | ||q^_o - e_y|| / ||q_o - e_y|| - 1 | (:func:`el2n_approximation_error`).
+
+The window's scores (pooled, stepwise, the Matthews correlation, the trivial predictors) are numpy-only and live in
+:mod:`lpntk.forgetting._scores`; ``pooled_scores`` and ``stepwise_scores`` are importable from here too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._scores import pooled_scores, stepwise_scores
 
 __all__ = [
     "probability_change",
@@ -64,30 +69,6 @@ def confusion_counts(true: Tensor | np.ndarray, pred: Tensor | np.ndarray) -> di
     t = np.asarray(true.cpu() if isinstance(true, Tensor) else true, dtype=bool)
     p = np.asarray(pred.cpu() if isinstance(pred, Tensor) else pred, dtype=bool)
     return {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "tn": int((~t & ~p).sum()), "fn": int((t & ~p).sum())}
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den > 0 else float("nan")
-
-
-def pooled_scores(tp, fp, fn) -> dict[str, float]:
-    """Precision sum TP / sum (TP+FP), recall sum TP / sum (TP+FN), F1 2 sum TP / sum (2TP+FP+FN) over all steps;
-    NaN where a denominator is 0 (nothing predicted / nothing forgotten / neither)."""
-    tp, fp, fn = (float(np.sum(a)) for a in (tp, fp, fn))
-    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
-
-
-def stepwise_scores(tp, fp, fn) -> dict[str, float]:
-    """The official code's averaging: P_t = TP/(TP+FP) (1 if nothing predicted), R_t = TP/(TP+FN) (1 if nothing
-    forgotten) per step; P, R their means over steps; F1 = 2PR/(P+R) (0 if P+R = 0). NaN for no steps."""
-    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
-    if tp.size == 0:
-        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_t = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-        r_t = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 1.0)
-    p, r = float(p_t.mean()), float(r_t.mean())
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0}
 
 
 def el2n_approximation_error(q_pred: Tensor, q_true: Tensor, y: Tensor) -> float:

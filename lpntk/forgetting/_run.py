@@ -32,17 +32,19 @@ from ._events import (
     confusion_counts,
     el2n_approximation_error,
     forgetting_events,
-    pooled_scores,
     predicted_forgetting,
     probability_change,
-    stepwise_scores,
 )
 from ._predictors import KERNEL_PREDICTORS, PREDICTORS, predicted_logit_changes
+from ._scores import matthews_correlation, pooled_scores, stepwise_scores, trivial_scores
 
 __all__ = ["PROB", "ForgettingSetup", "ForgettingResult", "run_forgetting", "summarise_steps"]
 
 #: suffix of a predictor judged in probability space (the official code's q + A dz) rather than logit space
 PROB = "_prob"
+
+#: the count keys of a summary (integers, except the random predictor's expectations)
+_COUNTS = ("tp", "fp", "fn", "n_pred")
 
 
 @dataclass
@@ -322,11 +324,25 @@ def _judge(
 def summarise_steps(steps: Sequence[Mapping[str, float]], predictors: Sequence[str] | None = None) -> dict[str, float]:
     """Window totals and scores of one run from its per-step rows.
 
+    The candidates of step t are the ``n_correct`` samples of B_{t-1} that w_{t-1} classifies correctly: only they
+    can be forgotten or predicted forgotten, so TP, FP and FN count candidates and TN_t = n_correct_t - TP_t - FP_t
+    - FN_t (the rows' ``tn`` also counts the samples wrong before the step).
+
     Per predictor p: ``precision_p``/``recall_p``/``f1_p`` pooled over the window (:func:`pooled_scores`),
-    ``stepwise_{precision,recall,f1}_p`` (:func:`stepwise_scores`, the official code's averaging), the totals
-    ``tp_p``, ``fp_p``, ``fn_p``, ``relerr_dz_p`` = sqrt(sum ||Delta z_pred - Delta z_true||^2 / sum ||Delta z_true||^2)
-    over all judged samples, ``el2n_err_p`` (mean over steps) and ``disagree_p`` (samples whose predicted event
-    differs between logit and probability space). Plus ``n_true_events``, ``n_steps``, ``n_obs``, ``n_correct``.
+    ``mcc_p`` the Matthews correlation over all (step, candidate) pairs of the window from the totals TP, FP, FN,
+    TN (:func:`matthews_correlation`; 0 when a marginal is empty), ``stepwise_{precision,recall,f1}_p``
+    (:func:`stepwise_scores`, the official code's averaging), the totals ``tp_p``, ``fp_p``, ``fn_p``, ``n_pred_p``,
+    ``relerr_dz_p`` = sqrt(sum ||Delta z_pred - Delta z_true||^2 / sum ||Delta z_true||^2) over all judged samples,
+    ``el2n_err_p`` (mean over steps) and ``disagree_p`` (samples whose predicted event differs between logit and
+    probability space; the same count under p and p``_prob``).
+
+    The trivial predictors ``none``, ``all`` and ``random`` (:func:`trivial_scores`; ``random``'s scores are its
+    expected ones, analytic) under the same keys: ``{precision,recall,f1,mcc}_t``, ``stepwise_{precision,recall,f1}_t``,
+    ``tp_t``, ``fp_t``, ``fn_t``, ``n_pred_t`` -- once, as they are the same in both decision spaces (no ``_prob``).
+
+    Plus ``n_true_events``, ``n_candidates`` (sum of the candidates over the window, the same as ``n_correct``),
+    ``base_rate`` = n_true_events / n_candidates (NaN without candidates), ``n_steps``, ``n_obs``, ``n_correct``,
+    ``steps_with_events``.
     """
     if predictors is None:  # those the rows hold
         predictors = [f"{p}{sfx}" for p in PREDICTORS for sfx in ("", PROB) if steps and f"tp_{p}{sfx}" in steps[0]]
@@ -338,10 +354,14 @@ def summarise_steps(steps: Sequence[Mapping[str, float]], predictors: Sequence[s
         "n_correct": int(col("n_correct").sum()),
         "steps_with_events": int((col("n_true") > 0).sum()),
     }
+    candidates, events = col("n_correct"), col("n_true")
+    out["n_candidates"] = int(candidates.sum())
+    out["base_rate"] = float(events.sum() / candidates.sum()) if candidates.sum() > 0 else float("nan")
     sq_true = col("sq_true").sum()
     for p in predictors:
         tp, fp, fn = col(f"tp_{p}"), col(f"fp_{p}"), col(f"fn_{p}")
         out.update({f"{k}_{p}": v for k, v in pooled_scores(tp, fp, fn).items()})
+        out[f"mcc_{p}"] = matthews_correlation(tp, fp, fn, candidates - tp - fp - fn)
         out.update({f"stepwise_{k}_{p}": v for k, v in stepwise_scores(tp, fp, fn).items()})
         out.update(
             {
@@ -354,4 +374,6 @@ def summarise_steps(steps: Sequence[Mapping[str, float]], predictors: Sequence[s
         out[f"relerr_dz_{p}"] = math.sqrt(col(f"sq_err_{p}").sum() / sq_true) if sq_true > 0 else float("nan")
         out[f"el2n_err_{p}"] = float(col(f"el2n_err_{p}").mean()) if steps else float("nan")
         out[f"disagree_{p}"] = int(col(f"disagree_{p}").sum())
+    for name, scores in trivial_scores(candidates, events).items():
+        out.update({f"{k}_{name}": int(v) if k in _COUNTS and name != "random" else v for k, v in scores.items()})
     return out

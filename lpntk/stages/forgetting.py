@@ -82,7 +82,8 @@ def forgetting_stage(
     ``seed``, ``step``, ``position``, ``index`` (original), ``label``, ``correct_before``, ``true_event``,
     ``pred_<p>``, margins z_y - max_{k != y} z_k before / after / predicted; and per seed the record of every
     training step, ``batch_positions`` (S, T, batch_size, -1 padded), ``batch_index`` (original indices), ``lr``
-    (S, T), ``seeds`` (S,)), ``summary`` (JSON: setup, predictors, one summary per seed).
+    (S, T), ``seeds`` (S,)), ``summary`` (JSON: setup, predictors, one :func:`summarise_steps` summary per seed:
+    every predictor's pooled, stepwise and MCC scores, and the trivial predictors' ``none``, ``all``, ``random``).
     """
     setup = forgetting_setup(cfg, recipe)
     seeds = [int(s) for s in seeds]
@@ -142,16 +143,21 @@ def forgetting_stage(
                 save_table(path, frame)
                 run.log_artifact(path)
             log.info(
-                "%s seed %d: %d steps (%d-%d), %d true events; F1 entk %.3f lpntk %.3f pntk %.3f; %.2f s/step",
+                "%s seed %d: %d steps (%d-%d), %d true events of %d candidates; F1 entk %.3f lpntk %.3f pntk %.3f; "
+                "MCC entk %.3f lpntk %.3f; stepwise F1 of no event %.3f; %.2f s/step",
                 dataset,
                 seed,
                 summary["n_steps"],
                 setup.start_step,
                 setup.last_step,
                 summary["n_true_events"],
+                summary["n_candidates"],
                 summary["f1_entk"],
                 summary["f1_lpntk"],
                 summary["f1_pntk"],
+                summary["mcc_entk"],
+                summary["mcc_lpntk"],
+                summary["stepwise_f1_none"],
                 timing["seconds_per_step"],
             )
     steps = pd.concat(step_frames, ignore_index=True)

@@ -1,5 +1,6 @@
-"""Stage forgetting_table: use case 2 over all seeds -- mean +- std of precision, recall and F1 per predictor, the
-slides' numbers beside ours, a figure, and an aggregate MLflow run."""
+"""Stage forgetting_table: use case 2 over all seeds -- mean +- std of precision, recall, F1 and MCC per predictor,
+the trivial predictors' rows (no event, every candidate, random at the base rate) beside them, the true events per
+seed, the slides' numbers beside ours, a figure, and an aggregate MLflow run."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ def forgetting_table_stage(
     outputs: Mapping[str, str],
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Mean +- std over all seeds of the dataset: ``table_csv`` (numbers), ``table_md`` (display, with the slides'
-    numbers), ``figure_png``/``figure_pdf`` (bars), ``summary`` (JSON: per-seed and aggregate scores)."""
+    """Mean +- std over all seeds of the dataset: ``table_csv`` (numbers), ``table_md`` (display: every predictor and
+    the trivial ones on precision, recall, F1 and MCC, pooled and stepwise, the true events per seed as min / mean /
+    max, the slides' numbers beside the stepwise rows), ``figure_png``/``figure_pdf`` (bars), ``summary`` (JSON:
+    per-seed and aggregate scores; the aggregate's keys ``{recipe}_{scoring prefix}{metric}_{predictor}``, the
+    trivial predictors without a space suffix, ``{recipe}_mcc_{predictor}`` from the pooled rows, and
+    ``{recipe}_n_true_events`` (mean) with ``_min`` / ``_max`` over seeds)."""
     groups = [load_json(p, what="forgetting summary") for p in summaries]
     if not groups:
         raise ValueError(f"{dataset}: no forgetting runs to aggregate")
@@ -56,13 +61,16 @@ def forgetting_table_stage(
             "runs": runs,
         }
         agg[f"{recipe}_n_seeds"] = len(runs)
-        agg[f"{recipe}_n_true_events"] = float(np.mean([r["n_true_events"] for r in runs]))
+        events = [r["n_true_events"] for r in runs]
+        agg[f"{recipe}_n_true_events"] = float(np.mean(events))
+        agg[f"{recipe}_n_true_events_min"], agg[f"{recipe}_n_true_events_max"] = min(events), max(events)
         for _, row in table.iterrows():
             prefix = "" if row["scoring"] == "pooled" else "stepwise_"
             name = row["predictor"] + ("_prob" if row["space"] == "probability" else "")
             for metric in ("precision", "recall", "f1"):
                 agg[f"{recipe}_{prefix}{metric}_{name}"] = row[f"{metric}_mean"] / 100.0
             if row["scoring"] == "pooled":
+                agg[f"{recipe}_mcc_{name}"] = row["mcc_mean"] / 100.0
                 agg[f"{recipe}_relerr_dz_{name}"] = row["relerr_dz_mean"]
     table = pd.concat(tables, ignore_index=True)
     save_table(outputs["table_csv"], table)
