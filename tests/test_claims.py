@@ -247,3 +247,13 @@ def test_c1_arm_missing_for_some_groups_is_not_a_dropped_pair():
     rows = difficulty_claims("d", summary)
     row = next(r for r in rows if r.comparison.startswith("contradictory - control") and r.unit == "target")
     assert row.verdict == "not measured"
+
+
+def test_exploratory_rows_may_drop_pairs():
+    runs = _forgetting_runs(6, 0.5, 0.3)
+    for r in runs:  # a window without events: F1 undefined, MCC 0 by convention
+        r["f1_entk"] = r["f1_lpntk"] = math.nan
+    rows = forgetting_claims("m", {"plain": runs}, None)
+    check_dropped(rows, 0.2)
+    f1 = next(r for r in rows if r.metric.startswith("event-class F1") and r.extra["space"] == "logit")
+    assert f1.role == "exploratory" and f1.dropped == 6

@@ -226,8 +226,11 @@ def headlines(rows: Sequence[Claim]) -> list[dict]:
 
 
 def check_dropped(rows: Sequence[Claim], max_share: float) -> None:
-    """Stop when a comparison lost more than ``max_share`` of its pairs to a non-finite value."""
+    """Stop when a decided comparison (primary, component or secondary) lost more than ``max_share`` of its pairs
+    to a non-finite value; exploratory rows only count theirs (an F1 is undefined in a window without events)."""
     for r in rows:
+        if r.role == EXPLORATORY:
+            continue
         total = r.n + r.dropped
         if total and r.dropped / total > max_share:
             raise ValueError(
