@@ -1,12 +1,16 @@
 """Measure the per-model cost figures that `lpntk cost` reads, on this machine's CPU (or a GPU), into a JSON file.
 
-    python benchmarks/bench_costs.py --threads 2 --update benchmarks/costs.json        # the CPU figures of costs.json
-    python benchmarks/bench_costs.py --quick --json /tmp/figures.json                   # tiny sizes, a smoke test
+    python benchmarks/bench_costs.py --threads 1 --clock cpu --update benchmarks/costs.json    # every model, shape
+    python benchmarks/bench_costs.py --models mlp --shapes 1x28x28 --threads 1 --clock cpu --update FILE   # one
+    python benchmarks/bench_costs.py --quick --json /tmp/figures.json                           # a smoke test
 
-What is measured and how: benchmarks/measure.py. ``--update FILE`` replaces the ``devices.<cpu|gpu>`` entry of FILE
-(keeping the rest, e.g. the GPU assumptions), recording the machine, torch version, threads, load average and the
-command. The figures of a busy machine are slower than an idle one's: the GEMM rate measured beside each model
-says how busy it was (the cost model scales FLOP-bound work by it).
+Each model is measured at every input shape of the datasets the configs under config/ name that it applies to
+(measure.MODELS[model]["shapes"]: digits 1x8x8, MNIST 1x28x28, CIFAR 3x32x32), or at ``--shapes``; the figures of
+``mlp`` at 1x28x28 are stored as ``mlp@1x28x28``. What is measured and how: benchmarks/measure.py. ``--update FILE``
+replaces, in FILE's ``devices.<cpu|gpu>`` entry, the figures of the models and shapes measured (keeping the others and
+the rest of the file, e.g. the GPU assumptions); each model's figures record the day, the load average before and
+after, and the command. The figures of a busy machine are slower than an idle one's: the GEMM rate measured beside
+each model says how busy it was (the cost model scales FLOP-bound work by it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from measure import MODELS, measure_model, model_key, use_cpu_clock
+from measure import MODELS, measure_model, model_key, parse_shape, use_cpu_clock
 
 
 def machine(device: torch.device, threads: int) -> str:
@@ -41,6 +45,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--shapes", help="comma-separated input shapes, e.g. 1x28x28 (default: each model's own)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
@@ -63,18 +68,32 @@ def main(argv=None) -> int:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         ap.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    try:
+        shapes = [parse_shape(s) for s in args.shapes.split(",") if s] if args.shapes else None
+    except ValueError:
+        ap.error(f"--shapes: expected shapes like 1x28x28, got {args.shapes!r}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
+    command = "python benchmarks/bench_costs.py " + " ".join(argv if argv is not None else sys.argv[1:])
     figures = {}
     for name in names:
-        print(f"# {name}", flush=True)
-        fig = measure_model(name, device, scale=0.125 if args.quick else 1.0, repeats=1 if args.quick else args.repeats)
-        figures[model_key(name, MODELS[name]["shape"])] = fig
-        print(json.dumps(fig, indent=1), flush=True)
+        for shape in shapes or MODELS[name]["shapes"]:
+            key = model_key(name, shape)
+            print(f"# {key}", flush=True)
+            load = os.getloadavg()[0]
+            fig = measure_model(
+                name, device, shape=shape, scale=0.125 if args.quick else 1.0, repeats=1 if args.quick else args.repeats
+            )
+            fig.update(
+                measured_on=time.strftime("%Y-%m-%d"), load_average=[round(load, 2), round(os.getloadavg()[0], 2)]
+            )
+            fig.update(threads=args.threads, command=command)
+            figures[key] = fig
+            print(json.dumps(fig, indent=1), flush=True)
     kind = "gpu" if device.type == "cuda" else "cpu"
     entry = {
         "name": machine(device, args.threads),
-        "source": "measured: python benchmarks/bench_costs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "source": "measured: " + command,
         "measured_on": time.strftime("%Y-%m-%d"),
         "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "seconds": round(time.perf_counter() - t0, 1),
@@ -87,8 +106,10 @@ def main(argv=None) -> int:
         path = Path(args.update)
         costs = json.loads(path.read_text()) if path.exists() else {"devices": {}}
         old = costs["devices"].get(kind, {})
-        entry["job_startup_s"] = old.get("job_startup_s", entry["job_startup_s"])
         entry["models"] = {**old.get("models", {}), **figures}
+        if old.get("models"):  # the device's description and start-up stay; each model carries its own provenance
+            entry = {**entry, **{k: old[k] for k in ("name", "source", "measured_on", "load_average", "seconds",
+                                                     "job_startup_s") if k in old}}  # fmt: skip
         costs["devices"][kind] = {**old, **entry}
         path.write_text(json.dumps(costs, indent=2) + "\n")
         print(f"updated devices.{kind} of {path}")

@@ -8,8 +8,8 @@ the median of ``repeats`` timed calls after an untimed warm-up, on random data o
 * ``eval_sample_s``, ``eval_batch_s``: lpntk.train.evaluate at batch 1024 and 64, solved the same way.
 * ``grand_sample_s``: lpntk.kernel.per_sample_grad_norms per sample (the score snapshot's GraNd part).
 * ``kernel_sample_s``, ``kernel_pair_flops``, ``kernel_bytes_per_sample``: lpntk.lpntk_gram of n samples of one
-  class with the per-layer layout the engine chooses for a class of ``kernel_class_n`` samples (materialised or
-  factored per layer); per-pair FLOPs and bytes per sample read from that layout, the per-sample time = the measured
+  class with the per-layer layout the engine chooses for a whole class of its dataset (DATASET_SHAPES; materialised
+  or factored per layer); per-pair FLOPs and bytes per sample read from that layout, the per-sample time = the measured
   time less the pairs' FLOPs at the measured GEMM rate.
 * ``predict_step_s``, ``predict_sample_s``: one step of forgetting prediction (cross_entropy_gradients and
   predicted_logit_changes with the five kernel predictors, an obs batch and an update batch of b samples each) at
@@ -33,17 +33,29 @@ from lpntk.kernel import cross_entropy_gradients, exact_matmul, lpntk_gram, per_
 from lpntk.models import build_model
 from lpntk.train import Recipe, evaluate, seed_everything, train_model
 
-#: Per model: its input shape, and the sizes measured (n samples; kernel at n for a class of kernel_class_n).
+#: The input shapes of the datasets the configs under config/ name -> the training samples of one class there (the
+#: kernel's layout depends on it): digits 8x8, MNIST 28x28 (5,500 of 54,999 per class), CIFAR-10 32x32 (4,500).
+DATASET_SHAPES = {(1, 8, 8): 130, (1, 28, 28): 5500, (3, 32, 32): 4500}
+
+#: Per model: its first input shape (bench_gpu.py's), every dataset shape it applies to (``shapes``: measured by
+#: default), and the sizes measured (n samples; the kernel at n samples with the layout of a class of its dataset).
 MODELS = {
-    "mnist_cnn": {"shape": (1, 28, 28), "train_n": 1024, "eval_n": 2048, "grand_n": 256, "kernel_n": 512,
-                  "kernel_class_n": 5500, "predict_b": (16, 128)},
-    "resnet18_nobn": {"shape": (3, 32, 32), "train_n": 128, "eval_n": 256, "grand_n": 32, "kernel_n": 32,
-                      "kernel_class_n": 4500, "predict_b": (4, 8)},
-    "small_cnn": {"shape": (1, 8, 8), "train_n": 1024, "eval_n": 2048, "grand_n": 512, "kernel_n": 256,
-                  "kernel_class_n": 130, "predict_b": (16, 128)},
-    "mlp": {"shape": (1, 8, 8), "train_n": 1024, "eval_n": 2048, "grand_n": 512, "kernel_n": 256,
-            "kernel_class_n": 130, "predict_b": (16, 128)},
+    "mnist_cnn": {"shape": (1, 28, 28), "shapes": [(1, 28, 28), (3, 32, 32)], "train_n": 1024, "eval_n": 2048,
+                  "grand_n": 256, "kernel_n": 512, "predict_b": (16, 128)},
+    "resnet18_nobn": {"shape": (3, 32, 32), "shapes": [(3, 32, 32)], "train_n": 128, "eval_n": 256, "grand_n": 32,
+                      "kernel_n": 32, "predict_b": (4, 8)},
+    "small_cnn": {"shape": (1, 8, 8), "shapes": [(1, 8, 8), (1, 28, 28)], "train_n": 1024, "eval_n": 2048,
+                  "grand_n": 512, "kernel_n": 256, "predict_b": (16, 128)},
+    "mlp": {"shape": (1, 8, 8), "shapes": [(1, 8, 8), (1, 28, 28), (3, 32, 32)], "train_n": 8192, "eval_n": 8192,
+            "grand_n": 512, "kernel_n": 256, "predict_b": (16, 128)},
+    "lenet5": {"shape": (1, 28, 28), "shapes": [(1, 28, 28), (3, 32, 32)], "train_n": 1024, "eval_n": 2048,
+               "grand_n": 256, "kernel_n": 512, "predict_b": (16, 128)},
 }  # fmt: skip
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``1x28x28`` -> (1, 28, 28)."""
+    return tuple(int(s) for s in text.lower().split("x"))
 
 
 def model_key(name: str, shape) -> str:
@@ -125,11 +137,13 @@ def pair_flops(layout) -> float:
 
 
 def measure_model(
-    name: str, device: torch.device, *, scale: float = 1.0, repeats: int = 3, log=print
+    name: str, device: torch.device, *, shape=None, scale: float = 1.0, repeats: int = 3, log=print
 ) -> dict[str, float | int | str]:
-    """The cost figures of model ``name`` (a key of MODELS) on ``device``; ``scale`` shrinks every size (--quick)."""
+    """The cost figures of model ``name`` (a key of MODELS) on ``device`` for inputs of ``shape`` (default: the
+    model's first); ``scale`` shrinks every size (--quick)."""
     spec = MODELS[name]
-    shape = spec["shape"]
+    shape = tuple(shape or spec["shape"])
+    class_n = DATASET_SHAPES.get(shape, 5000)
 
     def size(key, floor=4):
         return max(floor, int(spec[key] * scale))
@@ -171,7 +185,7 @@ def measure_model(
     n = size("kernel_n", 8)
     data = random_split(shape, n)
     x, y = ((data.x.float() / 255 - 0.5) / 0.25).to(device), torch.zeros(n, dtype=torch.long, device=device)
-    seen, undo = _layout_probe((spec["kernel_class_n"] + 1) / 2)
+    seen, undo = _layout_probe((class_n + 1) / 2)
     try:
         tk = timed(lambda: lpntk_gram(model, x, y, 10, max_memory_bytes=2**40), device, repeats)
     finally:
@@ -181,7 +195,7 @@ def measure_model(
     out["kernel_bytes_per_sample"] = int(layout.bytes_per_sample(4))
     pairs_s = n * (n + 1) / 2 * out["kernel_pair_flops"] / (gauges[0] * 1e9)
     out["kernel_sample_s"] = max(tk - pairs_s, 0.5 * tk) / n
-    log(f"  {name}: kernel of {n} samples {tk:.3f} s (layout of a class of {spec['kernel_class_n']})")
+    log(f"  {name}: kernel of {n} samples {tk:.3f} s (layout of a class of {class_n})")
 
     # one forgetting-prediction step at two batch sizes
     tp = {}

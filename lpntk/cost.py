@@ -182,7 +182,7 @@ def dataset_sizes(ds: str, block: Mapping[str, Any], results: str | os.PathLike 
     if known is None:
         raise CostError(
             f"datasets.{ds}: the size of {block['source']} dataset {block['name']!r} is not known before it is "
-            f"prepared; run `snakemake {info}` first (or add it to lpntk.cost.KNOWN_SOURCES)"
+            f"prepared (`lpntk cost` prints the command that prepares it; or add it to lpntk.cost.KNOWN_SOURCES)"
         )
     total, n_test, classes, shape = known
     if n_test == 0:  # carved, rounded up as scikit-learn's train_test_split does
@@ -343,10 +343,9 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
 def load_costs(path: str | os.PathLike, gpu_path: str | os.PathLike | None = None) -> dict[str, dict]:
     """The device figures of a costs file (``devices``: ``cpu``, ``gpu``), with the models of a GPU measurement file
     (``bench_gpu.py --json``) replacing the estimate where it has them."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise CostError(f"cost figures {path} not found; pass --costs or run from the repository")
-    devices = json.loads(path.read_text())["devices"]
+    devices = json.loads(Path(path).read_text())["devices"]
     devices = {**devices, "cpu": at_reference_rate(devices["cpu"])}
     gpu = gpu_figures(devices)
     if gpu_path is not None and Path(gpu_path).is_file():
@@ -418,7 +417,8 @@ def model_figures(device: Mapping[str, Any], key: str, what: str) -> dict[str, f
     if key not in device["models"]:
         raise CostError(
             f"{what}: no cost figures for {key} on {device['name']} (have: {', '.join(device['models'])}); measure "
-            f"them with python benchmarks/bench_costs.py --models {key.split('@')[0]}"
+            f"them with `python benchmarks/bench_costs.py --models {key.replace('@', ' --shapes ')} --threads 1 "
+            "--clock cpu --update benchmarks/costs.json`"
         )
     return device["models"][key]
 

@@ -113,7 +113,7 @@ def test_estimated_sizes_equal_those_of_the_prepared_data(repo, schema_path, tmp
 def test_unknown_dataset_size_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     block = {"source": "folder", "name": "mine", "test_fraction": 0.2, "val_fraction": 0.1}
-    with pytest.raises(CostError, match=r"datasets\.mine: .*run `snakemake results/mine/data/info.json`"):
+    with pytest.raises(CostError, match=r"datasets\.mine: .*not known before it is prepared \(`lpntk cost` prints"):
         dataset_sizes("mine", block)
 
 
@@ -317,3 +317,196 @@ def test_gpu_memory_of_a_job_bounds_what_shares_the_gpu(repo, schema_path, tmp_p
     assert kernel == math.ceil(1 + data + 6 + min(64 * 2**30, 4500 * bps) / 2**30 + 4500**2 * 4 / 2**30)
     assert 130 // kernel == 2 and 130 // train >= 16  # profiles/gpu: two kernel jobs at once, or many trainings
     assert res.gpu_mem_gb("mnist", "train") <= 4 and res.gpu_mem_gb("mnist", "kernel") <= 4
+
+
+# ---------------------------------------------------------------------------------------------- lpntk cost: defects
+# of issue "the paper's statistical power on a 2-core CPU" (item 2): (a) figures per model and dataset shape, (b) no
+# GPU figures, (c) the command that prepares an unknown dataset, (d) both machines in the header, (e) over target
+
+
+def _costs_file(tmp_path, cpu_models: dict, floors: dict | None = None):
+    """A costs file with the given CPU figures and a GPU estimate with floors for ``floors``' models only."""
+    costs = {
+        "devices": {
+            "cpu": {"name": "fig-machine", "source": "measured: by hand", "measured_on": "2026-12-01",
+                    "load_average": [3.5, 4.25], "job_startup_s": 1.0, "models": cpu_models},
+            "gpu": {"name": "GPU-X", "job_startup_s": 2.0,
+                    "estimate": {"from": "cpu", "gemm_gflops": 40.0, "assumption": "ten times",
+                                 "floors": floors or {}}},
+        }
+    }  # fmt: skip
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(costs))
+    return path
+
+
+def _lpntk_cost(repo, *args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lpntk", "cost", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or repo)  # fmt: skip
+
+
+def test_every_config_model_has_cpu_figures_at_its_datasets_shape(repo, schema_path, tmp_path):
+    """(a) Each model is measured at the shapes of the datasets the configs under config/ name (measure.MODELS), and
+    costs.json holds CPU figures for the model and shape of every shipped config, and for the MLP and LeNet-5 at
+    MNIST's shape: `lpntk cost` stops for none of them."""
+    sys.path.insert(0, str(repo / "benchmarks"))
+    try:
+        from measure import DATASET_SHAPES, MODELS
+    finally:
+        sys.path.remove(str(repo / "benchmarks"))
+    costs = load_costs(repo / "benchmarks" / "costs.json")
+    keys = {"mlp@1x28x28", "lenet5@1x28x28"}
+    for path in sorted((repo / "config").glob("*.yaml")):
+        config = load_config(path, schema_path)
+        for ds, block in config["datasets"].items():
+            shape = dataset_sizes(ds, block, tmp_path).shape
+            assert tuple(shape) in DATASET_SHAPES
+            assert tuple(shape) in MODELS[block["model"]["name"]]["shapes"], (path.name, ds)
+            keys.add(f"{block['model']['name']}@{'x'.join(map(str, shape))}")
+    assert keys <= set(costs["cpu"]["models"])
+    mlp = costs["cpu"]["models"]["mlp@1x28x28"]
+    assert mlp["shape"] == "1x28x28" and mlp["measured_on"] and len(mlp["load_average"]) == 2
+
+
+def test_bench_costs_measures_a_model_at_the_shapes_asked(repo, tmp_path):
+    """(a) The remedy `lpntk cost` prints, `bench_costs.py --models M --shapes S`, measures M at S (here the MLP at
+    MNIST's shape, tiny sizes) and --update adds it beside the figures already there, each with its provenance."""
+    costs = _costs_file(tmp_path, {"keep@1x8x8": dict(FIGURES, gemm_gflops=4.0)})
+    cmd = [sys.executable, str(repo / "benchmarks" / "bench_costs.py"), "--models", "mlp", "--shapes", "1x28x28",
+           "--quick", "--threads", "1", "--update", str(costs)]  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cpu = json.loads(costs.read_text())["devices"]["cpu"]
+    assert set(cpu["models"]) == {"keep@1x8x8", "mlp@1x28x28"} and cpu["name"] == "fig-machine"
+    fig = cpu["models"]["mlp@1x28x28"]
+    assert set(FIGURES) <= set(fig) and fig["shape"] == "1x28x28" and "--shapes 1x28x28" in fig["command"]
+    assert fig["kernel_bytes_per_sample"] > 784 * 4  # the first layer's inputs of a 28x28 image, not an 8x8 one
+
+
+def test_missing_gpu_figures_leave_the_cpu_estimate_standing(repo, tmp_path):
+    """(b) A model with CPU figures but none for the GPU: the CPU hours are printed, the GPU columns say n/a."""
+    config = tmp_path / "mlp.yaml"
+    config.write_text((repo / "config" / "config.yaml").read_text())
+    costs = _costs_file(tmp_path, {"mlp@1x8x8": dict(FIGURES, gemm_gflops=4.0)})  # no GPU floor for it
+    out = _lpntk_cost(repo, "--configfile", config, "--costs", costs, "--gpu-figures", tmp_path / "none.json",
+                      "--results", tmp_path, "--json", tmp_path / "r.json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "GPU columns: no figures for mlp@1x8x8 on GPU-X, n/a; the CPU estimate stands" in out.stdout
+    train = next(line for line in out.stdout.splitlines() if line.startswith("train "))
+    assert train.split()[-2:] == ["n/a", "n/a"] and float(train.split()[-3].replace(",", "")) > 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    digits = report["datasets"]["digits"]
+    assert digits["total"]["gpu_hours"] is None and digits["total"]["cpu_hours"] > 0
+    assert "no GPU figures for mlp@1x8x8 on GPU-X; measure them on a GPU" in digits["gpu_missing"]
+    assert report["total"]["gpu_missing"] == ["digits"] and "(without digits: no GPU figures)" in out.stdout
+    # with a GPU floor for it, the GPU column is filled
+    costs = _costs_file(tmp_path, {"mlp@1x8x8": dict(FIGURES, gemm_gflops=4.0)},
+                        {"mlp@1x8x8": {"train_step_s": 0.5, "eval_batch_s": 0.25, "predict_step_s": 1.5}})  # fmt: skip
+    out = _lpntk_cost(repo, "--configfile", config, "--costs", costs, "--results", tmp_path)
+    assert out.returncode == 0 and "n/a" not in out.stdout and "GPU columns" not in out.stdout
+
+
+def test_missing_cpu_figures_print_the_command_that_measures_them(repo, tmp_path):
+    """(a) No CPU figures for the model at the dataset's shape: the remedy names the model and the shape."""
+    config = tmp_path / "mlp.yaml"
+    config.write_text((repo / "config" / "config.yaml").read_text())
+    costs = _costs_file(tmp_path, {"mlp@1x28x28": dict(FIGURES, gemm_gflops=4.0)})
+    out = _lpntk_cost(repo, "--configfile", config, "--costs", costs, "--results", tmp_path)
+    assert out.returncode == 2
+    assert "no cost figures for mlp@1x8x8 on fig-machine" in out.stderr
+    remedy = "`python benchmarks/bench_costs.py --models mlp --shapes 1x8x8 --threads 1 --clock cpu --update"
+    assert remedy in out.stderr
+
+
+def test_prepare_command_puts_the_target_where_snakemake_reads_it(tmp_path, monkeypatch):
+    """(c) --configfile takes every word after it as a config file: the printed command names the target first, as
+    Snakemake's own parser reads it; --directory when the results are elsewhere."""
+    from snakemake.cli import get_argument_parser
+
+    from lpntk.cli import prepare_command
+
+    monkeypatch.chdir(tmp_path)
+    cmd = prepare_command("mine", "results", "my config.yaml".replace(" ", "_"))
+    args = get_argument_parser().parse_args(cmd.split()[1:])
+    assert args.targets == ["results/mine/data/info.json"] and [str(c) for c in args.configfile] == ["my_config.yaml"]
+    assert "--snakefile" in cmd  # tmp_path holds no Snakefile: the repository's
+    elsewhere = prepare_command("mine", tmp_path / "run" / "results", "c.yaml")
+    args = get_argument_parser().parse_args(elsewhere.split()[1:])
+    assert args.directory == tmp_path / "run" and args.configfile == [tmp_path / "c.yaml"]
+    assert args.targets == ["results/mine/data/info.json"]
+    assert "--configfile" not in prepare_command("mine")  # the default config, as the Snakefile's
+
+
+@pytest.mark.slow
+def test_the_printed_prepare_command_works(repo, tmp_path):
+    """(c) End to end: an image-folder dataset (size unknown before it is prepared) stops `lpntk cost` with a command;
+    that command, run as printed, prepares it; `lpntk cost` then reads its sizes."""
+    import shlex
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 3)):
+        for c in range(10):
+            folder = tmp_path / "imgs" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    text = (repo / "config" / "config.yaml").read_text()
+    text = text.replace("  digits:\n", "  mine:\n").replace("mlflow:\n  enabled: true", "mlflow:\n  enabled: false")
+    folder = f"    source: folder\n    name: mine\n    root: {tmp_path / 'imgs'}\n    channels: 1\n"
+    text = text.replace("    source: sklearn\n    name: digits\n", folder)
+    (tmp_path / "cfg.yaml").write_text(text)
+    first = _lpntk_cost(repo, "--configfile", "cfg.yaml", cwd=tmp_path)
+    assert first.returncode == 2 and "is not known before it is prepared" in first.stderr
+    command = first.stderr.split("prepare it first with `")[1].split("`")[0]
+    argv = shlex.split(command)
+    assert argv[0] == "snakemake"  # run as printed, by this interpreter's Snakemake
+    proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "mine" / "data" / "info.json").is_file()
+    second = _lpntk_cost(repo, "--configfile", "cfg.yaml", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "mine: mlp@1x8x8, train 108 / val 12 / test 30 (prepared)" in second.stdout
+
+
+def test_header_names_the_figures_machine_and_this_one(repo, tmp_path):
+    """(d) The figures' machine with its load while measuring, and the machine lpntk cost runs on, both printed."""
+    import os
+
+    config = tmp_path / "mlp.yaml"
+    config.write_text((repo / "config" / "config.yaml").read_text())
+    fig = dict(FIGURES, gemm_gflops=4.0, measured_on="2026-12-02", load_average=[5.5, 6.0], threads=1, clock="cpu")
+    costs = _costs_file(tmp_path, {"mlp@1x8x8": fig})
+    out = _lpntk_cost(repo, "--configfile", config, "--costs", costs, "--results", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "CPU figures measured on: fig-machine"
+    assert "     load average 3.5 -> 4.25 while measuring (2026-12-01)" in lines
+    here = next(line for line in lines if line.startswith("this machine: "))
+    assert here.startswith(f"this machine: {os.cpu_count()} cores") and "load average" in here
+    assert "  (CPU figures of mlp@1x8x8: measured 2026-12-02 at load average 5.5 -> 6, 1 thread(s), cpu clock)" in lines
+
+
+def test_an_estimate_over_its_target_is_marked(repo, schema_path, tmp_path, monkeypatch):
+    """(e) A dataset's GPU hours above the paper-scale target, and all CPU hours above --cpu-target-hours: OVER
+    TARGET; below: within."""
+    import lpntk.cli as cli
+
+    config = load_config(repo / "config" / "config.yaml", schema_path)
+    fig = dict(FIGURES, gemm_gflops=4.0)
+    floors = {"mlp@1x8x8": {"train_step_s": 0.5, "eval_batch_s": 0.25, "predict_step_s": 1.5}}
+    costs = load_costs(_costs_file(tmp_path, {"mlp@1x8x8": fig}, floors))
+    report = cli.cost_report(config, costs, tmp_path)
+    gpu_h, cpu_h = report["datasets"]["digits"]["total"]["gpu_hours"], report["total"]["cpu_hours"]
+    monkeypatch.setitem(cli.TARGETS_GPU_HOURS, "digits", gpu_h / 2)
+    over = cli.cost_report(config, costs, tmp_path, cpu_target_hours=cpu_h / 3)
+    text = cli.format_report(over)
+    assert over["datasets"]["digits"]["over_target"] and over["total"]["over_target"]
+    assert f"(paper-scale target <= {gpu_h / 2:g} GPU h: OVER TARGET, 2.0x)" in text
+    assert f"CPU target <= {cpu_h / 3:g} CPU h (all datasets): OVER TARGET, 3.0x" in text
+    monkeypatch.setitem(cli.TARGETS_GPU_HOURS, "digits", gpu_h * 2)
+    within = cli.format_report(cli.cost_report(config, costs, tmp_path, cpu_target_hours=cpu_h * 4))
+    assert "OVER TARGET" not in within and "GPU h: within, 50% of it)" in within and "within, 25% of it" in within
