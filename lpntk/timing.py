@@ -1,0 +1,74 @@
+"""Measured time per stage beside the cost estimate: the check after a run of what ``lpntk cost`` said before it.
+
+Snakemake writes one benchmark file per job (``results/<ds>/benchmarks/<rule>[/<wildcards>].tsv``, the job's wall
+seconds in column ``s``); :func:`measured_stage_seconds` sums them per rule. :func:`estimate_vs_measured` puts them
+beside the estimate's CPU seconds per stage (``lpntk cost --json``) with their ratio, measured / estimated, and flags
+a stage off by more than ``tolerance`` (1.5x either way by default).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["measured_stage_seconds", "estimate_vs_measured", "comparison_markdown"]
+
+
+def measured_stage_seconds(results: str | os.PathLike, dataset: str) -> dict[str, tuple[int, float]]:
+    """Per rule: (jobs, the sum of their wall seconds) from the dataset's Snakemake benchmark files."""
+    root = Path(results) / dataset / "benchmarks"
+    out: dict[str, tuple[int, float]] = {}
+    for path in sorted(root.rglob("*.tsv")):
+        rule = path.relative_to(root).parts[0].removesuffix(".tsv")
+        with open(path) as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        seconds = sum(float(r["s"]) for r in rows[-1:])  # the last row: Snakemake rewrites the file on a rerun
+        jobs, total = out.get(rule, (0, 0.0))
+        out[rule] = (jobs + 1, total + seconds)
+    return out
+
+
+def estimate_vs_measured(
+    estimate: Mapping, measured: Mapping[str, tuple[int, float]], tolerance: float = 1.5
+) -> list[dict]:
+    """One row per stage of the estimate (``stages`` of one dataset in ``lpntk cost --json``) or of the run: jobs
+    estimated and run, estimated CPU seconds, measured job seconds, their ratio and whether it lies within
+    ``tolerance``."""
+    rows = []
+    est = {s["stage"]: s for s in estimate.get("stages", [])}
+    for stage in list(est) + [s for s in measured if s not in est]:
+        e = est.get(stage)
+        jobs, seconds = measured.get(stage, (0, 0.0))
+        estimated = 3600.0 * e["cpu_hours"] if e and e.get("cpu_hours") is not None else None
+        ratio = seconds / estimated if estimated else None
+        rows.append(
+            {
+                "stage": stage,
+                "jobs_estimated": e["jobs"] if e else 0,
+                "jobs_run": jobs,
+                "estimated_s": estimated,
+                "measured_s": seconds,
+                "ratio": ratio,
+                "within": ratio is not None and 1 / tolerance <= ratio <= tolerance,
+            }
+        )
+    return rows
+
+
+def comparison_markdown(rows: list[dict], tolerance: float = 1.5) -> str:
+    """The comparison as a Markdown table (seconds; ratio = measured / estimated)."""
+    lines = [
+        "| stage | jobs (est. / run) | estimated CPU s | measured job s | measured / estimated |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        est = f"{r['estimated_s']:,.0f}" if r["estimated_s"] is not None else "-"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        if r["ratio"] is not None and not r["within"]:
+            ratio += f" (outside {tolerance:g}x)"
+        lines.append(
+            f"| {r['stage']} | {r['jobs_estimated']} / {r['jobs_run']} | {est} | {r['measured_s']:,.0f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
