@@ -33,6 +33,7 @@ LAYERS = {
         "__main__",
         "resources",
         "inference",
+        "timing",
     },
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
