@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .cost import KNOWN_SOURCES
+from .plan import check_pruning_config
 
 __all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "dataset_config"]
 
@@ -160,6 +161,11 @@ def _check_semantics(config: dict) -> None:
             raise ConfigError(f"config error at {where}.train.seeds: seeds repeat: {train['seeds']}")
         if ds["kernel"]["mode"] == "sketch" and not ds["kernel"]["sketch_dim"]:
             raise ConfigError(f"config error at {where}.kernel.sketch_dim: mode 'sketch' needs sketch_dim")
+        if ds["kernel"]["seed"] is not None and ds["kernel"]["seed"] not in train["seeds"]:
+            raise ConfigError(
+                f"config error at {where}.kernel.seed: {ds['kernel']['seed']} is not among train.seeds "
+                f"{train['seeds']}; name one of them, or null (the best-validation run)"
+            )
         _check_stage_semantics(ds, where)
         norm = ds["normalize"]
         if isinstance(norm, Mapping) and len(norm["mean"]) != len(norm["std"]):
@@ -195,6 +201,11 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
             f"config error at {where}.scores.seeds: {sorted(set(scores['seeds']) - set(train['seeds']))} "
             f"are not among train.seeds {train['seeds']}"
         )
+    if pruning["enabled"]:
+        try:
+            check_pruning_config(ds)
+        except ValueError as err:
+            raise ConfigError(f"config error at {where}.{err}") from None
     if pruning["enabled"] and not ds["val_fraction"] > 0:
         raise ConfigError(
             f"config error at {where}.pruning.enabled: retraining selects on a validation split; set val_fraction > 0"

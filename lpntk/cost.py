@@ -45,6 +45,7 @@ from typing import Any
 
 from .plan import (
     class_groups,
+    kernel_seeds,
     retrain_settings,
     retrain_shards,
     retrain_units,
@@ -255,9 +256,10 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
         )
         jobs.append(Job("train", f"seed{seed}", 1, work))
     jobs.append(Job("select_reference", "select_reference"))
-    for group, members in class_groups(c, kcfg["classes_per_job"]).items():
-        work = sum((_kernel(sizes.class_sizes[k], kcfg, bytes_per_sample) for k in members), Work())
-        jobs.append(Job("kernel", group, 0, work))
+    for seed in kernel_seeds(block):  # every pruning seed's Grams and the reference seed's (None: chosen at run time)
+        for group, members in class_groups(c, kcfg["classes_per_job"]).items():
+            work = sum((_kernel(sizes.class_sizes[k], kcfg, bytes_per_sample) for k in members), Work())
+            jobs.append(Job("kernel", f"{'reference' if seed is None else f'seed{seed}'}/{group}", 0, work))
     if block["relations"]["enabled"]:
         panel = sum(min(int(block["relations"]["cross_samples_per_class"]), s) for s in sizes.class_sizes)
         jobs.append(Job("relations", "relations", 0, _kernel(panel, kcfg, bytes_per_sample)))
@@ -297,11 +299,11 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
                 jobs.append(Job("forgetting", f"{recipe}/{group}", len(members), per_seed * len(members)))
     pcfg = block["pruning"]
     uses_scores = pcfg["enabled"] and bool({"el2n", "grand", "forgetting", "random"} & set(pcfg["methods"]))
-    if block["scores"]["enabled"] or uses_scores:
-        jobs.append(Job("scores", "scores"))
+    settings = retrain_settings(block)  # scores: the mean over scores.seeds, and each retraining seed's own
+    jobs += [Job("scores", "scores")] if block["scores"]["enabled"] else []
+    jobs += [Job("scores", f"seed{seed}") for seed in settings["seeds"] if uses_scores]
     if pcfg["enabled"]:
-        jobs.append(Job("cluster", "cluster"))
-        settings = retrain_settings(block)
+        jobs += [Job("cluster", f"seed{seed}") for seed in settings["seeds"]]
         small = pcfg["small_clusters"]
         if small["enabled"] and "own" in small["kernels"]:
             # own_clusters: per data fraction and draw, a model trained on the class-balanced subset, then the
@@ -314,7 +316,7 @@ def plan_jobs(ds: str, block: Mapping[str, Any], sizes: DataSizes, bytes_per_sam
                 draws = len(small_draw_seeds(block))
                 work, runs = work + (run + grams) * draws, runs + draws
             jobs.append(Job("own_clusters", "own_clusters", runs, work))
-        jobs.append(Job("prune", "prune"))
+        jobs += [Job("prune", f"seed{seed}") for seed in settings["seeds"]]
         plan = {p["name"]: p for p in subset_plan(block)}
         shards = retrain_shards(block)
         for unit, names in retrain_units(block).items():

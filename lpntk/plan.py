@@ -24,12 +24,16 @@ __all__ = [
     "SMALL_CLUSTER_METHODS",
     "RANDOM_METHODS",
     "check_pruning_config",
-    "subset_key",
+    "pruning_seeds",
+    "kernel_seeds",
+    "gallery_seed",
+    "small_draw_seed",
     "small_draw_seeds",
     "small_key",
     "subset_plan",
     "retrain_settings",
     "retrain_shards",
+    "shard_seeds",
     "retrain_units",
     "cluster_keeps",
     "Section",
@@ -100,7 +104,8 @@ SMALL_CLUSTER_METHODS = {"small": "small_clusters", "random": "random_removal", 
 
 
 def check_pruning_config(cfg: Mapping[str, Any]) -> None:
-    """Kept and removed fractions lie in (0, 1); ValueError naming the key otherwise."""
+    """Kept and removed fractions lie in (0, 1), and every retraining seed is a training seed (its subsets are
+    selected from that seed's own reference run); ValueError naming the key otherwise."""
     pcfg = cfg["pruning"]
     for key in ("keep", "curve_keep"):
         bad = [k for k in pcfg.get(key) or [] if not 0 < float(k) < 1]
@@ -111,9 +116,48 @@ def check_pruning_config(cfg: Mapping[str, Any]) -> None:
         bad = [r for r in scfg["remove"] if not 0 < float(r) < 1]
         if bad:
             raise ValueError(f"pruning.small_clusters.remove: fractions must lie in (0, 1), got {bad}")
+    train_seeds = [int(s) for s in cfg["train"]["seeds"]]
+    for seed in pcfg["retrain"].get("seeds") or []:
+        if int(seed) not in train_seeds:
+            raise ValueError(
+                f"pruning.retrain.seeds: seed {seed} is not among train.seeds {train_seeds}; retraining seed s trains "
+                f"on the subsets selected from training run s (its kernel, its scores), so add {seed} to train.seeds "
+                f"or remove it from pruning.retrain.seeds (null: every training seed)"
+            )
+
+
+def pruning_seeds(cfg: Mapping[str, Any]) -> list[int]:
+    """The seeds whose training runs select pruning subsets: the retraining seeds (``pruning.retrain.seeds``, else
+    ``train.seeds``) when ``pruning.enabled``, else none. Retraining seed s trains on the subsets selected from
+    training run s alone -- lpNTK from the lpNTK Gram at its checkpoint, the score baselines from its dynamics."""
+    return list(retrain_settings(cfg)["seeds"]) if cfg["pruning"]["enabled"] else []
+
+
+def kernel_seeds(cfg: Mapping[str, Any], reference: int | None = None) -> list[int | None]:
+    """The training runs whose checkpoint (``kernel.checkpoint``) gets per-class lpNTK Grams (``kernel/seed<s>/``):
+    every seed of :func:`pruning_seeds`, and the reference seed of use cases 1-2 (relations, difficulty, forgetting,
+    gallery) -- each computed once: when the reference seed is a pruning seed, its Grams serve both.
+
+    ``reference``: the seed select_reference chose; without it, ``kernel.seed`` where set, else ``None`` stands for
+    the reference seed (chosen at run time) where it may lie outside the pruning seeds."""
+    seeds = pruning_seeds(cfg)
+    ref = reference if reference is not None else cfg["kernel"].get("seed")
+    if ref is not None:
+        return seeds if int(ref) in seeds else [*seeds, int(ref)]
+    return seeds if {int(s) for s in cfg["train"]["seeds"]} <= set(seeds) else [*seeds, None]
+
+
+def gallery_seed(cfg: Mapping[str, Any], reference: int) -> int:
+    """The pruning seed whose clusters and subsets the gallery shows: the reference seed where it is a pruning seed
+    (its Grams are those of the gallery's relations panel), else the first pruning seed."""
+    seeds = pruning_seeds(cfg)
+    if not seeds:
+        raise ValueError("pruning is not enabled: no pruning seed to show")
+    return int(reference) if int(reference) in seeds else seeds[0]
 
 
 #: methods whose subset depends on a random draw (a random score, tie-break or member): drawn per retraining seed
+#: with ``pruning.draws: per_seed``
 RANDOM_METHODS = ("random", "el2n", "grand", "forgetting", "lpntk_random", "node")
 
 
@@ -124,9 +168,11 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     random also at ``pruning.curve_keep``); ``node-c<cluster_keep>``; and for the small-cluster experiment
     ``d<fraction>-base`` (the class-balanced subset itself) and ``d<fraction>-[own-]<small|random|large>-r<remove>``
     (clusters from the kernel of the full-data model, or, with ``own-``, of a model trained on the subset itself).
-    ``per_seed``: the subset is drawn anew for every retraining seed (``pruning.draws: per_seed``, the default:
-    the random baseline, the score baselines' random tie-breaks, the random members of lpntk_random and node, and
-    the small-cluster experiment's class-balanced subsets), so the spread over seeds includes the draw's.
+    Every subset but ``full`` is selected for each retraining seed s from training run s alone (its lpNTK Grams,
+    its scores: :func:`pruning_seeds`). ``per_seed``: its random draw, too, is made anew for every retraining seed
+    (``pruning.draws: per_seed``, the default: the random baseline, the score baselines' random tie-breaks, the random
+    members of lpntk_random and node, and the small-cluster experiment's class-balanced subsets); otherwise one draw
+    serves every seed (``shared``). Either way the spread over seeds includes the selection's.
     """
     pcfg = cfg["pruning"]
     plan: list[dict[str, Any]] = [{"name": "full", "method": "full", "experiment": "table", "keep": 1.0}]
@@ -173,23 +219,22 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     return plan
 
 
-def subset_key(spec: Mapping[str, Any], seed: int) -> str:
-    """The subsets file's entry of a subset for one retraining seed: ``<name>@seed<s>`` when drawn per seed."""
-    return f"{spec['name']}@seed{int(seed)}" if spec.get("per_seed") else spec["name"]
+def small_draw_seed(cfg: Mapping[str, Any], seed: int) -> int | None:
+    """The draw of the small-cluster experiment's class-balanced subsets that retraining seed ``seed`` uses: its own
+    (``pruning.draws: per_seed``) or None, the one draw shared by every seed (``shared``)."""
+    return int(seed) if cfg["pruning"]["draws"] == "per_seed" else None
 
 
 def small_draw_seeds(cfg: Mapping[str, Any]) -> list[int | None]:
-    """The retraining seeds the small-cluster experiment draws its class-balanced subsets for (``[None]``: one draw
-    shared by every seed, ``pruning.draws: shared``)."""
-    if cfg["pruning"]["draws"] == "per_seed":
-        return list(retrain_settings(cfg)["seeds"])
-    return [None]
+    """Every draw of the small-cluster experiment's class-balanced subsets: one per retraining seed, or ``[None]``
+    (one draw shared by every seed, ``pruning.draws: shared``)."""
+    return list(dict.fromkeys(small_draw_seed(cfg, s) for s in retrain_settings(cfg)["seeds"]))
 
 
 def small_key(data_fraction: float, seed: int | None, kernel: str = "full") -> str:
-    """The clusters file's prefix of one small-cluster draw: ``small_d<d>`` (full-data kernel) or ``own_d<d>`` (the
-    subset's own model), with ``_s<seed>`` for a per-seed draw; its members are ``<prefix>_index`` and
-    ``<prefix>_cluster``."""
+    """The clusters file's prefix of one small-cluster draw: ``small_d<d>`` (the kernel of the full-data model: in
+    the retraining seed's own clusters file) or ``own_d<d>`` (the subset's own model), with ``_s<seed>`` for a
+    per-seed draw (:func:`small_draw_seed`); its members are ``<prefix>_index`` and ``<prefix>_cluster``."""
     prefix = "small" if kernel == "full" else kernel
     return f"{prefix}_d{fmt(data_fraction)}" + ("" if seed is None else f"_s{int(seed)}")
 
@@ -211,6 +256,16 @@ def retrain_shards(cfg: Mapping[str, Any]) -> list[str]:
     if cfg["pruning"]["retrain"]["batch_seeds"]:
         return ["all"]
     return [f"seed{s}" for s in retrain_settings(cfg)["seeds"]]
+
+
+def shard_seeds(cfg: Mapping[str, Any], shard: str) -> list[int]:
+    """The retraining seeds of one shard of :func:`retrain_shards`: every seed (``all``) or ``seed<s>``'s."""
+    seeds = retrain_settings(cfg)["seeds"]
+    if shard == "all":
+        return list(seeds)
+    if shard.startswith("seed") and shard[4:].isdigit() and int(shard[4:]) in seeds:
+        return [int(shard[4:])]
+    raise ValueError(f"shard {shard!r}: expected 'all' or seed<n> with n in {list(seeds)}")
 
 
 def retrain_units(cfg: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -14,6 +14,10 @@ The official code has none of them (only the lpNTK clustering was released); the
 * **Random**: seeded uniform scores in [0, 1); the top-k per class of them is the class-balanced uniform
   subset (the official code's "uniform" method).
 
+Paul et al. average EL2N and GraNd over runs; here the pruning of retraining seed s reads the scores of training
+run s alone (the functions below over that one run), as lpNTK's subsets come from run s's kernel, so that the spread
+over seeds includes the selection's; the mean over runs is the scores stage's table of its own (``scores.seeds``).
+
 All baselines keep the samples with the *highest* scores. Every array here is indexed by position in the
 training split; the stage writes them keyed by original index.
 """

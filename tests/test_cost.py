@@ -51,16 +51,21 @@ def test_job_counts_of_the_tiny_config_counted_by_hand(tiny, tmp_path):
     jobs = _by_stage(plan_jobs("tiny", block, sizes, 1000.0))
     count = {stage: len(js) for stage, js in jobs.items()}
     runs = {stage: sum(j.runs for j in js) for stage, js in jobs.items()}
-    # seeds [1, 2]; 10 classes, 5 per kernel job; one relations, difficulty, ld_size job; both forgetting seeds in
-    # one job per recipe (plain and official, the defaults); own_clusters (small-cluster kernels full and own, the
-    # default); retrain group_by all, batch_seeds (default): one job; claims; gallery
+    # seeds [1, 2]; 10 classes, 5 per kernel job, for each seed (its subsets come from its own kernels; the
+    # reference seed's serve use cases 1-2 too); one relations, difficulty, ld_size job; both forgetting seeds in
+    # one job per recipe (plain and official, the defaults); scores per seed and their mean (scores.enabled);
+    # cluster and prune per seed; own_clusters (small-cluster kernels full and own, the default); retrain group_by
+    # all, batch_seeds (default): one job; claims; gallery
     assert count == {
-        "prepare_data": 1, "train": 2, "select_reference": 1, "kernel": 2, "relations": 1, "difficulty": 1,
-        "ld_size": 1, "forgetting": 2, "scores": 1, "cluster": 1, "own_clusters": 1, "prune": 1, "retrain": 1,
+        "prepare_data": 1, "train": 2, "select_reference": 1, "kernel": 4, "relations": 1, "difficulty": 1,
+        "ld_size": 1, "forgetting": 2, "scores": 3, "cluster": 2, "own_clusters": 1, "prune": 2, "retrain": 1,
         "pruning_table": 1, "forgetting_table": 1, "claims": 1, "gallery": 1,
     }  # fmt: skip
     assert [j.name for j in jobs["train"]] == ["seed1", "seed2"]
-    assert [j.name for j in jobs["kernel"]] == ["classes0-1-2-3-4", "classes5-6-7-8-9"]
+    groups = ["classes0-1-2-3-4", "classes5-6-7-8-9"]
+    assert [j.name for j in jobs["kernel"]] == [f"seed{s}/{g}" for s in (1, 2) for g in groups]
+    assert [j.name for j in jobs["scores"]] == ["scores", "seed1", "seed2"]
+    assert [j.name for j in jobs["cluster"]] == [j.name for j in jobs["prune"]] == ["seed1", "seed2"]
     assert [j.name for j in jobs["forgetting"]] == ["plain/seeds1-2", "official/seeds1-2"] and runs["forgetting"] == 4
     # own_clusters: one model per retraining seed (pruning.draws: per_seed, the default) for the one data fraction
     assert runs["own_clusters"] == 2
@@ -72,6 +77,31 @@ def test_job_counts_of_the_tiny_config_counted_by_hand(tiny, tmp_path):
     # retraining: full + 5 methods at keep 0.5, and d0.5-base, d0.5-small-r0.25, d0.5-random-r0.25 and the own-model
     # d0.5-own-small-r0.25, d0.5-own-random-r0.25; 2 seeds each
     assert runs["retrain"] == (1 + 5 + 3 + 2) * 2
+
+
+def test_kernel_jobs_of_the_pruning_seeds_and_the_reference(tiny, tmp_path):
+    """Kernels for every retraining seed and, where the reference seed (chosen at run time) may retrain none, one
+    set more for it; without pruning, the reference seed's alone; scores per seed only where a method reads them."""
+    import copy
+
+    block = copy.deepcopy(tiny["datasets"]["tiny"])
+    sizes = dataset_sizes("tiny", block, tmp_path)
+
+    def names(stage):
+        return [j.name for j in plan_jobs("tiny", block, sizes, 1000.0) if j.stage == stage]
+
+    block["kernel"]["classes_per_job"] = 10
+    block["train"]["seeds"] = [1, 2, 3]
+    block["pruning"]["retrain"]["seeds"] = [2]
+    assert names("kernel") == ["seed2/classes0-1-2-3-4-5-6-7-8-9", "reference/classes0-1-2-3-4-5-6-7-8-9"]
+    assert names("cluster") == names("prune") == ["seed2"] and names("scores") == ["scores", "seed2"]
+    block["kernel"]["seed"] = 3
+    assert names("kernel") == ["seed2/classes0-1-2-3-4-5-6-7-8-9", "seed3/classes0-1-2-3-4-5-6-7-8-9"]
+    block["pruning"]["methods"] = ["lpntk"]
+    block["scores"]["enabled"] = False
+    assert names("scores") == []
+    block["pruning"]["enabled"] = False
+    assert names("kernel") == ["seed3/classes0-1-2-3-4-5-6-7-8-9"] and names("cluster") == names("prune") == []
 
 
 def test_work_of_a_training_job_by_hand(tiny, tmp_path):

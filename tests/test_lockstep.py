@@ -200,9 +200,11 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
     cfg["pruning"]["retrain"].update({"epochs": 2, "seeds": [3, 4], "group_by": "subset"})
     save_prepared(digits, tmp_path / "data")
     chosen = np.sort(np.random.default_rng(1).choice(digits.train.index.numpy(), size=48, replace=False))
-    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "random-k0.5": chosen})
+    for seed in (3, 4):  # one subsets file per seed; a shared draw: the same subset in each
+        save_npz(tmp_path / f"subsets{seed}.npz", **{"full": digits.train.index.numpy(), "random-k0.5": chosen})
     args = {"dataset": "digits", "unit": "random-k0.5", "shard": "all", "data": tmp_path / "data",
-            "subsets": tmp_path / "subsets.npz", "threads": 1, "mlflow_cfg": {"enabled": False}}  # fmt: skip
+            "subsets": [tmp_path / f"subsets{s}.npz" for s in (3, 4)], "threads": 1,
+            "mlflow_cfg": {"enabled": False}}  # fmt: skip
     calls = []
     import lpntk.stages.retrain as retrain_module
 
@@ -230,9 +232,9 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
     # another size trains apart. Each run's accuracies are those of its separate run.
     other = np.sort(np.random.default_rng(2).choice(digits.train.index.numpy(), size=48, replace=False))
     third = np.sort(np.random.default_rng(3).choice(digits.train.index.numpy(), size=47, replace=False))
-    save_npz(tmp_path / "per_seed.npz", **{"full": digits.train.index.numpy(), "random-k0.5@seed3": chosen,
-                                           "random-k0.5@seed4": other, "random-k0.5@seed5": third})  # fmt: skip
-    per_seed = {**args, "subsets": tmp_path / "per_seed.npz"}
+    for seed, kept in ((3, chosen), (4, other), (5, third)):
+        save_npz(tmp_path / f"per_seed{seed}.npz", **{"full": digits.train.index.numpy(), "random-k0.5": kept})
+    per_seed = {**args, "subsets": [tmp_path / f"per_seed{s}.npz" for s in (3, 4, 5)]}
     for c in (cfg, together_cfg):
         c["pruning"]["draws"] = "per_seed"
         c["pruning"]["retrain"]["seeds"] = [3, 4, 5]

@@ -443,13 +443,119 @@ def test_subset_plan_and_units(tiny_cfg):
     assert retrain_settings(cfg)["small_epochs"] == 11
 
 
-@pytest.fixture(scope="module")
-def pruning_inputs(tmp_path_factory, full_kernel_cfg):
-    """Synthetic prepared training split, per-class kernels and scores; cluster + prune run on them."""
+def test_plan_of_the_per_seed_selection(tiny_cfg):
+    """Each retraining seed selects from its own training run: the pruning seeds are the retraining seeds, the kernel
+    seeds add the reference seed where it does not retrain (each kernel once), and the gallery shows one of them."""
+    from lpntk.plan import check_pruning_config, gallery_seed, kernel_seeds, pruning_seeds, shard_seeds, small_draw_seed
+
+    cfg = copy.deepcopy(tiny_cfg)  # train.seeds [1, 2]
+    assert pruning_seeds(cfg) == [1, 2] and kernel_seeds(cfg) == [1, 2]
+    assert kernel_seeds(cfg, reference=2) == [1, 2] and gallery_seed(cfg, 2) == 2
+    assert shard_seeds(cfg, "all") == [1, 2] and shard_seeds(cfg, "seed2") == [2]
+    with pytest.raises(ValueError, match=r"shard 'seed3'"):
+        shard_seeds(cfg, "seed3")
+    cfg["train"]["seeds"] = [1, 2, 3]
+    cfg["pruning"]["retrain"]["seeds"] = [2, 1]
+    check_pruning_config(cfg)
+    assert pruning_seeds(cfg) == [2, 1]
+    assert kernel_seeds(cfg) == [2, 1, None]  # the reference (chosen at run time) may be seed 3
+    assert kernel_seeds(cfg, reference=3) == [2, 1, 3] and kernel_seeds(cfg, reference=1) == [2, 1]
+    assert gallery_seed(cfg, 3) == 2 and gallery_seed(cfg, 1) == 1
+    cfg["kernel"]["seed"] = 1
+    assert kernel_seeds(cfg) == [2, 1]
+    cfg["pruning"]["enabled"] = False
+    assert pruning_seeds(cfg) == [] and kernel_seeds(cfg) == [1]  # use cases 1-2 alone: the reference's kernel
+    with pytest.raises(ValueError, match="pruning is not enabled"):
+        gallery_seed(cfg, 1)
+    assert small_draw_seed(cfg, 4) == 4
+    cfg["pruning"]["draws"] = "shared"
+    assert small_draw_seed(cfg, 4) is None
+
+
+def test_a_retraining_seed_outside_train_seeds_stops_at_config_validation(repo, schema_path):
+    import yaml
+
+    from lpntk.config import ConfigError, validate_config
+    from lpntk.plan import check_pruning_config
+
+    raw = yaml.safe_load((repo / ".test" / "config" / "config.yaml").read_text())
+    raw["datasets"]["tiny"]["pruning"]["retrain"]["seeds"] = [1, 5]
+    msg = (
+        r"^config error at datasets\.tiny\.pruning\.retrain\.seeds: seed 5 is not among train\.seeds \[1, 2\]; "
+        r".* add 5 to train\.seeds or remove it from pruning\.retrain\.seeds"
+    )
+    with pytest.raises(ConfigError, match=msg):
+        validate_config(copy.deepcopy(raw), schema_path)
+    raw["datasets"]["tiny"]["pruning"]["enabled"] = False  # no pruning: no check
+    cfg = validate_config(copy.deepcopy(raw), schema_path)
+    with pytest.raises(ValueError, match=r"^pruning\.retrain\.seeds: seed 5"):
+        check_pruning_config(cfg["datasets"]["tiny"])
+    raw["datasets"]["tiny"]["kernel"]["seed"] = 3  # the kernels of use cases 1-2 are a training run's own
+    with pytest.raises(ConfigError, match=r"^config error at datasets\.tiny\.kernel\.seed: 3 is not among train"):
+        validate_config(copy.deepcopy(raw), schema_path)
+
+
+def _toy_run(tmp, index, labels, seed: int):
+    """Training run ``seed`` of the synthetic split: its per-class kernels (random features) and scores."""
     from lpntk.grams import ClassGram, save_class_grams
-    from lpntk.io import save_npz, save_table
+    from lpntk.io import save_table
+
+    rng = np.random.default_rng(seed)
+    n = len(index)
+    grams = []
+    for c in range(10):
+        pos = np.flatnonzero(labels == c)
+        phi = rng.normal(size=(len(pos), 4))
+        grams.append(ClassGram(c, (phi @ phi.T).astype(np.float32), (phi**2).sum(1), index[pos], pos, 10))
+    kernels = [str(tmp / f"kernel{seed}" / "classes5-9.npz"), str(tmp / f"kernel{seed}" / "classes0-4.npz")]
+    save_class_grams(kernels[0], grams[5:])
+    save_class_grams(kernels[1], grams[:5])
+    scores = pd.DataFrame(
+        {
+            "index": index,
+            "label": labels,
+            "el2n": rng.random(n),
+            "grand": rng.random(n),
+            "forgetting": rng.integers(0, 3, n),
+            "random": np.random.default_rng(0).random(n),  # the scores stage's random_seed: the same for every run
+        }
+    )
+    save_table(tmp / f"scores{seed}.csv", scores)
+    return kernels
+
+
+def _cluster_and_prune(tmp, cfg, seed: int, kernels, scores, tag: str = ""):
+    """The cluster and prune stages of one retraining seed on its own run's kernels and scores: their outputs."""
     from lpntk.stages.cluster import cluster_stage
     from lpntk.stages.prune import prune_stage
+
+    outs = {
+        "clusters": str(tmp / f"clusters{seed}{tag}.npz"),
+        "summary": str(tmp / f"cluster_summary{seed}{tag}.csv"),
+        "subsets": str(tmp / f"subsets{seed}{tag}.npz"),
+        "table": str(tmp / f"subsets{seed}{tag}.csv"),
+    }
+    off = {"enabled": False}
+    cluster_outs = {k: outs[k] for k in ("clusters", "summary")}
+    cluster_stage(dataset="toy", cfg=cfg, seed=seed, kernels=kernels, outputs=cluster_outs, mlflow_cfg=off)
+    prune_stage(
+        dataset="toy",
+        cfg=cfg,
+        seed=seed,
+        train=tmp / "train.npz",
+        clusters=outs["clusters"],
+        scores=scores,
+        outputs={k: outs[k] for k in ("subsets", "table")},
+        mlflow_cfg=off,
+    )
+    return outs
+
+
+@pytest.fixture(scope="module")
+def pruning_inputs(tmp_path_factory, full_kernel_cfg):
+    """Synthetic prepared training split, and per training run (seeds 1, 2) its per-class kernels and scores; cluster
+    + prune run on them for each retraining seed: (tmp, index, labels, {seed: outputs})."""
+    from lpntk.io import save_npz
 
     tmp = tmp_path_factory.mktemp("pruning")
     rng = np.random.default_rng(0)
@@ -458,103 +564,86 @@ def pruning_inputs(tmp_path_factory, full_kernel_cfg):
     labels = np.repeat(np.arange(10), 6)
     rng.shuffle(labels)
     save_npz(tmp / "train.npz", x=np.zeros((n, 1, 2, 2), np.float32), y=labels, index=index)
-    grams = []
-    for c in range(10):
-        pos = np.flatnonzero(labels == c)
-        phi = rng.normal(size=(len(pos), 4))
-        grams.append(ClassGram(c, (phi @ phi.T).astype(np.float32), (phi**2).sum(1), index[pos], pos, 10))
-    kernels = [str(tmp / "classes5-9.npz"), str(tmp / "classes0-4.npz")]
-    save_class_grams(kernels[0], grams[5:])
-    save_class_grams(kernels[1], grams[:5])
-    save_table(
-        tmp / "scores.csv",
-        pd.DataFrame(
-            {
-                "index": index,
-                "label": labels,
-                "el2n": rng.random(n),
-                "grand": rng.random(n),
-                "forgetting": rng.integers(0, 3, n),
-                "random": rng.random(n),
-            }
-        ),
-    )
-    outs = {
-        "clusters": str(tmp / "clusters.npz"),
-        "summary": str(tmp / "cluster_summary.csv"),
-        "subsets": str(tmp / "subsets.npz"),
-        "table": str(tmp / "subsets.csv"),
-    }
-    off = {"enabled": False}
-    cluster_stage(
-        dataset="toy",
-        cfg=full_kernel_cfg,
-        kernels=kernels,
-        outputs={k: outs[k] for k in ("clusters", "summary")},
-        mlflow_cfg=off,
-    )
-    prune_stage(
-        dataset="toy",
-        cfg=full_kernel_cfg,
-        train=tmp / "train.npz",
-        clusters=outs["clusters"],
-        scores=tmp / "scores.csv",
-        outputs={k: outs[k] for k in ("subsets", "table")},
-        mlflow_cfg=off,
-    )
+    outs = {}
+    for seed in (1, 2):
+        kernels = _toy_run(tmp, index, labels, seed)
+        outs[seed] = _cluster_and_prune(tmp, full_kernel_cfg, seed, kernels, tmp / f"scores{seed}.csv")
+        outs[seed]["kernels"] = kernels
     return tmp, index, labels, outs
 
 
 def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(pruning_inputs):
     tmp, index, labels, outs = pruning_inputs
-    cl = np.load(outs["clusters"])
-    assert sorted(cl["index"].tolist()) == sorted(index.tolist()) and (np.diff(cl["label"]) >= 0).all()
-    assert set(cl["cluster_k0.5"]) <= set(index)  # clusters named by their head's ORIGINAL index
-    subsets = np.load(outs["subsets"])
-    table = pd.read_csv(outs["table"]).set_index("entry")
     lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
-    for name in subsets.files:
-        kept = subsets[name]
-        assert set(kept) <= set(index) and len(np.unique(kept)) == len(kept) and (np.diff(kept) > 0).all(), name
-        assert table.loc[name, "n"] == len(kept)
-    assert np.array_equal(subsets["full"], np.sort(index))
-    # deterministic selections: one subset; random draws: one per retraining seed (seeds 1, 2), each different
-    assert "lpntk-k0.5" in subsets.files and "random-k0.5" not in subsets.files
-    for name in ("random-k0.5", "lpntk_random-k0.5", "node-c0.5", "d0.5-base", "d0.5-random-r0.2"):
-        assert not np.array_equal(subsets[f"{name}@seed1"], subsets[f"{name}@seed2"]), name
-    for keep, k in ((0.9, 5), (0.7, 4), (0.5, 3)):  # 6 per class
-        for entry in (f"lpntk-k{keep:g}", f"random-k{keep:g}@seed1", f"random-k{keep:g}@seed2"):
-            counts = np.bincount([lab[i] for i in subsets[entry]], minlength=10)
-            assert (counts == k).all(), (entry, counts)
-    # heads are nested: every sample kept at 0.5 is kept at 0.7 and 0.9
-    assert set(subsets["lpntk-k0.5"]) <= set(subsets["lpntk-k0.7"]) <= set(subsets["lpntk-k0.9"])
-    # global ranking (default) keeps the highest el2n over the whole set; ties (none here) drawn per seed
-    sc = pd.read_csv(tmp / "scores.csv")
-    top = sc.sort_values("el2n", ascending=False)["index"].to_numpy()[:30]
-    assert set(subsets["el2n-k0.5@seed1"]) == set(subsets["el2n-k0.5@seed2"]) == set(top)
-    # the forgetting score ties a lot (0, 1, 2 events): its tie-break differs between seeds (and is not the random
-    # baseline's draw: test_registry_rules_on_hand_built_inputs)
-    assert set(subsets["forgetting-k0.5@seed1"]) != set(subsets["forgetting-k0.5@seed2"])
-    # lpntk heads at 0.5 are exactly the first 3 heads by rank
-    rank = dict(zip(cl["index"].tolist(), cl["head_rank"].tolist(), strict=True))
-    assert all(0 <= rank[i] < 3 for i in subsets["lpntk-k0.5"])
-    # small-cluster experiment, per seed: nested in its base subset, the same removed count per class as the control
+    subsets = {s: np.load(outs[s]["subsets"]) for s in (1, 2)}
     for seed in (1, 2):
-        base = subsets[f"d0.5-base@seed{seed}"]
+        cl = np.load(outs[seed]["clusters"])
+        assert sorted(cl["index"].tolist()) == sorted(index.tolist()) and (np.diff(cl["label"]) >= 0).all()
+        assert set(cl["cluster_k0.5"]) <= set(index)  # clusters named by their head's ORIGINAL index
+        table = pd.read_csv(outs[seed]["table"]).set_index("name")
+        assert (table["seed"] == seed).all() and sorted(table.index) == sorted(subsets[seed].files)
+        for name in subsets[seed].files:
+            kept = subsets[seed][name]
+            assert set(kept) <= set(index) and len(np.unique(kept)) == len(kept) and (np.diff(kept) > 0).all(), name
+            assert table.loc[name, "n"] == len(kept)
+        assert np.array_equal(subsets[seed]["full"], np.sort(index))
+        for keep, k in ((0.9, 5), (0.7, 4), (0.5, 3)):  # 6 per class
+            for name in (f"lpntk-k{keep:g}", f"random-k{keep:g}"):
+                counts = np.bincount([lab[i] for i in subsets[seed][name]], minlength=10)
+                assert (counts == k).all(), (seed, name, counts)
+        # heads are nested: every sample kept at 0.5 is kept at 0.7 and 0.9
+        sub = subsets[seed]
+        assert set(sub["lpntk-k0.5"]) <= set(sub["lpntk-k0.7"]) <= set(sub["lpntk-k0.9"])
+        # lpntk heads at 0.5 are exactly the first 3 heads by rank of the seed's own FPC
+        rank = dict(zip(cl["index"].tolist(), cl["head_rank"].tolist(), strict=True))
+        assert all(0 <= rank[i] < 3 for i in sub["lpntk-k0.5"])
+        # global ranking (default) keeps the highest el2n of the seed's own scores over the whole set
+        sc = pd.read_csv(tmp / f"scores{seed}.csv")
+        assert set(sub["el2n-k0.5"]) == set(sc.sort_values("el2n", ascending=False)["index"].to_numpy()[:30])
+        # small-cluster experiment: nested in its base subset, the same removed count per class as the control
+        base = sub["d0.5-base"]
         assert np.bincount([lab[i] for i in base], minlength=10).tolist() == [3] * 10
         for name in ("d0.5-small-r0.2", "d0.5-random-r0.2", "d0.5-large-r0.2"):
-            assert set(subsets[f"{name}@seed{seed}"]) <= set(base)
-        small = subsets[f"d0.5-small-r0.2@seed{seed}"]
+            assert set(sub[name]) <= set(base)
+        small = sub["d0.5-small-r0.2"]
         removed_small = np.bincount([lab[i] for i in set(base) - set(small)], minlength=10)
-        removed_rand = np.bincount(
-            [lab[i] for i in set(base) - set(subsets[f"d0.5-random-r0.2@seed{seed}"])], minlength=10
-        )
+        removed_rand = np.bincount([lab[i] for i in set(base) - set(sub["d0.5-random-r0.2"])], minlength=10)
         assert (removed_small >= 1).all() and np.array_equal(removed_small, removed_rand)
         heads = dict(
             zip(cl[f"small_d0.5_s{seed}_index"].tolist(), cl[f"small_d0.5_s{seed}_cluster"].tolist(), strict=True)
         )
+        assert f"small_d0.5_s{3 - seed}_index" not in cl  # the other seed's draw is clustered on its own kernel
         gone = set(base) - set(small)
         assert all(heads[h] in gone for h in gone)  # whole clusters go: their heads go with them
+    # every subset but the full set differs between the seeds: its own kernel, scores and random draws
+    for name in subsets[1].files:
+        same = np.array_equal(subsets[1][name], subsets[2][name])
+        assert same == (name == "full"), name
+
+
+def test_each_seeds_subsets_depend_only_on_its_own_training_run(pruning_inputs, full_kernel_cfg):
+    """Retraining seed s's subsets are selected from training run s alone: changing run 2's scores (or its kernels)
+    changes seed 2's score (or lpNTK) subsets and leaves every subset of seed 1 as it was."""
+    tmp, index, labels, outs = pruning_inputs
+    before = {s: np.load(outs[s]["subsets"]) for s in (1, 2)}
+    sc = pd.read_csv(tmp / "scores2.csv")
+    sc["el2n"] = sc["el2n"].to_numpy()[::-1]  # run 2's EL2N changes
+    sc.to_csv(tmp / "scores2-changed.csv", index=False)
+    (tmp / "other").mkdir()
+    run2 = _toy_run(tmp / "other", index, labels, 7)  # run 2's kernels change
+    after = {
+        1: _cluster_and_prune(tmp, full_kernel_cfg, 1, outs[1]["kernels"], tmp / "scores1.csv", "-again"),
+        2: _cluster_and_prune(tmp, full_kernel_cfg, 2, outs[2]["kernels"], tmp / "scores2-changed.csv", "-scores"),
+    }
+    new_kernel = _cluster_and_prune(tmp, full_kernel_cfg, 2, run2, tmp / "scores2.csv", "-kernel")
+    assert open(after[1]["subsets"], "rb").read() == open(outs[1]["subsets"], "rb").read()  # seed 1: the same bytes
+    changed = np.load(after[2]["subsets"])
+    assert not np.array_equal(changed["el2n-k0.5"], before[2]["el2n-k0.5"])
+    for name in ("lpntk-k0.5", "grand-k0.5", "forgetting-k0.5", "random-k0.5", "d0.5-small-r0.2"):
+        assert np.array_equal(changed[name], before[2][name]), name  # what does not read EL2N stays
+    rekerneled = np.load(new_kernel["subsets"])
+    assert not np.array_equal(rekerneled["lpntk-k0.5"], before[2]["lpntk-k0.5"])
+    assert np.array_equal(rekerneled["el2n-k0.5"], before[2]["el2n-k0.5"])  # the scores did not change
 
 
 def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, full_kernel_cfg):
@@ -562,40 +651,42 @@ def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, full_ker
 
     tmp, _, _, outs = pruning_inputs
     again = {"subsets": str(tmp / "again.npz"), "table": str(tmp / "again.csv")}
-    prune_stage(
-        dataset="toy",
-        cfg=full_kernel_cfg,
-        train=tmp / "train.npz",
-        clusters=outs["clusters"],
-        scores=tmp / "scores.csv",
-        outputs=again,
-        mlflow_cfg={"enabled": False},
-    )
-    assert open(again["subsets"], "rb").read() == open(outs["subsets"], "rb").read()
+    args = {"dataset": "toy", "seed": 1, "train": tmp / "train.npz", "clusters": outs[1]["clusters"]}
+    args.update(scores=tmp / "scores1.csv", outputs=again, mlflow_cfg={"enabled": False})
+    prune_stage(cfg=full_kernel_cfg, **args)
+    assert open(again["subsets"], "rb").read() == open(outs[1]["subsets"], "rb").read()
     own = copy.deepcopy(full_kernel_cfg)
     own["pruning"]["small_clusters"]["kernels"] = ["full", "own"]
     with pytest.raises(ValueError, match=r"no \['own_d0.5_s1_index'"):  # the own-model clusters were not given
-        prune_stage(
-            dataset="toy",
-            cfg=own,
-            train=tmp / "train.npz",
-            clusters=outs["clusters"],
-            scores=tmp / "scores.csv",
-            outputs=again,
-            mlflow_cfg={"enabled": False},
-        )
+        prune_stage(cfg=own, **args)
     cfg = copy.deepcopy(full_kernel_cfg)
     cfg["pruning"]["curve_keep"] = [0.95]  # FPC must run further than the clusters file did
     with pytest.raises(ValueError, match=r"another configuration \(no \['cluster_k0.95'\]\)"):
-        prune_stage(
-            dataset="toy",
-            cfg=cfg,
-            train=tmp / "train.npz",
-            clusters=outs["clusters"],
-            scores=tmp / "scores.csv",
-            outputs=again,
-            mlflow_cfg={"enabled": False},
-        )
+        prune_stage(cfg=cfg, **args)
+    shared = copy.deepcopy(full_kernel_cfg)
+    shared["pruning"]["draws"] = "shared"  # the clusters hold seed 1's own draw, not the shared one
+    with pytest.raises(ValueError, match=r"no \['small_d0.5_index'"):
+        prune_stage(cfg=shared, **args)
+    with pytest.raises(ValueError, match=r"seed 3 is not a retraining seed of the pruning experiment \[1, 2\]"):
+        prune_stage(cfg=full_kernel_cfg, **{**args, "seed": 3})
+
+
+def test_shared_draws_keep_one_random_subset_but_each_seeds_selection(pruning_inputs, full_kernel_cfg):
+    """pruning.draws: shared -- the random choices are drawn once for every seed (the random baseline is one subset,
+    the small-cluster experiment one class-balanced subset), while lpNTK and the scores stay each seed's own."""
+    tmp, _, _, outs = pruning_inputs
+    cfg = copy.deepcopy(full_kernel_cfg)
+    cfg["pruning"]["draws"] = "shared"
+    sub = {
+        s: np.load(_cluster_and_prune(tmp, cfg, s, outs[s]["kernels"], tmp / f"scores{s}.csv", "-shared")["subsets"])
+        for s in (1, 2)
+    }
+    assert np.array_equal(sub[1]["random-k0.5"], sub[2]["random-k0.5"])
+    assert np.array_equal(sub[1]["d0.5-base"], sub[2]["d0.5-base"])
+    assert not np.array_equal(sub[1]["lpntk-k0.5"], sub[2]["lpntk-k0.5"])
+    assert not np.array_equal(sub[1]["el2n-k0.5"], sub[2]["el2n-k0.5"])
+    table = pd.read_csv(tmp / "subsets1-shared.csv").set_index("name")
+    assert table.loc["random-k0.5", "draw"] == "shared" and table.loc["lpntk-k0.5", "seed"] == 1
 
 
 def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypatch):
@@ -611,7 +702,11 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
     cfg["pruning"].update({"methods": ["lpntk"], "keep": [0.5], "curve_keep": []})
     cfg["pruning"]["small_clusters"]["enabled"] = False
     cfg["pruning"]["retrain"].update({"epochs": 1, "seeds": [3, 4], "group_by": "subset"})
-    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
+    other = np.sort(rng.choice(digits.train.index.numpy(), size=40, replace=False))
+    files = []  # one subsets file per seed, each from its own training run: seed 4's lpNTK subset is another
+    for seed, kept in ((3, chosen), (4, other)):
+        files.append(tmp_path / f"subsets{seed}.npz")
+        save_npz(files[-1], **{"full": digits.train.index.numpy(), "lpntk-k0.5": kept})
     seen = []
     real = retrain_module.train_model
 
@@ -627,14 +722,14 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
         unit="lpntk-k0.5",
         shard="all",
         data=tmp_path / "data",
-        subsets=tmp_path / "subsets.npz",
+        subsets=files,
         output=out,
         threads=1,
         mlflow_cfg={"enabled": False},
     )
     assert [s[0] for s in seen] == [3, 4]
-    for _, idx, epochs, n_val, n_test in seen:
-        assert np.array_equal(np.sort(idx), chosen) and epochs == 1
+    for (_, idx, epochs, n_val, n_test), kept in zip(seen, (chosen, other), strict=True):
+        assert np.array_equal(np.sort(idx), kept) and epochs == 1
         assert (n_val, n_test) == (len(digits.val), len(digits.test))
     res = json.loads(out.read_text())
     rec = res["subsets"][0]
@@ -648,7 +743,19 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
             unit="el2n-k0.3",
             shard="all",
             data=tmp_path / "data",
-            subsets=tmp_path / "subsets.npz",
+            subsets=files,
+            output=out,
+            threads=1,
+            mlflow_cfg={"enabled": False},
+        )
+    with pytest.raises(ValueError, match=r"one subsets file per seed of shard 'all' \(\[3, 4\]\)"):
+        retrain_stage(
+            dataset="digits",
+            cfg=cfg,
+            unit="lpntk-k0.5",
+            shard="all",
+            data=tmp_path / "data",
+            subsets=files[:1],
             output=out,
             threads=1,
             mlflow_cfg={"enabled": False},
@@ -656,9 +763,12 @@ def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypa
 
 
 def _result(subset, method, keep, accs, n, experiment="table", **extra):
+    """One subset's retraining record; ``n``: its size, or each seed's."""
+    sizes = n if isinstance(n, list) else [n] * len(accs)
     runs = [
         {
             "seed": s + 1,
+            "n_train": sizes[s],
             "test_acc_best_val": a,
             "test_acc_last": a - 0.01,
             "test_acc_max": a + 0.01,
@@ -674,7 +784,7 @@ def _result(subset, method, keep, accs, n, experiment="table", **extra):
         "method": method,
         "experiment": experiment,
         "keep": keep,
-        "n_train": n,
+        "n_train": float(np.mean(sizes)),
         "epochs": 2,
         "runs": runs,
         **extra,
@@ -705,7 +815,7 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
                     "small_clusters",
                     0.8,
                     [0.75, 0.7],
-                    40,
+                    [39, 41],  # whole clusters go: each seed's subset its own size
                     "small_clusters",
                     data_fraction=0.5,
                     remove=0.2,
@@ -766,6 +876,14 @@ def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     )
     md = open(outs["md"]).read()
     assert "99.37 ± 0.04" in md and "96.00 ± 1.41" in md and "keep not stated" in md
+    assert (
+        "Each retraining seed's subset is selected from its own reference seed: lpNTK from that seed's kernel, "
+        "EL2N/GraNd/forgetting from that seed's training dynamics, random drawn per seed; the spread over seeds "
+        "therefore includes the selection's variance." in md
+    )
+    cells = [line.split("|") for line in md.splitlines() if line.startswith("| d0.5")]
+    sizes = {c[1].strip(): c[5].strip() for c in cells}  # the small-cluster table's n_train: sizes, not their means
+    assert sizes == {"d0.5-base": "50", "d0.5-small-r0.2": "39-41", "d0.5-random-r0.2": "40"}
     long = pd.read_csv(outs["csv"])
     assert set(long["source"]) == {"ours", "slides"}
     assert long.loc[(long["source"] == "slides") & (long["method"] == "lpntk"), "reported_acc_mean"].item() == 99.37
@@ -798,30 +916,39 @@ def test_pruning_stages_end_to_end(workflow_run):
     workdir, _ = workflow_run
     res = workdir / "results" / "tiny"
     train = np.load(res / "data" / "train.npz")
-    scores = pd.read_csv(res / "scores" / "scores.csv")
-    assert scores["index"].tolist() == train["index"].tolist() and scores["label"].tolist() == train["y"].tolist()
-    assert scores[["el2n", "grand", "forgetting", "random"]].notna().all().all()
-    subsets = np.load(res / "pruning" / "subsets.npz")
-    plan = pd.read_csv(res / "pruning" / "subsets.csv")  # one row per entry: its subset's name, seed, method
-    assert sorted(plan["entry"]) == sorted(subsets.files)
-    for name in subsets.files:
-        assert set(subsets[name]) <= set(train["index"].tolist()), name
     n = len(train["index"])
-    # lpNTK's subset is one; the random baseline is drawn anew for each retraining seed (pruning.draws: per_seed)
-    assert len(subsets["lpntk-k0.5"]) == n // 2  # 24 per class -> 12 per class
-    assert len(subsets["random-k0.5@seed1"]) == len(subsets["random-k0.5@seed2"]) == n // 2
-    assert not np.array_equal(subsets["random-k0.5@seed1"], subsets["random-k0.5@seed2"])
-    names = set(plan["name"])
+    subsets, names = {}, None
+    for seed in (1, 2):  # each retraining seed's subsets, from its own training run's kernels and scores
+        scores = pd.read_csv(res / "scores" / f"seed{seed}.csv")
+        assert scores["index"].tolist() == train["index"].tolist() and scores["label"].tolist() == train["y"].tolist()
+        assert scores[["el2n", "grand", "forgetting", "random"]].notna().all().all()
+        assert json.loads((res / "scores" / f"seed{seed}.json").read_text())["seeds"] == [seed]
+        assert (res / "cluster" / f"seed{seed}" / "clusters.npz").is_file()
+        subsets[seed] = np.load(res / "pruning" / f"seed{seed}" / "subsets.npz")
+        plan = pd.read_csv(res / "pruning" / f"seed{seed}" / "subsets.csv")  # one row per subset
+        assert sorted(plan["name"]) == sorted(subsets[seed].files) and (plan["seed"] == seed).all()
+        assert names is None or set(plan["name"]) == names
+        names = set(plan["name"])
+        for name in subsets[seed].files:
+            assert set(subsets[seed][name]) <= set(train["index"].tolist()), name
+        assert len(subsets[seed]["lpntk-k0.5"]) == len(subsets[seed]["random-k0.5"]) == n // 2  # 12 of 24 per class
+    for name in ("lpntk-k0.5", "el2n-k0.5", "random-k0.5", "d0.5-small-r0.25"):  # the seeds select apart
+        assert not np.array_equal(subsets[1][name], subsets[2][name]), name
+    assert np.array_equal(subsets[1]["full"], subsets[2]["full"])
+    mean = pd.read_csv(res / "scores" / "scores.csv")  # scores.enabled: the mean over the seeds, a table of its own
+    one = {s: pd.read_csv(res / "scores" / f"seed{s}.csv") for s in (1, 2)}
+    assert np.allclose(mean["el2n"], (one[1]["el2n"] + one[2]["el2n"]) / 2)
     table = pd.read_csv(res / "pruning" / "table.csv")
     ours = table[table["source"] == "ours"].set_index("subset")
     assert set(ours.index) == names
     assert (ours["n_seeds"] == 2).all() and ours["test_acc_best_val_mean"].between(0, 100).all()
+    assert "is selected from its own reference seed" in (res / "pruning" / "table.md").read_text()
     for f in ("table.md", "redundant_removal.png", "redundant_removal.pdf", "small_clusters.png", "small_clusters.pdf"):
         assert (res / "pruning" / f).stat().st_size > 0
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.`lpntk.rule` = 'retrain'", max_results=1000)
-    assert len(runs) == 2 * len(names)  # one run per subset and seed, on that seed's draw
+    assert len(runs) == 2 * len(names)  # one run per subset and seed, on that seed's own subset
     tags = {(r.data.tags["lpntk.subset"], r.data.tags["lpntk.seed"]) for r in runs}
     assert tags == {(s, str(seed)) for s in names for seed in (1, 2)}
     for r in runs:
@@ -840,9 +967,9 @@ def test_pruning_stages_end_to_end(workflow_run):
             "random_removal",
         }
         assert "lpntk.keep" in r.data.tags
-    for rule in ("scores", "cluster", "prune", "pruning_table"):
+    for rule, count in (("scores", 3), ("cluster", 2), ("prune", 2), ("pruning_table", 1)):  # per seed (+ the mean)
         found = client.search_runs([exp.experiment_id], f"tags.`lpntk.rule` = '{rule}'")
-        assert len(found) == 1 and found[0].info.status == "FINISHED", rule
+        assert len(found) == count and all(r.info.status == "FINISHED" for r in found), rule
 
 
 def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_cfg, monkeypatch):
@@ -859,14 +986,15 @@ def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_c
     cfg["pruning"]["small_clusters"]["enabled"] = False
     cfg["pruning"]["retrain"].update({"epochs": 2, "seeds": [3, 4], "group_by": "subset"})
     chosen = np.sort(np.random.default_rng(2).choice(digits.train.index.numpy(), size=40, replace=False))
-    save_npz(tmp_path / "subsets.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
+    for seed in (3, 4):  # the seeds' own subsets (here the same)
+        save_npz(tmp_path / f"subsets{seed}.npz", **{"full": digits.train.index.numpy(), "lpntk-k0.5": chosen})
     args = {
         "dataset": "digits",
         "cfg": cfg,
         "unit": "lpntk-k0.5",
         "shard": "all",
         "data": tmp_path / "data",
-        "subsets": tmp_path / "subsets.npz",
+        "subsets": [tmp_path / "subsets3.npz", tmp_path / "subsets4.npz"],
         "threads": 1,
         "mlflow_cfg": {"enabled": False},
     }
@@ -898,7 +1026,7 @@ def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs,
     from lpntk.stages.prune import pruning_inputs as read_inputs
 
     tmp, index, labels, outs = pruning_inputs
-    inputs = read_inputs(full_kernel_cfg, tmp / "train.npz", outs["clusters"], tmp / "scores.csv")
+    inputs = read_inputs(full_kernel_cfg, 1, tmp / "train.npz", outs[1]["clusters"], tmp / "scores1.csv")
 
     @register_selector("lowest_el2n")
     def lowest(inp, spec, seed):  # the easiest samples: the opposite of the EL2N baseline
@@ -907,7 +1035,7 @@ def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs,
 
     try:
         kept = select_subset(inputs, {"name": "lowest_el2n-k0.5", "method": "lowest_el2n", "keep": 0.5}, 0)
-        sc = pd.read_csv(tmp / "scores.csv")
+        sc = pd.read_csv(tmp / "scores1.csv")
         assert set(kept) == set(sc.sort_values("el2n")["index"].to_numpy()[:30])
         with pytest.raises(ValueError, match="no selection rule"):
             select_subset(inputs, {"method": "nope"}, 0)

@@ -200,7 +200,10 @@ def test_summary_stage_page_from_hand_made_results(prepared, tmp_path):
     assert "| test, selected epoch | 85.00 ± 7.07 | 1: 80.00, 2: 90.00 |" in lines
     assert "| test, last epoch | 82.50 ± 3.54 | 1: 80.00, 2: 85.00 |" in lines
     assert "| test, max over epochs (official metric) | 95.00 | 1: 95.00 |" in lines
-    assert "Reference checkpoint for the kernels: seed 2, epoch 3 (best, selected on val)." in lines
+    assert (
+        "Reference checkpoint of use cases 1-2: seed 2, epoch 3 (best, selected on val); use case 3 selects each "
+        "retraining seed's subsets from its own run's checkpoint." in lines
+    )
     # the one section given, its heading and text, its table's own title demoted under it; no other section
     i = lines.index("### Use case 1 - relations between samples under lpNTK")
     assert lines[i + 2].startswith("Shares of interchangeable") and "#### Relations of tiny" in lines[i + 3 :]

@@ -36,12 +36,19 @@ def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
     ref = json.loads((res / "reference" / "reference.json").read_text())
     assert ref["seed"] in (1, 2)
     train_y = np.load(res / "data" / "train.npz")["y"]
-    kernel_files = sorted(p.name for p in (res / "kernel").iterdir())
-    assert kernel_files == ["classes0-1-2-3-4.npz", "classes5-6-7-8-9.npz"]  # kernel.classes_per_job: 5
-    for c, k in enumerate(load_class_grams([res / "kernel" / f for f in kernel_files], 10)):
-        n = int((train_y == c).sum())
-        assert k.gram.shape == (n, n) and np.allclose(k.gram, k.gram.T, rtol=1e-5, atol=1e-6)
-        assert (train_y[k.position] == c).all()
+    # one kernel set per training run: each retraining seed's subsets come from its own; the reference seed's serve
+    # use cases 1-2 as well (no kernel computed twice)
+    assert sorted(p.name for p in (res / "kernel").iterdir()) == ["seed1", "seed2"]
+    grams = {}
+    for seed in (1, 2):
+        kernel_files = sorted(p.name for p in (res / "kernel" / f"seed{seed}").iterdir())
+        assert kernel_files == ["classes0-1-2-3-4.npz", "classes5-6-7-8-9.npz"]  # kernel.classes_per_job: 5
+        grams[seed] = load_class_grams([res / "kernel" / f"seed{seed}" / f for f in kernel_files], 10)
+        for c, k in enumerate(grams[seed]):
+            n = int((train_y == c).sum())
+            assert k.gram.shape == (n, n) and np.allclose(k.gram, k.gram.T, rtol=1e-5, atol=1e-6)
+            assert (train_y[k.position] == c).all()
+    assert not np.allclose(grams[1][0].gram, grams[2][0].gram)  # two models, two kernels
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lpntk-tiny")
@@ -61,8 +68,10 @@ def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
     parent = by_rule["workflow"][0].info.run_id
     for r in by_rule["train"] + by_rule["prepare_data"]:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
-    kernels = sorted(by_rule["kernel"], key=lambda r: int(r.data.tags["lpntk.class"]))
-    assert [int(r.data.tags["lpntk.class"]) for r in kernels] == list(range(10))
+    kernels = sorted(by_rule["kernel"], key=lambda r: (int(r.data.tags["lpntk.seed"]), int(r.data.tags["lpntk.class"])))
+    assert [(int(r.data.tags["lpntk.seed"]), int(r.data.tags["lpntk.class"])) for r in kernels] == [
+        (seed, c) for seed in (1, 2) for c in range(10)
+    ]
     assert all(float(r.data.metrics["seconds"]) > 0 and r.data.tags["lpntk.mode"] == "exact" for r in kernels)
     train_run = by_rule["train"][0]
     assert len(client.get_metric_history(train_run.info.run_id, "val_acc")) == 3
@@ -73,6 +82,32 @@ def test_rerun_has_nothing_to_do(repo, workflow_run):
     workdir, _ = workflow_run
     proc = snakemake(repo, workdir, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _jobs(proc) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    return re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", proc.stdout, re.M)
+
+
+def test_dry_run_shows_the_kernel_jobs_of_every_seed(repo, workflow_run):
+    workdir, _ = workflow_run
+    proc = snakemake(repo, workdir, "-n", "--forcerun", "kernel")
+    kernels = sorted(w for rule, w in _jobs(proc) if rule == "kernel")
+    assert kernels == [f"ds=tiny, seed={s}, group=classes{g}" for s in (1, 2) for g in ("0-1-2-3-4", "5-6-7-8-9")]
+
+
+def test_a_seeds_selection_reads_only_its_own_training_run(repo, workflow_run):
+    """Rerunning training run 2's kernel and scores reruns seed 2's clusters and subsets, and none of seed 1's."""
+    workdir, _ = workflow_run
+    forced = ["results/tiny/kernel/seed2/classes0-1-2-3-4.npz", "results/tiny/scores/seed2.csv"]
+    jobs = _jobs(snakemake(repo, workdir, "-n", "--forcerun", *forced))
+    per_seed = {(rule, w) for rule, w in jobs if rule in ("kernel", "cluster", "scores", "prune")}
+    assert per_seed == {
+        ("kernel", "ds=tiny, seed=2, group=classes0-1-2-3-4"),
+        ("scores", "ds=tiny, part=seed2"),
+        ("cluster", "ds=tiny, seed=2"),
+        ("prune", "ds=tiny, seed=2"),
+    }, jobs
 
 
 def test_editing_one_stage_block_reruns_only_that_stage(repo, workflow_run, tmp_path):

@@ -1,9 +1,10 @@
 """Stage cluster: farthest point clustering of every class on its lpNTK Gram (use case 3; paper-protocols §1.6, §4.4).
 
-Per class, FPC at the reference checkpoint is run once to the largest cluster count needed (heads are nested), with
-the assignments at the configured counts; and, for the small-cluster experiment, FPC of seeded class-balanced 1 % /
-5 % subsets on their sub-Grams (the per-class Gram restricted to the subset, still at the full-data checkpoint).
-Numpy only: one class's Gram in memory at a time.
+One job per pruning seed s, on the lpNTK Grams of training run s (its retraining seed's subsets are selected from
+them alone). Per class, FPC is run once to the largest cluster count needed (heads are nested), with the assignments
+at the configured counts; and, for the small-cluster experiment, FPC of seed s's seeded class-balanced 1 % / 5 %
+subset (or the one shared draw) on its sub-Gram (the per-class Gram restricted to the subset, still at the full-data
+checkpoint). Numpy only: one class's Gram in memory at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from ..clustering import cluster_sizes, farthest_point_clustering, head_rank, self_max, symmetrize_upper
 from ..grams import ClassGram, iter_class_grams
 from ..io import save_npz, save_table
-from ..plan import check_pruning_config, cluster_keeps, fmt, small_draw_seeds, small_key
+from ..plan import check_pruning_config, cluster_keeps, fmt, small_draw_seed, small_key
 from ..pruning import class_balanced_subset, draw_seed, keep_count
 from .common import log, tracking_run
 
@@ -105,17 +106,20 @@ def cluster_stage(
     *,
     dataset: str,
     cfg: Mapping,
+    seed: int,
     kernels: Sequence[str | os.PathLike],
     outputs: Mapping[str, str],
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """FPC of every class at every configured cluster count, and of the small-cluster experiment's subsets.
+    """FPC of every class at every configured cluster count, and of the small-cluster experiment's subsets, on the
+    ``kernels`` of training run ``seed`` (the pruning seed whose subsets they select).
 
     Writes ``outputs["clusters"]`` (npz, one entry per training sample, classes in label order): ``index``
     (original), ``label``, ``position``, ``sq_norm`` (|phi|^2), ``head_rank`` (creation rank of the sample as
     an FPC head within its class, -1 if never), ``self_max`` (the official code's flag), ``cluster_k<keep>``
     (the original index of the sample's head with round(keep N_c) clusters); and per small-cluster data
-    fraction d and draw (:func:`lpntk.plan.small_key`: ``small_d<d>[_s<seed>]``): ``<key>_index`` (the subset) and
+    fraction d, seed ``seed``'s draw (:func:`lpntk.plan.small_key`: ``small_d<d>_s<seed>``, or ``small_d<d>`` for the
+    draw shared by every seed): ``<key>_index`` (the subset) and
     ``<key>_cluster`` (head of each member).
     ``outputs["summary"]`` (CSV): per class and setting, cluster counts and sizes.
     """
@@ -126,11 +130,13 @@ def cluster_stage(
     rows: list[dict] = []
     parts: dict[int, dict[str, np.ndarray]] = {}
     t0 = time.perf_counter()
-    with tracking_run("cluster", dataset, cfg, mlflow_cfg, run_name=f"cluster-{dataset}", live=False) as run:
+    seed = int(seed)
+    name = f"cluster-{dataset}-seed{seed}"
+    with tracking_run("cluster", dataset, cfg, mlflow_cfg, seed=seed, run_name=name, live=False) as run:
         for g in iter_class_grams(kernels):  # one class's Gram in memory at a time
             if g.label in parts:
                 raise ValueError(f"two kernel files hold class {g.label}")
-            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg, small_draw_seeds(cfg))
+            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg, [small_draw_seed(cfg, seed)])
             rows += class_rows
         order = sorted(parts)
         arrays = {key: np.concatenate([parts[c][key] for c in order]) for key in parts[order[0]]}
@@ -150,5 +156,5 @@ def cluster_stage(
     if summary["stopped_early"].any():
         stopped = summary.loc[summary["stopped_early"], ["class", "setting", "keep"]].to_dict("records")
         log.warning("%s: FPC stopped early (every cluster's farthest member is its head) for %s", dataset, stopped)
-    log.info("%s: FPC of %d classes at keeps %s in %.1f s", dataset, len(parts), keeps, seconds)
+    log.info("%s seed %d: FPC of %d classes at keeps %s in %.1f s", dataset, seed, len(parts), keeps, seconds)
     return summary

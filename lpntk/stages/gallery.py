@@ -9,10 +9,11 @@ Four panels, each drawn only when the stage it reads ran (else it says which swi
     contradictory (most negative cos < 0) partners among the panel's samples of every class (their cross-class
     lpNTK exists only there); without the panel (relations disabled) all three come from the class Gram;
 (b) FPC clusters at the smallest kept fraction -- the largest clusters of the same classes: head and members, the
-    members closest to the head first;
-(c) pruning -- per method, the samples its subset at its smallest kept fraction leaves out, in the order the method
-    gives them up: lowest EL2N / GraNd / forgetting / random score first, most redundant (closest to its FPC head)
-    first for the lpNTK methods;
+    members closest to the head first (those of one pruning seed, :func:`lpntk.plan.gallery_seed`: the reference
+    seed where it is one, whose Grams panel (a) reads; else the first, from its own Grams);
+(c) pruning -- per method, the samples its subset at its smallest kept fraction (the same seed's) leaves out, in the
+    order the method gives them up: lowest EL2N / GraNd / forgetting / random score first, most redundant (closest
+    to its FPC head) first for the lpNTK methods;
 (d) small clusters -- per data fraction, the samples removed as small clusters at the smallest removed share
     (``d<d>-base`` minus ``d<d>-small-r<r>``), smallest clusters first.
 
@@ -41,7 +42,7 @@ from ..gallery import (
 )
 from ..grams import iter_class_grams
 from ..io import load_npz, save_table
-from ..plan import SCORE_METHODS, cluster_keeps, fmt, small_key
+from ..plan import SCORE_METHODS, cluster_keeps, fmt, small_draw_seed, small_key
 from ..relations import cosine
 from .common import check_outputs, log, tracking_run
 
@@ -203,8 +204,8 @@ def _cluster_panel(book, shown, head_ids, members, pos_of, keep: float) -> Panel
 def _pruning_panel(book, plan: pd.DataFrame, kept: Mapping[str, np.ndarray], table, redundancy, n: int) -> Panel:
     out = []
     rows = plan[(plan["experiment"] == "table") & (plan["method"] != "full")]
-    for method, part in rows.groupby("method", sort=False):  # drawn per seed: the first seed's draw
-        name, keep = part.sort_values(["keep", "seed"], na_position="last").iloc[0][["entry", "keep"]]
+    for method, part in rows.groupby("method", sort=False):  # one seed's subsets
+        name, keep = part.sort_values("keep", na_position="last").iloc[0][["name", "keep"]]
         scored = method in (*SCORE_METHODS, "random")
         if scored and table is None:
             continue
@@ -228,20 +229,18 @@ def _pruning_panel(book, plan: pd.DataFrame, kept: Mapping[str, np.ndarray], tab
     return Panel("(c) Pruning: what each method removes first", out, note)
 
 
-def _small_panel(book, plan: pd.DataFrame, kept: Mapping[str, np.ndarray], cl, pos_of, n: int) -> Panel:
+def _small_panel(book, cfg, plan: pd.DataFrame, kept: Mapping[str, np.ndarray], cl, pos_of, n: int) -> Panel:
     out = []
     small = plan[(plan["method"] == "small_clusters") & (plan["kernel"].fillna("full") == "full")]
-    for d, part in small.groupby("data_fraction", sort=True):  # the full-data kernel's clusters; the first seed's draw
-        name, r, seed = part.sort_values(["remove", "seed"]).iloc[0][["entry", "remove", "seed"]]
-        seed = None if pd.isna(seed) else int(seed)
-        prefix = small_key(d, seed)
+    for d, part in small.groupby("data_fraction", sort=True):  # the full-data kernel's clusters; one seed's draw
+        name, r, seed = part.sort_values("remove").iloc[0][["name", "remove", "seed"]]
+        prefix = small_key(d, small_draw_seed(cfg, int(seed)))
         sub = np.asarray(cl[f"{prefix}_index"], np.int64)
         head = np.asarray(cl[f"{prefix}_cluster"], np.int64)
         heads, sizes = np.unique(head, return_counts=True)
         size = sizes[np.searchsorted(heads, head)]
         order = removal_order(sub, kept[name], [size, head], n)
-        base = f"d{fmt(d)}-base" + ("" if seed is None else f"@seed{seed}")
-        gone = removed(kept[base], kept[name])
+        gone = removed(kept[f"d{fmt(d)}-base"], kept[name])
         label = f"{100 * d:g} % of data\n{100 * r:g} % removed"
         tiles = [
             book.tile("small_clusters", label, "removed", pos_of[int(sub[i])], f"cluster of {size[i]}", score=size[i])
@@ -272,13 +271,16 @@ def gallery_stage(
     subsets: str | os.PathLike | None = None,
     subsets_table: str | os.PathLike | None = None,
     scores: str | os.PathLike | None = None,
+    selection_kernels: Sequence[str | os.PathLike] | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
     """Draw the gallery of one dataset (see the module docstring) and write its table.
 
-    ``train``: the prepared training split; ``kernels``: the kernel files; the optional inputs are those of the
-    enabled stages -- ``cross``: the relations stage's cross-class panel; ``clusters``: the cluster stage's npz;
-    ``subsets`` / ``subsets_table``: the prune stage's npz and CSV; ``scores``: the scores table. ``outputs`` maps
+    ``train``: the prepared training split; ``kernels``: the reference seed's kernel files; the optional inputs are
+    those of the enabled stages, all of one pruning seed -- ``cross``: the relations stage's cross-class panel;
+    ``clusters``: the cluster stage's npz; ``subsets`` / ``subsets_table``: the prune stage's npz and CSV; ``scores``:
+    its scores table; ``selection_kernels``: its kernel files where it is not the reference seed (None: ``kernels``
+    are its own). ``outputs`` maps
     every name of :data:`GALLERY_OUTPUTS` to a path: the figure (PNG, PDF) and ``samples`` (CSV: one row per tile,
     with its panel, row, group, original index, position, label and kappa / cos / score). Returns that table."""
     check_outputs(outputs, GALLERY_OUTPUTS, "gallery_stage")
@@ -307,9 +309,16 @@ def gallery_stage(
         head_of = dict(zip(np.asarray(cl["index"]).tolist(), heads.tolist(), strict=True))
         cl_labels = np.asarray(cl["label"], np.int64)
         head_ids = {c: largest_clusters(heads[cl_labels == c], int(gcfg["clusters_per_row"])) for c in shown}
-    rows, members, redundancy, anchors = _class_pass(
-        kernels, shown, anchors, str(gcfg["anchor"]), head_ids, head_of, int(gcfg["members"]), pos_of, len(index)
-    )
+    rule, n_members = str(gcfg["anchor"]), int(gcfg["members"])
+    if selection_kernels is None:  # the clusters are the reference seed's: one pass over its Grams
+        rows, members, redundancy, anchors = _class_pass(
+            kernels, shown, anchors, rule, head_ids, head_of, n_members, pos_of, len(index)
+        )
+    else:  # the anchors' rows from the reference seed's Grams, the clusters' from the pruning seed's own
+        rows, _, _, anchors = _class_pass(kernels, shown, anchors, rule, {}, None, n_members, pos_of, len(index))
+        _, members, redundancy, _ = _class_pass(
+            selection_kernels, shown, {}, rule, head_ids, head_of, n_members, pos_of, len(index)
+        )
 
     panels = [_relations_panel(book, int(gcfg["partners"]), str(gcfg["anchor"]), shown, anchors, rows, panel, tau)]
     if cl is None:
@@ -328,7 +337,7 @@ def gallery_stage(
             table = raw.set_index("index").loc[index].reset_index()  # aligned with the training split
         panels.append(_pruning_panel(book, plan, kept, table, redundancy, int(gcfg["removed"])))
         if (plan["method"] == "small_clusters").any() and cl is not None:
-            panels.append(_small_panel(book, plan, kept, cl, pos_of, int(gcfg["removed"])))
+            panels.append(_small_panel(book, cfg, plan, kept, cl, pos_of, int(gcfg["removed"])))
         else:
             panels.append(_skipped("(d) Small clusters", "pruning.small_clusters.enabled is false"))
 

@@ -1,4 +1,7 @@
-"""Stage kernel: exact per-class lpNTK Grams at the reference checkpoint, for a group of classes per job."""
+"""Stage kernel: exact per-class lpNTK Grams at a training run's checkpoint, for a group of classes per job.
+
+The workflow computes them for every pruning seed (its subsets are selected from them) and for the reference seed
+of use cases 1-2, each once (:func:`lpntk.plan.kernel_seeds`)."""
 
 from __future__ import annotations
 
@@ -49,12 +52,14 @@ def kernel_stage(
     reference: str | os.PathLike,
     output: str | os.PathLike,
     threads: int | None = None,
+    seed: int | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> list[dict]:
-    """Exact (or sketched) lpNTK Gram of the training samples of each class of ``classes`` at the reference
-    checkpoint, all written to one file ``output`` (:mod:`lpntk.grams`); one MLflow run per class.
+    """Exact (or sketched) lpNTK Gram of the training samples of each class of ``classes`` at the checkpoint
+    ``reference``, all written to one file ``output`` (:mod:`lpntk.grams`); one MLflow run per class.
 
-    ``data``: the prepared-data files (info, train, val, test). Gram entries are kappa with the 1/K of the paper's
+    ``data``: the prepared-data files (info, train, val, test); ``seed``: the training run the checkpoint is of (the
+    runs' tag). Gram entries are kappa with the 1/K of the paper's
     definition, computed in ``kernel.dtype`` and stored as float32 (the diagonal |phi|^2 also as float64).
     """
     set_threads(threads)
@@ -67,8 +72,11 @@ def kernel_stage(
     for klass in [int(c) for c in classes]:
         pos, x, y = class_inputs(prep, klass)
         tags = {"class": klass, "mode": kcfg["mode"], "n": len(pos)}
-        name = f"kernel-{dataset}-class{klass}"
-        with tracking_run("kernel", dataset, cfg, mlflow_cfg, tags=tags, params={"class": klass}, run_name=name) as run:
+        name = f"kernel-{dataset}" + ("" if seed is None else f"-seed{seed}") + f"-class{klass}"
+        params = {"class": klass}
+        with tracking_run(
+            "kernel", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, params=params, run_name=name
+        ) as run:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
@@ -99,7 +107,14 @@ def kernel_stage(
             )
         metrics_all.append(metrics)
         log.info(
-            "%s class %d: %d x %d lpNTK Gram in %.1f s (%s)", dataset, klass, len(pos), len(pos), seconds, kcfg["mode"]
+            "%s seed %s class %d: %d x %d lpNTK Gram in %.1f s (%s)",
+            dataset,
+            seed,
+            klass,
+            len(pos),
+            len(pos),
+            seconds,
+            kcfg["mode"],
         )
     save_class_grams(output, grams)
     return metrics_all

@@ -1,7 +1,9 @@
 """Stage prune: every training subset of the pruning plan, as ORIGINAL indices (use case 3; paper-protocols §4.4-4.6).
 
-Reads the FPC clusters and the baseline scores, aligns them with the training split, and applies each subset's
-selection rule by name (:data:`lpntk.pruning.SELECTORS`). Numpy and pandas only.
+One job per retraining seed s, from training run s alone: reads its FPC clusters (on its lpNTK Grams) and its
+baseline scores (its dynamics), aligns them with the training split, and applies each subset's selection rule by
+name (:data:`lpntk.pruning.SELECTORS`), with seed s's random draws (or the shared ones, ``pruning.draws: shared``).
+Every method's spread over retraining seeds thus includes the variance of its selection. Numpy and pandas only.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from ..plan import (
     check_pruning_config,
     cluster_keeps,
     fmt,
-    retrain_settings,
-    small_draw_seeds,
+    pruning_seeds,
+    small_draw_seed,
     small_key,
-    subset_key,
     subset_plan,
 )
 from ..pruning import PruningInputs, class_counts_of, select_subset
@@ -41,24 +42,24 @@ def _aligned(name: str, src_index: np.ndarray, index: np.ndarray, path) -> np.nd
     return order[np.searchsorted(src_index[order], index)]
 
 
-def _small_clusters(cfg: Mapping, cl, own, clusters, own_path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
-    """{(data fraction, kernel, seed): (members, heads)} of every small-cluster draw the plan needs."""
+def _small_clusters(cfg: Mapping, seed: int, cl, own, clusters, own_path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """{(data fraction, kernel, draw): (members, heads)} of retraining seed ``seed``'s small-cluster draws."""
     scfg = cfg["pruning"]["small_clusters"]
     if not scfg["enabled"]:
         return {}
     out, missing = {}, []
+    draw = small_draw_seed(cfg, seed)
     for d in sorted({float(x) for x in scfg["data_fractions"]}):
-        for seed in small_draw_seeds(cfg):
-            for kernel in scfg["kernels"]:
-                src, path = (cl, clusters) if kernel == "full" else (own, own_path)
-                key = small_key(d, seed, kernel)
-                if src is None or f"{key}_index" not in src:
-                    missing.append(f"{key}_index")
-                    continue
-                out[d, kernel, seed] = (
-                    np.asarray(src[f"{key}_index"], np.int64),
-                    np.asarray(src[f"{key}_cluster"], np.int64),
-                )
+        for kernel in scfg["kernels"]:
+            src, path = (cl, clusters) if kernel == "full" else (own, own_path)
+            key = small_key(d, draw, kernel)
+            if src is None or f"{key}_index" not in src:
+                missing.append(f"{key}_index")
+                continue
+            out[d, kernel, draw] = (
+                np.asarray(src[f"{key}_index"], np.int64),
+                np.asarray(src[f"{key}_cluster"], np.int64),
+            )
     if missing:
         raise ValueError(
             f"the clusters files ({clusters}, {own_path}) were computed for another configuration (no "
@@ -69,12 +70,15 @@ def _small_clusters(cfg: Mapping, cl, own, clusters, own_path) -> dict[tuple, tu
 
 def pruning_inputs(
     cfg: Mapping,
+    seed: int,
     train: str | os.PathLike,
     clusters: str | os.PathLike,
     scores: str | os.PathLike | None,
     own_clusters: str | os.PathLike | None = None,
 ) -> PruningInputs:
-    """Every per-sample quantity the selection rules read, aligned with the training split (file names in errors)."""
+    """Every per-sample quantity the selection rules read for retraining seed ``seed``, aligned with the training
+    split (file names in errors): ``clusters`` and ``scores`` are training run ``seed``'s (the cluster stage's npz on
+    its Grams, the scores stage's table of its dynamics), ``own_clusters`` the own_clusters stage's npz."""
     pcfg = cfg["pruning"]
     arr = load_npz(train, what="prepared train split")
     index, labels = np.asarray(arr["index"], dtype=np.int64), np.asarray(arr["y"], dtype=np.int64)
@@ -96,7 +100,7 @@ def pruning_inputs(
         per_class=pcfg["ranking"] == "per_class",
         node_fraction=float(pcfg["node"]["fraction"]),
         seed=int(pcfg["seed"]),
-        small=_small_clusters(cfg, cl, own, clusters, own_clusters),
+        small=_small_clusters(cfg, seed, cl, own, clusters, own_clusters),
         small_seed=int(scfg["seed"]),
         sq_norm=cl["sq_norm"][cpos],
         tie_break=scfg["tie_break"],
@@ -115,6 +119,7 @@ def prune_stage(
     *,
     dataset: str,
     cfg: Mapping,
+    seed: int,
     train: str | os.PathLike,
     clusters: str | os.PathLike,
     scores: str | os.PathLike | None,
@@ -122,44 +127,36 @@ def prune_stage(
     own_clusters: str | os.PathLike | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Build every subset of :func:`lpntk.plan.subset_plan` as sorted ORIGINAL indices, one per retraining seed
-    where it is drawn per seed (its entry :func:`lpntk.plan.subset_key`: ``<name>@seed<s>``).
+    """Build every subset of :func:`lpntk.plan.subset_plan` for retraining seed ``seed`` as sorted ORIGINAL indices,
+    from training run ``seed`` alone.
 
-    ``train``: the prepared training split; ``clusters``: the cluster stage's npz; ``scores``: the scores table
-    (or None when no method needs it); ``own_clusters``: the own_clusters stage's npz (small-cluster experiment
-    with the subsets' own models). Writes ``outputs["subsets"]`` (npz: subset entry -> original indices) and
-    ``outputs["table"]`` (CSV: one row per subset entry: name, seed, method, experiment, nominal keep, realised
-    keep, size, per-class sizes).
+    ``train``: the prepared training split; ``clusters``: the cluster stage's npz of seed ``seed`` (FPC on its lpNTK
+    Grams); ``scores``: the scores table of seed ``seed`` (its dynamics; None when no method needs it);
+    ``own_clusters``: the own_clusters stage's npz (small-cluster experiment with the subsets' own models). Writes
+    ``outputs["subsets"]`` (npz: subset name -> original indices) and ``outputs["table"]`` (CSV: one row per subset:
+    name, seed, draw (per_seed or shared), method, experiment, nominal keep, realised keep, size, per-class sizes).
     """
     check_pruning_config(cfg)
+    seed = int(seed)
+    if seed not in pruning_seeds(cfg):
+        raise ValueError(f"seed {seed} is not a retraining seed of the pruning experiment {pruning_seeds(cfg)}")
     plan = subset_plan(cfg)
-    seeds = retrain_settings(cfg)["seeds"]
-    inputs = pruning_inputs(cfg, train, clusters, scores, own_clusters)
+    inputs = pruning_inputs(cfg, seed, train, clusters, scores, own_clusters)
     index, labels = inputs.index, inputs.labels
-    subsets: dict[str, np.ndarray] = {}
-    entries = []  # (spec, seed or None, entry name)
-    for p in plan:
-        for seed in seeds if p["per_seed"] else [None]:
-            key = subset_key(p, seed) if seed is not None else p["name"]
-            subsets[key] = select_subset(inputs, p, seed)
-            entries.append((p, seed, key))
+    subsets = {p["name"]: select_subset(inputs, p, seed if p["per_seed"] else None) for p in plan}
     lookup = dict(zip(index.tolist(), labels.tolist(), strict=True))
     rows, base_n = [], {}
-    for p, seed, key in entries:
-        kept = subsets[key]
+    for p in plan:
+        kept = subsets[p["name"]]
         counts = class_counts_of([lookup[int(i)] for i in kept])
         if p["method"] == "base":
-            base_n[p["data_fraction"], seed] = len(kept)
-        ref = (
-            base_n.get((p.get("data_fraction"), seed), len(index))
-            if p["experiment"] == "small_clusters"
-            else len(index)
-        )
+            base_n[p["data_fraction"]] = len(kept)
+        ref = base_n.get(p.get("data_fraction"), len(index)) if p["experiment"] == "small_clusters" else len(index)
         rows.append(
             {
                 "name": p["name"],
-                "entry": key,
                 "seed": seed,
+                "draw": "per_seed" if p["per_seed"] else "shared",
                 "method": p["method"],
                 "experiment": p["experiment"],
                 "keep": p.get("keep"),
@@ -175,10 +172,13 @@ def prune_stage(
             }
         )
     summary = pd.DataFrame(rows)
-    with tracking_run("prune", dataset, cfg, mlflow_cfg, run_name=f"prune-{dataset}", live=False) as run:
+    name = f"prune-{dataset}-seed{seed}"
+    with tracking_run("prune", dataset, cfg, mlflow_cfg, seed=seed, run_name=name, live=False) as run:
         save_npz(outputs["subsets"], **subsets)
         save_table(outputs["table"], summary)
-        run.log_metrics({f"n_{r['entry']}": r["n"] for r in rows})
+        run.log_metrics({f"n_{r['name']}": r["n"] for r in rows})
         run.log_outputs(dict(outputs))
-    log.info("%s: %d subsets (%s)", dataset, len(subsets), ", ".join(f"{r['entry']}={r['n']}" for r in rows))
+    log.info(
+        "%s seed %d: %d subsets (%s)", dataset, seed, len(subsets), ", ".join(f"{r['name']}={r['n']}" for r in rows)
+    )
     return summary

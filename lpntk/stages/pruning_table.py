@@ -14,7 +14,7 @@ from ..paper import pruning_reference
 from ..plan import subset_plan
 from .common import log, tracking_run
 
-__all__ = ["METRICS", "runs_table", "aggregate_runs", "pruning_table_stage"]
+__all__ = ["METRICS", "runs_table", "aggregate_runs", "design_note", "pruning_table_stage"]
 
 METRICS = ("test_acc_best_val", "test_acc_last", "test_acc_max")
 
@@ -48,6 +48,7 @@ def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.
         seeds = sorted(r["seed"] for r in rec["runs"])
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"subset {name}: seeds repeat across shards: {seeds}")
+        sizes = [r["n_train"] for r in rec["runs"] if r.get("n_train") is not None] or [rec["n_train"]]
         row = {
             "subset": name,
             "method": rec["method"],
@@ -57,18 +58,39 @@ def aggregate_runs(results: Sequence[Mapping], n_full: int | None = None) -> pd.
             "remove": rec.get("remove"),
             "kernel": rec.get("kernel"),
             "draw": "per_seed" if rec.get("per_seed") else "shared",
-            "n_train": rec["n_train"],
+            "n_train": float(np.mean(sizes)),
+            "n_train_min": int(min(sizes)),
+            "n_train_max": int(max(sizes)),
             "n_seeds": len(seeds),
             "epochs": rec.get("epochs"),
         }
         if n_full:
-            row["realised_keep"] = rec["n_train"] / n_full
+            row["realised_keep"] = row["n_train"] / n_full
         for m in METRICS:
             vals = 100.0 * np.asarray([r[m] for r in rec["runs"]], dtype=np.float64)
             row[f"{m}_mean"] = float(vals.mean())
             row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _size(lo: int, hi: int) -> str:
+    """A training-set size over seeds: the size when every seed's subset has it, else its range ``min-max``."""
+    return f"{int(lo)}" if int(lo) == int(hi) else f"{int(lo)}-{int(hi)}"
+
+
+def design_note(cfg: Mapping) -> str:
+    """The pruning table's sentence on how the subsets are selected (``pruning.draws``)."""
+    random = (
+        "random drawn per seed"
+        if cfg["pruning"]["draws"] == "per_seed"
+        else "random drawn once for every seed (pruning.draws: shared)"
+    )
+    return (
+        "Each retraining seed's subset is selected from its own reference seed: lpNTK from that seed's kernel, "
+        f"EL2N/GraNd/forgetting from that seed's training dynamics, {random}; the spread over seeds therefore "
+        "includes the selection's variance."
+    )
 
 
 def _pm(mean: float, std: float, digits: int = 2) -> str:
@@ -98,15 +120,17 @@ def pruning_table_stage(
     dataset: str,
     cfg: Mapping,
     runs: Sequence[str | os.PathLike],
-    subsets_table: str | os.PathLike,
+    subsets_table: Sequence[str | os.PathLike],
     outputs: Mapping[str, str],
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Aggregate the retraining runs: ``outputs["csv"]`` (long: one row per subset, plus the slides' rows),
+    """Aggregate the retraining runs (``runs``: the retrain jobs' results; ``subsets_table``: the prune stage's
+    table of every retraining seed): ``outputs["csv"]`` (long: one row per subset, plus the slides' rows),
     ``outputs["runs"]`` (one row per retraining run: what the claims pair over seeds), ``outputs["md"]`` (wide
     tables with the slides beside ours), the figures ``outputs["fig_redundant"]`` /
     ``outputs["fig_small"]`` (PNG) and ``outputs["fig_redundant_pdf"]`` / ``outputs["fig_small_pdf"]``."""
-    sizes = pd.read_csv(subsets_table)
+    tables = [subsets_table] if isinstance(subsets_table, str | os.PathLike) else list(subsets_table)
+    sizes = pd.concat([pd.read_csv(p) for p in tables], ignore_index=True)
     n_full = int(sizes.loc[sizes["name"] == "full", "n"].iloc[0])
     records = [load_json(p, what="retraining result") for p in runs]
     df = aggregate_runs(records, n_full)
@@ -144,7 +168,8 @@ def pruning_table_stage(
         "",
         f"Mean ± sample std (ddof=1) over {n_seeds} seeds, {'/'.join(map(str, table_epochs))} epochs per "
         "run. "
-        "The authors' slides give one number per method for MNIST and CIFAR-10 without stating the kept "
+        + design_note(cfg)
+        + " The authors' slides give one number per method for MNIST and CIFAR-10 without stating the kept "
         "fraction (and, as the official code, probably the maximum test accuracy over epochs)."
         + ("" if slides else f" The slides have no numbers for this dataset ({cfg.get('name')})."),
         "",
@@ -164,6 +189,7 @@ def pruning_table_stage(
             "## other variants (kept fraction is an outcome)",
             "",
             other.assign(
+                n_train=[_size(a, b) for a, b in zip(other["n_train_min"], other["n_train_max"], strict=True)],
                 realised=other["realised_keep"].map(lambda v: f"{v:.3f}"),
                 acc=[
                     _pm(a, b)
@@ -179,6 +205,7 @@ def pruning_table_stage(
             f"{'/'.join(str(int(e)) for e in sorted(set(s['epochs'])))} epochs per run)",
             "",
             s.assign(
+                n_train=[_size(a, b) for a, b in zip(s["n_train_min"], s["n_train_max"], strict=True)],
                 realised=s["realised_keep"].map(lambda v: f"{v:.3f}"),
                 acc=[_pm(a, b) for a, b in zip(s["test_acc_best_val_mean"], s["test_acc_best_val_std"], strict=True)],
             )[["subset", "method", "data_fraction", "remove", "n_train", "realised", "acc"]].to_markdown(index=False),

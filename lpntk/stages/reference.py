@@ -1,4 +1,7 @@
-"""Stage select_reference: the reference checkpoint the kernels are computed at (no torch: a file copy)."""
+"""Stage select_reference: the reference checkpoint of use cases 1-2 (no torch: a file copy).
+
+The workflow treats it as a checkpoint: the seed it chooses names the kernel files use cases 1-2 read
+(``kernel/seed<s>/``), the same files the pruning of that seed reads, so no kernel is computed twice."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ where it stopped when rerun, with the same results; the folder is removed when t
 With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: one
 vectorised step for all of them; with dropout active the masks are drawn differently from separate runs), tagged
 ``lpntk.lockstep`` in MLflow; it needs ``batch_seeds: true`` (a job that holds several seeds). Each seed trains on
-its own subset (shared, or its own per-seed draw); seeds whose subsets differ in size train apart.
+its own subset (selected from its own training run); seeds whose subsets differ in size train apart.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from ..data import Split, load_prepared
 from ..io import load_json, load_npz, save_json
 from ..lockstep import train_lockstep
-from ..plan import fmt, retrain_settings, retrain_units, subset_key, subset_plan
+from ..plan import fmt, retrain_settings, retrain_units, shard_seeds, subset_plan
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
 from .common import log, tracking_run
@@ -54,14 +54,6 @@ def retrain_recipe(cfg: Mapping, epochs: int) -> Recipe:
     return Recipe.from_config({**cfg["train"], "epochs": epochs, "score_epochs": [], "select": "val"}, cfg["augment"])
 
 
-def _shard_seeds(shard: str, seeds: Sequence[int]) -> list[int]:
-    if shard == "all":
-        return list(seeds)
-    if shard.startswith("seed") and shard[4:].isdigit() and int(shard[4:]) in seeds:
-        return [int(shard[4:])]
-    raise ValueError(f"shard {shard!r}: expected 'all' or seed<n> with n in {list(seeds)}")
-
-
 def retrain_stage(
     *,
     dataset: str,
@@ -69,7 +61,7 @@ def retrain_stage(
     unit: str,
     shard: str,
     data: Mapping[str, str | os.PathLike],
-    subsets: str | os.PathLike,
+    subsets: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     threads: int | None = None,
     mlflow_cfg: Mapping | None = None,
@@ -78,7 +70,9 @@ def retrain_stage(
 
     Each run uses the dataset's recipe (``pruning.retrain`` may override epochs and seeds, and
     ``pruning.small_clusters.epochs`` the epochs of the small-cluster experiment), validation and test
-    splits from the prepared data (``data``: the prepared-data files), and no per-sample recording. Writes
+    splits from the prepared data (``data``: the prepared-data files), and no per-sample recording. ``subsets``: the
+    prune stage's npz of each seed of the shard, in the shard's seed order (:func:`lpntk.plan.shard_seeds`): seed s
+    trains on the subsets selected from its own training run. Writes
     ``output`` (JSON): per subset its description, size and index checksum, and per seed ``test_acc_best_val``,
     ``test_acc_last``, ``test_acc_max`` (official metric), ``val_acc_best``, ``best_epoch`` and the per-epoch
     history. One MLflow run per subset and seed (rule ``retrain``; tags ``lpntk.method``, ``lpntk.keep``,
@@ -91,23 +85,26 @@ def retrain_stage(
         raise ValueError(f"retraining unit {unit!r} is not in the config's plan ({', '.join(units)})")
     plan = {p["name"]: p for p in subset_plan(cfg)}
     settings = retrain_settings(cfg)
-    seeds = _shard_seeds(shard, settings["seeds"])
+    seeds = shard_seeds(cfg, shard)
     prep = load_prepared(data)
     if len(prep.val) == 0:
         raise ValueError(
             f"dataset {dataset!r}: retraining reports the test accuracy at the best validation epoch "
             f"and needs a validation split; set val_fraction > 0"
         )
-    arr = load_npz(subsets, what="pruned subsets")
-    missing = [subset_key(plan[name], s) for name in units[unit] for s in seeds if subset_key(plan[name], s) not in arr]
-    if missing:
-        raise ValueError(f"{subsets} has no subset {missing[:4]}; rerun the prune step")
+    if isinstance(subsets, str | os.PathLike) or len(subsets) != len(seeds):
+        raise ValueError(f"expected one subsets file per seed of shard {shard!r} ({seeds}), got {subsets}")
+    arrs = {s: load_npz(path, what="pruned subsets") for s, path in zip(seeds, subsets, strict=True)}
+    for s, path in zip(seeds, subsets, strict=True):
+        missing = [name for name in units[unit] if name not in arrs[s]]
+        if missing:
+            raise ValueError(f"{path} (seed {s}) has no subset {missing[:4]}; rerun the prune step")
     device = select_device(cfg.get("device", "auto"))
     progress = Path(output).with_name(f".{Path(output).stem}.progress")
     records = []
     for name in units[unit]:
         epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
-        trains = {int(s): subset_split(prep.train, arr[subset_key(plan[name], s)]) for s in seeds}
+        trains = {int(s): subset_split(prep.train, arrs[s][name]) for s in seeds}
         recipe = retrain_recipe(cfg, epochs)
         records.append(_retrain_subset(dataset, cfg, plan[name], trains, prep, recipe, device, mlflow_cfg, progress))
     out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
@@ -127,9 +124,9 @@ def _retrain_subset(
     mlflow_cfg: Mapping | None,
     progress: Path,
 ) -> dict:
-    """Every seed's run on its training subset (``trains[seed]``: the same subset for every seed, or the seed's own
-    draw where the subset is drawn per seed). With ``pruning.retrain.lockstep`` the pending seeds whose subsets have
-    one size train together, each on its own subset."""
+    """Every seed's run on its training subset (``trains[seed]``: the one selected from the seed's own training run,
+    the same for every seed only for ``full`` and shared random draws). With ``pruning.retrain.lockstep`` the
+    pending seeds whose subsets have one size train together, each on its own subset."""
     subset = spec["name"]
     lockstep = bool(cfg["pruning"]["retrain"]["lockstep"])
     base_tags = {

@@ -1,4 +1,7 @@
-"""Stage scores: EL2N, GraNd, forgetting and random scores of every training sample (paper-protocols §4.5)."""
+"""Stage scores: EL2N, GraNd, forgetting and random scores of every training sample (paper-protocols §4.5).
+
+One job per pruning seed (``scores/seed<s>.csv``: training run s's scores, which select retraining seed s's subsets)
+and, with ``scores.enabled``, the mean over ``scores.seeds`` (``scores/scores.csv``)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def score_settings(cfg: Mapping) -> dict:
     """The resolved score epochs and seeds of a dataset's config, checked before any work.
 
     ``scores.el2n_epoch`` / ``scores.grand_epoch`` default (null) to the last entry of
-    ``train.score_epochs``; ``scores.seeds`` defaults to every training seed.
+    ``train.score_epochs``; ``scores.seeds`` (the seeds of the mean table) defaults to every training seed.
     """
     scfg, tcfg = cfg.get("scores") or {}, cfg["train"]
     recorded = sorted(int(e) for e in tcfg.get("score_epochs") or [])
@@ -59,17 +62,25 @@ def scores_stage(
     summaries: Sequence[str | os.PathLike],
     dynamics: Sequence[str | os.PathLike],
     outputs: Mapping[str, str],
+    seeds: Sequence[int] | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
     """Score every training sample from the reference runs' dynamics.
 
-    ``summaries`` and ``dynamics`` are every training run's ``summary.json`` and ``dynamics.npz`` (in the same
-    order); the runs of ``scores.seeds`` are used. Writes ``outputs["table"]`` (CSV, one row per training sample:
-    ``index`` (original), ``position``, ``label``, ``el2n``, ``grand``, ``forgetting``, ``random``, standard
-    deviations over seeds, ``never_learned``) and ``outputs["info"]`` (JSON: epochs, seeds, rank correlations between
-    the scores).
+    ``summaries`` and ``dynamics`` are training runs' ``summary.json`` and ``dynamics.npz`` (in the same order); the
+    runs of ``seeds`` are used: one seed, whose scores select that retraining seed's subsets (the pruning stage), or
+    None, ``scores.seeds`` (the mean over seeds: the stage's table of its own). Writes ``outputs["table"]`` (CSV, one
+    row per training sample: ``index`` (original), ``position``, ``label``, ``el2n``, ``grand``, ``forgetting``,
+    ``random``, standard deviations over seeds, ``never_learned``) and ``outputs["info"]`` (JSON: epochs, seeds, rank
+    correlations between the scores).
     """
     settings = score_settings(cfg)
+    if seeds is not None:
+        train_seeds = [int(s) for s in cfg["train"]["seeds"]]
+        missing = sorted({int(s) for s in seeds} - set(train_seeds))
+        if missing:
+            raise ValueError(f"seeds {missing} are not among train.seeds = {train_seeds}")
+        settings["seeds"] = [int(s) for s in seeds]
     if len(summaries) != len(dynamics):
         raise ValueError(f"{len(summaries)} training summaries but {len(dynamics)} dynamics files")
     runs = {}
@@ -80,18 +91,20 @@ def scores_stage(
     missing = sorted(set(settings["seeds"]) - set(runs))
     if missing:
         raise ValueError(f"no training run for scores.seeds {missing} among {[str(p) for p in summaries]}")
+    one = seeds is not None and len(runs) == 1  # one reference run's scores: the pruning of that seed
     seeds = sorted(runs)
     with tracking_run(
         "scores",
         dataset,
         cfg,
         mlflow_cfg,
+        seed=seeds[0] if one else None,
         tags={"n_seeds": len(seeds)},
         params={
             "scores.resolved_el2n_epoch": settings["el2n_epoch"],
             "scores.resolved_grand_epoch": settings["grand_epoch"],
         },
-        run_name=f"scores-{dataset}",
+        run_name=f"scores-{dataset}" + (f"-seed{seeds[0]}" if one else ""),
         live=False,
     ) as run:
         dyn = [load_npz(runs[s], what="training dynamics") for s in seeds]

@@ -43,8 +43,9 @@ def reference_runs_table(summaries: Sequence[Mapping], reference: Mapping | None
     text = "\n".join(rows)
     if reference:
         text += (
-            f"\n\nReference checkpoint for the kernels: seed {reference['seed']}, epoch {reference['epoch']} "
-            f"({reference['checkpoint']}, selected on {reference.get('select')})."
+            f"\n\nReference checkpoint of use cases 1-2: seed {reference['seed']}, epoch {reference['epoch']} "
+            f"({reference['checkpoint']}, selected on {reference.get('select')}); use case 3 selects each retraining "
+            "seed's subsets from its own run's checkpoint."
         )
     return text
 

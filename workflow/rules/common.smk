@@ -10,10 +10,14 @@ from lpntk.plan import (
     SCORE_METHODS,
     class_groups,
     enabled_sections,
+    gallery_seed,
+    kernel_seeds,
+    pruning_seeds,
     reference_checkpoint_name,
     retrain_shards,
     retrain_units,
     seed_groups,
+    shard_seeds,
 )
 from lpntk.resources import JobResources
 from lpntk.tracking import check_cluster_uri, finish_invocation, init_store, tracking_uri
@@ -100,6 +104,22 @@ def reference_checkpoints(ds):
     return train_outputs(ds, reference_checkpoint_name(config["datasets"][ds]["kernel"]))
 
 
+def seed_checkpoint(wildcards):
+    """The checkpoint (kernel.checkpoint: best or last) of the training run of the job's seed."""
+    name = reference_checkpoint_name(config["datasets"][wildcards.ds]["kernel"])
+    return f"{RESULTS}/{wildcards.ds}/train/seed{wildcards.seed}/{name}"
+
+
+def reference_seed(ds):
+    """The reference seed of use cases 1-2: kernel.seed, else the one select_reference chose (a checkpoint: the
+    jobs that need it are planned once it has run)."""
+    seed = config["datasets"][ds]["kernel"]["seed"]
+    if seed is not None:
+        return int(seed)
+    with open(checkpoints.select_reference.get(ds=ds).output.info) as fh:
+        return int(json.load(fh)["seed"])
+
+
 def num_classes(ds):
     """Number of classes of a dataset, read from its prepared data (prepare_data is a checkpoint)."""
     with open(checkpoints.prepare_data.get(ds=ds).output.info) as fh:
@@ -115,8 +135,18 @@ def kernel_group_classes(wildcards):
     return kernel_groups(wildcards.ds)[wildcards.group]
 
 
-def kernel_files(ds):
-    return expand(f"{RESULTS}/{ds}/kernel/{{group}}.npz", group=list(kernel_groups(ds)))
+def kernel_files(ds, seed=None):
+    """The kernel files of training run ``seed``; None: the reference seed's (use cases 1-2). Each seed's Grams are
+    computed once: the reference seed's serve both use cases 1-2 and, where it retrains, its pruning."""
+    seed = reference_seed(ds) if seed is None else int(seed)
+    return expand(f"{RESULTS}/{ds}/kernel/seed{seed}/{{group}}.npz", group=list(kernel_groups(ds)))
+
+
+def kernel_job_name(wildcards):
+    """A kernel job's name in the cost plan (lpntk.cost): seed<s>/<group>, or reference/<group> for the reference
+    seed's Grams where they serve use cases 1-2 only (the plan does not know which seed select_reference chooses)."""
+    known = int(wildcards.seed) in kernel_seeds(config["datasets"][wildcards.ds])
+    return f"seed{wildcards.seed}/{wildcards.group}" if known else f"reference/{wildcards.group}"
 
 
 def stage_enabled(ds, stage):
@@ -222,7 +252,8 @@ def forgetting_targets(ds):
 
 
 def pruning_targets(ds):
-    """The scores table (scores.enabled) and the pruning table and figures (pruning.enabled)."""
+    """The scores table, the mean over scores.seeds (scores.enabled), and the pruning table and figures
+    (pruning.enabled)."""
     targets = []
     if stage_enabled(ds, "scores"):
         targets += expand(f"{RESULTS}/{ds}/scores/scores.{{ext}}", ext=["csv", "json"])
@@ -234,20 +265,51 @@ def pruning_targets(ds):
     return targets
 
 
-def prune_inputs(wildcards):
-    """Inputs of the prune job: the training split, the FPC clusters, (for the baselines) the scores and (for the
-    small-cluster experiment with the subsets' own models) their clusters."""
+def uses_scores(ds):
+    """Whether the pruning methods read the scores stage's per-seed tables (score baselines and random)."""
+    return bool(set(config["datasets"][ds]["pruning"]["methods"]) & {*SCORE_METHODS, "random"})
+
+
+def score_files(wildcards):
+    """The training runs a scores job reads: training run s alone (scores/seed<s>), or every run (scores/scores:
+    the mean over scores.seeds)."""
     ds = wildcards.ds
+    if wildcards.part == "scores":
+        return {"summaries": train_files(ds), "dynamics": train_outputs(ds, "dynamics.npz")}
+    run = f"{RESULTS}/{ds}/train/{wildcards.part}"
+    return {"summaries": [f"{run}/summary.json"], "dynamics": [f"{run}/dynamics.npz"]}
+
+
+def score_seeds(wildcards):
+    """``seeds`` of a scores job: [s] for scores/seed<s>, None (scores.seeds) for the mean."""
+    return None if wildcards.part == "scores" else [int(wildcards.part.removeprefix("seed"))]
+
+
+def prune_inputs(wildcards):
+    """Inputs of the prune job of retraining seed s: the training split and training run s's own FPC clusters and
+    (for the baselines) scores, and (for the small-cluster experiment with the subsets' own models) their clusters."""
+    ds, seed = wildcards.ds, wildcards.seed
     inputs = {
         "train": f"{RESULTS}/{ds}/data/train.npz",
-        "clusters": f"{RESULTS}/{ds}/cluster/clusters.npz",
+        "clusters": f"{RESULTS}/{ds}/cluster/seed{seed}/clusters.npz",
     }
     pcfg = config["datasets"][ds]["pruning"]
-    if set(pcfg["methods"]) & {*SCORE_METHODS, "random"}:
-        inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+    if uses_scores(ds):
+        inputs["scores"] = f"{RESULTS}/{ds}/scores/seed{seed}.csv"
     if pcfg["small_clusters"]["enabled"] and "own" in pcfg["small_clusters"]["kernels"]:
         inputs["own_clusters"] = f"{RESULTS}/{ds}/cluster/own.npz"
     return inputs
+
+
+def retrain_subsets(wildcards):
+    """The prune outputs a retraining job reads: that of each seed of its shard, in the shard's seed order."""
+    seeds = shard_seeds(dataset_config(config, wildcards.ds), wildcards.shard)
+    return [f"{RESULTS}/{wildcards.ds}/pruning/seed{s}/subsets.npz" for s in seeds]
+
+
+def subsets_tables(ds):
+    """The prune stage's table of every retraining seed."""
+    return expand(f"{RESULTS}/{ds}/pruning/seed{{seed}}/subsets.csv", seed=pruning_seeds(config["datasets"][ds]))
 
 
 def retrain_files(ds):
@@ -299,14 +361,18 @@ def gallery_inputs(wildcards):
     inputs = {"train": f"{RESULTS}/{ds}/data/train.npz", "kernels": kernel_files(ds)}
     if stage_enabled(ds, "relations"):
         inputs["cross"] = f"{RESULTS}/{ds}/relations/cross_panel.npz"
-    if stage_enabled(ds, "pruning"):
+    if stage_enabled(ds, "pruning"):  # one pruning seed's clusters and subsets (lpntk.plan.gallery_seed)
+        ref = reference_seed(ds)
+        seed = gallery_seed(config["datasets"][ds], ref)
         inputs.update(
-            clusters=f"{RESULTS}/{ds}/cluster/clusters.npz",
-            subsets=f"{RESULTS}/{ds}/pruning/subsets.npz",
-            subsets_table=f"{RESULTS}/{ds}/pruning/subsets.csv",
+            clusters=f"{RESULTS}/{ds}/cluster/seed{seed}/clusters.npz",
+            subsets=f"{RESULTS}/{ds}/pruning/seed{seed}/subsets.npz",
+            subsets_table=f"{RESULTS}/{ds}/pruning/seed{seed}/subsets.csv",
         )
-        if "scores" in prune_inputs(wildcards):
-            inputs["scores"] = f"{RESULTS}/{ds}/scores/scores.csv"
+        if seed != ref:
+            inputs["selection_kernels"] = kernel_files(ds, seed)
+        if uses_scores(ds):
+            inputs["scores"] = f"{RESULTS}/{ds}/scores/seed{seed}.csv"
     return inputs
 
 

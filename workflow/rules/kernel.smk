@@ -1,4 +1,6 @@
-rule select_reference:
+# select_reference is a checkpoint: the reference seed it chooses names the kernel files of use cases 1-2
+# (common.smk, reference_seed), which are that seed's own -- no kernel is computed twice.
+checkpoint select_reference:
     input:
         summaries=lambda wc: train_files(wc.ds),
         checkpoints=lambda wc: reference_checkpoints(wc.ds),
@@ -21,16 +23,18 @@ rule select_reference:
         "../scripts/select_reference.py"
 
 
+# Per-class lpNTK Grams at the checkpoint of training run <seed>: every pruning seed's (its subsets are selected
+# from them) and the reference seed's (lpntk.plan.kernel_seeds).
 rule kernel:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
-        reference=f"{RESULTS}/{{ds}}/reference/model.pt",
+        checkpoint=seed_checkpoint,
     output:
-        gram=f"{RESULTS}/{{ds}}/kernel/{{group}}.npz",
+        gram=f"{RESULTS}/{{ds}}/kernel/seed{{seed}}/{{group}}.npz",
     log:
-        f"{RESULTS}/{{ds}}/logs/kernel/{{group}}.log",
+        f"{RESULTS}/{{ds}}/logs/kernel/seed{{seed}}/{{group}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/kernel/{{group}}.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/kernel/seed{{seed}}/{{group}}.tsv"
     wildcard_constraints:
         group=r"class(es)?\d+(-\d+)*",
     conda:
@@ -38,8 +42,8 @@ rule kernel:
     threads: config["threads"]
     resources:
         **gpu("kernel"),
-        mem_mb=mem_mb("kernel", lambda wc: wc.group),
-        runtime=runtime("kernel", lambda wc: wc.group),
+        mem_mb=mem_mb("kernel", kernel_job_name),
+        runtime=runtime("kernel", kernel_job_name),
     params:
         cfg=stage_cfg("model", "kernel"),
         classes=kernel_group_classes,

@@ -1,19 +1,21 @@
+# Use case 3: every retraining seed's subsets are selected from its own training run -- FPC on its lpNTK Grams
+# (cluster), its scores (scores.smk) -- by one prune job per seed.
 rule cluster:
     input:
-        kernels=lambda wc: kernel_files(wc.ds),
+        kernels=lambda wc: kernel_files(wc.ds, wc.seed),
     output:
-        clusters=f"{RESULTS}/{{ds}}/cluster/clusters.npz",
-        summary=f"{RESULTS}/{{ds}}/cluster/summary.csv",
+        clusters=f"{RESULTS}/{{ds}}/cluster/seed{{seed}}/clusters.npz",
+        summary=f"{RESULTS}/{{ds}}/cluster/seed{{seed}}/summary.csv",
     log:
-        f"{RESULTS}/{{ds}}/logs/cluster.log",
+        f"{RESULTS}/{{ds}}/logs/cluster/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/cluster.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/cluster/seed{{seed}}.tsv"
     conda:
         "../envs/lpntk.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("cluster"),
-        runtime=runtime("cluster"),
+        mem_mb=mem_mb("cluster", lambda wc: f"seed{wc.seed}"),
+        runtime=runtime("cluster", lambda wc: f"seed{wc.seed}"),
     params:
         cfg=stage_cfg("train", "pruning"),
     script:
@@ -47,18 +49,18 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
-        table=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
+        subsets=f"{RESULTS}/{{ds}}/pruning/seed{{seed}}/subsets.npz",
+        table=f"{RESULTS}/{{ds}}/pruning/seed{{seed}}/subsets.csv",
     log:
-        f"{RESULTS}/{{ds}}/logs/prune.log",
+        f"{RESULTS}/{{ds}}/logs/prune/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/prune.tsv"
+        f"{RESULTS}/{{ds}}/benchmarks/prune/seed{{seed}}.tsv"
     conda:
         "../envs/lpntk.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("prune"),
-        runtime=runtime("prune"),
+        mem_mb=mem_mb("prune", lambda wc: f"seed{wc.seed}"),
+        runtime=runtime("prune", lambda wc: f"seed{wc.seed}"),
     params:
         cfg=stage_cfg("train", "scores", "pruning"),
     script:
@@ -68,7 +70,7 @@ rule prune:
 rule retrain:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
-        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.npz",
+        subsets=retrain_subsets,
     output:
         f"{RESULTS}/{{ds}}/retrain/{{unit}}/{{shard}}.json",
     log:
@@ -94,7 +96,7 @@ rule retrain:
 rule pruning_table:
     input:
         runs=lambda wc: retrain_files(wc.ds),
-        subsets=f"{RESULTS}/{{ds}}/pruning/subsets.csv",
+        subsets=lambda wc: subsets_tables(wc.ds),
     output:
         csv=report(
             f"{RESULTS}/{{ds}}/pruning/table.csv",

@@ -7,6 +7,7 @@ with job_log(snakemake.log[0]):
     cluster_stage(
         dataset=snakemake.wildcards.ds,
         cfg=snakemake.params.cfg,
+        seed=int(snakemake.wildcards.seed),
         kernels=list(snakemake.input.kernels),
         outputs=dict(snakemake.output),
         mlflow_cfg=snakemake.config["mlflow"],

@@ -15,5 +15,6 @@ with job_log(snakemake.log[0]):
         subsets=snakemake.input.get("subsets"),
         subsets_table=snakemake.input.get("subsets_table"),
         scores=snakemake.input.get("scores"),
+        selection_kernels=snakemake.input.get("selection_kernels"),
         mlflow_cfg=snakemake.config["mlflow"],
     )

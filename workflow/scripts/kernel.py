@@ -9,8 +9,9 @@ with job_log(snakemake.log[0]):
         cfg=snakemake.params.cfg,
         classes=list(snakemake.params.classes),
         data=prepared(snakemake.input),
-        reference=snakemake.input.reference,
+        reference=snakemake.input.checkpoint,
         output=snakemake.output.gram,
         threads=snakemake.threads,
+        seed=int(snakemake.wildcards.seed),
         mlflow_cfg=snakemake.config["mlflow"],
     )

@@ -7,6 +7,7 @@ with job_log(snakemake.log[0]):
     prune_stage(
         dataset=snakemake.wildcards.ds,
         cfg=snakemake.params.cfg,
+        seed=int(snakemake.wildcards.seed),
         train=snakemake.input.train,
         clusters=snakemake.input.clusters,
         scores=snakemake.input.get("scores"),

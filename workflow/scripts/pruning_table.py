@@ -8,7 +8,7 @@ with job_log(snakemake.log[0]):
         dataset=snakemake.wildcards.ds,
         cfg=snakemake.params.cfg,
         runs=list(snakemake.input.runs),
-        subsets_table=snakemake.input.subsets,
+        subsets_table=list(snakemake.input.subsets),
         outputs=dict(snakemake.output),
         mlflow_cfg=snakemake.config["mlflow"],
     )

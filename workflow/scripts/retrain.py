@@ -10,7 +10,7 @@ with job_log(snakemake.log[0]):
         unit=snakemake.wildcards.unit,
         shard=snakemake.wildcards.shard,
         data=prepared(snakemake.input),
-        subsets=snakemake.input.subsets,
+        subsets=list(snakemake.input.subsets),
         output=snakemake.output[0],
         threads=snakemake.threads,
         mlflow_cfg=snakemake.config["mlflow"],

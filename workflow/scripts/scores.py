@@ -10,5 +10,6 @@ with job_log(snakemake.log[0]):
         summaries=list(snakemake.input.summaries),
         dynamics=list(snakemake.input.dynamics),
         outputs=dict(snakemake.output),
+        seeds=snakemake.params.seeds,
         mlflow_cfg=snakemake.config["mlflow"],
     )
