@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import snakemake
 
@@ -61,8 +60,11 @@ def test_workflow_produces_models_dynamics_and_mlflow_runs(workflow_run):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs table, where the tag is read
     note = by_rule["workflow"][0].data.tags["mlflow.note.content"]  # the invocation's description: what it produced
     assert "| train | 2 | 2 FINISHED |" in note and "results/tiny/pruning/table.md" in note
-    claims = pd.read_csv(workdir / "results" / "tiny" / "claims" / "claims.csv")  # the verdicts, in the description
-    assert "### claims" in note and all(f"| {v} |" in note for v in claims["verdict"])
+    claims = json.loads((workdir / "results" / "tiny" / "claims" / "summary.json").read_text())
+    assert claims["headline"] and all(
+        h["verdict"] for h in claims["headline"]
+    )  # one line per claim: in the description
+    assert "### claims" in note and all(f"**{h['verdict']}**" in note for h in claims["headline"])
     link = f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"  # printed at the end
     assert link in proc.stdout + proc.stderr
     parent = by_rule["workflow"][0].info.run_id
