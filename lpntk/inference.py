@@ -261,13 +261,16 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
 
 def intersection_union(tests: Sequence[Test], *, alpha: float = 0.05, min_n: int = 5) -> tuple[str, float]:
     """The verdict and p of "every component holds": supported when every component is supported at ``alpha``
-    (p = the largest component p); contradicted when some component is contradicted at alpha / k; provisional when
-    some component is provisional and none is contradicted; not measured when a component is; else inconclusive."""
+    (p = the largest component p, a component on the wrong side counting as 1); contradicted when some component
+    is contradicted at alpha / k; provisional when some component is provisional and none is contradicted; not
+    measured when a component is; else inconclusive."""
     k = len(tests)
     if k == 0:
         return NOT_MEASURED, math.nan
     verdicts = [decide(t, alpha=alpha, min_n=min_n) for t in tests]
-    p = max(t.p for t in tests) if all(np.isfinite(t.p) for t in tests) else math.nan
+    # the p of "every component holds": a component on the wrong side supports nothing (its p for the claim is 1)
+    claimed = [t.p if (t.kind == "non-inferiority" or t.mean > 0) else 1.0 for t in tests]
+    p = max(claimed) if all(np.isfinite(c) for c in claimed) else math.nan
     if all(v == SUPPORTED for v in verdicts):
         return SUPPORTED, p
     if any(decide(t, alpha=alpha / k, min_n=min_n) == CONTRADICTED for t in tests):

@@ -257,3 +257,15 @@ def test_exploratory_rows_may_drop_pairs():
     check_dropped(rows, 0.2)
     f1 = next(r for r in rows if r.metric.startswith("event-class F1") and r.extra["space"] == "logit")
     assert f1.role == "exploratory" and f1.dropped == 6
+
+
+def test_a_primary_component_not_run_makes_the_primary_not_measured():
+    df = _pruning_table(lp=0.5)
+    df = df[df["method"] != "grand"]  # GraNd not among pruning.methods
+    rows = _settled(pruning_claims("m", df, None, {"C3b": {"keep": 0.5}}))
+    prim = next(r for r in rows if r.claim == "C3b" and r.role == "primary")
+    assert prim.verdict == "not measured" and "4 tests" in prim.test
+    # a declared primary that was not run: the headline says so, never a secondary row's verdict
+    rows = _settled(pruning_claims("m", _pruning_table(lp=0.5), None, {"C3a": {"keep": 0.7}}))
+    (head,) = [h for h in headlines(rows) if h["claim"] == "C3a"]
+    assert head["verdict"] == "not measured: the declared primary was not run"

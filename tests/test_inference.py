@@ -288,3 +288,27 @@ def test_three_pairs_every_field_by_hand():
         with pytest.raises(ValueError, match=r"^paired samples differ in shape: \("):
             paired_test(x, y)
     assert paired_test([], []).n == 0 and decide(paired_test([math.nan], [1.0])) == "not measured"
+
+
+def test_intersection_union_least_favourable_configuration():
+    """Three components truly positive, one null (the least favourable point of the composite null): the
+    intersection-union is supported in at most alpha / 2 of runs (the null component supported on the claimed side),
+    within simulation error; its p counts a wrong-side component as 1."""
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(500):
+        base = rng.normal(0, 1, 10)
+        tests = [paired_test(base + 3 + rng.normal(0, 0.5, 10), base) for _ in range(3)]
+        tests.append(paired_test(base + rng.normal(0, 0.5, 10), base))
+        hits += intersection_union(tests)[0] == SUPPORTED
+    assert hits / 500 <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / 500)
+    base = rng.normal(0, 1, 10)
+    wrong = [paired_test(base + 3 + rng.normal(0, 0.1, 10), base), paired_test(base - 1 + rng.normal(0, 0.1, 10), base)]
+    verdict, p = intersection_union(wrong)
+    assert verdict == CONTRADICTED and p == 1.0
+
+
+def test_noninferiority_contradicted_by_the_holm_adjusted_mirror_p():
+    t = noninferiority_test(np.array([97.0, 97.1, 96.9, 97.05, 96.95, 97.0]), np.full(6, 98.0), 0.2)
+    assert t.p_against < 1e-6 and decide(t) == CONTRADICTED
+    assert decide(t, p=min(1.0, 2 * t.p), p_against=0.2) == INCONCLUSIVE  # the adjusted mirror p decides

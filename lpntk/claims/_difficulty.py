@@ -42,8 +42,9 @@ def difficulty_claims(dataset: str, summary: Mapping, design: Mapping | None = N
                 ordering = hi != "contradictory"
                 role = COMPONENT if (ranking == primary_ranking and ordering) else SECONDARY
                 if a is None or b is None:
-                    if hi == "contradictory" and skipped.startswith("contradictory set skipped"):
-                        rows.append(not_measured_row("C1", dataset, comparison, metric, skipped, role, "target"))
+                    if hi != "contradictory" or skipped.startswith("contradictory set skipped"):
+                        why = skipped if hi == "contradictory" else f"the {hi} or {lo} arm was not trained"
+                        rows.append(not_measured_row("C1", dataset, comparison, metric, why, role, "target"))
                     continue
                 built = [i for i in chosen if a[i] is not None and b[i] is not None]  # an arm skipped for a group
                 if not built:
@@ -52,7 +53,7 @@ def difficulty_claims(dataset: str, summary: Mapping, design: Mapping | None = N
                     continue
                 ma = np.array([_mean_or_nan(a[i]) for i in built])
                 mb = np.array([_mean_or_nan(b[i]) for i in built])
-                t = paired_test(ma, mb)
+                t = paired_test(ma, mb, level=1 - float(design["alpha"]))
                 d = ma - mb
                 agree = float(np.mean(d[np.isfinite(d)] > 0)) if np.isfinite(d).any() else math.nan
                 note = f"{t.n} {kind} targets, each averaged over its runs; {agree:.0%} of targets agree with the claim"

@@ -155,7 +155,7 @@ def settle(rows: Sequence[Claim], design: Mapping) -> list[Claim]:
     exploratory rows by their raw p (shown, never counted)."""
     alpha, min_n = float(design["alpha"]), int(design["min_n"])
     rows = list(rows)
-    comps = [r for r in rows if r.role == COMPONENT and r.result is not None and r.verdict != NOT_MEASURED]
+    comps = [r for r in rows if r.role == COMPONENT and r.result is not None]  # a not-measured one: n = 0
     out: list[Claim] = []
     if comps:
         verdict, p = intersection_union([r.result for r in comps], alpha=alpha, min_n=min_n)
@@ -212,7 +212,7 @@ def headlines(rows: Sequence[Claim]) -> list[dict]:
                 "claim": cid,
                 "dataset": ds,
                 "primary": prim.comparison if prim else "",
-                "verdict": prim.verdict if prim else (mine[0].verdict if mine else NOT_MEASURED),
+                "verdict": prim.verdict if prim else NOT_MEASURED + ": the declared primary was not run",
                 "effect": prim.effect if prim else math.nan,
                 "low": prim.low if prim else math.nan,
                 "high": prim.high if prim else math.nan,

@@ -60,7 +60,7 @@ def forgetting_claims(
             ):
                 a = [100.0 * _num(r.get(f"{prefix}_entk{sfx}")) for r in runs]
                 b = [100.0 * _num(r.get(f"{prefix}_lpntk{sfx}")) for r in runs]
-                t = paired_test(a, b)
+                t = paired_test(a, b, level=1 - float(design["alpha"]))
                 row = make_row(
                     "C2",
                     dataset,

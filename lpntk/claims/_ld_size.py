@@ -16,7 +16,12 @@ from ._family import EXPLORATORY, PRIMARY, Claim, make_row
 
 
 def ld_size_claims(
-    dataset: str, ld: np.ndarray, sizes: Sequence[int], labels: Sequence[int] | None = None, seed: int = 0
+    dataset: str,
+    ld: np.ndarray,
+    sizes: Sequence[int],
+    labels: Sequence[int] | None = None,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> list[Claim]:
     """C5 from the learning difficulty of each pool sample at each size (``ld`` (N, S), sizes descending) and the
     samples' classes: per class the drop r(s_0, s_1) - r(s_0, s_min) in Pearson correlation, paired t across classes
@@ -41,7 +46,7 @@ def ld_size_claims(
                 dataset,
                 comparison + ", per class",
                 metric + ", within a class",
-                paired_test(near, far),
+                paired_test(near, far, level=level),
                 role=PRIMARY,
                 unit="class",
                 baseline="0 (agreement independent of the size gap)",
@@ -53,7 +58,7 @@ def ld_size_claims(
         c = np.corrcoef(rows[:, [0, 1, -1]].T)
         return float(c[0, 1] - c[0, 2])
 
-    value, lo, hi = bootstrap_interval(drop, ld, seed=seed)
+    value, lo, hi = bootstrap_interval(drop, ld, seed=seed, level=level)
     t = Test(value, lo, hi, len(ld), math.nan, math.nan, "bootstrap over samples (2,000 draws), no p", min_p=1.0)
     row = make_row(
         "C5",

@@ -13,7 +13,7 @@ from ..inference import (
     seeds_to_resolve,
     seeds_to_show_noninferiority,
 )
-from ._family import COMPONENT, PRIMARY, SECONDARY, Claim, design_for, make_row
+from ._family import COMPONENT, PRIMARY, SECONDARY, Claim, design_for, make_row, not_measured_row
 
 
 def _by_seed(runs, mask, metric: str) -> dict[int, float]:
@@ -47,7 +47,8 @@ def pruning_claims(
     table = runs[runs["experiment"] == "table"]
     lp_keeps = sorted({float(k) for k in table.loc[table["method"] == "lpntk", "keep"]}, reverse=True)
     base_keeps = sorted({float(k) for k in table.loc[table["method"] == "el2n", "keep"]}) or lp_keeps
-    margin = float(design["C3a"]["margin"])
+    margin, alpha = float(design["C3a"]["margin"]), float(design["alpha"])
+    level = 1 - alpha
     keep_a = _declared(design["C3a"]["keep"], lp_keeps, 0.9)
     keep_b = _declared(design["C3b"]["keep"], base_keeps, 0.5)
     unit_text = f"{metric.replace('_', ' ')}, % points"
@@ -58,7 +59,7 @@ def pruning_claims(
         at = np.isclose(keeps_col, keep)
         kept = _by_seed(table, (table["method"] == "lpntk") & at, metric)
         a, b = _paired(kept, full)
-        t = noninferiority_test(a, b, margin)
+        t = noninferiority_test(a, b, margin, alpha=alpha)
         paper_delta = paper["lpntk"][0] - paper["full"][0] if paper and "full" in paper and "lpntk" in paper else None
         out.append(
             make_row(
@@ -71,31 +72,37 @@ def pruning_claims(
                 unit="seed",
                 baseline=f"full set {_mean_pct(full)}, lpNTK {_mean_pct(kept)}",
                 paper_effect=paper_delta,
-                seeds_to_resolve=seeds_to_show_noninferiority(paper_delta, t.sd, margin),
+                seeds_to_resolve=seeds_to_show_noninferiority(paper_delta, t.sd, margin, alpha=alpha),
                 note=f"margin {margin:g} % points declared in the config (claims.C3a.margin)",
                 extra={"keep": keep},
             )
         )
         for base in ("el2n", "grand", "forgetting", "random"):
             other = _by_seed(table, (table["method"] == base) & at, metric)
-            if not other:
+            primary = math.isclose(keep, keep_b)
+            label = f"lpNTK - {base} keeping {keep:g}"
+            if not other:  # a component of the primary that was not run makes the primary not measured
+                if primary:
+                    why = f"{base} was not retrained at keep {keep:g} (pruning.methods)"
+                    row = not_measured_row("C3b", dataset, label, unit_text, why, COMPONENT, "seed")
+                    row.extra["primary_label"] = f"lpNTK - each of the four baselines keeping {keep_b:g}"
+                    out.append(row)
                 continue
             a, b = _paired(kept, other)
-            t = paired_test(a, b)
+            t = paired_test(a, b, level=level)
             delta = paper["lpntk"][0] - paper[base][0] if paper and base in paper and "lpntk" in paper else None
-            primary = math.isclose(keep, keep_b)
             out.append(
                 make_row(
                     "C3b",
                     dataset,
-                    f"lpNTK - {base} keeping {keep:g}",
+                    label,
                     unit_text,
                     t,
                     role=COMPONENT if primary else SECONDARY,
                     unit="seed",
                     baseline=f"{base} {_mean_pct(other)}, lpNTK {_mean_pct(kept)}",
                     paper_effect=delta,
-                    seeds_to_resolve=seeds_to_resolve(delta, t.sd),
+                    seeds_to_resolve=seeds_to_resolve(delta, t.sd, alpha=alpha),
                     extra={"keep": keep, "primary_label": f"lpNTK - each of the four baselines keeping {keep_b:g}"},
                 )
             )
@@ -136,7 +143,7 @@ def small_cluster_claims(dataset: str, runs, design: Mapping | None = None, metr
                 f"remove small clusters - remove random, {frac:.0%} of the data, removing {rem:.0%} "
                 f"({'full-data' if kernel == 'full' else 'own'} kernel)",
                 f"{metric.replace('_', ' ')}, % points",
-                paired_test(a, b),
+                paired_test(a, b, level=1 - float(design["alpha"])),
                 role=PRIMARY if primary else SECONDARY,
                 unit="seed",
                 baseline=f"random removal {_mean_pct(ctrl)}, small clusters {_mean_pct(mine)}",

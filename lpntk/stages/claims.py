@@ -67,7 +67,7 @@ def collect_claims(
         table = pd.read_csv(ld_size["ld"])
         ld = np.stack([table[f"ld_size{s}"].to_numpy(float) for s in info["sizes"]], axis=1)
         labels = table["label"].to_numpy() if "label" in table else None
-        rows += ld_size_claims(dataset, ld, info["sizes"], labels)
+        rows += ld_size_claims(dataset, ld, info["sizes"], labels, level=1 - float(design["alpha"]))
     else:
         off.append("C5")
     check_dropped(rows, float(design["max_dropped_share"]))
