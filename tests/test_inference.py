@@ -61,6 +61,8 @@ def test_two_identical_pairs_are_provisional_never_supported():
     t = paired_test([1.3, 2.3], [1.0, 2.0])
     assert t.test.startswith("sign-flip") and t.p == pytest.approx(0.5) and t.min_p == pytest.approx(0.5)
     assert decide(t) == PROVISIONAL and decide(t, min_n=2) == PROVISIONAL
+    ni = noninferiority_test([1.3, 2.3], [1.0, 2.0], 0.3)  # identical nonzero differences
+    assert ni.test.startswith("sign-flip") and decide(ni) == PROVISIONAL and decide(ni, min_n=2) == PROVISIONAL
     ni = noninferiority_test([1.0, 1.0], [1.0, 1.0], 0.3)
     assert ni.p == pytest.approx(0.25) and decide(ni) == PROVISIONAL and decide(ni, min_n=2) == PROVISIONAL
     # noisy n = 3 with a huge effect: still provisional below min_n

@@ -40,7 +40,7 @@ declare -A GROUPS_=(
   [forgetting]="lpntk/forgetting/_events.py|lpntk.forgetting._events.*|tests/test_forgetting.py|by_hand or probability_change or metrics or el2n_approximation"
   [pruning]="lpntk/pruning/_select.py|lpntk.pruning._select.*|tests/test_pruning.py|$PRUNING_UNIT"
   [registry]="lpntk/pruning/_registry.py|lpntk.pruning._registry.*|tests/test_pruning.py|registry_rules"
-  [claims]="lpntk/claims.py|$(fns lpntk.claims _pairs paired_effect verdict noninferiority bootstrap_interval seeds_to_resolve)|tests/test_claims.py|not stage"
+  [claims]="lpntk/inference.py|$(fns lpntk.inference finite_pairs sign_flip_p paired_test noninferiority_test decide holm intersection_union seeds_to_resolve seeds_to_show_noninferiority bootstrap_interval)|tests/test_inference.py tests/test_claims.py|not stage and not null_simulation"
 )
 ORDER=(scores clustering relations train difficulty kernel forgetting pruning registry claims)
 
