@@ -222,8 +222,9 @@ def pruning_table_stage(
         plot_small_clusters(df, dataset, outputs["fig_small"], outputs["fig_small_pdf"])
         metrics = {}
         for _, r in df[df["experiment"] == "table"].iterrows():
-            metrics[f"{r['subset']}_test_acc_best_val"] = r["test_acc_best_val_mean"]
-            metrics[f"{r['subset']}_test_acc_max"] = r["test_acc_max_mean"]
+            # the table's means are in %; MLflow holds accuracies as fractions (lpntk.tracking's convention)
+            metrics[f"{r['subset']}_test_acc_best_val"] = r["test_acc_best_val_mean"] / 100.0
+            metrics[f"{r['subset']}_test_acc_max"] = r["test_acc_max_mean"] / 100.0
         run.log_metrics(metrics)
         run.log_outputs(dict(outputs))
     log.info("%s: pruning table of %d subsets", dataset, len(df))
