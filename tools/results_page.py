@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lpntk.config import load_config
 from lpntk.plan import enabled_sections
+from lpntk.stages.claims import count_text
 from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
             eff = h["effect"]
             effect = "n/a" if eff is None or eff != eff else f"{eff:.3g} [{h['low']:.3g}, {h['high']:.3g}]"
             p = "" if h["p"] is None or h["p"] != h["p"] else f"{h['p']:.2g}"
-            n = f"{h['n']} {h['unit']}s" if h["n"] else "-"
+            n = count_text(h["n"], h["unit"])
             lines.append(
                 f"| {h['claim']} | {ds} | {h['primary']} | {effect} | {n} | {p} | **{h['verdict']}** | "
                 f"{h['secondary']} |"

@@ -32,7 +32,7 @@ from ..io import atomic_path, load_json, save_json, save_table
 from ..paper import forgetting_reference, pruning_reference
 from .common import log, tracking_run
 
-__all__ = ["collect_claims", "claims_markdown", "claims_note", "claims_stage"]
+__all__ = ["collect_claims", "claims_markdown", "claims_note", "claims_stage", "count_text"]
 
 
 def collect_claims(
@@ -85,6 +85,13 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.3g}, {high:.3g}]"
 
 
+def count_text(n: int, unit: str) -> str:
+    """``n`` with its unit, plural from 2 on ("10 classes", "1 seed"); "-" for none."""
+    if not n:
+        return "-"
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}es" if unit.endswith("s") else f"{n} {unit}s"
+
+
 def _p(v) -> str:
     return f"{v:.2g}" if v is not None and np.isfinite(v) else ""
 
@@ -96,7 +103,7 @@ def headline_markdown(rows: list[Claim]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for h in headlines(rows):
         effect = f"{h['effect']:.3g} {_interval(h['low'], h['high'])}" if np.isfinite(h["effect"]) else "n/a"
-        n = f"{h['n']} {h['unit']}s" if h["n"] else "-"
+        n = count_text(h["n"], h["unit"])
         lines.append(
             f"| {h['claim']} | {h['dataset']} | {h['primary']} | {effect} | {n} | {_p(h['p'])} | **{h['verdict']}** "
             f"| {h['secondary']} |"
@@ -120,7 +127,7 @@ def claims_markdown(table: pd.DataFrame, rows: list[Claim] | None = None) -> str
                 _interval(a, b) + (f" ({lv:.0%})" if np.isfinite(a) and lv != 0.95 else "")
                 for a, b, lv in zip(table["low"], table["high"], table["level"], strict=True)
             ],
-            "n": [f"{n} {u}s" if n else "-" for n, u in zip(table["n"], table["unit"], strict=True)],
+            "n": [count_text(n, u) for n, u in zip(table["n"], table["unit"], strict=True)],
             "test": table["test"],
             "p": [_p(v) for v in table["p"]],
             "p (Holm)": [_p(v) for v in table["p_adj"]],
