@@ -31,10 +31,12 @@ def measured_stage_seconds(results: str | os.PathLike, dataset: str) -> dict[str
 
 
 def estimate_vs_measured(
-    estimate: Mapping, measured: Mapping[str, tuple[int, float]], tolerance: float = 1.5
+    estimate: Mapping, measured: Mapping[str, tuple[int, float]], tolerance: float = 1.5, share: float = 1.0
 ) -> list[dict]:
     """One row per stage of the estimate (``stages`` of one dataset in ``lpntk cost --json``) or of the run: jobs
-    estimated and run, estimated CPU seconds, measured job seconds, their ratio and whether it lies within
+    estimated and run, the estimated device seconds (``cpu_hours``: the whole CPU's time), the measured job seconds,
+    and the measured device seconds = job seconds x ``share`` (a job's threads / the CPU's cores: two 1-thread jobs
+    side by side on 2 cores each hold half the device), their ratio to the estimate and whether it lies within
     ``tolerance``."""
     rows = []
     est = {s["stage"]: s for s in estimate.get("stages", [])}
@@ -42,7 +44,8 @@ def estimate_vs_measured(
         e = est.get(stage)
         jobs, seconds = measured.get(stage, (0, 0.0))
         estimated = 3600.0 * e["cpu_hours"] if e and e.get("cpu_hours") is not None else None
-        ratio = seconds / estimated if estimated else None
+        device = seconds * share
+        ratio = device / estimated if estimated else None
         rows.append(
             {
                 "stage": stage,
@@ -50,6 +53,7 @@ def estimate_vs_measured(
                 "jobs_run": jobs,
                 "estimated_s": estimated,
                 "measured_s": seconds,
+                "device_s": device,
                 "ratio": ratio,
                 "within": ratio is not None and 1 / tolerance <= ratio <= tolerance,
             }
@@ -60,8 +64,8 @@ def estimate_vs_measured(
 def comparison_markdown(rows: list[dict], tolerance: float = 1.5) -> str:
     """The comparison as a Markdown table (seconds; ratio = measured / estimated)."""
     lines = [
-        "| stage | jobs (est. / run) | estimated CPU s | measured job s | measured / estimated |",
-        "|---|---|---|---|---|",
+        "| stage | jobs (est. / run) | estimated device s | measured job s | measured device s | measured / est. |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         est = f"{r['estimated_s']:,.0f}" if r["estimated_s"] is not None else "-"
@@ -69,6 +73,7 @@ def comparison_markdown(rows: list[dict], tolerance: float = 1.5) -> str:
         if r["ratio"] is not None and not r["within"]:
             ratio += f" (outside {tolerance:g}x)"
         lines.append(
-            f"| {r['stage']} | {r['jobs_estimated']} / {r['jobs_run']} | {est} | {r['measured_s']:,.0f} | {ratio} |"
+            f"| {r['stage']} | {r['jobs_estimated']} / {r['jobs_run']} | {est} | {r['measured_s']:,.0f} | "
+            f"{r['device_s']:,.0f} | {ratio} |"
         )
     return "\n".join(lines) + "\n"

@@ -30,4 +30,6 @@ def test_sums_per_rule_and_ratio(tmp_path):
     assert rows["retrain"]["ratio"] == pytest.approx(150 / 99) and not rows["retrain"]["within"]
     assert rows["kernel"]["jobs_run"] == 0 and rows["kernel"]["ratio"] == 0.0
     md = comparison_markdown(list(rows.values()))
-    assert "| retrain | 2 / 2 | 99 | 150 | 1.52 (outside 1.5x) |" in md
+    assert "| retrain | 2 / 2 | 99 | 150 | 150 | 1.52 (outside 1.5x) |" in md
+    halves = {r["stage"]: r for r in estimate_vs_measured(est, measured, share=0.5)}
+    assert halves["retrain"]["ratio"] == pytest.approx(75 / 99) and halves["retrain"]["within"]
