@@ -304,12 +304,12 @@ def test_bench_gpu_quick_on_cpu_writes_figures_that_lpntk_cost_reads(repo, tmp_p
     assert gpu["models"]["mnist_cnn@1x28x28"]["source"] == "estimate"
 
 
-def test_readme_shows_the_cost_of_the_paper_config(repo, schema_path, tmp_path):
-    """The README's paper-scale section prints what `lpntk cost --configfile config/paper.yaml` prints (before any
-    data is prepared); regenerate it when benchmarks/costs.json or the config changes."""
+def test_paper_scale_page_shows_the_cost_of_the_paper_config(repo, schema_path, tmp_path):
+    """docs/paper-scale.md prints what `lpntk cost --configfile config/paper.yaml` prints (before any data is
+    prepared); regenerate it when benchmarks/costs.json or the config changes."""
     from lpntk.cli import cost_report, format_report
 
-    readme = (repo / "README.md").read_text()
+    readme = (repo / "docs" / "paper-scale.md").read_text()
     block = readme.split("$ lpntk cost --configfile config/paper.yaml\n")[1].split("\n```")[0]
     config = load_config(repo / "config" / "paper.yaml", schema_path)
     costs = load_costs(repo / "benchmarks" / "costs.json", repo / "benchmarks" / "gpu.json")
