@@ -160,6 +160,21 @@ def test_c4_rows_print_the_fractions_run_and_the_declared_primary():
                         test_acc_best_val=acc + rng.normal(0, 0.002),
                     )
                 )
+    for s in range(6):  # the unpruned base of each fraction (remove 0) is no candidate for the primary
+        for frac in (0.05, 0.2):
+            rows.append(
+                dict(
+                    subset=f"d{frac}-base",
+                    method="base",
+                    experiment="small_clusters",
+                    keep=1.0,
+                    seed=s,
+                    data_fraction=frac,
+                    remove=0.0,
+                    kernel="full",
+                    test_acc_best_val=0.9,
+                )
+            )
     out = _settled(small_cluster_claims("d", pd.DataFrame(rows)))
     prim = [r for r in out if r.role == "primary"]
     assert len(prim) == 1 and "5% of the data, removing 30%" in prim[0].comparison  # the smallest fraction run

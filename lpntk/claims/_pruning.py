@@ -119,8 +119,9 @@ def small_cluster_claims(dataset: str, runs, design: Mapping | None = None, metr
     names = sorted(set(small.loc[small["method"] == "small_clusters", "subset"]))
     if not names:
         return []
-    fracs = sorted({float(f) for f in small["data_fraction"].dropna()})
-    removes = sorted({float(f) for f in small["remove"].dropna()})
+    removed = small[small["method"] == "small_clusters"]  # not the unpruned base rows (remove 0)
+    fracs = sorted({float(f) for f in removed["data_fraction"].dropna()})
+    removes = sorted({float(f) for f in removed["remove"].dropna()})
     frac0 = float(c4["data_fraction"]) if c4.get("data_fraction") is not None else fracs[0]
     remove0 = float(c4["remove"]) if c4.get("remove") is not None else removes[0]
     out = []
