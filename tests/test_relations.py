@@ -3,6 +3,7 @@ against a brute-force full Gram, and the stage in the end-to-end workflow."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -388,7 +389,8 @@ def test_relations_in_workflow(workflow_run):
     counts = {0.1: np.zeros(3), 0.0: np.zeros(3)}
     redundant = n_samples = 0
     kappas, cosines = [], []
-    kernels = sorted((workdir / "results" / "tiny" / "kernel").glob("*.npz"))  # kernel.classes_per_job: 5 a file
+    ref = json.loads((workdir / "results" / "tiny" / "reference" / "reference.json").read_text())["seed"]
+    kernels = sorted((workdir / "results" / "tiny" / "kernel" / f"seed{ref}").glob("*.npz"))  # 5 classes a file
     assert [p.name for p in kernels] == ["classes0-1-2-3-4.npz", "classes5-6-7-8-9.npz"]
     for k in load_class_grams(kernels, 10):
         g = k.gram.astype(np.float64)
