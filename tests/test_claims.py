@@ -284,3 +284,8 @@ def test_a_primary_component_not_run_makes_the_primary_not_measured():
     rows = _settled(pruning_claims("m", _pruning_table(lp=0.5), None, {"C3a": {"keep": 0.7}}))
     (head,) = [h for h in headlines(rows) if h["claim"] == "C3a"]
     assert head["verdict"] == "not measured: the declared primary was not run"
+
+
+def test_provisional_says_more_than_too_few_events():
+    rows = _settled(forgetting_claims("m", {"plain": _forgetting_runs(3, 0.5, 0.3, events=12)}, None))
+    assert next(r for r in rows if r.role == "primary").verdict == "provisional"  # n = 3 < min_n

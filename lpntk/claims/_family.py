@@ -12,6 +12,7 @@ import numpy as np
 
 from ..inference import (
     NOT_MEASURED,
+    PROVISIONAL,
     SUPPORTED,
     Test,
     decide,
@@ -185,17 +186,23 @@ def settle(rows: Sequence[Claim], design: Mapping) -> list[Claim]:
         if r.verdict in (NOT_MEASURED, NOT_RUN) or r.result is None:
             r.verdict = r.verdict or NOT_MEASURED
         elif r.role in (PRIMARY, COMPONENT, EXPLORATORY):
-            r.verdict = r.extra.pop("forced_verdict", None) or decide(r.result, alpha=alpha, min_n=min_n)
+            r.verdict = _overruled(r, decide(r.result, alpha=alpha, min_n=min_n))
     sec = [r for r in rows if r.role == SECONDARY and r.result is not None and r.verdict not in (NOT_MEASURED,)]
     adj = holm([r.p for r in sec])
     adj_against = holm([r.result.p_against if r.result.kind == "non-inferiority" else math.nan for r in sec])
     for r, pa, pb in zip(sec, adj, adj_against, strict=True):
         r.p_adj = float(pa)
-        r.verdict = r.extra.pop("forced_verdict", None) or decide(
-            r.result, alpha=alpha, min_n=min_n, p=pa, p_against=pb if np.isfinite(pb) else None
-        )
+        against = pb if np.isfinite(pb) else None
+        r.verdict = _overruled(r, decide(r.result, alpha=alpha, min_n=min_n, p=pa, p_against=against))
     order = {PRIMARY: 0, COMPONENT: 1, SECONDARY: 2, EXPLORATORY: 3}
     return out + sorted(rows, key=lambda r: order.get(r.role, 4))
+
+
+def _overruled(row: Claim, computed: str) -> str:
+    """A builder's verdict that overrules the test (C2's "too few events", C5's "no test"), except where the test
+    is itself no verdict (provisional, not measured), which says more."""
+    forced = row.extra.pop("forced_verdict", None)
+    return computed if forced is None or computed in (PROVISIONAL, NOT_MEASURED) else forced
 
 
 def headlines(rows: Sequence[Claim]) -> list[dict]:
@@ -244,8 +251,7 @@ def not_run_claims(dataset: str, claims: Sequence[str]) -> list[Claim]:
     """A "not run" row for each claim whose stage is switched off, naming the key that switches it on."""
     out = []
     for cid in claims:
-        t = Test(math.nan, math.nan, math.nan, 0, math.nan, math.nan, "-", min_p=1.0)
-        row = make_row(cid, dataset, "-", "-", t, role=PRIMARY, unit="-", note=f"set {CLAIM_STAGE[cid]} to run it")
+        row = not_measured_row(cid, dataset, "-", "-", f"set {CLAIM_STAGE[cid]} to run it", PRIMARY, "-")
         row.verdict = NOT_RUN
         row.result = None
         out.append(row)

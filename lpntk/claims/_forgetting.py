@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..forgetting._scores import TRIVIAL_PREDICTORS
 from ..inference import (
     INCONCLUSIVE,
     paired_test,
@@ -22,7 +23,7 @@ def _num(v) -> float:
 def _trivial(runs: Sequence[Mapping], key: str) -> str:
     """The trivial predictors' mean score (x 100) over seeds on one metric key (``{key}_{none,all,random}``)."""
     parts = []
-    for name in ("none", "all", "random"):
+    for name in TRIVIAL_PREDICTORS:
         v = [_num(r.get(f"{key}_{name}")) for r in runs]
         v = [x for x in v if np.isfinite(x)]
         parts.append(f"{name} {100 * np.mean(v):.1f}" if v else f"{name} n/a")

@@ -59,7 +59,7 @@ def ld_size_claims(
         return float(c[0, 1] - c[0, 2])
 
     value, lo, hi = bootstrap_interval(drop, ld, seed=seed, level=level)
-    t = Test(value, lo, hi, len(ld), math.nan, math.nan, "bootstrap over samples (2,000 draws), no p", min_p=1.0)
+    t = Test(value, lo, hi, len(ld), math.nan, math.nan, "bootstrap over samples (2,000 draws), no p", min_p=0.0)
     row = make_row(
         "C5",
         dataset,
