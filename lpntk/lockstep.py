@@ -33,11 +33,8 @@ is a switch (``pruning.retrain.lockstep``, off by default) and recorded with eac
 from __future__ import annotations
 
 import copy
-import math
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -47,19 +44,22 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .data import Split, augment_batch, normalize, to_unit
-from .optim import SGD
-from .precision import forward_precision, run_precision
-from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
+from .precision import forward_precision
+from .resume import load_resume_state, run_fingerprint
 from .train import (
+    Dynamics,
     Recipe,
+    ResumePoint,
     TrainResult,
-    _score_snapshot,
-    _summarise,
-    l2_error,
+    make_optimizer,
     make_scheduler,
-    presentation_forgetting,
+    require_validation,
+    run_generators,
     seed_everything,
     select_device,
+    start_runs,
+    train_loop,
+    train_results,
 )
 
 __all__ = ["train_lockstep", "lockstep_groups"]
@@ -135,6 +135,91 @@ def _as_runs(train: Split | Sequence[Split], k_runs: int) -> list[Split]:
     return trains
 
 
+class _Stacked:
+    """The runner of :func:`train_lockstep` (see :func:`lpntk.train.train_loop`): K models as one template with
+    stacked parameters, every step one vectorised forward and backward pass for all of them. ``per_run``: run k
+    trains on its own split (``x``, ``y`` stacked (K, n, ...)), else all on one."""
+
+    def __init__(self, make_model, trains, seeds, per_run: bool, recipe: Recipe, *, mean, std, gens, device):
+        self.base, self.params = _stack(make_model, seeds, device)
+        self.base.train()
+        self.recipe, self.mean, self.std, self.gens, self.device = recipe, mean, std, gens, device
+        self.k_runs, self.per_run = len(seeds), per_run
+        self.optimizer = make_optimizer([p for p in self.params.values() if p.requires_grad], recipe)
+        self.scheduler = make_scheduler(self.optimizer, recipe)
+        if per_run:  # (K, n, ...): run k's own samples; a minibatch gathers x[k, idx[k]]
+            self.x, self.y = (
+                torch.stack([t.x for t in trains]).to(device),
+                torch.stack([t.y for t in trains]).to(device),
+            )
+        else:
+            self.x, self.y = trains[0].x.to(device), trains[0].y.to(device)
+        self.arange_k = torch.arange(self.k_runs, device=device)[:, None]
+        self.first_rows = self.arange_k * len(trains[0])  # run k's first row k·n of the record (lpntk.train.Dynamics)
+
+    def _inputs(self, idx: torch.Tensor) -> torch.Tensor:
+        """The K minibatches (K, B, ...) at positions ``idx`` (K, B), each augmented with its run's generator and
+        normalised."""
+        recipe, parts = self.recipe, []
+        for k in range(self.k_runs):
+            xb = to_unit(self.x[k, idx[k]] if self.per_run else self.x[idx[k]])
+            if recipe.crop_padding or recipe.horizontal_flip:
+                xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, self.gens[f"augment{k}"])
+            parts.append(normalize(xb, self.mean, self.std))
+        return torch.stack(parts)
+
+    def train_epoch(self, orders: Sequence[torch.Tensor], epoch: int, dyn: Dynamics) -> None:
+        base, params, optimizer, recipe = self.base, self.params, self.optimizer, self.recipe
+        orders, bs, steps, arange_k = torch.stack(orders), recipe.batch_size, dyn.steps_per_epoch, self.arange_k
+        for b in range(steps):
+            idx = orders[:, b * bs : (b + 1) * bs].to(self.device)  # (K, B): each seed's own minibatch
+            xb, yb = self._inputs(idx), (self.y[arange_k, idx] if self.per_run else self.y[idx])
+            with forward_precision(recipe.precision, self.device):
+                logits = _forward(base, params, xb, False).flatten(0, 1)  # (K·B, classes)
+                loss_vec = F.cross_entropy(logits, yb.flatten(), reduction="none").view(yb.shape)
+            optimizer.zero_grad(set_to_none=True)
+            loss_vec.mean(dim=1).sum().backward()  # d/dw_k = gradient of seed k's own mean loss
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            rows = (self.first_rows + idx).flatten() if dyn.record else None  # run k's sample i: row k·n + i
+            dyn.record_step(epoch * steps + b, lr, epoch, rows, loss_vec.flatten(), logits, yb.flatten())
+
+    def evaluate(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
+        return _evaluate(self.base, self.params, split, self.mean, self.std, self.recipe.eval_batch_size, self.device)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.base.eval()
+        z = _forward(self.base, self.params, x.to(self.device), True).float().cpu()  # (K, P, classes)
+        self.base.train()
+        return z
+
+    def model_of(self, k: int) -> nn.Module:
+        return _model_of(self.base, self.params, k)
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: p[k].detach().cpu().clone() for name, p in self.params.items()}
+
+    def model_with(self, k: int, state) -> nn.Module:
+        model = _model_of(self.base, self.params, k)
+        model.load_state_dict(state)
+        return model
+
+    def state(self) -> dict:
+        return {
+            "model": {name: p.detach() for name, p in self.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state(self, state) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(state["model"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
 def train_lockstep(
     make_model: Callable[[], nn.Module],
     train: Split | Sequence[Split],
@@ -161,6 +246,9 @@ def train_lockstep(
     is called with (seed, history row) for each seed after every epoch. With ``resume_path`` and
     ``recipe.resume_every > 0`` the state of all K runs is saved every ``resume_every`` epochs and picked up by a
     later call with the same seeds; it is deleted when the runs complete.
+
+    The runs are :func:`lpntk.train.train_loop` with K runs and the stacked models' runner: they record, evaluate,
+    select and resume as :func:`lpntk.train.train_model` does, by the same code.
     """
     seeds = [int(s) for s in seeds]
     per_run = not isinstance(train, Split)
@@ -168,186 +256,18 @@ def train_lockstep(
         raise ValueError(f"lockstep seeds must be distinct (one shared training split) and at least one, got {seeds}")
     trains = _as_runs(train, len(seeds))
     device = select_device(device)
-    if recipe.select == "val" and (val is None or len(val) == 0):
-        raise ValueError("select='val' needs a validation split; set the dataset's val_fraction > 0")
-    base, params = _stack(make_model, seeds, device)
-    base.train()
-    k_runs, n, epochs, bs = len(seeds), len(trains[0]), recipe.epochs, recipe.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    optimizer = SGD(
-        [p for p in params.values() if p.requires_grad],
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=recipe.nesterov and recipe.momentum > 0,
-    )
-    scheduler = make_scheduler(optimizer, recipe)
-    gens = {}
-    for k, seed in enumerate(seeds):
-        gens[f"shuffle{k}"] = torch.Generator().manual_seed(seed)
-        gens[f"augment{k}"] = torch.Generator().manual_seed(seed + 7919)
-    if per_run:  # (K, n, ...): run k's own samples; a minibatch gathers x_all[k, idx[k]]
-        x_all, y_all = torch.stack([t.x for t in trains]).to(device), torch.stack([t.y for t in trains]).to(device)
-    else:
-        x_all, y_all = trains[0].x.to(device), trains[0].y.to(device)
-    probe_logits: torch.Tensor | None = None  # (K, E, P, classes), allocated at the first probe
-    rec = {
-        "loss": torch.zeros(k_runs, n, epochs, dtype=torch.float32, device=device),
-        "correct": torch.zeros(k_runs, n, epochs, dtype=torch.bool, device=device),
-        "l2": torch.zeros(k_runs, n, epochs, dtype=torch.float32, device=device),
-    }
-    batch_order = np.zeros((k_runs, epochs, n), dtype=np.int32)
-    lrs = np.zeros(epochs * steps_per_epoch, dtype=np.float64)
-    score_epochs = sorted(set(recipe.score_epochs))
-    el2n = np.zeros((k_runs, n, len(score_epochs)), dtype=np.float32)
-    grand = np.zeros((k_runs, n, len(score_epochs)), dtype=np.float32)
-    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
-    bests = [{"acc": -1.0, "epoch": 0, "state": None} for _ in seeds]
-    start_epoch = 0
-
-    def snapshot(j: int) -> None:
-        for k in range(k_runs):
-            el2n[k, :, j], grand[k, :, j] = _score_snapshot(
-                _model_of(base, params, k), trains[k], mean, std, recipe, device
-            )
-
-    resume_path = Path(resume_path) if resume_path else None
-    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
+    require_validation(recipe, val)
+    gens = run_generators(seeds)
+    runner = _Stacked(make_model, trains, seeds, per_run, recipe, mean=mean, std=std, gens=gens, device=device)
+    dyn = Dynamics(len(seeds), len(trains[0]), recipe, record, device)
+    spec, base = ResumePoint.spec(recipe), runner.base
     runs = [run_fingerprint(spec, s, base, t, mean, std) for s, t in zip(seeds, trains, strict=True)] if per_run else []
     fingerprint = run_fingerprint({**spec, "lockstep_seeds": seeds, "runs": runs}, seeds[0], base, trains[0], mean, std)
-    st = load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
-    if st is not None:
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(st["params"][name])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        rec = {k: st["rec"][k].to(device) for k in rec}
-        batch_order, lrs, el2n, grand = st["batch_order"], st["lrs"], st["el2n"], st["grand"]
-        histories, bests, start_epoch = st["histories"], st["bests"], st["epoch"]
-        probe_logits = st.get("probe_logits")
-        set_rng_state(gens, st["rng"])
-    elif 0 in score_epochs:
-        snapshot(0)
-
-    arange_k = torch.arange(k_runs, device=device)[:, None]
-    with run_precision(recipe.precision):
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            orders = torch.stack(
-                [
-                    torch.randperm(n, generator=gens[f"shuffle{k}"]) if recipe.shuffle else torch.arange(n)
-                    for k in range(k_runs)
-                ]
-            )
-            batch_order[:, epoch] = orders.numpy()
-            lr_epoch = optimizer.param_groups[0]["lr"]
-            for b in range(steps_per_epoch):
-                idx = orders[:, b * bs : (b + 1) * bs].to(device)  # (K, B): each seed's own minibatch
-                parts = []
-                for k in range(k_runs):
-                    xb = to_unit(x_all[k, idx[k]] if per_run else x_all[idx[k]])
-                    if recipe.crop_padding or recipe.horizontal_flip:
-                        xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens[f"augment{k}"])
-                    parts.append(normalize(xb, mean, std))
-                xb, yb = torch.stack(parts), (y_all[arange_k, idx] if per_run else y_all[idx])
-                with forward_precision(recipe.precision, device):
-                    logits = _forward(base, params, xb, False)  # (K, B, classes)
-                    loss_vec = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(yb.shape)
-                optimizer.zero_grad(set_to_none=True)
-                loss_vec.mean(dim=1).sum().backward()  # d/dw_k = gradient of seed k's own mean loss
-                lrs[epoch * steps_per_epoch + b] = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                if record:
-                    with torch.no_grad():
-                        rec["loss"][arange_k, idx, epoch] = loss_vec.detach().float()
-                        rec["correct"][arange_k, idx, epoch] = logits.detach().argmax(2) == yb
-                        rec["l2"][arange_k, idx, epoch] = l2_error(logits.flatten(0, 1), yb.flatten()).view(yb.shape)
-            scheduler.step()
-            evals = {
-                name: _evaluate(base, params, split, mean, std, recipe.eval_batch_size, device)
-                for name, split in (("val", val), ("test", test))
-                if split is not None and len(split)
-            }
-            if probe is not None:
-                with torch.no_grad():
-                    base.eval()
-                    z = _forward(base, params, probe.to(device), True).float().cpu()  # (K, P, classes)
-                    base.train()
-                if probe_logits is None:
-                    probe_logits = torch.zeros(k_runs, epochs, len(probe), z.shape[-1])
-                probe_logits[:, epoch] = z
-            if epoch + 1 in score_epochs:
-                snapshot(score_epochs.index(epoch + 1))
-            seconds = (time.perf_counter() - t0) / k_runs
-            for k, seed in enumerate(seeds):
-                row = {
-                    "epoch": epoch + 1,
-                    "lr": lr_epoch,
-                    "train_loss": float(rec["loss"][k, :, epoch].mean()) if record else float("nan"),
-                    "train_acc": float(rec["correct"][k, :, epoch].float().mean()) if record else float("nan"),
-                }
-                for name, (acc, loss) in evals.items():
-                    row[f"{name}_acc"], row[f"{name}_loss"] = float(acc[k]), float(loss[k])
-                row["seconds"] = seconds
-                histories[k].append(row)
-                metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[recipe.select]
-                if metric is not None and metric > bests[k]["acc"]:
-                    state = {name: p[k].detach().cpu().clone() for name, p in params.items()}
-                    bests[k] = {"acc": metric, "epoch": epoch + 1, "state": state}
-                if on_epoch is not None:
-                    on_epoch(seed, row)
-            if resume_path is not None and recipe.resume_every and (epoch + 1) % recipe.resume_every == 0:
-                if epoch + 1 < epochs:
-                    save_resume_state(
-                        resume_path,
-                        {
-                            "params": {name: p.detach() for name, p in params.items()},
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "rec": {k: v.cpu() for k, v in rec.items()},
-                            "batch_order": batch_order,
-                            "lrs": lrs,
-                            "el2n": el2n,
-                            "grand": grand,
-                            "histories": histories,
-                            "bests": bests,
-                            "probe_logits": probe_logits,
-                            "epoch": epoch + 1,
-                            "rng": rng_state(gens),
-                            "fingerprint": fingerprint,
-                        },
-                    )
-
-    results = []
-    for k, seed in enumerate(seeds):
-        correct = rec["correct"][k].cpu().numpy()
-        forget = presentation_forgetting(correct)
-        dynamics = {
-            "index": trains[k].index.numpy().astype(np.int64),
-            "y": trains[k].y.numpy().astype(np.int64),
-            "loss": rec["loss"][k].cpu().numpy(),
-            "correct": correct,
-            "l2": rec["l2"][k].cpu().numpy(),
-            "forgetting_events": forget["events"],
-            "forgetting_count": forget["count"],
-            "first_learned": forget["first_learned"],
-            "never_learned": forget["never_learned"],
-            "batch_order": batch_order[k],
-            "lr": lrs.copy(),
-            "score_epochs": np.asarray(score_epochs, dtype=np.int64),
-            "el2n": el2n[k],
-            "grand": grand[k],
-        }
-        if probe_logits is not None:
-            dynamics["probe_logits"] = probe_logits[k].numpy()
-        summary = _summarise(histories[k], bests[k]["epoch"], recipe.select)
-        summary["seed"] = seed
-        summary["recipe"] = asdict(recipe)
-        last_state = {name: p[k].detach().cpu().clone() for name, p in params.items()}
-        model = _model_of(base, params, k)
-        model.load_state_dict(bests[k]["state"])
-        results.append(TrainResult(model, bests[k]["state"], last_state, histories[k], dynamics, summary))
-    if resume_path is not None:
-        resume_path.unlink(missing_ok=True)
-    return results
+    resume = ResumePoint(Path(resume_path) if resume_path else None, recipe.resume_every, fingerprint)
+    state = load_resume_state(resume.path, fingerprint, device) if resume.path is not None else None
+    start_runs(state, runner, dyn, gens, trains, mean, std, recipe)
+    train_loop(
+        runner, dyn, gens, trains, recipe, mean=mean, std=std, val=val, test=test,
+        on_epoch=None if on_epoch is None else lambda k, row: on_epoch(seeds[k], row), resume=resume, probe=probe,
+    )  # fmt: skip
+    return train_results(runner, dyn, trains, seeds, recipe)

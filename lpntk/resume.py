@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 __all__ = ["run_fingerprint", "rng_state", "set_rng_state", "save_resume_state", "load_resume_state"]
 
 _NUMPY = "_numpy_keys"
-#: The layout of a saved state (2: lpntk.optim's optimizer and schedule states); a state of another layout does not
+#: The layout of a saved state (2: lpntk.optim's optimizer and schedule states; 3: one layout for train_model and
+#: train_lockstep, the records of K runs as lpntk.train.Dynamics keeps them); a state of another layout does not
 #: match any fingerprint, so it is discarded with a warning and the run starts over.
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 
 
 def run_fingerprint(

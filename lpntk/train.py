@@ -24,6 +24,11 @@ save a resumable state every few epochs and continue from it after an interrupti
 
 Precision: ``Recipe.precision`` = ``fp32`` (default, exact float32, TF32 off on CUDA), ``tf32`` or ``bf16``
 (:mod:`lpntk.precision`).
+
+One loop: :func:`train_model` is :func:`train_loop` with one run, and :func:`lpntk.lockstep.train_lockstep` the same
+loop with K runs whose models step together. What is recorded lives in :class:`Dynamics` and how a run resumes in
+:class:`ResumePoint` and :func:`start_runs`, once for both; a runner supplies only the models' step, evaluation and
+weights.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,10 +177,11 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> SGD:
-    """SGD with the recipe's momentum, Nesterov flag and (coupled) weight decay (:class:`lpntk.optim.SGD`)."""
+def make_optimizer(model: nn.Module | Iterable[torch.Tensor], recipe: Recipe) -> SGD:
+    """SGD with the recipe's momentum, Nesterov flag and (coupled) weight decay (:class:`lpntk.optim.SGD`) over the
+    parameters of ``model`` (a module, or the tensors themselves)."""
     return SGD(
-        model.parameters(),
+        model.parameters() if isinstance(model, nn.Module) else model,
         lr=recipe.lr,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
@@ -247,7 +253,332 @@ def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, d
     return el2n.astype(np.float32), grand.astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------------------- the training loop
+#
+# train_model and lpntk.lockstep.train_lockstep are one loop (_train_loop) over K runs of one recipe -- K = 1 for
+# train_model -- that records through one Dynamics and saves and restores one resumable state. What differs between
+# them is the runner: how the K models take a minibatch step, evaluate and hand out their weights (_OneModel here,
+# lockstep's stacked models there).
+
+
+class Dynamics:
+    """The record of K runs of one recipe (module docstring): per presentation the loss, correctness and L2 error,
+    per epoch the batch order and a history row, per step the learning rate, per score epoch EL2N and GraNd, and
+    each run's best checkpoint so far. What a run records is decided here, for :func:`train_model` (K = 1) and
+    :func:`lpntk.lockstep.train_lockstep` (K seeds) alike.
+
+    Run k's per-sample records are rows k·n ... k·n + n - 1 of (K·n, E) tables, so that a step writes all its
+    presentations with one index, ``rows`` = k·n + position, whatever K (for K = 1, the positions themselves).
+    """
+
+    def __init__(self, k_runs: int, n: int, recipe: Recipe, record: bool, device: torch.device):
+        self.k_runs, self.n, self.epochs, self.record, self.select = k_runs, n, recipe.epochs, record, recipe.select
+        self.steps_per_epoch = math.ceil(n / recipe.batch_size)
+        self.rec = {
+            "loss": torch.zeros(k_runs * n, self.epochs, dtype=torch.float32, device=device),
+            "correct": torch.zeros(k_runs * n, self.epochs, dtype=torch.bool, device=device),
+            "l2": torch.zeros(k_runs * n, self.epochs, dtype=torch.float32, device=device),
+        }
+        self.batch_order = np.zeros((k_runs, self.epochs, n), dtype=np.int32)
+        self.lrs = np.zeros(self.epochs * self.steps_per_epoch, dtype=np.float64)
+        self.score_epochs = sorted(set(recipe.score_epochs))
+        self.el2n = np.zeros((k_runs, n, len(self.score_epochs)), dtype=np.float32)
+        self.grand = np.zeros((k_runs, n, len(self.score_epochs)), dtype=np.float32)
+        self.histories: list[list[dict[str, float]]] = [[] for _ in range(k_runs)]
+        self.bests: list[dict[str, Any]] = [{"acc": -1.0, "epoch": 0, "state": None} for _ in range(k_runs)]
+        self.probe_logits: torch.Tensor | None = None  # (K, E, P, classes), allocated at the first probe
+        self.epoch = 0  # epochs completed
+
+    def record_orders(self, epoch: int, orders: Sequence[torch.Tensor]) -> None:
+        """Each run's presentation order (positions) in ``epoch``."""
+        for k, order in enumerate(orders):
+            self.batch_order[k, epoch] = order.numpy()
+
+    def record_step(self, step: int, lr: float, epoch: int, rows, loss, logits, y) -> None:
+        """One optimiser step: its learning rate and, when recording, each presented sample's loss, correctness and
+        L2 error (train mode, augmented input, before the update) at its ``rows``; ``loss`` (B,), ``logits``
+        (B, classes) and ``y`` (B,) list the step's presentations of all runs."""
+        self.lrs[step] = lr
+        if self.record:
+            with torch.no_grad():
+                self.rec["loss"][rows, epoch] = loss.detach().float()
+                self.rec["correct"][rows, epoch] = logits.detach().argmax(1) == y
+                self.rec["l2"][rows, epoch] = l2_error(logits, y)
+
+    def record_probe(self, epoch: int, logits: torch.Tensor) -> None:
+        """The K runs' eval-mode logits (K, P, classes) of the probe inputs after ``epoch``."""
+        if self.probe_logits is None:
+            self.probe_logits = torch.zeros(self.k_runs, self.epochs, *logits.shape[1:])
+        self.probe_logits[:, epoch] = logits
+
+    def close_epoch(self, epoch: int, lr: float, evals: Mapping, seconds: float, state_of) -> list[dict[str, float]]:
+        """Each run's history row of ``epoch`` (``evals``: split name -> (K accuracies, K losses)), and its best
+        checkpoint ``state_of(k)`` when its selection metric (``Recipe.select``) improved."""
+        self.epoch = epoch + 1
+        rows = []
+        for k in range(self.k_runs):
+            row = {"epoch": epoch + 1, "lr": lr, **self._train_metrics(k, epoch)}
+            for name, (acc, loss) in evals.items():
+                row[f"{name}_acc"], row[f"{name}_loss"] = float(acc[k]), float(loss[k])
+            row["seconds"] = seconds
+            self.histories[k].append(row)
+            metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[self.select]
+            if metric is not None and metric > self.bests[k]["acc"]:
+                self.bests[k] = {"acc": metric, "epoch": epoch + 1, "state": state_of(k)}
+            rows.append(row)
+        return rows
+
+    def _train_metrics(self, k: int, epoch: int) -> dict[str, float]:
+        """Run k's mean loss and accuracy over its presentations in ``epoch`` (NaN when not recording)."""
+        if not self.record:
+            return {"train_loss": float("nan"), "train_acc": float("nan")}
+        rows = slice(k * self.n, (k + 1) * self.n)
+        return {
+            "train_loss": float(self.rec["loss"][rows, epoch].mean()),
+            "train_acc": float(self.rec["correct"][rows, epoch].float().mean()),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The record's part of a resumable state (numpy arrays at the top level: :func:`save_resume_state`)."""
+        return {
+            "rec": {k: v.cpu() for k, v in self.rec.items()},
+            "batch_order": self.batch_order,
+            "lrs": self.lrs,
+            "el2n": self.el2n,
+            "grand": self.grand,
+            "histories": self.histories,
+            "bests": self.bests,
+            "probe_logits": self.probe_logits,
+            "epoch": self.epoch,
+        }
+
+    def restore(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Continue the record from what :meth:`state` saved."""
+        self.rec = {k: state["rec"][k].to(device) for k in self.rec}
+        self.batch_order, self.lrs, self.el2n, self.grand = (state[k] for k in ("batch_order", "lrs", "el2n", "grand"))
+        self.histories, self.bests, self.epoch = state["histories"], state["bests"], state["epoch"]
+        self.probe_logits = state.get("probe_logits")
+
+    def result(self, k: int, train: Split) -> dict[str, np.ndarray]:
+        """Run k's ``dynamics`` (:func:`train_model`), indexed by position in its training split ``train``."""
+        rows = slice(k * self.n, (k + 1) * self.n)
+        correct = self.rec["correct"][rows].cpu().numpy()
+        forget = presentation_forgetting(correct)
+        out = {
+            "index": train.index.numpy().astype(np.int64),
+            "y": train.y.numpy().astype(np.int64),
+            "loss": self.rec["loss"][rows].cpu().numpy(),
+            "correct": correct,
+            "l2": self.rec["l2"][rows].cpu().numpy(),
+            "forgetting_events": forget["events"],
+            "forgetting_count": forget["count"],
+            "first_learned": forget["first_learned"],
+            "never_learned": forget["never_learned"],
+            "batch_order": self.batch_order[k],
+            "lr": self.lrs.copy(),
+            "score_epochs": np.asarray(self.score_epochs, dtype=np.int64),
+            "el2n": self.el2n[k],
+            "grand": self.grand[k],
+        }
+        if self.probe_logits is not None:
+            out["probe_logits"] = self.probe_logits[k].numpy()
+        return out
+
+
+def run_generators(seeds: Sequence[int]) -> dict[str, torch.Generator]:
+    """Run k's own shuffling and augmentation generators (``shuffle<k>``, ``augment<k>``), seeded with its seed and
+    seed + 7919."""
+    gens = {}
+    for k, seed in enumerate(seeds):
+        gens[f"shuffle{k}"] = torch.Generator().manual_seed(int(seed))
+        gens[f"augment{k}"] = torch.Generator().manual_seed(int(seed) + 7919)
+    return gens
+
+
+def require_validation(recipe: Recipe, val: Split | None) -> None:
+    """``select="val"`` picks the best epoch on the validation split, so there must be one."""
+    if recipe.select == "val" and (val is None or len(val) == 0):
+        raise ValueError(
+            "select='val' needs a validation split; set the dataset's val_fraction > 0 "
+            "or train.select to 'test' or 'last'"
+        )
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where K runs save their resumable state, how often (``Recipe.resume_every`` epochs; 0: never) and the
+    fingerprint of the runs it belongs to (:func:`lpntk.resume.run_fingerprint`)."""
+
+    path: Path | None
+    every: int
+    fingerprint: str
+
+    @staticmethod
+    def spec(recipe: Recipe) -> dict[str, Any]:
+        """The recipe as the fingerprint sees it: how often the state is saved does not change the run."""
+        return {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
+
+    def save_if_due(self, runner, dyn: Dynamics, gens: Mapping[str, torch.Generator]) -> None:
+        """Save the runs' state after every ``every``-th epoch but the last."""
+        if self.path is None or not self.every or dyn.epoch % self.every or dyn.epoch >= dyn.epochs:
+            return
+        state = {**runner.state(), **dyn.state(), "rng": rng_state(gens), "fingerprint": self.fingerprint}
+        save_resume_state(self.path, state)
+
+    def finish(self) -> None:
+        """The runs completed: their saved state is no longer needed."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def start_runs(state, runner, dyn: Dynamics, gens, trains: Sequence[Split], mean, std, recipe: Recipe) -> None:
+    """Continue from a resumable ``state`` (the runner's models, optimiser and schedule, the record, the generators)
+    or, without one, record EL2N and GraNd at initialisation when score epoch 0 is asked for."""
+    if state is not None:
+        runner.load_state(state)
+        dyn.restore(state, runner.device)
+        set_rng_state(gens, state["rng"])
+    elif 0 in dyn.score_epochs:
+        _snapshot(runner, dyn, trains, mean, std, recipe, 0)
+
+
+def _snapshot(runner, dyn: Dynamics, trains: Sequence[Split], mean, std, recipe: Recipe, j: int) -> None:
+    """EL2N and GraNd of every run's training samples at score epoch number ``j``."""
+    for k in range(dyn.k_runs):
+        dyn.el2n[k, :, j], dyn.grand[k, :, j] = _score_snapshot(
+            runner.model_of(k), trains[k], mean, std, recipe, runner.device
+        )
+
+
+def train_loop(
+    runner,
+    dyn: Dynamics,
+    gens: Mapping[str, torch.Generator],
+    trains: Sequence[Split],
+    recipe: Recipe,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    val: Split | None,
+    test: Split | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    resume: ResumePoint,
+    probe: torch.Tensor | None = None,
+) -> None:
+    """The training loop of :func:`train_model` and :func:`lpntk.lockstep.train_lockstep`, from the epoch ``dyn``
+    has reached. Every epoch: each run's shuffled order (its generator ``shuffle<k>``), the runner's minibatch steps
+    (which record through ``dyn``), the schedule's step, each run's accuracy and loss on ``val`` and ``test``, the
+    probe's logits, EL2N and GraNd at the score epochs, each run's history row and best checkpoint,
+    ``on_epoch(k, row)``, and the resumable state when due; at the end the saved state is removed.
+
+    ``runner`` holds the K models (``device``, ``optimizer``, ``scheduler``) and takes their steps:
+    ``train_epoch(orders, epoch, dyn)``, ``evaluate(split)`` -> (K accuracies, K losses), ``logits(x)`` (eval mode,
+    (K, P, classes)), ``model_of(k)``, ``state_of(k)`` (run k's weights, a CPU copy), ``model_with(k, state)``, and
+    ``state()`` / ``load_state(state)`` for resuming."""
+    splits = [(name, split) for name, split in (("val", val), ("test", test)) if split is not None and len(split)]
+    with run_precision(recipe.precision):  # exact float32 unless the recipe asks for TF32
+        for epoch in range(dyn.epoch, recipe.epochs):
+            t0 = time.perf_counter()
+            orders = [
+                torch.randperm(dyn.n, generator=gens[f"shuffle{k}"]) if recipe.shuffle else torch.arange(dyn.n)
+                for k in range(dyn.k_runs)
+            ]
+            dyn.record_orders(epoch, orders)
+            lr_epoch = runner.optimizer.param_groups[0]["lr"]
+            runner.train_epoch(orders, epoch, dyn)
+            runner.scheduler.step()
+            evals = {name: runner.evaluate(split) for name, split in splits}
+            if probe is not None:
+                dyn.record_probe(epoch, runner.logits(probe))
+            if epoch + 1 in dyn.score_epochs:
+                _snapshot(runner, dyn, trains, mean, std, recipe, dyn.score_epochs.index(epoch + 1))
+            seconds = (time.perf_counter() - t0) / dyn.k_runs
+            for k, row in enumerate(dyn.close_epoch(epoch, lr_epoch, evals, seconds, runner.state_of)):
+                if on_epoch is not None:
+                    on_epoch(k, row)
+            resume.save_if_due(runner, dyn, gens)
+    resume.finish()
+
+
+def train_results(runner, dyn: Dynamics, trains: Sequence[Split], seeds: Sequence[int], recipe: Recipe):
+    """One :class:`TrainResult` per run: its model at the best checkpoint, the best and last weights, its history,
+    its dynamics and the summary (:func:`_summarise`, the seed and the recipe)."""
+    results = []
+    for k, seed in enumerate(seeds):
+        last_state = runner.state_of(k)
+        best_state = dyn.bests[k]["state"]
+        summary = _summarise(dyn.histories[k], dyn.bests[k]["epoch"], recipe.select)
+        summary["seed"] = int(seed)
+        summary["recipe"] = asdict(recipe)
+        model = runner.model_with(k, best_state)
+        results.append(TrainResult(model, best_state, last_state, dyn.histories[k], dyn.result(k, trains[k]), summary))
+    return results
+
+
+class _OneModel:
+    """The runner of :func:`train_model` (see :func:`train_loop`): one model and its own forward pass. Its step is
+    the CPU fast path: the batch's rows by ``index_select`` (without advanced indexing's general path), normalised
+    in place, and the mean loss without per-sample losses when nothing is recorded (benchmarks/bench_mnist_cpu.py:
+    the data path was most of the loop's per-step overhead on a CPU)."""
+
+    def __init__(self, model: nn.Module, train: Split, recipe: Recipe, mean, std, augment_gen, device):
+        self.model, self.recipe, self.mean, self.std, self.device = model, recipe, mean, std, device
+        self.augment_gen = augment_gen
+        self.optimizer = make_optimizer(model, recipe)
+        self.scheduler = make_scheduler(self.optimizer, recipe)
+        self.x, self.y = train.x.to(device), train.y.to(device)
+        # normalize(x, mean, std) = (x - mean) / std per channel, applied in place to each batch's own fresh tensor
+        self.mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def train_epoch(self, orders: Sequence[torch.Tensor], epoch: int, dyn: Dynamics) -> None:
+        model, optimizer, recipe, device = self.model, self.optimizer, self.recipe, self.device
+        x_all, y_all, mean_t, std_t = self.x, self.y, self.mean_t, self.std_t
+        order, bs, steps, record = orders[0], recipe.batch_size, dyn.steps_per_epoch, dyn.record
+        augment = recipe.crop_padding or recipe.horizontal_flip
+        model.train()
+        for b in range(steps):
+            idx = order[b * bs : (b + 1) * bs].to(device)
+            xb = to_unit(x_all.index_select(0, idx))
+            if augment:
+                xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, self.augment_gen)
+            xb = xb.sub_(mean_t).div_(std_t)  # normalize(xb, mean, std), in place: xb is this batch's own
+            yb = y_all.index_select(0, idx)
+            with forward_precision(recipe.precision, device):
+                logits = model(xb)
+                # the per-sample losses only where they are recorded; the mean's gradient is the same either way
+                loss_vec = F.cross_entropy(logits, yb, reduction="none" if record else "mean")
+            optimizer.zero_grad(set_to_none=True)
+            (loss_vec.mean() if record else loss_vec).backward()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            dyn.record_step(epoch * steps + b, lr, epoch, idx, loss_vec, logits, yb)
+
+    def evaluate(self, split: Split) -> tuple[list[float], list[float]]:
+        ev = evaluate(self.model, split, self.mean, self.std, self.recipe.eval_batch_size, self.device)
+        return [ev["acc"]], [ev["loss"]]
+
+    def model_of(self, k: int) -> nn.Module:
+        return self.model
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: v.detach().cpu().clone() for name, v in self.model.state_dict().items()}
+
+    def model_with(self, k: int, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        self.model.load_state_dict(state)
+        return self.model
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def train_model(
@@ -278,159 +609,24 @@ def train_model(
     ``index``, ``y``, ``loss``/``correct``/``l2`` (N, E), ``forgetting_events`` (N, E),
     ``forgetting_count``, ``first_learned``, ``never_learned`` (N,), ``batch_order`` (E, N) positions in
     presentation order, ``lr`` (steps,), ``score_epochs`` (S,), ``el2n``/``grand`` (N, S).
+
+    The run is :func:`train_loop` with one run (K = 1) and the single model's runner.
     """
     device = select_device(device)
     model.to(device)
-    if recipe.select == "val" and (val is None or len(val) == 0):
-        raise ValueError(
-            "select='val' needs a validation split; set the dataset's val_fraction > 0 "
-            "or train.select to 'test' or 'last'"
-        )
-    n, epochs = len(train), recipe.epochs
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
-    gens = {"shuffle": torch.Generator().manual_seed(seed), "augment": torch.Generator().manual_seed(seed + 7919)}
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe)
-    x_all, y_all = train.x.to(device), train.y.to(device)
-    # normalize(x, mean, std) = (x - mean) / std per channel, applied in place to each batch's own fresh tensor
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-
-    rec = {
-        "loss": torch.zeros(n, epochs, dtype=torch.float32, device=device),
-        "correct": torch.zeros(n, epochs, dtype=torch.bool, device=device),
-        "l2": torch.zeros(n, epochs, dtype=torch.float32, device=device),
-    }
-    batch_order = np.zeros((epochs, n), dtype=np.int32)
-    lrs = np.zeros(epochs * steps_per_epoch, dtype=np.float64)
-    score_epochs = sorted(set(recipe.score_epochs))
-    el2n = np.zeros((n, len(score_epochs)), dtype=np.float32)
-    grand = np.zeros((n, len(score_epochs)), dtype=np.float32)
-    history: list[dict[str, float]] = []
-    best = {"acc": -1.0, "epoch": 0, "state": None}
-    start_epoch = 0
-
-    resume_path = Path(resume_path) if resume_path else None
-    spec = {k: v for k, v in asdict(recipe).items() if k != "resume_every"}  # how often it saves does not matter
-    fingerprint = run_fingerprint(spec, seed, model, train, mean, std)
-    st = load_resume_state(resume_path, fingerprint, device) if resume_path is not None else None
-    if st is not None:
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        for k in rec:
-            rec[k] = st["rec"][k].to(device)
-        batch_order, lrs, el2n, grand = st["batch_order"], st["lrs"], st["el2n"], st["grand"]
-        history, best, start_epoch = st["history"], st["best"], st["epoch"]
-        set_rng_state(gens, st["rng"])
-    elif 0 in score_epochs:
-        el2n[:, 0], grand[:, 0] = _score_snapshot(model, train, mean, std, recipe, device)
-
-    with run_precision(recipe.precision):  # exact float32 unless the recipe asks for TF32
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, generator=gens["shuffle"]) if recipe.shuffle else torch.arange(n)
-            batch_order[epoch] = order.numpy()
-            lr_epoch = optimizer.param_groups[0]["lr"]
-            for b in range(steps_per_epoch):
-                idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size].to(device)
-                # index_select: the rows x_all[idx] selects, without advanced indexing's general path (benchmarks/
-                # bench_mnist_cpu.py: the data path was most of the loop's per-step overhead on a CPU)
-                xb = to_unit(x_all.index_select(0, idx))
-                if recipe.crop_padding or recipe.horizontal_flip:
-                    xb = augment_batch(xb, recipe.crop_padding, recipe.horizontal_flip, gens["augment"])
-                xb = xb.sub_(mean_t).div_(std_t)  # normalize(xb, mean, std), in place: xb is this batch's own
-                yb = y_all.index_select(0, idx)
-                with forward_precision(recipe.precision, device):
-                    logits = model(xb)
-                    # the per-sample losses only where they are recorded; the mean's gradient is the same either way
-                    loss_vec = F.cross_entropy(logits, yb, reduction="none" if record else "mean")
-                optimizer.zero_grad(set_to_none=True)
-                (loss_vec.mean() if record else loss_vec).backward()
-                lrs[epoch * steps_per_epoch + b] = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                if record:
-                    with torch.no_grad():
-                        rec["loss"][idx, epoch] = loss_vec.detach().float()
-                        rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb
-                        rec["l2"][idx, epoch] = l2_error(logits, yb)
-            scheduler.step()
-            row = {
-                "epoch": epoch + 1,
-                "lr": lr_epoch,
-                "train_loss": float(rec["loss"][:, epoch].mean()) if record else float("nan"),
-                "train_acc": float(rec["correct"][:, epoch].float().mean()) if record else float("nan"),
-            }
-            for split_name, split in (("val", val), ("test", test)):
-                if split is not None and len(split):
-                    ev = evaluate(model, split, mean, std, recipe.eval_batch_size, device)
-                    row[f"{split_name}_acc"], row[f"{split_name}_loss"] = ev["acc"], ev["loss"]
-            if epoch + 1 in score_epochs:
-                j = score_epochs.index(epoch + 1)
-                el2n[:, j], grand[:, j] = _score_snapshot(model, train, mean, std, recipe, device)
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[recipe.select]
-            if metric is not None and metric > best["acc"]:
-                best = {
-                    "acc": metric,
-                    "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                }
-            if on_epoch is not None:
-                on_epoch(row)
-            if (
-                resume_path is not None
-                and recipe.resume_every
-                and (epoch + 1) % recipe.resume_every == 0
-                and epoch + 1 < epochs
-            ):
-                save_resume_state(
-                    resume_path,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rec": {k: v.cpu() for k, v in rec.items()},
-                        "batch_order": batch_order,
-                        "lrs": lrs,
-                        "el2n": el2n,
-                        "grand": grand,
-                        "history": history,
-                        "best": best,
-                        "epoch": epoch + 1,
-                        "rng": rng_state(gens),
-                        "fingerprint": fingerprint,
-                    },
-                )
-
-    last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    correct = rec["correct"].cpu().numpy()
-    forget = presentation_forgetting(correct)
-    dynamics = {
-        "index": train.index.numpy().astype(np.int64),
-        "y": train.y.numpy().astype(np.int64),
-        "loss": rec["loss"].cpu().numpy(),
-        "correct": correct,
-        "l2": rec["l2"].cpu().numpy(),
-        "forgetting_events": forget["events"],
-        "forgetting_count": forget["count"],
-        "first_learned": forget["first_learned"],
-        "never_learned": forget["never_learned"],
-        "batch_order": batch_order,
-        "lr": lrs,
-        "score_epochs": np.asarray(score_epochs, dtype=np.int64),
-        "el2n": el2n,
-        "grand": grand,
-    }
-    summary = _summarise(history, best["epoch"], recipe.select)
-    summary["seed"] = int(seed)
-    summary["recipe"] = asdict(recipe)
-    if resume_path is not None:
-        resume_path.unlink(missing_ok=True)
-    model.load_state_dict(best["state"])
-    return TrainResult(model, best["state"], last_state, history, dynamics, summary)
+    require_validation(recipe, val)
+    gens = run_generators([seed])
+    runner = _OneModel(model, train, recipe, mean, std, gens["augment0"], device)
+    dyn = Dynamics(1, len(train), recipe, record, device)
+    fingerprint = run_fingerprint(ResumePoint.spec(recipe), seed, model, train, mean, std)
+    resume = ResumePoint(Path(resume_path) if resume_path else None, recipe.resume_every, fingerprint)
+    state = load_resume_state(resume.path, fingerprint, device) if resume.path is not None else None
+    start_runs(state, runner, dyn, gens, [train], mean, std, recipe)
+    train_loop(
+        runner, dyn, gens, [train], recipe, mean=mean, std=std, val=val, test=test,
+        on_epoch=None if on_epoch is None else lambda k, row: on_epoch(row), resume=resume,
+    )  # fmt: skip
+    return train_results(runner, dyn, [train], [seed], recipe)[0]
 
 
 def _summarise(history: list[dict[str, float]], best_epoch: int, select: str) -> dict[str, Any]:

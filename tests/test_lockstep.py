@@ -126,6 +126,37 @@ def test_lockstep_with_one_training_split_per_run_and_probe_logits_reproduces_se
     assert not torch.equal(together[0].last_state["inner.fc2.weight"], together[1].last_state["inner.fc2.weight"])
 
 
+def test_train_model_and_train_lockstep_record_through_one_loop(digits):
+    """train_model is the training loop with one run and train_lockstep the same loop with K (lpntk.train.train_loop,
+    lpntk.train.Dynamics): in float32 their records have the same keys, dtypes and shapes, agree exactly for one seed
+    wherever the numbers do not depend on summation order (positions, labels, batch order, learning rates, score
+    epochs), each run's history row takes its train metrics from its own record, and without recording both keep the
+    learning rates and nothing per sample."""
+    from dataclasses import replace
+
+    make = lambda: build_model("small_cnn", digits.info.input_shape, 10, width=0.5, hidden=16)  # noqa: E731
+    train, kw = digits.train.subset(range(100)), {"mean": digits.info.mean, "std": digits.info.std, "device": "cpu"}
+    for record in (True, False):
+        recipe = replace(RECIPE, epochs=2) if record else replace(RECIPE, epochs=2, score_epochs=())
+        seed_everything(SEEDS[1])
+        alone = train_model(make(), train, recipe, SEEDS[1], val=digits.val, record=record, **kw)
+        lock = train_lockstep(make, train, recipe, SEEDS[:2], val=digits.val, record=record, **kw)[1]
+        assert lock.dynamics.keys() == alone.dynamics.keys()
+        for key, value in alone.dynamics.items():
+            assert (lock.dynamics[key].dtype, lock.dynamics[key].shape) == (value.dtype, value.shape), key
+        for key in ("index", "y", "batch_order", "lr", "score_epochs"):
+            np.testing.assert_array_equal(lock.dynamics[key], alone.dynamics[key], err_msg=key)
+        assert [list(r) for r in lock.history] == [list(r) for r in alone.history]
+        for run in (alone, lock):
+            for e, row in enumerate(run.history):
+                if record:
+                    assert row["train_loss"] == float(torch.from_numpy(run.dynamics["loss"])[:, e].mean())
+                    assert row["train_acc"] == float(torch.from_numpy(run.dynamics["correct"])[:, e].float().mean())
+                else:
+                    assert np.isnan(row["train_loss"]) and np.isnan(row["train_acc"])
+            assert run.dynamics["correct"].any() == record and (run.dynamics["loss"] != 0).any() == record
+
+
 def test_lockstep_rejects_per_run_splits_of_different_lengths_or_count(digits):
     kw = {"mean": digits.info.mean, "std": digits.info.std, "device": "cpu"}
     recipe = Recipe(epochs=1, select="last")
