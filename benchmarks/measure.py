@@ -14,6 +14,10 @@ the median of ``repeats`` timed calls after an untimed warm-up, on random data o
 * ``predict_step_s``, ``predict_sample_s``: one step of forgetting prediction (cross_entropy_gradients and
   predicted_logit_changes with the five kernel predictors, an obs batch and an update batch of b samples each) at
   two batch sizes; t(b) = step + b sample.
+* ``run_epoch_s``: what one training run pays per epoch beyond its samples and steps (shuffling, recording the
+  epoch's per-sample dynamics, Python per run), from lpntk.lockstep.train_lockstep of ``LOCKSTEP_RUNS`` runs of 10
+  samples each (one step per epoch serves the group), as the learning-difficulty stages run them: (t - samples
+  train_sample_s - steps train_step_s) / (runs epochs).
 * ``gemm_gflops``: float32 GEMM throughput of the device (TF32 off), the mean of a gauge before and after the model's
   figures (``gemm_gflops_range``: both): on a busy machine every figure is slower, in proportion to it roughly.
 """
@@ -24,12 +28,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from lpntk.data import Split
 from lpntk.forgetting import predicted_logit_changes
 from lpntk.kernel import cross_entropy_gradients, exact_matmul, lpntk_gram, per_sample_grad_norms
+from lpntk.lockstep import train_lockstep
 from lpntk.models import build_model
 from lpntk.train import Recipe, evaluate, seed_everything, train_model
 
@@ -212,7 +218,85 @@ def measure_model(
     out["predict_sample_s"] = max(0.0, (tp[b2] - tp[b1]) / (b2 - b1))
     out["predict_step_s"] = max(0.0, tp[b1] - b1 * out["predict_sample_s"])
     log(f"  {name}: forgetting prediction step {tp[b1]:.3f} s at batch {b1}, {tp[b2]:.3f} s at batch {b2}")
+
+    out["run_epoch_s"] = _run_epoch_s(fresh, shape, out, device, repeats, mean, std)
     gauges.append(gemm_gflops(device))
     out["gemm_gflops"] = statistics.mean(gauges)
     out["gemm_gflops_range"] = [min(gauges), max(gauges)]
+    return out
+
+
+#: Runs trained together in the run-epoch measurement (lpntk.lockstep), 10 samples each, for LOCKSTEP_EPOCHS.
+LOCKSTEP_RUNS, LOCKSTEP_EPOCHS = 16, 3
+
+
+def _run_epoch_s(fresh, shape, fig, device, repeats, mean, std) -> float:
+    """``run_epoch_s`` (module docstring): the lockstep group's time less its samples' and steps' figures."""
+    splits = [random_split(shape, 10, seed=k) for k in range(LOCKSTEP_RUNS)]
+    recipe = Recipe(epochs=LOCKSTEP_EPOCHS, batch_size=128, lr=0.01, select="last")
+    seeds = [0] * LOCKSTEP_RUNS
+    t = timed(lambda: train_lockstep(fresh, splits, recipe, seeds, mean=mean, std=std, device=device), device, repeats)
+    run_epochs = LOCKSTEP_RUNS * LOCKSTEP_EPOCHS
+    rest = t - run_epochs * 10 * fig["train_sample_s"] - LOCKSTEP_EPOCHS * fig["train_step_s"]
+    return max(rest, 0.0) / run_epochs
+
+
+def measure_host(repeats: int = 3, n: int = 1500, log=print) -> dict[str, float]:
+    """The figures of the host's NumPy work, independent of the model (``lpntk cost``'s device-level figures):
+
+    * ``fpc_element_s``: lpntk.clustering.farthest_point_clustering of a random symmetric n x n similarity to
+      0.95 n heads, per (sample, head) element scanned (n x heads);
+    * ``relation_pair_s``: lpntk.relations.within_class_pairs of one class's n x n Gram and the relations stage's
+      three distributions (kappa, K kappa, cosine) of its pairs, per pair i <= j.
+    """
+    from lpntk.clustering import farthest_point_clustering
+    from lpntk.grams import ClassGram
+    from lpntk.relations import distribution, within_class_pairs
+
+    rng = torch.Generator().manual_seed(0)
+    a = torch.randn(n, 64, generator=rng, dtype=torch.float64)
+    gram = (a @ a.T).numpy().astype("float32")
+    heads = int(0.95 * n)
+    t_fpc = timed(lambda: farthest_point_clustering(gram.astype("float64"), heads), torch.device("cpu"), repeats)
+    cls = ClassGram(0, gram, gram.diagonal().copy(), torch.arange(n).numpy(), torch.arange(n).numpy(), 10)
+    quantiles = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+    def relations():
+        within = within_class_pairs([cls], (0.0, 0.1), 0.1, 0.1)
+        for values, scale in ((within.kappa, 1.0), (within.kappa, 10.0), (within.cos, 1.0)):
+            distribution(values, quantiles, scale)
+
+    t_rel = timed(relations, torch.device("cpu"), repeats)
+    log(f"  host: FPC of {n} to {heads} heads {t_fpc:.3f} s; relation statistics of {n} samples {t_rel:.3f} s")
+    return {"fpc_element_s": t_fpc / (n * heads), "relation_pair_s": t_rel / (n * (n + 1) / 2)}
+
+
+def adapter_imports(script: Path) -> str:
+    """The top-level imports of a workflow adapter script: what its job's process loads before it computes."""
+    import ast
+
+    tree = ast.parse(script.read_text())
+    return "\n".join(ast.get_source_segment(script.read_text(), node) for node in tree.body
+                     if isinstance(node, ast.Import | ast.ImportFrom))  # fmt: skip
+
+
+def measure_startups(scripts: Path, repeats: int = 3, log=print) -> dict[str, float]:
+    """Per rule (``workflow/scripts/<rule>.py``): the start-up of its job's process, i.e. a fresh Python that imports
+    Snakemake's script preamble (``snakemake.script``) and the adapter's imports; the median CPU seconds (user +
+    system) of ``repeats`` processes, robust to a busy machine as the other CPU figures are."""
+    import resource
+    import subprocess
+    import sys
+
+    out = {}
+    for script in sorted(scripts.glob("*.py")):
+        code = "import snakemake.script\n" + adapter_imports(script)
+        times = []
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=scripts)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        out[script.stem] = statistics.median(times)
+        log(f"  start-up of a {script.stem} job: {out[script.stem]:.2f} s")
     return out

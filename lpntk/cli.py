@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import ConfigError, load_config
-from .cost import CostError, dataset_sizes, job_seconds, load_costs, model_figures, model_key, plan_jobs
+from .cost import (
+    CostError,
+    dataset_sizes,
+    job_seconds,
+    load_costs,
+    model_figures,
+    model_key,
+    plan_jobs,
+    startup_seconds,
+)
 
 __all__ = ["main", "cost_report", "format_report", "prepare_command", "this_machine"]
 
@@ -137,8 +146,8 @@ def cost_report(
                  "cpu_hours": 0.0, "gpu_hours": 0.0, "local": job.local, "max_job_cpu_hours": 0.0,
                  "max_job_gpu_hours": 0.0},
             )  # fmt: skip
-            c = job_seconds(job, cpu, cpu_dev["job_startup_s"]) / 3600
-            g = 0.0 if job.cpu_only or gpu is None else job_seconds(job, gpu, costs["gpu"]["job_startup_s"]) / 3600
+            c = job_seconds(job, cpu, startup_seconds(cpu_dev)) / 3600
+            g = 0.0 if job.cpu_only or gpu is None else job_seconds(job, gpu, startup_seconds(costs["gpu"])) / 3600
             row["jobs"] += 1
             row["runs"] += job.runs
             row["epoch_eq"] += job.work.train_samples / sizes.n_train
@@ -159,6 +168,7 @@ def cost_report(
         datasets[ds] = {
             "model": key,
             "cpu_figures": _measured(cpu),
+            "missing_figures": cpu.get("missing", []),
             "gpu_figures": "none" if gpu is None else gpu.get("source", "measured"),
             "gpu_missing": gpu_missing,
             "sizes": {"train": sizes.n_train, "val": sizes.n_val, "test": sizes.n_test, "from": sizes.source},
@@ -194,8 +204,7 @@ def _target(hours: float, target: float, over: bool) -> str:
     return f"OVER TARGET, {hours / target:.1f}x" if over else f"within, {hours / target:.0%} of it"
 
 
-def format_report(report: dict) -> str:
-    """The report as a text table (what ``lpntk cost`` prints)."""
+def _header_lines(report: dict) -> list[str]:
     wrap = {"width": 116, "initial_indent": "     ", "subsequent_indent": "     "}
     lines = textwrap.wrap(f"CPU figures measured on: {report['cpu']}", 116, subsequent_indent="     ")
     lines += textwrap.wrap(report["cpu_source"], **wrap)
@@ -206,45 +215,58 @@ def format_report(report: dict) -> str:
     if report.get("this_machine"):
         here = f"this machine: {report['this_machine']} (where lpntk cost runs; the figures are those measured above)"
         lines += textwrap.wrap(here, 116, subsequent_indent="     ")
-    lines.append("")
+    return lines + [""]
+
+
+def _dataset_notes(ds: str, d: dict, gpu_name: str) -> list[str]:
+    s = d["sizes"]
+    lines = [f"{ds}: {d['model']}, train {s['train']:,} / val {s['val']:,} / test {s['test']:,} ({s['from']})"]
+    if d.get("cpu_figures"):
+        lines.append(f"  (CPU figures of {d['model']}: {d['cpu_figures']})")
+    if d.get("missing_figures"):
+        lines.append(f"  (not measured for {d['model']} on this CPU, counted 0: {', '.join(d['missing_figures'])})")
+    if d["gpu_figures"] == "estimate":
+        lines.append("  (GPU hours of this model: ESTIMATE, not measured)")
+    if d.get("gpu_missing"):
+        lines.append(f"  (GPU columns: no figures for {d['model']} on {gpu_name}, n/a; the CPU estimate stands)")
+    return lines
+
+
+def _dataset_total(d: dict) -> list[str]:
+    t, target = d["total"], ""
+    if d["target_gpu_hours"]:
+        target = f"   (paper-scale target <= {d['target_gpu_hours']:g} GPU h"
+        if t["gpu_hours"] is not None:
+            target += ": " + _target(t["gpu_hours"], d["target_gpu_hours"], d["over_target"])
+        target += ")"
+    lines = [
+        f"{'total':<24}{t['jobs']:>6}{_num(t['runs']):>8}{_num(t['epoch_eq'], 1):>11}{'':>25}"
+        f"{_hours(t['cpu_hours']):>10}{_hours(t['gpu_hours']):>9}{target}"
+    ]
+    if t["gpu_hours"] is not None:
+        lines.append(
+            f"{'':<24}of the GPU hours, {_hours(t['gpu_startup_hours'])} are job start-ups (imports, CUDA); jobs "
+            "that share the GPU overlap them"
+        )
+    return lines + [""]
+
+
+def _stage_line(r: dict) -> str:
+    name = r["stage"] + (" (local)" if r["local"] else "")
+    return (
+        f"{name:<24}{r['jobs']:>6}{_num(r['runs']):>8}{_num(r['epoch_eq'], 1):>11}"
+        f"{_num(r['kernel_passes']):>15}{_num(r['pairs']):>10}{_hours(r['cpu_hours']):>10}"
+        f"{_hours(r['gpu_hours']):>9}{_hours(r['max_job_gpu_hours']):>19}"
+    )
+
+
+def format_report(report: dict) -> str:
+    """The report as a text table (what ``lpntk cost`` prints)."""
+    lines = _header_lines(report)
     head = f"{'stage':<24}{'jobs':>6}{'runs':>8}{'epoch-eq':>11}{'kernel passes':>15}{'pairs':>10}"
     head += f"{'CPU h':>10}{'GPU h':>9}{'longest job GPU h':>19}"
     for ds, d in report["datasets"].items():
-        s = d["sizes"]
-        lines.append(f"{ds}: {d['model']}, train {s['train']:,} / val {s['val']:,} / test {s['test']:,} ({s['from']})")
-        if d.get("cpu_figures"):
-            lines.append(f"  (CPU figures of {d['model']}: {d['cpu_figures']})")
-        if d["gpu_figures"] == "estimate":
-            lines.append("  (GPU hours of this model: ESTIMATE, not measured)")
-        if d.get("gpu_missing"):
-            lines.append(
-                f"  (GPU columns: no figures for {d['model']} on {report['gpu']}, n/a; the CPU estimate stands)"
-            )
-        lines.append(head)
-        for r in d["stages"]:
-            name = r["stage"] + (" (local)" if r["local"] else "")
-            lines.append(
-                f"{name:<24}{r['jobs']:>6}{_num(r['runs']):>8}{_num(r['epoch_eq'], 1):>11}"
-                f"{_num(r['kernel_passes']):>15}{_num(r['pairs']):>10}{_hours(r['cpu_hours']):>10}"
-                f"{_hours(r['gpu_hours']):>9}{_hours(r['max_job_gpu_hours']):>19}"
-            )
-        t = d["total"]
-        target = ""
-        if d["target_gpu_hours"]:
-            target = f"   (paper-scale target <= {d['target_gpu_hours']:g} GPU h"
-            if t["gpu_hours"] is not None:
-                target += ": " + _target(t["gpu_hours"], d["target_gpu_hours"], d["over_target"])
-            target += ")"
-        lines.append(
-            f"{'total':<24}{t['jobs']:>6}{_num(t['runs']):>8}{_num(t['epoch_eq'], 1):>11}{'':>25}"
-            f"{_hours(t['cpu_hours']):>10}{_hours(t['gpu_hours']):>9}{target}"
-        )
-        if t["gpu_hours"] is not None:
-            lines.append(
-                f"{'':<24}of the GPU hours, {_hours(t['gpu_startup_hours'])} are job start-ups (imports, CUDA); jobs "
-                "that share the GPU overlap them"
-            )
-        lines.append("")
+        lines += [*_dataset_notes(ds, d, report["gpu"]), head, *map(_stage_line, d["stages"]), *_dataset_total(d)]
     t = report["total"]
     gpu = f"{_hours(t['gpu_hours'])} GPU hours"
     if t.get("gpu_missing"):

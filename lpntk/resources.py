@@ -41,6 +41,7 @@ from .cost import (
     load_costs,
     model_figures,
     model_key,
+    startup_seconds,
 )
 from .cost import plan_jobs as _plan_jobs
 from .cost import uses_cuda as _uses_cuda
@@ -137,7 +138,7 @@ class JobResources:
         if job is None:
             return None
         figures, device = figs["cpu"] if job.cpu_only or not self.cuda else figs["device"]
-        return job_seconds(job, figures, device["job_startup_s"]) / 60
+        return job_seconds(job, figures, startup_seconds(device)) / 60
 
     def runtime(self, ds: str, stage: str, name: str | None = None, attempt: int = 1) -> int:
         """The job's ``runtime`` in minutes: max(minimum, safety x estimate) x attempt, rounded up."""

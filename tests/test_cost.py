@@ -28,8 +28,11 @@ from lpntk.cost import (
 FIGURES = {  # one of each unit, so that seconds = the work's own counts
     "train_sample_s": 1.0, "train_step_s": 10.0, "eval_sample_s": 0.1, "eval_batch_s": 2.0, "grand_sample_s": 3.0,
     "kernel_sample_s": 5.0, "kernel_pair_flops": 1e9, "gemm_gflops": 4.0, "kernel_bytes_per_sample": 1000,
-    "predict_step_s": 7.0, "predict_sample_s": 0.5,
+    "predict_step_s": 7.0, "predict_sample_s": 0.5, "run_epoch_s": 0.25, "fpc_element_s": 1e-3,
+    "relation_pair_s": 1e-2,
 }  # fmt: skip
+#: The figures a model's measurement writes (the rest are the host's: lpntk.cost.HOST_FIGURES)
+MODEL_FIGURES = set(FIGURES) - {"fpc_element_s", "relation_pair_s"}
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +117,52 @@ def test_work_of_a_training_job_by_hand(tiny, tmp_path):
     # 3 epochs of 240 samples in batches of 32; per epoch val (60) and test (100), one batch each; score epochs
     # [0, 1]: two snapshots of the 240 samples (eval pass + GraNd)
     assert train == Work(
-        train_samples=720, train_steps=24, eval_samples=3 * 160 + 2 * 240, eval_batches=3 * 2 + 2, grand_samples=480
+        train_samples=720,
+        train_steps=24,
+        run_epochs=3,
+        eval_samples=3 * 160 + 2 * 240,
+        eval_batches=3 * 2 + 2,
+        grand_samples=480,
     )
     job = Job("train", "seed1", 1, train)
-    expected = 720 * 1.0 + 24 * 10.0 + 960 * 0.1 + 8 * 2.0 + 480 * 3.0 + 5.0  # + the start-up
+    expected = 720 * 1.0 + 24 * 10.0 + 960 * 0.1 + 8 * 2.0 + 480 * 3.0 + 3 * 0.25 + 5.0  # + run-epochs, start-up
     assert job_seconds(job, FIGURES, 5.0) == pytest.approx(expected)
+    # start-up per stage, else the device's fallback ("*")
+    assert job_seconds(job, FIGURES, {"train": 2.0, "*": 9.0}) == pytest.approx(expected - 3.0)
+    assert job_seconds(Job("claims", "claims"), FIGURES, {"train": 2.0, "*": 9.0}) == 9.0
     kernel = Job("kernel", "x", 0, Work(kernel_samples=10, kernel_pairs=6))
     assert job_seconds(kernel, FIGURES, 0.0) == pytest.approx(10 * 5.0 + 6 * 1e9 / 4e9)
+
+
+def test_work_of_the_lockstep_relations_and_cluster_jobs_by_hand(tiny, tmp_path):
+    """Learning-difficulty runs in lockstep: passes and run-epochs per run, steps per group; the relations job's
+    within-class and panel cross-class pairs; FPC of every class to the largest kept fraction's heads."""
+    import copy
+
+    block = copy.deepcopy(tiny["datasets"]["tiny"])
+    sizes = dataset_sizes("tiny", block, tmp_path)  # 240 training samples, 24 per class
+    jobs = _by_stage(plan_jobs("tiny", block, sizes, 1000.0))
+    b = block["difficulty"]["size"]["batch_size"]
+    # ld_size, 2 epochs: size 16 per class (one run of 160 samples, alone), size 4 (4 runs of 40, one group)
+    ld = jobs["ld_size"][0].work
+    assert (ld.train_samples, ld.run_epochs) == (2 * 160 + 4 * 2 * 40, 2 * (1 + 4))
+    assert ld.train_steps == 2 * math.ceil(160 / b) + 2 * math.ceil(40 / b)
+    block["difficulty"]["lockstep"] = False  # one run at a time: a step per run
+    off = _by_stage(plan_jobs("tiny", block, sizes, 1000.0))["ld_size"][0].work
+    assert off.train_steps == 2 * math.ceil(160 / b) + 4 * 2 * math.ceil(40 / b) and off.run_epochs == ld.run_epochs
+    # difficulty: 2 runs of each of the 10 company sets (2 rankings x 5 arms), 3 epochs, 10 x (3 + 1) samples; the
+    # 2 runs of a set in one lockstep group: one step per epoch per set
+    diff = jobs["difficulty"][0].work
+    bd = block["difficulty"]["batch_size"]
+    assert diff.run_epochs == 10 * 2 * 3 and diff.train_samples == 10 * 2 * 3 * 40
+    assert diff.train_steps == 10 * 3 * math.ceil(40 / bd)
+    # relations: within-class pairs i <= j of the 24-sample classes; the panel of 8 per class: its cross pairs
+    rel = jobs["relations"][0].work
+    assert rel.relation_pairs == 10 * 24 * 25 / 2 + (80 * 80 - 10 * 64) / 2
+    # cluster: FPC of each 24-sample class to round(0.5 x 24) = 12 heads (keep [0.5])
+    assert [j.work.fpc_elements for j in jobs["cluster"]] == [10 * 24 * 12] * 2
+    seconds = job_seconds(jobs["cluster"][0], FIGURES, 0.0)
+    assert seconds == pytest.approx(10 * 24 * 12 * FIGURES["fpc_element_s"])
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "../.test/config/config.yaml"])
@@ -297,7 +339,7 @@ def test_bench_gpu_quick_on_cpu_writes_figures_that_lpntk_cost_reads(repo, tmp_p
         assert line in proc.stdout
     data = json.loads(out.read_text())
     fig = data["devices"]["gpu"]["models"]["small_cnn@1x8x8"]
-    assert set(FIGURES) <= set(fig) and all(fig[k] >= 0 for k in FIGURES)
+    assert MODEL_FIGURES <= set(fig) and all(fig[k] >= 0 for k in MODEL_FIGURES)
     assert set(data["sections"]["small_cnn"]["precision"]) == {"fp32", "tf32", "bf16"}
     gpu = load_costs(repo / "benchmarks" / "costs.json", out)["gpu"]
     assert gpu["models"]["small_cnn@1x8x8"]["source"] == "measured"
@@ -329,6 +371,23 @@ def test_cpu_figures_of_a_busy_machine_are_brought_to_its_reference_rate():
     job = Job("kernel", "k", 0, Work(kernel_pairs=8))
     assert job_seconds(job, out, 0) == pytest.approx(job_seconds(job, fig, 0) / 4)
     assert at_reference_rate({**device, "reference_gemm_gflops": None})["models"]["m@1x2x2"] == fig
+    # the host's figures and start-ups: brought to the reference rate by the gauge measured beside them
+    host = {"gemm_gflops": 100.0, "fpc_element_s": 4.0, "relation_pair_s": 2.0, "startup_s": {"train": 3.0}}
+    scaled = at_reference_rate({**device, "host": host})["host"]
+    assert (scaled["fpc_element_s"], scaled["relation_pair_s"], scaled["startup_s"]) == (2.0, 1.0, {"train": 1.5})
+    assert scaled["gemm_gflops"] == 100.0  # the gauge itself is kept as measured
+
+
+def test_model_figures_carry_the_hosts_and_name_what_is_missing():
+    from lpntk.cost import model_figures, startup_seconds
+
+    fig = {k: v for k, v in FIGURES.items() if k not in ("run_epoch_s", "fpc_element_s", "relation_pair_s")}
+    device = {"name": "cpu", "job_startup_s": 5.0, "models": {"m@1x2x2": fig}}
+    assert model_figures(device, "m@1x2x2", "x")["missing"] == ["fpc_element_s", "relation_pair_s", "run_epoch_s"]
+    device["host"] = {"fpc_element_s": 1.0, "relation_pair_s": 2.0, "startup_s": {"claims": 0.5}}
+    out = model_figures(device, "m@1x2x2", "x")
+    assert out["missing"] == ["run_epoch_s"] and out["fpc_element_s"] == 1.0
+    assert startup_seconds(device) == {"claims": 0.5, "*": 5.0}
 
 
 def test_gpu_memory_of_a_job_bounds_what_shares_the_gpu(repo, schema_path, tmp_path):
@@ -410,7 +469,7 @@ def test_bench_costs_measures_a_model_at_the_shapes_asked(repo, tmp_path):
     cpu = json.loads(costs.read_text())["devices"]["cpu"]
     assert set(cpu["models"]) == {"keep@1x8x8", "mlp@1x28x28"} and cpu["name"] == "fig-machine"
     fig = cpu["models"]["mlp@1x28x28"]
-    assert set(FIGURES) <= set(fig) and fig["shape"] == "1x28x28" and "--shapes 1x28x28" in fig["command"]
+    assert MODEL_FIGURES <= set(fig) and fig["shape"] == "1x28x28" and "--shapes 1x28x28" in fig["command"]
     assert fig["kernel_bytes_per_sample"] > 784 * 4  # the first layer's inputs of a 28x28 image, not an 8x8 one
 
 

@@ -31,5 +31,10 @@ def test_sums_per_rule_and_ratio(tmp_path):
     assert rows["kernel"]["jobs_run"] == 0 and rows["kernel"]["ratio"] == 0.0
     md = comparison_markdown(list(rows.values()))
     assert "| retrain | 2 / 2 | 99 | 150 | 150 | 1.52 (outside 1.5x) |" in md
+    # a stage of a few seconds: within floor_s of its estimate counts as within whatever its ratio
+    tiny = {"stages": [{"stage": "train", "jobs": 1, "cpu_hours": 2.0 / 3600}]}
+    assert estimate_vs_measured(tiny, {"train": (1, 6.9)})[0]["within"]  # 3.45x, 4.9 s off
+    assert not estimate_vs_measured(tiny, {"train": (1, 7.1)})[0]["within"]  # 5.1 s off
+    assert not estimate_vs_measured(tiny, {"train": (1, 6.9)}, floor_s=0.0)[0]["within"]
     halves = {r["stage"]: r for r in estimate_vs_measured(est, measured, share=0.5)}
     assert halves["retrain"]["ratio"] == pytest.approx(75 / 99) and halves["retrain"]["within"]
