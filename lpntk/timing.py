@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["measured_stage_seconds", "estimate_vs_measured", "comparison_markdown"]
+__all__ = ["measured_stage_seconds", "estimate_vs_measured", "comparison_markdown", "startup_seconds_of_run"]
 
 
 def measured_stage_seconds(results: str | os.PathLike, dataset: str) -> dict[str, tuple[int, float]]:
@@ -38,14 +38,17 @@ def estimate_vs_measured(
     tolerance: float = 1.5,
     share: float = 1.0,
     floor_s: float = 5.0,
+    before: Mapping | None = None,
 ) -> list[dict]:
     """One row per stage of the estimate (``stages`` of one dataset in ``lpntk cost --json``) or of the run: jobs
     estimated and run, the estimated device seconds (``cpu_hours``: the whole CPU's time), the measured job seconds,
     and the measured device seconds = job seconds x ``share`` (a job's threads / the CPU's cores: two 1-thread jobs
     side by side on 2 cores each hold half the device), their ratio to the estimate and whether it lies within
-    ``tolerance`` or within ``floor_s`` seconds of the estimate."""
+    ``tolerance`` or within ``floor_s`` seconds of the estimate. ``before``: an earlier estimate of the same run (the
+    cost model as it was before the run, when it has been refitted since), shown beside."""
     rows = []
     est = {s["stage"]: s for s in estimate.get("stages", [])}
+    old = {s["stage"]: 3600.0 * s["cpu_hours"] for s in (before or {}).get("stages", []) if s.get("cpu_hours")}
     for stage in list(est) + [s for s in measured if s not in est]:
         e = est.get(stage)
         jobs, seconds = measured.get(stage, (0, 0.0))
@@ -58,6 +61,7 @@ def estimate_vs_measured(
                 "jobs_estimated": e["jobs"] if e else 0,
                 "jobs_run": jobs,
                 "estimated_s": estimated,
+                "estimated_before_s": old.get(stage),
                 "measured_s": seconds,
                 "device_s": device,
                 "ratio": ratio,
@@ -68,19 +72,31 @@ def estimate_vs_measured(
     return rows
 
 
-def comparison_markdown(rows: list[dict], tolerance: float = 1.5) -> str:
-    """The comparison as a Markdown table (seconds; ratio = measured / estimated)."""
+def comparison_markdown(rows: list[dict], tolerance: float = 1.5, floor_s: float = 5.0) -> str:
+    """The comparison as a Markdown table (seconds; ratio = measured / estimated); with an earlier estimate's column
+    where the rows carry one."""
+    before = any(r.get("estimated_before_s") is not None for r in rows)
+    head = "| stage | jobs (est. / run) | " + ("estimated before the run | " if before else "")
     lines = [
-        "| stage | jobs (est. / run) | estimated device s | measured job s | measured device s | measured / est. |",
-        "|---|---|---|---|---|---|",
+        head + "estimated device s | measured job s | measured device s | measured / est. |",
+        "|---|---|" + ("---|" if before else "") + "---|---|---|---|",
     ]
     for r in rows:
         est = f"{r['estimated_s']:,.0f}" if r["estimated_s"] is not None else "-"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         if r["ratio"] is not None and not r["within"]:
-            ratio += f" (outside {tolerance:g}x)"
+            ratio += f" (outside {tolerance:g}x and {floor_s:g} s)"
+        old = ""
+        if before:
+            old = f"{r['estimated_before_s']:,.0f} | " if r.get("estimated_before_s") is not None else "- | "
         lines.append(
-            f"| {r['stage']} | {r['jobs_estimated']} / {r['jobs_run']} | {est} | {r['measured_s']:,.0f} | "
+            f"| {r['stage']} | {r['jobs_estimated']} / {r['jobs_run']} | {old}{est} | {r['measured_s']:,.0f} | "
             f"{r['device_s']:,.0f} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def startup_seconds_of_run(measured: Mapping[str, tuple[int, float]], startup: Mapping[str, float]) -> float:
+    """The device seconds a run's jobs spent starting: per stage, its jobs x its measured start-up (``startup``:
+    :func:`lpntk.cost.startup_seconds` of the device, ``*`` for a stage not measured)."""
+    return sum(jobs * float(startup.get(stage, startup.get("*", 0.0))) for stage, (jobs, _) in measured.items())

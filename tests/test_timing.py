@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds
+from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds, startup_seconds_of_run
 
 HEADER = "s\th:m:s\tmax_rss\n"
 
@@ -30,7 +30,13 @@ def test_sums_per_rule_and_ratio(tmp_path):
     assert rows["retrain"]["ratio"] == pytest.approx(150 / 99) and not rows["retrain"]["within"]
     assert rows["kernel"]["jobs_run"] == 0 and rows["kernel"]["ratio"] == 0.0
     md = comparison_markdown(list(rows.values()))
-    assert "| retrain | 2 / 2 | 99 | 150 | 150 | 1.52 (outside 1.5x) |" in md
+    assert "| retrain | 2 / 2 | 99 | 150 | 150 | 1.52 (outside 1.5x and 5 s) |" in md
+    # an earlier estimate beside
+    old = {"stages": [{"stage": "retrain", "jobs": 2, "cpu_hours": 50.0 / 3600}]}
+    md = comparison_markdown(estimate_vs_measured(est, measured, before=old))
+    assert "| retrain | 2 / 2 | 50 | 99 | 150 | 150 | 1.52 (outside 1.5x and 5 s) |" in md
+    assert "| train | 1 / 1 | - | 16 |" in md
+    assert startup_seconds_of_run(measured, {"train": 2.0, "*": 0.5}) == 2.0 + 2 * 0.5
     # a stage of a few seconds: within floor_s of its estimate counts as within whatever its ratio
     tiny = {"stages": [{"stage": "train", "jobs": 1, "cpu_hours": 2.0 / 3600}]}
     assert estimate_vs_measured(tiny, {"train": (1, 6.9)})[0]["within"]  # 3.45x, 4.9 s off

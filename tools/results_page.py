@@ -4,6 +4,9 @@ estimate ``lpntk cost --json`` wrote before the run.
 
     python tools/results_page.py --configfile config/mnist-cpu.yaml --workdir <run dir> --estimate cost.json \
         --wall-seconds 3600 --load "1.2 at the start, 2.1 at the end" --out docs/results-mnist.md
+
+The job start-ups: every job's stage start-up as ``benchmarks/costs.json`` measured it (``host.startup_s``), summed
+over the run's jobs, as a share of the machine's time over the wall time.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import subprocess
 from pathlib import Path
 
 from lpntk.config import load_config
+from lpntk.cost import load_costs, startup_seconds
 from lpntk.plan import enabled_sections
 from lpntk.stages.claims import count_text
-from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds
+from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds, startup_seconds_of_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +50,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", required=True)
     ap.add_argument("--workdir", required=True, help="the run's directory (results/ under it)")
-    ap.add_argument("--estimate", required=True, help="lpntk cost --json output written before the run")
+    ap.add_argument("--estimate", required=True, help="lpntk cost --json of the config (the cost model compared)")
+    ap.add_argument("--estimate-before", help="lpntk cost --json written before the run, if the model changed since")
     ap.add_argument("--wall-seconds", type=float, required=True)
     ap.add_argument("--load", default="not recorded")
     ap.add_argument("--out", required=True)
@@ -58,6 +63,9 @@ def main(argv=None) -> None:
     work = Path(args.workdir)
     cfg = load_config(args.configfile, REPO / "workflow" / "schemas" / "config.schema.yaml")
     estimate = json.loads(Path(args.estimate).read_text())
+    before = json.loads(Path(args.estimate_before).read_text()) if args.estimate_before else {"datasets": {}}
+    startup = startup_seconds(load_costs(REPO / "benchmarks" / "costs.json")["cpu"])
+    starting = 0.0
     commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     out = Path(args.out)
     figures = out.parent / (out.stem + "-figures")
@@ -104,16 +112,34 @@ def main(argv=None) -> None:
             lines += [f"![{ds} {png.parent.name}/{png.name}]({figures.name}/{target.name})", ""]
         est = estimate["datasets"].get(ds, {})
         share = int(cfg["threads"]) / args.cores  # every job of these configs runs at the global threads
-        rows = estimate_vs_measured(est, measured_stage_seconds(work / "results", ds), share=share)
+        measured = measured_stage_seconds(work / "results", ds)
+        rows = estimate_vs_measured(est, measured, share=share, before=before["datasets"].get(ds))
+        starting += startup_seconds_of_run(measured, startup)
         lines += [
-            "### Time per stage: estimated before, measured after",
+            "### Time per stage: estimated, measured",
             "",
-            "Estimated: `lpntk cost` before the run, in seconds of the whole CPU. Measured: the sum of the stage's job "
-            "wall times (Snakemake benchmarks), and the device seconds they held (x threads per job / cores: two "
-            "1-thread jobs side by side each hold half of the 2 cores). Target: within 1.5x.",
+            "Estimated: `lpntk cost` for this config, in seconds of the whole CPU"
+            + (
+                " (the column before it: the cost model at the run's commit, printed before the run; the estimate "
+                "beside it: the cost model since refitted on figures measured apart from any run, `benchmarks/"
+                "bench_costs.py --host`)"
+                if args.estimate_before
+                else ""
+            )
+            + ". Measured: the sum of the stage's job wall times (Snakemake benchmarks), and the device seconds they "
+            "held (x threads per job / cores: two 1-thread jobs side by side each hold half of the 2 cores). Target: "
+            "within 1.5x, or within 5 s for a stage of a few seconds (its jobs' start-up).",
             "",
             comparison_markdown(rows),
         ]
+    lines += [
+        "## Job start-ups",
+        "",
+        f"The run's jobs spent about **{starting:,.0f} s** of the machine starting (every job's stage start-up as "
+        "measured by `benchmarks/bench_costs.py --host`: a fresh Python importing the stage's adapter), "
+        f"**{100 * starting / args.wall_seconds:.1f} %** of the wall time (target: under 10 %).",
+        "",
+    ]
     out.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {out} and {figures}/")
 
