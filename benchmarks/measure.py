@@ -241,24 +241,39 @@ def _run_epoch_s(fresh, shape, fig, device, repeats, mean, std) -> float:
     return max(rest, 0.0) / run_epochs
 
 
-def measure_host(repeats: int = 3, n: int = 1500, log=print) -> dict[str, float]:
-    """The figures of the host's NumPy work, independent of the model (``lpntk cost``'s device-level figures):
+def measure_host(repeats: int = 3, n: int = 5000, log=print) -> dict[str, float]:
+    """The figures of the host's NumPy work, independent of the model (``lpntk cost``'s device-level figures), on one
+    class of n samples (5,000: about an MNIST class, so that the arrays outgrow the caches as the workflow's do):
 
-    * ``fpc_element_s``: lpntk.clustering.farthest_point_clustering of a random symmetric n x n similarity to
-      0.95 n heads, per (sample, head) element scanned (n x heads);
-    * ``relation_pair_s``: lpntk.relations.within_class_pairs of one class's n x n Gram and the relations stage's
-      three distributions (kappa, K kappa, cosine) of its pairs, per pair i <= j.
+    * ``fpc_element_s``: lpntk.stages.cluster.cluster_class of a random n x n Gram (symmetrised, farthest point
+      clustering to 0.95 n heads, self-max), per (sample, head) element scanned (n x heads);
+    * ``relation_pair_s``: lpntk.relations.within_class_pairs of the class's Gram and the relations stage's three
+      distributions (kappa, K kappa, cosine) of its pairs, per pair i <= j;
+    * ``gram_write_byte_s``, ``gram_read_byte_s``: lpntk.grams.save_class_grams of the class to a file and
+      iter_class_grams back, per byte of the float32 Gram (n^2 x 4);
+    * ``figure_s``: one figure as the stages draw them (four panels of small images and a line plot, saved as PNG
+      and PDF through lpntk.figures.save_figure).
     """
-    from lpntk.clustering import farthest_point_clustering
-    from lpntk.grams import ClassGram
-    from lpntk.relations import distribution, within_class_pairs
+    import tempfile
 
-    rng = torch.Generator().manual_seed(0)
-    a = torch.randn(n, 64, generator=rng, dtype=torch.float64)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lpntk.figures import save_figure
+    from lpntk.grams import ClassGram, iter_class_grams, save_class_grams
+    from lpntk.relations import distribution, within_class_pairs
+    from lpntk.stages.cluster import cluster_class
+
+    cpu = torch.device("cpu")
+    a = torch.randn(n, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     gram = (a @ a.T).numpy().astype("float32")
-    heads = int(0.95 * n)
-    t_fpc = timed(lambda: farthest_point_clustering(gram.astype("float64"), heads), torch.device("cpu"), repeats)
-    cls = ClassGram(0, gram, gram.diagonal().copy(), torch.arange(n).numpy(), torch.arange(n).numpy(), 10)
+    index = torch.arange(n).numpy()
+    cls = ClassGram(0, gram, gram.diagonal().astype("float64"), index, index, 10)
+    small = {"seed": 0, "cluster_keep": 0.5}
+    heads = int(0.95 * n + 0.5)
+    t_fpc = timed(lambda: cluster_class(cls, [0.95], [], small), cpu, repeats)
     quantiles = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
     def relations():
@@ -266,9 +281,33 @@ def measure_host(repeats: int = 3, n: int = 1500, log=print) -> dict[str, float]
         for values, scale in ((within.kappa, 1.0), (within.kappa, 10.0), (within.cos, 1.0)):
             distribution(values, quantiles, scale)
 
-    t_rel = timed(relations, torch.device("cpu"), repeats)
-    log(f"  host: FPC of {n} to {heads} heads {t_fpc:.3f} s; relation statistics of {n} samples {t_rel:.3f} s")
-    return {"fpc_element_s": t_fpc / (n * heads), "relation_pair_s": t_rel / (n * (n + 1) / 2)}
+    t_rel = timed(relations, cpu, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grams.npz"
+        t_write = timed(lambda: save_class_grams(path, [cls]), cpu, repeats)
+        t_read = timed(lambda: [g.gram.sum() for g in iter_class_grams([path])], cpu, repeats)
+
+        def figure():
+            fig, axes = plt.subplots(1, 5, figsize=(15, 3))
+            for ax in axes[:4]:
+                ax.imshow(gram[:280, :280], cmap="gray")
+                ax.set_axis_off()
+            axes[4].plot(gram[0, :200])
+            save_figure(fig, Path(tmp) / "f.png", Path(tmp) / "f.pdf")
+            plt.close(fig)
+
+        t_fig = timed(figure, cpu, repeats)
+    log(
+        f"  host, a class of {n}: clustering {t_fpc:.2f} s, relation statistics {t_rel:.2f} s, Gram write "
+        f"{t_write:.2f} s / read {t_read:.2f} s, a figure {t_fig:.2f} s"
+    )
+    return {
+        "fpc_element_s": t_fpc / (n * heads),
+        "relation_pair_s": t_rel / (n * (n + 1) / 2),
+        "gram_write_byte_s": t_write / (4 * n * n),
+        "gram_read_byte_s": t_read / (4 * n * n),
+        "figure_s": t_fig,
+    }
 
 
 def adapter_imports(script: Path) -> str:

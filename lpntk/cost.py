@@ -15,6 +15,8 @@ the plan the Snakefile builds its DAG from, one planner per stage (:data:`PLANNE
   summarised (:mod:`lpntk.relations`);
 * clustering: farthest point clustering of each class to the largest kept fraction's heads, n_c x heads elements
   (each new head scans its class);
+* the stored Grams (float32, n_c x n_c per class): bytes written by the kernel jobs, read by relations,
+  difficulty, cluster and gallery; and the figures each table or figure stage draws;
 * forgetting prediction: the training steps, and per evaluated step one prediction (eNTK, lpNTK, pNTK on the
   step's batch) and two eval passes of the previous batch.
 
@@ -29,12 +31,14 @@ subsets are counted at full size (an upper bound: their kept fraction is an outc
       + eval_samples eval_sample_s + eval_batches eval_batch_s + grand_samples grand_sample_s
       + kernel_samples kernel_sample_s + kernel_pairs kernel_pair_flops / (gemm_gflops 1e9)
       + predict_steps predict_step_s + predict_samples predict_sample_s
-      + fpc_elements fpc_element_s + relation_pairs relation_pair_s + startup_s[stage]
+      + fpc_elements fpc_element_s + relation_pairs relation_pair_s + gram_bytes_written gram_write_byte_s
+      + gram_bytes_read gram_read_byte_s + figures figure_s + startup_s[stage]
 
-The model's figures are measured per model and input shape; ``fpc_element_s``, ``relation_pair_s`` (NumPy on the
-host) and ``startup_s`` (per stage: a fresh Python importing the stage's adapter, ``measure_startups`` of
-``benchmarks/measure.py``) are the device's ``host`` figures; a stage without a measured start-up takes the device's
-``job_startup_s``.
+The model's figures are measured per model and input shape. The device's ``host`` figures: ``fpc_element_s``,
+``relation_pair_s``, the Gram bytes' and a figure's seconds (the host's NumPy, I/O and matplotlib), and ``startup_s``
+per stage (a fresh Python importing the stage's adapter: ``measure_startups`` of ``benchmarks/measure.py``); a stage
+without a measured start-up takes the device's ``job_startup_s``.
+
 Epoch-equivalents of a stage = its training sample passes / the dataset's training-set size. A GPU's figures are
 the measured ones (``benchmarks/gpu.json``, written by ``benchmarks/bench_gpu.py``) where present, else estimated
 from the CPU figures (:func:`gpu_figures`; CPU figures measured on a busy machine are first brought to the idle
@@ -149,6 +153,9 @@ class Work:
     run_epochs: float = 0.0
     fpc_elements: float = 0.0
     relation_pairs: float = 0.0
+    gram_bytes_written: float = 0.0
+    gram_bytes_read: float = 0.0
+    figures: float = 0.0
 
     def __add__(self, other: Work) -> Work:
         return Work(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -277,6 +284,11 @@ def _fpc(class_sizes: list[int], keep: float) -> Work:
     return Work(fpc_elements=sum(n * _keep_count(n, keep) for n in class_sizes))
 
 
+def _gram_bytes(class_sizes: list[int]) -> float:
+    """Bytes of the stored float32 Grams of these classes (each n_c x n_c, :func:`lpntk.grams.save_class_grams`)."""
+    return 4.0 * sum(n * n for n in class_sizes)
+
+
 def _subset_size(spec: Mapping, n: int) -> int:
     if spec["experiment"] == "small_clusters":
         return max(1, round(n * float(spec["data_fraction"]) * (1 - float(spec["remove"]))))
@@ -313,6 +325,7 @@ def _plan_kernel(ctx: _Context) -> list[Job]:
     for seed in kernel_seeds(ctx.block):  # every pruning seed's Grams and the reference seed's (None: at run time)
         for group, members in class_groups(sizes.num_classes, kcfg["classes_per_job"]).items():
             work = sum((_kernel(sizes.class_sizes[k], kcfg, ctx.bytes_per_sample) for k in members), Work())
+            work.gram_bytes_written = _gram_bytes([sizes.class_sizes[k] for k in members])
             jobs.append(Job("kernel", f"{'reference' if seed is None else f'seed{seed}'}/{group}", 0, work))
     return jobs
 
@@ -324,7 +337,9 @@ def _plan_relations(ctx: _Context) -> list[Job]:
     panel = [min(int(rcfg["cross_samples_per_class"]), s) for s in sizes.class_sizes]
     cross = (sum(panel) ** 2 - sum(p * p for p in panel)) / 2  # the panel's cross-class pairs
     within = sum(s * (s + 1) / 2 for s in sizes.class_sizes)  # every within-class pair of the stored Grams
-    work = _kernel(sum(panel), ctx.block["kernel"], ctx.bytes_per_sample) + Work(relation_pairs=within + cross)
+    read = _gram_bytes(sizes.class_sizes)  # the reference seed's Grams
+    work = _kernel(sum(panel), ctx.block["kernel"], ctx.bytes_per_sample)
+    work = work + Work(relation_pairs=within + cross, gram_bytes_read=read, figures=1)
     return [Job("relations", "relations", 0, work)]
 
 
@@ -338,7 +353,8 @@ def _plan_difficulty(ctx: _Context) -> list[Job]:
     m, runs = c * (int(dcfg["num"]) + 1), int(dcfg["runs"])
     group = min(runs, int(dcfg["lockstep_max_runs"])) if dcfg["lockstep"] else None  # a company set's seeds
     work = _lockstep(runs, m, dcfg["epochs"], dcfg["batch_size"], group) * (groups * arms)
-    work = work + Work(eval_samples=groups * arms * runs * dcfg["epochs"] * c)  # the targets' eval pass per epoch
+    targets = Work(eval_samples=groups * arms * runs * dcfg["epochs"] * c)  # the targets' eval pass per epoch
+    work = work + targets + Work(gram_bytes_read=_gram_bytes(ctx.sizes.class_sizes), figures=1)
     if pool == "all" or (dcfg["control"] and pool != "none"):
         work = work + _kernel(groups * c, ctx.block["kernel"], ctx.bytes_per_sample, cross=n)
     return [Job("difficulty", "difficulty", groups * arms * runs, work)]
@@ -355,7 +371,7 @@ def _plan_ld_size(ctx: _Context) -> list[Job]:
         count = int(scfg["pool_per_class"]) // s
         work = work + _lockstep(count, c * s, scfg["epochs"], scfg["batch_size"], group if count > 1 else None)
         runs, s = runs + count, s // 4
-    return [Job("ld_size", "ld_size", runs, work)]
+    return [Job("ld_size", "ld_size", runs, work + Work(figures=1))]
 
 
 def _plan_forgetting(ctx: _Context) -> list[Job]:
@@ -391,6 +407,7 @@ def _plan_selection(ctx: _Context) -> list[Job]:
         return jobs
     keeps = cluster_keeps(block)
     fpc = _fpc(sizes.class_sizes, max(keeps)) if keeps else Work()
+    fpc.gram_bytes_read = _gram_bytes(sizes.class_sizes)  # the seed's Grams
     jobs += [Job("cluster", f"seed{seed}", 0, fpc) for seed in settings["seeds"]]
     small = pcfg["small_clusters"]
     if small["enabled"] and "own" in small["kernels"]:
@@ -425,16 +442,16 @@ def _plan_retrain(ctx: _Context) -> list[Job]:
                 run = _training(size, epochs, tcfg["batch_size"], evals=ctx.evals, eval_batch=tcfg["eval_batch_size"])
                 work = work + run * seeds
             jobs.append(Job("retrain", f"{unit}/{shard}", seeds * len(names), work))
-    return jobs + [Job("pruning_table", "pruning_table")]
+    return jobs + [Job("pruning_table", "pruning_table", 0, Work(figures=2))]  # the curve and the small clusters
 
 
 def _plan_reports(ctx: _Context) -> list[Job]:
     block = ctx.block
-    jobs = [Job("forgetting_table", "forgetting_table")] if block["forgetting"]["enabled"] else []
+    jobs = [Job("forgetting_table", "forgetting_table", 0, Work(figures=1))] if block["forgetting"]["enabled"] else []
     if any(block[s]["enabled"] for s in ("difficulty", "forgetting", "pruning")):
         jobs.append(Job("claims", "claims"))
     if block.get("gallery", {}).get("enabled"):
-        jobs.append(Job("gallery", "gallery"))
+        jobs.append(Job("gallery", "gallery", 0, Work(gram_bytes_read=_gram_bytes(ctx.sizes.class_sizes), figures=1)))
     return jobs
 
 
@@ -543,9 +560,12 @@ _SECONDS = {
     "run_epochs": "run_epoch_s",
     "fpc_elements": "fpc_element_s",
     "relation_pairs": "relation_pair_s",
+    "gram_bytes_written": "gram_write_byte_s",
+    "gram_bytes_read": "gram_read_byte_s",
+    "figures": "figure_s",
 }
 #: The device-level figures of the host's NumPy work (``devices.<device>.host`` of the costs file).
-HOST_FIGURES = ("fpc_element_s", "relation_pair_s")
+HOST_FIGURES = ("fpc_element_s", "relation_pair_s", "gram_write_byte_s", "gram_read_byte_s", "figure_s")
 
 
 def model_figures(device: Mapping[str, Any], key: str, what: str) -> dict[str, float]:

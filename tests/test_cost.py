@@ -29,10 +29,10 @@ FIGURES = {  # one of each unit, so that seconds = the work's own counts
     "train_sample_s": 1.0, "train_step_s": 10.0, "eval_sample_s": 0.1, "eval_batch_s": 2.0, "grand_sample_s": 3.0,
     "kernel_sample_s": 5.0, "kernel_pair_flops": 1e9, "gemm_gflops": 4.0, "kernel_bytes_per_sample": 1000,
     "predict_step_s": 7.0, "predict_sample_s": 0.5, "run_epoch_s": 0.25, "fpc_element_s": 1e-3,
-    "relation_pair_s": 1e-2,
+    "relation_pair_s": 1e-2, "gram_write_byte_s": 1e-6, "gram_read_byte_s": 1e-7, "figure_s": 0.75,
 }  # fmt: skip
 #: The figures a model's measurement writes (the rest are the host's: lpntk.cost.HOST_FIGURES)
-MODEL_FIGURES = set(FIGURES) - {"fpc_element_s", "relation_pair_s"}
+MODEL_FIGURES = set(FIGURES) - {"fpc_element_s", "relation_pair_s", "gram_write_byte_s", "gram_read_byte_s", "figure_s"}
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +159,13 @@ def test_work_of_the_lockstep_relations_and_cluster_jobs_by_hand(tiny, tmp_path)
     # relations: within-class pairs i <= j of the 24-sample classes; the panel of 8 per class: its cross pairs
     rel = jobs["relations"][0].work
     assert rel.relation_pairs == 10 * 24 * 25 / 2 + (80 * 80 - 10 * 64) / 2
-    # cluster: FPC of each 24-sample class to round(0.5 x 24) = 12 heads (keep [0.5])
+    assert rel.gram_bytes_read == 10 * 24 * 24 * 4 and rel.figures == 1  # the reference seed's float32 Grams
+    # cluster: FPC of each 24-sample class to round(0.5 x 24) = 12 heads (keep [0.5]), the seed's Grams read
     assert [j.work.fpc_elements for j in jobs["cluster"]] == [10 * 24 * 12] * 2
     seconds = job_seconds(jobs["cluster"][0], FIGURES, 0.0)
-    assert seconds == pytest.approx(10 * 24 * 12 * FIGURES["fpc_element_s"])
+    assert seconds == pytest.approx(10 * 24 * 12 * FIGURES["fpc_element_s"] + 10 * 24 * 24 * 4 * 1e-7)
+    # kernel jobs write their five classes' Grams
+    assert [j.work.gram_bytes_written for j in jobs["kernel"]] == [5 * 24 * 24 * 4] * 4
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "../.test/config/config.yaml"])
@@ -379,12 +382,12 @@ def test_cpu_figures_of_a_busy_machine_are_brought_to_its_reference_rate():
 
 
 def test_model_figures_carry_the_hosts_and_name_what_is_missing():
-    from lpntk.cost import model_figures, startup_seconds
+    from lpntk.cost import HOST_FIGURES, model_figures, startup_seconds
 
-    fig = {k: v for k, v in FIGURES.items() if k not in ("run_epoch_s", "fpc_element_s", "relation_pair_s")}
+    fig = {k: v for k, v in FIGURES.items() if k not in ("run_epoch_s", *HOST_FIGURES)}
     device = {"name": "cpu", "job_startup_s": 5.0, "models": {"m@1x2x2": fig}}
-    assert model_figures(device, "m@1x2x2", "x")["missing"] == ["fpc_element_s", "relation_pair_s", "run_epoch_s"]
-    device["host"] = {"fpc_element_s": 1.0, "relation_pair_s": 2.0, "startup_s": {"claims": 0.5}}
+    assert model_figures(device, "m@1x2x2", "x")["missing"] == [*HOST_FIGURES, "run_epoch_s"]
+    device["host"] = {**{k: 1.0 for k in HOST_FIGURES}, "startup_s": {"claims": 0.5}}
     out = model_figures(device, "m@1x2x2", "x")
     assert out["missing"] == ["run_epoch_s"] and out["fpc_element_s"] == 1.0
     assert startup_seconds(device) == {"claims": 0.5, "*": 5.0}
