@@ -44,16 +44,17 @@ from lpntk.train import Recipe, evaluate, seed_everything, train_model
 DATASET_SHAPES = {(1, 8, 8): 130, (1, 28, 28): 5500, (3, 32, 32): 4500}
 
 #: Per model: its first input shape (bench_gpu.py's), every dataset shape it applies to (``shapes``: measured by
-#: default), and the sizes measured (n samples; the kernel at n samples with the layout of a class of its dataset).
+#: default), and the sizes measured (n samples; the kernel at n samples, or at a whole class of the dataset
+#: ("class"), with the layout of a class of its dataset).
 MODELS = {
     "mnist_cnn": {"shape": (1, 28, 28), "shapes": [(1, 28, 28), (3, 32, 32)], "train_n": 1024, "eval_n": 2048,
-                  "grand_n": 256, "kernel_n": 512, "predict_b": (16, 128)},
+                  "grand_n": 256, "kernel_n": "class", "predict_b": (16, 128)},
     "resnet18_nobn": {"shape": (3, 32, 32), "shapes": [(3, 32, 32)], "train_n": 128, "eval_n": 256, "grand_n": 32,
                       "kernel_n": 32, "predict_b": (4, 8)},
     "small_cnn": {"shape": (1, 8, 8), "shapes": [(1, 8, 8), (1, 28, 28)], "train_n": 1024, "eval_n": 2048,
                   "grand_n": 512, "kernel_n": 256, "predict_b": (16, 128)},
     "mlp": {"shape": (1, 8, 8), "shapes": [(1, 8, 8), (1, 28, 28), (3, 32, 32)], "train_n": 8192, "eval_n": 8192,
-            "grand_n": 512, "kernel_n": 256, "predict_b": (16, 128)},
+            "grand_n": 512, "kernel_n": "class", "predict_b": (16, 128)},
     "lenet5": {"shape": (1, 28, 28), "shapes": [(1, 28, 28), (3, 32, 32)], "train_n": 1024, "eval_n": 2048,
                "grand_n": 256, "kernel_n": 512, "predict_b": (16, 128)},
 }  # fmt: skip
@@ -187,8 +188,9 @@ def measure_model(
     x = ((data.x.float() / 255 - 0.5) / 0.25).to(device)
     out["grand_sample_s"] = timed(lambda: per_sample_grad_norms(model, x, data.y.to(device)), device, repeats) / n
 
-    # kernel: one class's Gram with the layout of a full class
-    n = size("kernel_n", 8)
+    # kernel: one class's Gram with the layout of a full class, at a full class's size where the spec says "class"
+    # (the per-pair and per-sample costs of a class of thousands differ from those of a few hundred: caches, memory)
+    n = size("kernel_n", 8) if spec["kernel_n"] != "class" else max(8, int(class_n * scale))
     data = random_split(shape, n)
     x, y = ((data.x.float() / 255 - 0.5) / 0.25).to(device), torch.zeros(n, dtype=torch.long, device=device)
     seen, undo = _layout_probe((class_n + 1) / 2)
