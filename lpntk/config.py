@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .cost import KNOWN_SOURCES
-from .plan import check_pruning_config
+from .plan import check_pruning_config, uses_scores
 
 __all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "dataset_config"]
 
@@ -177,10 +177,8 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
     train = ds["train"]
     scores, pruning = ds["scores"], ds["pruning"]
     # the scores stage runs when enabled or when pruning ranks by any score (the workflow's prune inputs), and
-    # it always computes EL2N and GraNd beside the forgetting and random scores
-    runs_scores = scores["enabled"] or (
-        pruning["enabled"] and bool({"el2n", "grand", "forgetting", "random"} & set(pruning["methods"]))
-    )
+    # it always computes EL2N and GraNd beside the forgetting, random and any registered scores
+    runs_scores = scores["enabled"] or uses_scores(ds)
     for score in ("el2n", "grand"):
         epoch = scores[f"{score}_epoch"]
         if not runs_scores:

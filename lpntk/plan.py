@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .methods import NameView, keep_methods, method, random_methods, score_methods
+
 __all__ = [
     "fmt",
     "group_name",
@@ -24,6 +26,8 @@ __all__ = [
     "SMALL_CLUSTER_METHODS",
     "RANDOM_METHODS",
     "check_pruning_config",
+    "uses_scores",
+    "score_columns",
     "pruning_seeds",
     "kernel_seeds",
     "gallery_seed",
@@ -95,10 +99,10 @@ def reference_checkpoint_name(kernel_cfg: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- pruning
 
-#: methods selecting a kept fraction of the training set (one subset per keep fraction)
-KEEP_METHODS = ("lpntk", "lpntk_gated", "lpntk_random", "el2n", "grand", "forgetting", "random")
-#: methods ranking by a score of the scores stage
-SCORE_METHODS = ("el2n", "grand", "forgetting")
+#: methods selecting a kept fraction of the training set (one subset per keep fraction; :mod:`lpntk.methods`)
+KEEP_METHODS = NameView(keep_methods)
+#: methods ranking by a score of the scores stage (the random baseline aside)
+SCORE_METHODS = NameView(score_methods)
 #: the small-cluster experiment's removal rule and its controls, by their config name
 SMALL_CLUSTER_METHODS = {"small": "small_clusters", "random": "random_removal", "large": "large_clusters"}
 
@@ -156,9 +160,21 @@ def gallery_seed(cfg: Mapping[str, Any], reference: int) -> int:
     return int(reference) if int(reference) in seeds else seeds[0]
 
 
-#: methods whose subset depends on a random draw (a random score, tie-break or member): drawn per retraining seed
-#: with ``pruning.draws: per_seed``
-RANDOM_METHODS = ("random", "el2n", "grand", "forgetting", "lpntk_random", "node")
+#: methods whose subset depends on a random draw (a random score, tie-break, member or subset): drawn per retraining
+#: seed with ``pruning.draws: per_seed``
+RANDOM_METHODS = NameView(random_methods)
+
+
+def uses_scores(cfg: Mapping[str, Any]) -> bool:
+    """Whether the pruning experiment reads the scores stage's per-seed tables (a method with a ``score``)."""
+    return bool(cfg["pruning"]["enabled"] and score_columns(cfg))
+
+
+def score_columns(cfg: Mapping[str, Any]) -> list[str]:
+    """The scores-table columns the configured pruning methods keep the highest of, in table order (with
+    ``random``, the tie-breaks of the shared draws, whenever one is read); empty when none ranks by a score."""
+    cols = [method(m).score for m in cfg["pruning"]["methods"] if method(m).score is not None]
+    return list(dict.fromkeys([*cols, "random"])) if cols else []
 
 
 def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -176,18 +192,18 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     pcfg = cfg["pruning"]
     plan: list[dict[str, Any]] = [{"name": "full", "method": "full", "experiment": "table", "keep": 1.0}]
-    for method in pcfg["methods"]:
-        if method == "node":
-            ck = float(pcfg["node"]["cluster_keep"])
-            plan.append(
-                {"name": f"node-c{fmt(ck)}", "method": "node", "experiment": "table", "keep": None, "cluster_keep": ck}
-            )
+    for name in pcfg["methods"]:
+        m = method(name)
+        if m.experiment != "table":
+            raise ValueError(f"pruning.methods: {name!r} is not a method of the pruning table")
+        if not m.keep:  # its own parameters (node: cluster_keep); its kept fraction is an outcome
+            plan += [{**spec, "method": name, "experiment": "table"} for spec in m.subsets(pcfg)]
             continue
         keeps = [float(k) for k in pcfg["keep"]]
-        if method in ("lpntk", "random"):
+        if m.curve:
             keeps += [float(k) for k in pcfg.get("curve_keep") or []]
         for keep in sorted(set(keeps), reverse=True):
-            plan.append({"name": f"{method}-k{fmt(keep)}", "method": method, "experiment": "table", "keep": keep})
+            plan.append({"name": f"{name}-k{fmt(keep)}", "method": name, "experiment": "table", "keep": keep})
     scfg = pcfg["small_clusters"]
     if scfg["enabled"]:
         for d in sorted({float(x) for x in scfg["data_fractions"]}):
@@ -212,7 +228,7 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
                         )
     per_seed = pcfg["draws"] == "per_seed"
     for p in plan:
-        p["per_seed"] = per_seed and (p["method"] in RANDOM_METHODS or p["experiment"] == "small_clusters")
+        p["per_seed"] = per_seed and method(p["method"]).random
     names = [p["name"] for p in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"pruning: subset names repeat ({names}); check pruning.methods for duplicates")
@@ -292,8 +308,9 @@ def cluster_keeps(cfg: Mapping[str, Any]) -> list[float]:
     """Kept fractions at which the cluster stage records the FPC assignment (all keeps, node's cluster_keep)."""
     pcfg = cfg["pruning"]
     keeps = {float(k) for k in pcfg["keep"]} | {float(k) for k in pcfg.get("curve_keep") or []}
-    if "node" in pcfg["methods"]:
-        keeps.add(float(pcfg["node"]["cluster_keep"]))
+    for name in pcfg["methods"]:
+        if not method(name).keep:
+            keeps |= {float(s["cluster_keep"]) for s in method(name).subsets(pcfg) if "cluster_keep" in s}
     return sorted(keeps, reverse=True)
 
 

@@ -20,25 +20,57 @@ over seeds includes the selection's; the mean over runs is the scores stage's ta
 
 All baselines keep the samples with the *highest* scores. Every array here is indexed by position in the
 training split; the stage writes them keyed by original index.
+
+The per-run scores are a dispatch table, :data:`SCORES` (name -> one run's dynamics and the score settings -> a
+score per sample): :func:`score_table` computes every registered score, so a score of one's own
+(:func:`register_score`, or :func:`lpntk.pruning.register_method` with ``score_fn``) becomes a column of the scores
+stage's tables without further changes; :data:`SCORE_NAMES` lists the columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .methods import NameView
+
 __all__ = [
     "SCORE_NAMES",
+    "SCORES",
+    "ScoreFn",
+    "register_score",
     "score_column",
     "el2n_scores",
     "grand_scores",
     "forgetting_scores",
     "random_scores",
+    "el2n_of_run",
+    "grand_of_run",
+    "forgetting_of_run",
     "score_table",
 ]
 
-SCORE_NAMES = ("el2n", "grand", "forgetting", "random")
+#: (one training run's dynamics (:func:`lpntk.train.train_model`), the resolved score settings: ``el2n_epoch``,
+#: ``grand_epoch``, ...) -> (N,) score of each training sample (the methods keep the highest)
+ScoreFn = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], np.ndarray]
+#: score name -> its per-run score; the scores table holds the mean over runs of each, and its std (``<name>_std``)
+SCORES: dict[str, ScoreFn] = {}
+
+
+def register_score(name: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator: register ``fn`` as the per-run score ``name`` (a column of the scores table; replaces any earlier)."""
+
+    def deco(fn: ScoreFn) -> ScoreFn:
+        SCORES[name] = fn
+        return fn
+
+    return deco
+
+
+#: the scores table's score columns: every registered score, then ``random`` (a live view: it follows registrations)
+SCORE_NAMES = NameView(lambda: (*SCORES, "random"))
 
 
 def score_column(dynamics: Mapping[str, np.ndarray], key: str, epoch: int, *, source: str = "dynamics") -> np.ndarray:
@@ -80,6 +112,26 @@ def forgetting_scores(counts: np.ndarray, never_learned: np.ndarray, n_epochs: i
     return np.where(never, e, counts).mean(axis=0)
 
 
+@register_score("el2n")
+def el2n_of_run(dynamics: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> np.ndarray:
+    """EL2N of one run: ‖softmax(z(x)) - e_y‖₂ recorded after epoch ``settings["el2n_epoch"]``."""
+    return score_column(dynamics, "el2n", settings["el2n_epoch"], source=settings.get("source", "dynamics"))
+
+
+@register_score("grand")
+def grand_of_run(dynamics: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> np.ndarray:
+    """GraNd of one run: ‖∇_w L(x, y)‖₂ recorded after epoch ``settings["grand_epoch"]``."""
+    return score_column(dynamics, "grand", settings["grand_epoch"], source=settings.get("source", "dynamics"))
+
+
+@register_score("forgetting")
+def forgetting_of_run(dynamics: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> np.ndarray:
+    """f(i) of one run: its forgetting events, or E (the run's recorded epochs) if it was never learned."""
+    e = float(np.asarray(dynamics["correct"]).shape[1])
+    counts = np.asarray(dynamics["forgetting_count"], dtype=np.float64)
+    return np.where(np.asarray(dynamics["never_learned"], dtype=bool), e, counts)
+
+
 def random_scores(n: int, seed: int) -> np.ndarray:
     """Seeded uniform scores in [0, 1) (numpy PCG64 from ``seed``)."""
     return np.random.default_rng(int(seed)).random(int(n))
@@ -95,10 +147,10 @@ def score_table(
 ) -> dict[str, np.ndarray]:
     """Every baseline score of every training sample from the dynamics of several seeds.
 
-    Returns columns (N,) indexed by position in the training split: ``index`` (original), ``label``,
-    ``el2n``, ``grand``, ``forgetting``, ``random``, their standard deviations over seeds (``*_std``) and
-    ``never_learned`` (share of seeds in which the sample was never learned). The runs must cover the same
-    training split in the same order.
+    Returns columns (N,) indexed by position in the training split: ``index`` (original), ``label``, every score
+    of :data:`SCORES` (``el2n``, ``grand``, ``forgetting``, ...: the mean over runs), ``random``, the scores'
+    standard deviations over seeds (``*_std``) and ``never_learned`` (share of seeds in which the sample was never
+    learned). The runs must cover the same training split in the same order.
     """
     if not dynamics:
         raise ValueError("no training runs to compute scores from")
@@ -110,21 +162,21 @@ def score_table(
                 f"{src} covers a different training split (index/y differ from {sources[0]}); "
                 f"rerun its training on the current prepared data"
             )
-    el2n = np.stack([score_column(d, "el2n", el2n_epoch, source=s) for d, s in zip(dynamics, sources, strict=True)])
-    grand = np.stack([score_column(d, "grand", grand_epoch, source=s) for d, s in zip(dynamics, sources, strict=True)])
-    counts = np.stack([np.asarray(d["forgetting_count"]) for d in dynamics])
+    per_run = {}  # score name -> (runs, N)
+    for name, fn in SCORES.items():
+        rows = []
+        for d, src in zip(dynamics, sources, strict=True):
+            settings = {"el2n_epoch": el2n_epoch, "grand_epoch": grand_epoch, "source": src}
+            rows.append(np.asarray(fn(d, settings), dtype=np.float64).reshape(-1))
+            if len(rows[-1]) != len(index):
+                raise ValueError(f"score {name!r} of {src}: {len(rows[-1])} values for {len(index)} samples")
+        per_run[name] = np.stack(rows)
     never = np.stack([np.asarray(d["never_learned"], dtype=bool) for d in dynamics])
-    epochs = [int(np.asarray(d["correct"]).shape[1]) for d in dynamics]
-    f_per_seed = np.where(never, np.asarray(epochs, dtype=np.float64)[:, None], counts.astype(np.float64))
     return {
         "index": index.astype(np.int64),
         "label": label.astype(np.int64),
-        "el2n": el2n_scores(el2n),
-        "grand": grand_scores(grand),
-        "forgetting": forgetting_scores(counts, never, epochs),
+        **{name: runs.mean(axis=0) for name, runs in per_run.items()},
         "random": random_scores(len(index), random_seed),
-        "el2n_std": el2n.std(axis=0),
-        "grand_std": grand.std(axis=0),
-        "forgetting_std": f_per_seed.std(axis=0),
+        **{f"{name}_std": runs.std(axis=0) for name, runs in per_run.items()},
         "never_learned": never.mean(axis=0),
     }

@@ -13,6 +13,7 @@ from ..inference import (
     seeds_to_resolve,
     seeds_to_show_noninferiority,
 )
+from ..methods import baselines
 from ._family import COMPONENT, PRIMARY, SECONDARY, Claim, design_for, make_row, not_measured_row
 
 
@@ -28,6 +29,12 @@ def _paired(x: Mapping[int, float], y: Mapping[int, float]) -> tuple[list[float]
 
 def _mean_pct(x: Mapping[int, float]) -> str:
     return f"{np.mean(list(x.values())):.2f}" if x else "n/a"
+
+
+def _count(items: Sequence) -> str:
+    """A count in words up to nine (the claims' rows read "each of the four baselines")."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[len(items)] if len(items) < len(words) else str(len(items))
 
 
 def _declared(value, run: Sequence[float], target: float) -> float:
@@ -46,11 +53,14 @@ def pruning_claims(
     design = design_for({"claims": design or {}})
     table = runs[runs["experiment"] == "table"]
     lp_keeps = sorted({float(k) for k in table.loc[table["method"] == "lpntk", "keep"]}, reverse=True)
-    base_keeps = sorted({float(k) for k in table.loc[table["method"] == "el2n", "keep"]}) or lp_keeps
+    bases = baselines()  # the paper's four: EL2N, GraNd, forgetting, random
+    ran = [{float(k) for k in table.loc[table["method"] == b, "keep"]} for b in bases]
+    base_keeps = sorted(set.intersection(*[k for k in ran if k] or [set()])) or lp_keeps  # every baseline's keeps
     margin, alpha = float(design["C3a"]["margin"]), float(design["alpha"])
     level = 1 - alpha
     keep_a = _declared(design["C3a"]["keep"], lp_keeps, 0.9)
     keep_b = _declared(design["C3b"]["keep"], base_keeps, 0.5)
+    primary_label = f"lpNTK - each of the {_count(bases)} baselines keeping {keep_b:g}"
     unit_text = f"{metric.replace('_', ' ')}, % points"
     keeps_col = table["keep"].astype(float)
     full = _by_seed(table, table["method"] == "full", metric)
@@ -77,7 +87,7 @@ def pruning_claims(
                 extra={"keep": keep},
             )
         )
-        for base in ("el2n", "grand", "forgetting", "random"):
+        for base in bases:
             other = _by_seed(table, (table["method"] == base) & at, metric)
             primary = math.isclose(keep, keep_b)
             label = f"lpNTK - {base} keeping {keep:g}"
@@ -85,7 +95,7 @@ def pruning_claims(
                 if primary:
                     why = f"{base} was not retrained at keep {keep:g} (pruning.methods)"
                     row = not_measured_row("C3b", dataset, label, unit_text, why, COMPONENT, "seed")
-                    row.extra["primary_label"] = f"lpNTK - each of the four baselines keeping {keep_b:g}"
+                    row.extra["primary_label"] = primary_label
                     out.append(row)
                 continue
             a, b = _paired(kept, other)
@@ -103,7 +113,7 @@ def pruning_claims(
                     baseline=f"{base} {_mean_pct(other)}, lpNTK {_mean_pct(kept)}",
                     paper_effect=delta,
                     seeds_to_resolve=seeds_to_resolve(delta, t.sd, alpha=alpha),
-                    extra={"keep": keep, "primary_label": f"lpNTK - each of the four baselines keeping {keep_b:g}"},
+                    extra={"keep": keep, "primary_label": primary_label},
                 )
             )
     return out

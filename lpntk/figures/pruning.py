@@ -15,19 +15,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..methods import METHODS, method
 from . import save_figure
 
-__all__ = ["plot_redundant_removal", "plot_small_clusters"]
+__all__ = ["plot_redundant_removal", "plot_small_clusters", "method_style"]
 
-_STYLE = {
-    "lpntk": {"label": "lpNTK FPC heads (redundant removed)", "color": "C0", "marker": "o"},
-    "lpntk_gated": {"label": "lpNTK heads, official self-max gate", "color": "C4", "marker": "v"},
-    "lpntk_random": {"label": "lpNTK one random member per cluster", "color": "C5", "marker": "^"},
-    "random": {"label": "random (class-balanced)", "color": "C7", "marker": "s"},
-    "small_clusters": {"label": "remove smallest lpNTK clusters", "color": "C0", "marker": "o"},
-    "random_removal": {"label": "remove random samples (same count per class)", "color": "C7", "marker": "s"},
-    "large_clusters": {"label": "remove from largest clusters (same count)", "color": "C3", "marker": "D"},
-}
+
+def method_style(name: str) -> dict[str, str]:
+    """The legend label, colour and marker of pruning method ``name`` (its :data:`lpntk.methods.METHODS` entry)."""
+    m = method(name)
+    return {"label": m.label, "color": m.color, "marker": m.marker}
+
+
 _METRICS = (
     ("test_acc_best_val", "test accuracy at best-val epoch (%)"),
     ("test_acc_max", "max test accuracy over epochs (%)\n(official code's metric)"),
@@ -68,8 +67,8 @@ def plot_redundant_removal(
     axes = fig.subplots(1, 2)
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
     for ax, (metric, ylabel) in zip(axes, _METRICS, strict=True):
-        for method in ("lpntk", "lpntk_gated", "lpntk_random", "random"):
-            rows = table[(table["method"] == method) & table["keep"].notna()]
+        for name in (n for n, m in METHODS.items() if m.figure):  # lpNTK's variants and random, in table order
+            rows = table[(table["method"] == name) & table["keep"].notna()]
             if not len(rows):
                 continue
             pts = pd.concat([full, rows])
@@ -78,7 +77,7 @@ def plot_redundant_removal(
                 100.0 * (1.0 - pts["realised_keep"].to_numpy(float)),
                 pts[f"{metric}_mean"],
                 pts[f"{metric}_std"],
-                _STYLE[method],
+                method_style(name),
             )
         ax.set_xlabel("training samples removed (%)")
         ax.set_ylabel(ylabel)
@@ -112,12 +111,12 @@ def plot_small_clusters(
         base = part[part["method"] == "base"]
         kernels = part["kernel"].fillna("full") if "kernel" in part else pd.Series("full", index=part.index)
         for kernel in ("full", "own"):
-            for method in ("small_clusters", "random_removal", "large_clusters"):
-                rows = part[(part["method"] == method) & (kernels == kernel)]
+            for name in (n for n, m in METHODS.items() if m.experiment == "small_clusters" and n != "base"):
+                rows = part[(part["method"] == name) & (kernels == kernel)]
                 if not len(rows):
                     continue
                 pts = pd.concat([base, rows])
-                style = dict(_STYLE[method])
+                style = method_style(name)
                 if kernel == "own":  # clusters from a model trained on the subset itself: dashed, open markers
                     style.update(label=style["label"] + " (subset's own model)", linestyle="--", mfc="white")
                 _errorline(

@@ -3,7 +3,10 @@
 :data:`SELECTORS` maps each method name of the config (``pruning.methods``, and the small-cluster experiment's
 ``base`` / ``small_clusters`` / ``random_removal`` / ``large_clusters``) to one function ``(inputs, spec, seed) ->
 kept original indices``, over one :class:`PruningInputs` that holds every per-sample quantity the rules read;
-:func:`register_selector` adds a rule of one's own, :func:`select_subset` applies one.
+:func:`select_subset` applies one. What the rest of the package asks about a method (its needs, label, colour, cost)
+is its entry in :data:`lpntk.methods.METHODS`; :func:`register_method` adds a method of one's own in one call --
+entry, rule and, for a score method, its per-run score (:data:`lpntk.scores.SCORES`) -- and
+:func:`register_selector` a rule alone.
 
 ``seed`` is the retraining seed the subset is drawn for, or None for one draw shared by every seed
 (``pruning.draws``). A rule's random draws take their seed from :func:`draw_seed`: the configured base seed alone
@@ -16,9 +19,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from ..methods import PruningMethod, declare_method
+from ..scores import ScoreFn, register_score
 from ._select import (
     remove_large_clusters,
     remove_random,
@@ -30,7 +36,15 @@ from ._select import (
     select_top,
 )
 
-__all__ = ["PruningInputs", "Selector", "SELECTORS", "register_selector", "select_subset", "draw_seed"]
+__all__ = [
+    "PruningInputs",
+    "Selector",
+    "SELECTORS",
+    "register_selector",
+    "register_method",
+    "select_subset",
+    "draw_seed",
+]
 
 
 def draw_seed(base: int, seed: int | None) -> int:
@@ -98,6 +112,39 @@ def register_selector(name: str) -> Callable[[Selector], Selector]:
     return deco
 
 
+def register_method(
+    name: str, selector: Selector | None = None, *, score_fn: ScoreFn | None = None, **info: Any
+) -> PruningMethod | Callable[[Selector], Selector]:
+    """Register pruning method ``name`` in one call: its entry ``PruningMethod(name, **info)`` in
+    :data:`lpntk.methods.METHODS` (label, colour, needs, cost: see :class:`lpntk.methods.PruningMethod`), its
+    selection rule in :data:`SELECTORS` and, given ``score_fn``, its per-run score in :data:`lpntk.scores.SCORES`.
+
+    A score method needs no rule of its own: with ``score_fn`` (one training run's dynamics and the scores settings ->
+    a score per sample; its column is ``info["score"]``, default ``name``) and no ``selector``, the rule keeps the
+    highest scores like EL2N's -- per class with ``pruning.ranking: per_class``, ties broken by a random draw of its
+    own. Without ``selector`` and score, returns a decorator that registers the function it decorates as the rule.
+    Returns the method's entry. Replaces an earlier registration of ``name``.
+    """
+    if score_fn is not None:
+        info.setdefault("score", name)
+        info.setdefault("random", True)  # the tie-breaks
+    spec = PruningMethod(name, **info)  # checks the fields before anything is registered
+    if score_fn is not None:
+        register_score(spec.score)(score_fn)
+    if selector is None and spec.score is not None:
+        selector = _score_selector(name, spec.score)
+    if selector is None:
+
+        def deco(fn: Selector) -> Selector:
+            register_method(name, fn, **info)
+            return fn
+
+        return deco
+    declare_method(spec)
+    SELECTORS[name] = selector
+    return spec
+
+
 def select_subset(inputs: PruningInputs, spec: Mapping, seed: int | None = None) -> np.ndarray:
     """The subset of ``spec["method"]`` for retraining seed ``seed`` (None: the shared draw), checked to be a
     duplicate-free subset of the training samples."""
@@ -136,18 +183,20 @@ def _node(inp: PruningInputs, spec: Mapping, seed: int | None) -> np.ndarray:
     return select_node(inp.index, inp.labels, clusters, draw_seed(inp.seed, seed), inp.node_fraction)
 
 
-def _score_selector(name: str) -> Selector:
+def _score_selector(name: str, column: str | None = None) -> Selector:
+    column = column or name
+
     def select(inp: PruningInputs, spec: Mapping, seed: int | None) -> np.ndarray:
         return select_top(
             inp.index,
             inp.labels,
-            inp.scores[name],
+            inp.scores[column],
             spec["keep"],
             per_class=inp.per_class,
             tiebreak=inp.random_scores(seed, name),
         )
 
-    select.__doc__ = f"Keep the highest {name} scores (ties: the higher random score, its own draw per seed)."
+    select.__doc__ = f"Keep the highest {column} scores (ties: the higher random score, its own draw per seed)."
     return select
 
 

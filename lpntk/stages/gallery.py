@@ -42,7 +42,8 @@ from ..gallery import (
 )
 from ..grams import iter_class_grams
 from ..io import load_npz, save_table
-from ..plan import SCORE_METHODS, cluster_keeps, fmt, small_draw_seed, small_key
+from ..methods import method as pruning_method
+from ..plan import cluster_keeps, fmt, small_draw_seed, small_key
 from ..relations import cosine
 from .common import check_outputs, log, tracking_run
 
@@ -50,17 +51,6 @@ __all__ = ["GALLERY_OUTPUTS", "gallery_stage"]
 
 #: Output names of :func:`gallery_stage` (the rule's ``output:`` keys).
 GALLERY_OUTPUTS = ("figure", "figure_pdf", "samples")
-
-_METHOD_NAMES = {
-    "lpntk": "lpNTK heads",
-    "lpntk_gated": "lpNTK heads,\nofficial gate",
-    "lpntk_random": "lpNTK random\nmember",
-    "node": "node",
-    "el2n": "EL2N",
-    "grand": "GraNd",
-    "forgetting": "forgetting",
-    "random": "random",
-}
 
 
 def _g(v: float) -> str:
@@ -206,19 +196,18 @@ def _pruning_panel(book, plan: pd.DataFrame, kept: Mapping[str, np.ndarray], tab
     rows = plan[(plan["experiment"] == "table") & (plan["method"] != "full")]
     for method, part in rows.groupby("method", sort=False):  # one seed's subsets
         name, keep = part.sort_values("keep", na_position="last").iloc[0][["name", "keep"]]
-        scored = method in (*SCORE_METHODS, "random")
-        if scored and table is None:
+        spec = pruning_method(method)  # its score (or none: by redundancy), row title and caption tag
+        if spec.score is not None and table is None:
             continue
-        if scored:
-            value = table[method].to_numpy(np.float64)
-            keys = [value] if method == "random" else [value, table["random"].to_numpy(np.float64)]
-            short = {"el2n": "EL2N", "grand": "GraNd", "forgetting": "forg."}.get(method, "")
-            by = "lowest random score" if method == "random" else f"lowest {_METHOD_NAMES[method]} score"
+        if spec.score is not None:
+            value = table[spec.score].to_numpy(np.float64)
+            keys = [value] if spec.score == "random" else [value, table["random"].to_numpy(np.float64)]
+            short, by = spec.tag, f"lowest {spec.short} score"
         else:
             value, short, by = redundancy, "cos", "closest to its FPC head"
             keys = [-np.nan_to_num(redundancy, nan=-1.0)]
         order = removal_order(book.index, kept[name], keys, n)
-        label = _METHOD_NAMES.get(method, method) + (f"\nkeep {keep:g}" if keep == keep else f"\n{name}")
+        label = spec.short + (f"\nkeep {keep:g}" if keep == keep else f"\n{name}")
         tiles = [
             book.tile("pruning", label, method, p, f"\n{short}={_g(value[p])}" if short else "", score=float(value[p]))
             for p in order

@@ -16,11 +16,11 @@ import pandas as pd
 
 from ..io import load_npz, save_npz, save_table
 from ..plan import (
-    SCORE_METHODS,
     check_pruning_config,
     cluster_keeps,
     fmt,
     pruning_seeds,
+    score_columns,
     small_draw_seed,
     small_key,
     subset_plan,
@@ -105,13 +105,20 @@ def pruning_inputs(
         sq_norm=cl["sq_norm"][cpos],
         tie_break=scfg["tie_break"],
     )
-    if any(p["method"] in (*SCORE_METHODS, "random") for p in subset_plan(cfg)):
+    columns = score_columns(cfg)
+    if columns:
         if scores is None:
-            raise ValueError("pruning.methods need the baseline scores but no scores table was given")
+            raise ValueError(f"pruning.methods need the scores {columns} but no scores table was given")
         table = pd.read_csv(scores)
+        missing = sorted(set(columns) - set(table.columns))
+        if missing:
+            raise ValueError(
+                f"scores table {scores} has no column {missing}: rerun the scores stage (a score of one's own is "
+                f"computed there once registered, lpntk.register_method(..., score_fn=...))"
+            )
         spos = _aligned("scores table", table["index"].to_numpy(np.int64), index, scores)
         table = table.iloc[spos].reset_index(drop=True)
-        inputs.scores = {m: table[m].to_numpy(np.float64) for m in (*SCORE_METHODS, "random")}
+        inputs.scores = {m: table[m].to_numpy(np.float64) for m in columns}
     return inputs
 
 

@@ -1,4 +1,5 @@
-"""Stage scores: EL2N, GraNd, forgetting and random scores of every training sample (paper-protocols §4.5).
+"""Stage scores: EL2N, GraNd, forgetting, random and every registered score of each training sample (paper-protocols
+§4.5; :data:`lpntk.scores.SCORES`).
 
 One job per pruning seed (``scores/seed<s>.csv``: training run s's scores, which select retraining seed s's subsets)
 and, with ``scores.enabled``, the mean over ``scores.seeds`` (``scores/scores.csv``)."""
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import load_json, load_npz, save_json, save_table
-from ..scores import score_table
+from ..scores import SCORE_NAMES, score_table
 from .common import log, tracking_run
 
 __all__ = ["score_settings", "scores_stage"]
@@ -122,7 +123,8 @@ def scores_stage(
                 **{k: v for k, v in cols.items() if k != "index"},
             }
         )
-        names = ["el2n", "grand", "forgetting", "random"]
+        names = list(SCORE_NAMES)  # every registered score, then random
+        scored = [n for n in names if n != "random"]
         corr = table[names].rank().corr().round(6)
         info = {
             "dataset": dataset,
@@ -136,10 +138,10 @@ def scores_stage(
         save_table(outputs["table"], table)
         save_json(outputs["info"], info)
         metrics = {"n": len(table), "never_learned_any_seed": info["never_learned_any_seed"]}
-        for i, a in enumerate(names[:3]):
-            for b in names[i + 1 : 3]:
+        for i, a in enumerate(scored):
+            for b in scored[i + 1 :]:
                 metrics[f"spearman_{a}_{b}"] = info["spearman"][a][b]
-        for name in names[:3]:
+        for name in scored:
             metrics[f"{name}_mean"] = float(table[name].mean())
         run.log_metrics(metrics)
         run.log_outputs(dict(outputs))
