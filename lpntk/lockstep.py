@@ -44,12 +44,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .data import Split, augment_batch, normalize, to_unit
+from .dynamics import Dynamics
 from .precision import forward_precision
-from .resume import load_resume_state, run_fingerprint
+from .resume import ResumePoint, load_resume_state, run_fingerprint
 from .train import (
-    Dynamics,
     Recipe,
-    ResumePoint,
     TrainResult,
     make_optimizer,
     make_scheduler,

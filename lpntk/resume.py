@@ -1,9 +1,10 @@
 """Resumable training: a run's state saved every few epochs, picked up by the same run after an interruption.
 
-A training run (:func:`lpntk.train.train_model`) with ``resume_every > 0`` saves its whole state -- model,
-optimizer, scheduler, the per-sample records so far, the random generators -- and a rerun of the *same* run
-continues from it with bit-identical results. "The same run" is decided by a fingerprint (:func:`run_fingerprint`)
-of everything that defines it; a state saved by another run, or one that cannot be read, is discarded with a warning.
+A training run (:func:`lpntk.train.train_model`, or K runs of :func:`lpntk.lockstep.train_lockstep`) with
+``resume_every > 0`` saves its whole state (:class:`ResumePoint`) -- models, optimizer, scheduler, the per-sample
+records so far, the random generators -- and a rerun of the *same* run continues from it with bit-identical
+results. "The same run" is decided by a fingerprint (:func:`run_fingerprint`) of everything that defines it; a state
+saved by another run, or one that cannot be read, is discarded with a warning.
 States are loaded with ``torch.load(weights_only=True)``: they hold tensors and plain containers only (numpy arrays
 are stored as tensors).
 """
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from .io import save_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_fingerprint", "rng_state", "set_rng_state", "save_resume_state", "load_resume_state"]
+__all__ = ["run_fingerprint", "rng_state", "set_rng_state", "save_resume_state", "load_resume_state", "ResumePoint"]
 
 _NUMPY = "_numpy_keys"
 #: The layout of a saved state (2: lpntk.optim's optimizer and schedule states; 3: one layout for train_model and
@@ -100,3 +102,32 @@ def load_resume_state(path: str | os.PathLike, fingerprint: str, device: torch.d
         st[k] = st[k].cpu().numpy()
     log.info("resuming from %s at epoch %d", path, st["epoch"])
     return st
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where K runs save their resumable state, how often (``Recipe.resume_every`` epochs; 0: never) and the
+    fingerprint of the runs it belongs to (:func:`lpntk.resume.run_fingerprint`)."""
+
+    path: Path | None
+    every: int
+    fingerprint: str
+
+    @staticmethod
+    def spec(recipe) -> dict[str, Any]:
+        """The recipe (:class:`lpntk.train.Recipe`) as the fingerprint sees it: how often the state is saved does not
+        change the run."""
+        return {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
+
+    def save_if_due(self, runner, dyn, gens: Mapping[str, torch.Generator]) -> None:
+        """Save the runs' state after every ``every``-th epoch but the last: the ``runner``'s models, optimiser and
+        schedule, the record ``dyn`` (:class:`lpntk.dynamics.Dynamics`) and the generators."""
+        if self.path is None or not self.every or dyn.epoch % self.every or dyn.epoch >= dyn.epochs:
+            return
+        state = {**runner.state(), **dyn.state(), "rng": rng_state(gens), "fingerprint": self.fingerprint}
+        save_resume_state(self.path, state)
+
+    def finish(self) -> None:
+        """The runs completed: their saved state is no longer needed."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

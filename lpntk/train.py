@@ -26,15 +26,14 @@ Precision: ``Recipe.precision`` = ``fp32`` (default, exact float32, TF32 off on 
 (:mod:`lpntk.precision`).
 
 One loop: :func:`train_model` is :func:`train_loop` with one run, and :func:`lpntk.lockstep.train_lockstep` the same
-loop with K runs whose models step together. What is recorded lives in :class:`Dynamics` and how a run resumes in
-:class:`ResumePoint` and :func:`start_runs`, once for both; a runner supplies only the models' step, evaluation and
-weights.
+loop with K runs whose models step together. What is recorded lives in :class:`lpntk.dynamics.Dynamics` and how a run
+resumes in :class:`lpntk.resume.ResumePoint` and :func:`start_runs`, once for both; a runner supplies only the models'
+step, evaluation and weights.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -49,10 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split, augment_batch, normalize, to_unit
+from .dynamics import Dynamics, l2_error, presentation_forgetting
 from .kernel import per_sample_grad_norms
 from .optim import SGD, EpochSchedule
 from .precision import PRECISIONS, forward_precision, run_precision
-from .resume import load_resume_state, rng_state, run_fingerprint, save_resume_state, set_rng_state
+from .resume import ResumePoint, load_resume_state, run_fingerprint, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -196,34 +196,6 @@ def make_scheduler(optimizer: SGD, recipe: Recipe) -> EpochSchedule:
     return EpochSchedule(optimizer, name, recipe.step_size, recipe.gamma, int(recipe.t_max or recipe.epochs))
 
 
-def l2_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """EL2N / learning-difficulty term ‖softmax(z) - e_y‖₂ per sample."""
-    p = torch.softmax(logits.detach().float(), dim=1)
-    p[torch.arange(len(y), device=y.device), y] -= 1.0
-    return p.norm(dim=1)
-
-
-def presentation_forgetting(correct: np.ndarray) -> dict[str, np.ndarray]:
-    """Forgetting events between consecutive presentations (Toneva et al., 2019).
-
-    ``correct`` is (N, E): correctness of sample i at its presentation in epoch e. An event is a
-    transition correct -> incorrect from epoch e-1 to e. Returns ``events`` (N, E) bool (column 0 is
-    False), ``count`` (N,), ``first_learned`` (N,) (first epoch index with a correct presentation, -1 if
-    never) and ``never_learned`` (N,) bool. Toneva et al. rank never-learned samples as the most forgotten.
-    """
-    correct = np.asarray(correct, dtype=bool)
-    events = np.zeros_like(correct)
-    events[:, 1:] = correct[:, :-1] & ~correct[:, 1:]
-    learned = correct.any(axis=1)
-    first = np.where(learned, correct.argmax(axis=1), -1)
-    return {
-        "events": events,
-        "count": events.sum(axis=1).astype(np.int32),
-        "first_learned": first.astype(np.int32),
-        "never_learned": ~learned,
-    }
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, split: Split, mean, std, batch_size: int = 1024, device: torch.device | None = None
@@ -254,135 +226,6 @@ def _score_snapshot(model: nn.Module, split: Split, mean, std, recipe: Recipe, d
 
 
 # ------------------------------------------------------------------------------------------- the training loop
-#
-# train_model and lpntk.lockstep.train_lockstep are one loop (_train_loop) over K runs of one recipe -- K = 1 for
-# train_model -- that records through one Dynamics and saves and restores one resumable state. What differs between
-# them is the runner: how the K models take a minibatch step, evaluate and hand out their weights (_OneModel here,
-# lockstep's stacked models there).
-
-
-class Dynamics:
-    """The record of K runs of one recipe (module docstring): per presentation the loss, correctness and L2 error,
-    per epoch the batch order and a history row, per step the learning rate, per score epoch EL2N and GraNd, and
-    each run's best checkpoint so far. What a run records is decided here, for :func:`train_model` (K = 1) and
-    :func:`lpntk.lockstep.train_lockstep` (K seeds) alike.
-
-    Run k's per-sample records are rows k·n ... k·n + n - 1 of (K·n, E) tables, so that a step writes all its
-    presentations with one index, ``rows`` = k·n + position, whatever K (for K = 1, the positions themselves).
-    """
-
-    def __init__(self, k_runs: int, n: int, recipe: Recipe, record: bool, device: torch.device):
-        self.k_runs, self.n, self.epochs, self.record, self.select = k_runs, n, recipe.epochs, record, recipe.select
-        self.steps_per_epoch = math.ceil(n / recipe.batch_size)
-        self.rec = {
-            "loss": torch.zeros(k_runs * n, self.epochs, dtype=torch.float32, device=device),
-            "correct": torch.zeros(k_runs * n, self.epochs, dtype=torch.bool, device=device),
-            "l2": torch.zeros(k_runs * n, self.epochs, dtype=torch.float32, device=device),
-        }
-        self.batch_order = np.zeros((k_runs, self.epochs, n), dtype=np.int32)
-        self.lrs = np.zeros(self.epochs * self.steps_per_epoch, dtype=np.float64)
-        self.score_epochs = sorted(set(recipe.score_epochs))
-        self.el2n = np.zeros((k_runs, n, len(self.score_epochs)), dtype=np.float32)
-        self.grand = np.zeros((k_runs, n, len(self.score_epochs)), dtype=np.float32)
-        self.histories: list[list[dict[str, float]]] = [[] for _ in range(k_runs)]
-        self.bests: list[dict[str, Any]] = [{"acc": -1.0, "epoch": 0, "state": None} for _ in range(k_runs)]
-        self.probe_logits: torch.Tensor | None = None  # (K, E, P, classes), allocated at the first probe
-        self.epoch = 0  # epochs completed
-
-    def record_orders(self, epoch: int, orders: Sequence[torch.Tensor]) -> None:
-        """Each run's presentation order (positions) in ``epoch``."""
-        for k, order in enumerate(orders):
-            self.batch_order[k, epoch] = order.numpy()
-
-    def record_step(self, step: int, lr: float, epoch: int, rows, loss, logits, y) -> None:
-        """One optimiser step: its learning rate and, when recording, each presented sample's loss, correctness and
-        L2 error (train mode, augmented input, before the update) at its ``rows``; ``loss`` (B,), ``logits``
-        (B, classes) and ``y`` (B,) list the step's presentations of all runs."""
-        self.lrs[step] = lr
-        if self.record:
-            with torch.no_grad():
-                self.rec["loss"][rows, epoch] = loss.detach().float()
-                self.rec["correct"][rows, epoch] = logits.detach().argmax(1) == y
-                self.rec["l2"][rows, epoch] = l2_error(logits, y)
-
-    def record_probe(self, epoch: int, logits: torch.Tensor) -> None:
-        """The K runs' eval-mode logits (K, P, classes) of the probe inputs after ``epoch``."""
-        if self.probe_logits is None:
-            self.probe_logits = torch.zeros(self.k_runs, self.epochs, *logits.shape[1:])
-        self.probe_logits[:, epoch] = logits
-
-    def close_epoch(self, epoch: int, lr: float, evals: Mapping, seconds: float, state_of) -> list[dict[str, float]]:
-        """Each run's history row of ``epoch`` (``evals``: split name -> (K accuracies, K losses)), and its best
-        checkpoint ``state_of(k)`` when its selection metric (``Recipe.select``) improved."""
-        self.epoch = epoch + 1
-        rows = []
-        for k in range(self.k_runs):
-            row = {"epoch": epoch + 1, "lr": lr, **self._train_metrics(k, epoch)}
-            for name, (acc, loss) in evals.items():
-                row[f"{name}_acc"], row[f"{name}_loss"] = float(acc[k]), float(loss[k])
-            row["seconds"] = seconds
-            self.histories[k].append(row)
-            metric = {"val": row.get("val_acc"), "test": row.get("test_acc"), "last": float(epoch)}[self.select]
-            if metric is not None and metric > self.bests[k]["acc"]:
-                self.bests[k] = {"acc": metric, "epoch": epoch + 1, "state": state_of(k)}
-            rows.append(row)
-        return rows
-
-    def _train_metrics(self, k: int, epoch: int) -> dict[str, float]:
-        """Run k's mean loss and accuracy over its presentations in ``epoch`` (NaN when not recording)."""
-        if not self.record:
-            return {"train_loss": float("nan"), "train_acc": float("nan")}
-        rows = slice(k * self.n, (k + 1) * self.n)
-        return {
-            "train_loss": float(self.rec["loss"][rows, epoch].mean()),
-            "train_acc": float(self.rec["correct"][rows, epoch].float().mean()),
-        }
-
-    def state(self) -> dict[str, Any]:
-        """The record's part of a resumable state (numpy arrays at the top level: :func:`save_resume_state`)."""
-        return {
-            "rec": {k: v.cpu() for k, v in self.rec.items()},
-            "batch_order": self.batch_order,
-            "lrs": self.lrs,
-            "el2n": self.el2n,
-            "grand": self.grand,
-            "histories": self.histories,
-            "bests": self.bests,
-            "probe_logits": self.probe_logits,
-            "epoch": self.epoch,
-        }
-
-    def restore(self, state: Mapping[str, Any], device: torch.device) -> None:
-        """Continue the record from what :meth:`state` saved."""
-        self.rec = {k: state["rec"][k].to(device) for k in self.rec}
-        self.batch_order, self.lrs, self.el2n, self.grand = (state[k] for k in ("batch_order", "lrs", "el2n", "grand"))
-        self.histories, self.bests, self.epoch = state["histories"], state["bests"], state["epoch"]
-        self.probe_logits = state.get("probe_logits")
-
-    def result(self, k: int, train: Split) -> dict[str, np.ndarray]:
-        """Run k's ``dynamics`` (:func:`train_model`), indexed by position in its training split ``train``."""
-        rows = slice(k * self.n, (k + 1) * self.n)
-        correct = self.rec["correct"][rows].cpu().numpy()
-        forget = presentation_forgetting(correct)
-        out = {
-            "index": train.index.numpy().astype(np.int64),
-            "y": train.y.numpy().astype(np.int64),
-            "loss": self.rec["loss"][rows].cpu().numpy(),
-            "correct": correct,
-            "l2": self.rec["l2"][rows].cpu().numpy(),
-            "forgetting_events": forget["events"],
-            "forgetting_count": forget["count"],
-            "first_learned": forget["first_learned"],
-            "never_learned": forget["never_learned"],
-            "batch_order": self.batch_order[k],
-            "lr": self.lrs.copy(),
-            "score_epochs": np.asarray(self.score_epochs, dtype=np.int64),
-            "el2n": self.el2n[k],
-            "grand": self.grand[k],
-        }
-        if self.probe_logits is not None:
-            out["probe_logits"] = self.probe_logits[k].numpy()
-        return out
 
 
 def run_generators(seeds: Sequence[int]) -> dict[str, torch.Generator]:
@@ -402,33 +245,6 @@ def require_validation(recipe: Recipe, val: Split | None) -> None:
             "select='val' needs a validation split; set the dataset's val_fraction > 0 "
             "or train.select to 'test' or 'last'"
         )
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where K runs save their resumable state, how often (``Recipe.resume_every`` epochs; 0: never) and the
-    fingerprint of the runs it belongs to (:func:`lpntk.resume.run_fingerprint`)."""
-
-    path: Path | None
-    every: int
-    fingerprint: str
-
-    @staticmethod
-    def spec(recipe: Recipe) -> dict[str, Any]:
-        """The recipe as the fingerprint sees it: how often the state is saved does not change the run."""
-        return {k: v for k, v in asdict(recipe).items() if k != "resume_every"}
-
-    def save_if_due(self, runner, dyn: Dynamics, gens: Mapping[str, torch.Generator]) -> None:
-        """Save the runs' state after every ``every``-th epoch but the last."""
-        if self.path is None or not self.every or dyn.epoch % self.every or dyn.epoch >= dyn.epochs:
-            return
-        state = {**runner.state(), **dyn.state(), "rng": rng_state(gens), "fingerprint": self.fingerprint}
-        save_resume_state(self.path, state)
-
-    def finish(self) -> None:
-        """The runs completed: their saved state is no longer needed."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
 
 def start_runs(state, runner, dyn: Dynamics, gens, trains: Sequence[Split], mean, std, recipe: Recipe) -> None:
@@ -502,12 +318,12 @@ def train_loop(
 
 def train_results(runner, dyn: Dynamics, trains: Sequence[Split], seeds: Sequence[int], recipe: Recipe):
     """One :class:`TrainResult` per run: its model at the best checkpoint, the best and last weights, its history,
-    its dynamics and the summary (:func:`_summarise`, the seed and the recipe)."""
+    its dynamics and the summary (:meth:`Dynamics.summary`, the seed and the recipe)."""
     results = []
     for k, seed in enumerate(seeds):
         last_state = runner.state_of(k)
         best_state = dyn.bests[k]["state"]
-        summary = _summarise(dyn.histories[k], dyn.bests[k]["epoch"], recipe.select)
+        summary = dyn.summary(k)
         summary["seed"] = int(seed)
         summary["recipe"] = asdict(recipe)
         model = runner.model_with(k, best_state)
@@ -627,20 +443,3 @@ def train_model(
         on_epoch=None if on_epoch is None else lambda k, row: on_epoch(row), resume=resume,
     )  # fmt: skip
     return train_results(runner, dyn, [train], [seed], recipe)[0]
-
-
-def _summarise(history: list[dict[str, float]], best_epoch: int, select: str) -> dict[str, Any]:
-    """Headline accuracies: at the selected epoch (best validation accuracy when ``select="val"``), at the
-    last epoch, and the max over epochs (what the official code reports)."""
-
-    def col(key):
-        return [h.get(key, float("nan")) for h in history]
-
-    out: dict[str, Any] = {"best_epoch": int(best_epoch), "select": select, "epochs": len(history)}
-    for split_name in ("val", "test"):
-        accs = col(f"{split_name}_acc")
-        if accs and not all(math.isnan(a) for a in accs):
-            out[f"{split_name}_acc_selected"] = accs[best_epoch - 1]
-            out[f"{split_name}_acc_last"] = accs[-1]
-            out[f"{split_name}_acc_max"] = max(accs)
-    return out

@@ -39,7 +39,7 @@ LAYERS = {
     1: {"sources", "data", "models", "grams"},
     2: {"grad_sample"},
     3: {"kernel", "resume", "precision", "optim"},
-    4: {"train", "lockstep"},
+    4: {"dynamics", "train", "lockstep"},
     5: {"relations", "difficulty", "forgetting", "scores", "clustering", "pruning", "gallery", "figures", "claims"},
     6: {"stages"},
 }
