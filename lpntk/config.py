@@ -6,22 +6,55 @@ dotted path), the offending value, and what is allowed -- e.g.::
 
     config error at datasets.digits.train: unknown key 'epochz' (allowed: batch_size, epochs, ...)
     config error at datasets.digits.train.epochs: -3 is less than the minimum of 1 -- number of epochs
+
+Every config check lives here or in the schema (``workflow/schemas/*.schema.yaml``); the stages trust a validated
+config. Three layers, run in this order at start-up:
+
+1. the schema: types, ranges, enums, unknown keys, and its defaults;
+2. the defaults that depend on other keys or on the data (:func:`resolve_defaults`: ``train.score_epochs``,
+   ``difficulty.size.pool_per_class``, ``pruning.small_clusters.data_fractions``), then the cross-key checks;
+3. the checks that need the data's class sizes (:func:`check_data`: ``difficulty.num``, ``random_targets``,
+   ``pool_per_class``, kept fractions, small-cluster fractions), with the sizes known at start-up -- the prepared
+   data's (``results/<ds>/data/info.json``, when prepared from the same data keys), else a known source's size or an
+   image folder's files. The workflow runs them again on the prepared data (:func:`check_prepared_data`) as soon
+   as prepare_data has run and before any job that reads the data is planned, so a value the data cannot serve
+   fails within seconds, naming the key and the limit, not after training.
+
+Longer than 450 lines because the validation is one module: the schema's errors, the defaults it leaves to the
+data, the cross-key checks and the data checks, each naming the key.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .cost import KNOWN_SOURCES
+from .cost import KNOWN_SOURCES, dataset_sizes
 from .plan import check_pruning_config, uses_scores
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "dataset_config"]
+__all__ = [
+    "ConfigError",
+    "ClassSizes",
+    "STAGE_BLOCKS",
+    "load_schema",
+    "validate_config",
+    "load_config",
+    "dataset_config",
+    "data_keys",
+    "resolve_defaults",
+    "prepared_sizes",
+    "estimated_sizes",
+    "check_data",
+    "check_prepared_data",
+]
 
 
 class ConfigError(ValueError):
@@ -98,10 +131,17 @@ def _set_defaults_validator(root: dict):
     return validators.extend(Draft202012Validator, {"properties": set_defaults})
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
+def validate_config(
+    config: dict, schema_path: str | os.PathLike, results: str | os.PathLike | None = "results"
+) -> dict:
     """Validate ``config`` in place against the schema at ``schema_path``, fill defaults, check semantics.
 
-    Raises :class:`ConfigError` naming the first offending key. Returns ``config``.
+    Then, per dataset, the defaults that depend on other keys or on the data (:func:`resolve_defaults`) and the checks
+    that need the class sizes (:func:`check_data`), with the sizes known now: the prepared data's under ``results``
+    (``<results>/<ds>/data/info.json``, if prepared from the same data keys), else those known before preparing
+    (:func:`estimated_sizes`); the workflow repeats the data checks on the prepared data before any job reads them.
+    ``results`` None: no prepared data is read. Raises :class:`ConfigError` naming the first offending key.
+    Returns ``config``.
     """
     schema = load_schema(schema_path)
     validator = _set_defaults_validator(schema)(schema)
@@ -109,7 +149,14 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
     if errors:
         err = max(errors, key=lambda e: len(e.absolute_path))  # the deepest names the most specific key
         raise ConfigError(_message(err, schema))
+    for name, block in config["datasets"].items():
+        _check_source(block, f"datasets.{name}")
+        resolve_defaults(block, f"datasets.{name}", name, results or os.devnull)
     _check_semantics(config)
+    for name, block in config["datasets"].items():
+        sizes = (prepared_sizes(name, block, results) if results else None) or estimated_sizes(name, block)
+        if sizes is not None:
+            check_data(block, f"datasets.{name}", sizes)
     return config
 
 
@@ -135,17 +182,21 @@ def _torchvision_has(name: str) -> bool:
     return hasattr(tvd, name)
 
 
+def _check_source(ds: Mapping, where: str) -> None:
+    """The dataset's source names a dataset it has (before anything is read from it)."""
+    if ds["source"] == "torchvision" and ds["name"] not in _KNOWN_TORCHVISION and not _torchvision_has(ds["name"]):
+        raise ConfigError(
+            f"config error at {where}.name: unknown torchvision dataset {ds['name']!r}; "
+            f"use a class name of torchvision.datasets such as MNIST, FashionMNIST, "
+            f"KMNIST, CIFAR10, CIFAR100, SVHN"
+        )
+    if ds["source"] == "folder" and not ds.get("root"):
+        raise ConfigError(f"config error at {where}.root: an image-folder dataset needs 'root'")
+
+
 def _check_semantics(config: dict) -> None:
     for name, ds in config["datasets"].items():
         where = f"datasets.{name}"
-        if ds["source"] == "torchvision" and ds["name"] not in _KNOWN_TORCHVISION and not _torchvision_has(ds["name"]):
-            raise ConfigError(
-                f"config error at {where}.name: unknown torchvision dataset {ds['name']!r}; "
-                f"use a class name of torchvision.datasets such as MNIST, FashionMNIST, "
-                f"KMNIST, CIFAR10, CIFAR100, SVHN"
-            )
-        if ds["source"] == "folder" and not ds.get("root"):
-            raise ConfigError(f"config error at {where}.root: an image-folder dataset needs 'root'")
         train = ds["train"]
         if train["select"] == "val" and not ds["val_fraction"] > 0:
             raise ConfigError(
@@ -213,12 +264,12 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
             f"config error at {where}.pruning.retrain.lockstep: true trains the seeds of a job together, but "
             f"batch_seeds: false gives each seed its own job; set batch_seeds: true or lockstep: false"
         )
-    _check_random_targets(ds, where)
     size = ds["difficulty"]["size"]
-    if size["enabled"] and size["min_size"] > size["pool_per_class"]:
+    if size["enabled"] and size["min_size"] >= size["pool_per_class"]:
         raise ConfigError(
-            f"config error at {where}.difficulty.size.min_size: {size['min_size']} exceeds "
-            f"pool_per_class = {size['pool_per_class']}"
+            f"config error at {where}.difficulty.size.min_size: {size['min_size']} is not below "
+            f"pool_per_class = {size['pool_per_class']} (learning difficulty is compared across at least two "
+            f"sizes, pool_per_class, pool_per_class / 4, ..., min_size); lower it"
         )
     _check_claims_design(ds, where)
     aug = ds["augment"]
@@ -227,20 +278,6 @@ def _check_stage_semantics(ds: Mapping, where: str) -> None:
         raise ConfigError(
             f"config error at {where}.forgetting.augment: true, but the dataset's augment block "
             f"augments nothing; set augment.crop_padding / horizontal_flip or forgetting.augment: false"
-        )
-
-
-def _check_random_targets(ds: Mapping, where: str) -> None:
-    """difficulty.random_targets is drawn stratified by class, so it must be a multiple of the number of classes
-    (known here for the sources of :data:`lpntk.cost.KNOWN_SOURCES`; the stage checks the others)."""
-    dcfg, known = ds["difficulty"], KNOWN_SOURCES.get((ds["source"], ds["name"]))
-    count = dcfg["random_targets"]
-    if dcfg["enabled"] and known is not None and count % known[2]:
-        c = known[2]
-        raise ConfigError(
-            f"config error at {where}.difficulty.random_targets: {count} is not a multiple of the {c} classes of "
-            f"{ds['name']} (the random targets are drawn stratified, random_targets / {c} per class); set it to a "
-            f"multiple of {c}, e.g. {c * max(1, count // c)}"
         )
 
 
@@ -293,3 +330,218 @@ def dataset_config(config: Mapping, dataset: str) -> dict[str, Any]:
     if dataset not in config["datasets"]:
         raise ConfigError(f"dataset {dataset!r} is not in the config (datasets: {', '.join(config['datasets'])})")
     return {"dataset": dataset, "device": config["device"], **copy.deepcopy(dict(config["datasets"][dataset]))}
+
+
+# ---------------------------------------------------------------------------------------------- defaults and the data
+
+#: The blocks of a dataset that configure a stage; every other key of the block describes its data (what prepare_data
+#: reads, and records in ``results/<ds>/data/info.json`` under ``config``).
+STAGE_BLOCKS = (
+    "model",
+    "train",
+    "augment",
+    "kernel",
+    "relations",
+    "difficulty",
+    "forgetting",
+    "scores",
+    "pruning",
+    "gallery",
+    "claims",
+)
+
+#: ``train.score_epochs: null`` when the scores stage runs: initialisation and an early epoch (capped at train.epochs)
+DEFAULT_SCORE_EPOCHS = (0, 2)
+#: ``difficulty.size.pool_per_class: null``: the largest power of 4 that every class holds, at most the paper's 4096
+MAX_POOL_PER_CLASS = 4096
+#: ``pruning.small_clusters.data_fractions: null``: the slides' 1 % (and 5 times it), or the first of these at which
+#: the smallest removal share removes a sample of the smallest class's subset
+DATA_FRACTION_LADDER = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+#: image files an image folder's class holds (torchvision's ImageFolder extensions)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def data_keys(block: Mapping) -> dict[str, Any]:
+    """The keys of a dataset block (or of a job's config) that describe its data: not a stage's block, nor the job's
+    dataset name and device."""
+    return {k: v for k, v in block.items() if k not in STAGE_BLOCKS and k not in ("dataset", "device")}
+
+
+@dataclass(frozen=True)
+class ClassSizes:
+    """Training samples per class of a dataset (after its test and validation carving), and where they come from."""
+
+    train: tuple[int, ...]
+    source: str  #: for messages: "results/<ds>/data/info.json", "estimated from ..."
+
+    @property
+    def smallest(self) -> tuple[int, int]:
+        """(class, training samples) of the smallest class."""
+        c = min(range(len(self.train)), key=lambda i: self.train[i])
+        return c, self.train[c]
+
+
+def _count(n: int, fraction: float) -> int:
+    """round(fraction * n), halves rounded up: how lpntk.pruning counts a kept or removed share (keep_count)."""
+    return int(min(n, max(0, math.floor(fraction * n + 0.5))))
+
+
+def prepared_sizes(ds: str, block: Mapping, results: str | os.PathLike = "results") -> ClassSizes | None:
+    """The class sizes in ``<results>/<ds>/data/info.json`` when it was prepared from the data keys ``block`` has now
+    (it records them under ``config``); None when absent or prepared from other keys (prepare_data will rerun)."""
+    path = Path(results) / ds / "data" / "info.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    recorded = meta.get("config")
+    now = json.loads(json.dumps(data_keys(block)))
+    if recorded is None or any(now.get(k) != v for k, v in recorded.items()):
+        return None
+    return ClassSizes(tuple(int(n) for n in meta["class_sizes"]["train"]), str(path))
+
+
+def estimated_sizes(ds: str, block: Mapping) -> ClassSizes | None:
+    """The class sizes known before the data are prepared: a source of :data:`lpntk.cost.KNOWN_SOURCES` (classes
+    taken as balanced, the config's carving applied), or an image folder's files counted per class (the carving
+    applied per class); None for any other source."""
+    if (block["source"], block["name"]) in KNOWN_SOURCES:
+        # os.devnull: a results folder that holds no info.json, so that dataset_sizes estimates
+        sizes = dataset_sizes(ds, block, results=os.devnull)
+        return ClassSizes(tuple(sizes.class_sizes), f"estimated from the known size of {block['name']} and the carving")
+    if block["source"] != "folder" or not block.get("root"):
+        return None
+    train_dir = Path(block["root"]).expanduser() / block["train_dir"]
+    if not train_dir.is_dir():
+        return None
+    counts = [
+        sum(1 for f in d.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
+        for d in sorted(p for p in train_dir.iterdir() if p.is_dir())
+    ]
+    carve_test = not (Path(block["root"]).expanduser() / block["test_dir"]).is_dir()
+    sizes = []
+    for n in counts:
+        n -= math.ceil(n * block["test_fraction"]) if carve_test else 0
+        n = min(n, block["per_class_limit"] or n)
+        sizes.append(n - math.ceil(n * block["val_fraction"]))
+    return ClassSizes(tuple(sizes), f"estimated from the image files under {train_dir}") if sizes else None
+
+
+def resolve_defaults(block: dict, where: str, ds: str, results: str | os.PathLike = "results") -> dict:
+    """Fill in place the defaults that depend on other keys or on the data (each documented in its schema):
+
+    * ``train.score_epochs`` null: [0, 2] (capped at train.epochs) when the scores stage runs, else [];
+    * ``difficulty.size.pool_per_class`` null: the largest power of 4 that the smallest class holds, at most 4096;
+    * ``pruning.small_clusters.data_fractions`` null: [d, 5 d] with d the slides' 1 %, or the first of
+      :data:`DATA_FRACTION_LADDER` at which the smallest removal share removes a sample per class.
+
+    The class sizes are those known before any job runs (:func:`estimated_sizes`, else :func:`prepared_sizes`), the
+    same in every invocation; ConfigError naming the key when they are unknown or too small for the stage."""
+    train = block["train"]
+    if train["score_epochs"] is None:
+        runs_scores = block["scores"]["enabled"] or uses_scores(block)
+        train["score_epochs"] = sorted({min(e, train["epochs"]) for e in DEFAULT_SCORE_EPOCHS}) if runs_scores else []
+    size, small = block["difficulty"]["size"], block["pruning"]["small_clusters"]
+    scaled = []
+    if size["enabled"] and size["pool_per_class"] is None:
+        scaled.append("difficulty.size.pool_per_class")
+    if block["pruning"]["enabled"] and small["enabled"] and small["data_fractions"] is None:
+        scaled.append("pruning.small_clusters.data_fractions")
+    if not scaled:
+        return block
+    sizes = estimated_sizes(ds, block) or prepared_sizes(ds, block, results)
+    if sizes is None:
+        raise ConfigError(
+            f"config error at {where}.{scaled[0]}: null scales it to the class sizes of {block['source']} dataset "
+            f"{block['name']!r}, which are not known before it is prepared; set it explicitly (the schema's "
+            f"description says how), or add the dataset's size to lpntk.cost.KNOWN_SOURCES"
+        )
+    c, n = sizes.smallest
+    if "difficulty.size.pool_per_class" in scaled:
+        pool, floor = 1, 4 * int(size["min_size"])
+        while pool * 4 <= min(n, MAX_POOL_PER_CLASS):
+            pool *= 4
+        if pool < floor:
+            raise ConfigError(
+                f"config error at {where}.difficulty.size.pool_per_class: null scales the pool to the smallest class "
+                f"(class {c}: {n} training samples, {sizes.source}), too few for two subset sizes of at least "
+                f"min_size = {size['min_size']}; lower difficulty.size.min_size or set difficulty.size.enabled: false"
+            )
+        size["pool_per_class"] = pool
+    if "pruning.small_clusters.data_fractions" in scaled:
+        r = min(float(x) for x in small["remove"])
+        fits = [d for d in DATA_FRACTION_LADDER if _count(max(1, _count(n, d)), r) >= 1]
+        if not fits:
+            raise ConfigError(
+                f"config error at {where}.pruning.small_clusters.data_fractions: null scales them to the smallest "
+                f"class (class {c}: {n} training samples, {sizes.source}), but even "
+                f"{DATA_FRACTION_LADDER[-1]:g} of it leaves a subset from which the smallest removal share "
+                f"(remove = {r:g}) removes no sample; raise pruning.small_clusters.remove or set "
+                f"pruning.small_clusters.enabled: false"
+            )
+        small["data_fractions"] = sorted({fits[0], min(1.0, round(5 * fits[0], 6))})
+    return block
+
+
+def check_data(block: Mapping, where: str, sizes: ClassSizes) -> None:
+    """The checks that need the data's class sizes: ConfigError naming the key, its value and the limit.
+
+    Run at start-up with the sizes known then (:func:`validate_config`), and again on the prepared data before any
+    job reads them (:func:`check_prepared_data`)."""
+    c, n = sizes.smallest
+    num_classes = len(sizes.train)
+    whose = f"class {c} has {n} training samples ({sizes.source})"
+    diff, size, pruning = block["difficulty"], block["difficulty"]["size"], block["pruning"]
+    if diff["enabled"]:
+        if diff["num"] > n - 1:
+            raise ConfigError(
+                f"config error at {where}.difficulty.num: {diff['num']} samples per company set, but {whose}, "
+                f"{n - 1} besides its target; set difficulty.num to at most {n - 1}"
+            )
+        count = diff["random_targets"]
+        if count % num_classes:
+            k = num_classes
+            raise ConfigError(
+                f"config error at {where}.difficulty.random_targets: {count} is not a multiple of the {k} classes "
+                f"(the random targets are drawn stratified, random_targets / {k} per class); set it to a multiple of "
+                f"{k}, e.g. {k * max(1, count // k)}"
+            )
+        if count // num_classes > n - 1:
+            raise ConfigError(
+                f"config error at {where}.difficulty.random_targets: {count} draws {count // num_classes} targets "
+                f"per class, but {whose}, {n - 1} besides its rule's target; set it to at most {num_classes * (n - 1)}"
+            )
+    if size["enabled"] and size["pool_per_class"] > n:
+        fits = 4 ** int(math.log(max(n, 1), 4) + 1e-9)
+        raise ConfigError(
+            f"config error at {where}.difficulty.size.pool_per_class: {size['pool_per_class']} per class, but {whose}; "
+            f"set it to a power of 4 of at most {n} (e.g. {fits}), or null (scaled to the data)"
+        )
+    if not pruning["enabled"]:
+        return
+    for key in ("keep", "curve_keep"):
+        empty = [k for k in pruning[key] or [] if _count(n, float(k)) < 1]
+        if empty:
+            raise ConfigError(
+                f"config error at {where}.pruning.{key}: kept fractions {empty} keep no sample of class {c} "
+                f"({n} training samples, {sizes.source}); raise them to at least {0.5 / n:.3g}"
+            )
+    small = pruning["small_clusters"]
+    if small["enabled"]:
+        r = min(float(x) for x in small["remove"])
+        for d in small["data_fractions"]:
+            m = max(1, _count(n, float(d)))
+            if _count(m, r) < 1:
+                raise ConfigError(
+                    f"config error at {where}.pruning.small_clusters.data_fractions: {d:g} of class {c}'s {n} "
+                    f"training samples ({sizes.source}) is a subset of {m}, from which the smallest removal share "
+                    f"(pruning.small_clusters.remove {r:g}) removes no sample; raise the fraction, or null (scaled "
+                    f"to the data)"
+                )
+
+
+def check_prepared_data(config: Mapping, ds: str, info: str | os.PathLike) -> None:
+    """:func:`check_data` on the prepared data's class sizes (``info``: the prepare_data job's info.json). The
+    workflow calls it once prepare_data has run and before any job that reads the data is planned."""
+    meta = json.loads(Path(info).read_text())
+    sizes = ClassSizes(tuple(int(n) for n in meta["class_sizes"]["train"]), str(info))
+    check_data(config["datasets"][ds], f"datasets.{ds}", sizes)

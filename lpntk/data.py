@@ -205,9 +205,15 @@ def _prepared_paths(files: str | os.PathLike | Mapping[str, str | os.PathLike]) 
     return {"info": Path(files) / "info.json", **{k: Path(files) / f"{k}.npz" for k in SPLITS}}
 
 
-def save_prepared(prep: PreparedData, files: str | os.PathLike | Mapping[str, str | os.PathLike]) -> dict:
+def save_prepared(
+    prep: PreparedData,
+    files: str | os.PathLike | Mapping[str, str | os.PathLike],
+    config: Mapping[str, Any] | None = None,
+) -> dict:
     """Write the splits (npz: ``x``, ``y``, ``index``) and the info (JSON: class sizes, checksums) to ``files``:
-    a mapping ``info`` / ``train`` / ``val`` / ``test`` -> path, or a folder (``info.json``, ``<split>.npz``)."""
+    a mapping ``info`` / ``train`` / ``val`` / ``test`` -> path, or a folder (``info.json``, ``<split>.npz``).
+    ``config``: the data keys the splits were prepared from, recorded as the info's ``config`` (so that the config's
+    validation knows whether the class sizes are those of its data: :func:`lpntk.config.prepared_sizes`)."""
     paths = _prepared_paths(files)
     checksums, sizes = {}, {}
     for split_name in SPLITS:
@@ -227,6 +233,8 @@ def save_prepared(prep: PreparedData, files: str | os.PathLike | Mapping[str, st
         "sha256": checksums,
         "dtype": str(prep.train.x.dtype).removeprefix("torch."),
     }
+    if config is not None:
+        meta["config"] = dict(config)
     save_json(paths["info"], meta)
     return meta
 

@@ -1,6 +1,7 @@
-"""Shared fixtures. MNIST tests read $LPNTK_DATA_DIR (CI points it at ../shared/data); they are skipped
-when the files are absent, unless LPNTK_REQUIRE_DATA=1 (set by .ci/run), which turns the skip into a
-failure so CI can never pass without running them."""
+"""Shared fixtures. MNIST tests read $LPNTK_DATA_DIR (a folder holding MNIST/raw; no other place is looked at, and
+.ci/run sets it where CI keeps the files); they are skipped when it is unset or the files are absent, unless
+LPNTK_REQUIRE_DATA=1 (set by .ci/run), which turns the skip into a failure so CI can never pass without running
+them."""
 
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def schema_path() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    root = Path(os.environ.get("LPNTK_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        msg = f"MNIST IDX files not found under {root}/MNIST/raw (set LPNTK_DATA_DIR)"
+    root = Path(os.environ.get("LPNTK_DATA_DIR") or "").expanduser()
+    if not os.environ.get("LPNTK_DATA_DIR") or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        where = f"under {root}/MNIST/raw" if os.environ.get("LPNTK_DATA_DIR") else "(LPNTK_DATA_DIR is not set)"
+        msg = f"MNIST IDX files not found {where}; set LPNTK_DATA_DIR to the folder that holds MNIST/raw"
         if os.environ.get("LPNTK_REQUIRE_DATA") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

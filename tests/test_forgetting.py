@@ -525,23 +525,6 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     assert paper_reference({"source": "sklearn", "name": "digits"}) is None
 
 
-def test_forgetting_stage_rejects_augment_without_augmentation(forgetting_cfg, tmp_path):
-    from lpntk.stages.forgetting import forgetting_stage
-
-    forgetting_cfg["forgetting"]["augment"] = True
-    with pytest.raises(ValueError, match="forgetting.augment"):
-        forgetting_stage(
-            dataset="digits",
-            cfg=forgetting_cfg,
-            recipe="plain",
-            seeds=[1],
-            data=tmp_path,
-            outputs={},
-            threads=1,
-            mlflow_cfg=OFF,
-        )
-
-
 # ------------------------------------------------------------------------------------------- workflow
 
 

@@ -170,21 +170,3 @@ def test_scores_stage_writes_table_keyed_by_original_index(tmp_path):
         dataset="toy", cfg=only1, summaries=summaries, dynamics=dynamics, outputs=out, mlflow_cfg={"enabled": False}
     )
     assert np.allclose(pd.read_csv(out["table"])["el2n"], [0.9, 0.8, 0.7, 0.6])
-
-
-@pytest.mark.parametrize(
-    "scores,match",
-    [
-        ({"el2n_epoch": 3}, r"scores\.el2n_epoch = 3 is not in train\.score_epochs"),
-        ({"seeds": [9]}, r"scores\.seeds \[9\]"),
-    ],
-)
-def test_score_settings_errors(scores, match):
-    from lpntk.stages.scores import score_settings
-
-    with pytest.raises(ValueError, match=match):
-        score_settings(_cfg(**scores))
-    cfg = _cfg()
-    cfg["train"]["score_epochs"] = []
-    with pytest.raises(ValueError, match=r"train\.score_epochs is empty"):
-        score_settings(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ..config import data_keys
 from ..data import prepare_dataset, save_prepared
 from .common import log, tracking_run
 
@@ -23,7 +24,7 @@ def prepare_data_stage(
     (npz) and ``info`` (JSON: class sizes, checksums) to paths."""
     with tracking_run("prepare_data", dataset, cfg, mlflow_cfg, live=False) as run:
         prep = prepare_dataset(dataset, dict(cfg), data_dir)
-        meta = save_prepared(prep, outputs)
+        meta = save_prepared(prep, outputs, config=data_keys(cfg))
         log.info(
             "%s: %s train / %s val / %s test samples, %d classes",
             dataset,

@@ -21,37 +21,17 @@ __all__ = ["score_settings", "scores_stage"]
 
 
 def score_settings(cfg: Mapping) -> dict:
-    """The resolved score epochs and seeds of a dataset's config, checked before any work.
+    """The resolved score epochs and seeds of a dataset's validated config (lpntk.config checks them: the epochs are
+    recorded by training, the seeds are training seeds).
 
-    ``scores.el2n_epoch`` / ``scores.grand_epoch`` default (null) to the last entry of
-    ``train.score_epochs``; ``scores.seeds`` (the seeds of the mean table) defaults to every training seed.
+    ``scores.el2n_epoch`` / ``scores.grand_epoch`` default (null) to the last entry of ``train.score_epochs``;
+    ``scores.seeds`` (the seeds of the mean table) defaults to every training seed.
     """
     scfg, tcfg = cfg.get("scores") or {}, cfg["train"]
-    recorded = sorted(int(e) for e in tcfg.get("score_epochs") or [])
-    out = {}
-    for key in ("el2n_epoch", "grand_epoch"):
-        epoch = scfg.get(key)
-        if epoch is None:
-            if not recorded:
-                raise ValueError(
-                    f"scores.{key} is null and train.score_epochs is empty: record at least one early "
-                    f"epoch in train.score_epochs (e.g. [0, 2]) to compute EL2N and GraNd"
-                )
-            epoch = recorded[-1]
-        if int(epoch) not in recorded:
-            raise ValueError(
-                f"scores.{key} = {epoch} is not in train.score_epochs = {recorded}; add it there "
-                f"(and rerun training) or choose a recorded epoch"
-            )
-        out[key] = int(epoch)
+    last = max((int(e) for e in tcfg.get("score_epochs") or []), default=None)
+    out = {key: last if scfg.get(key) is None else int(scfg[key]) for key in ("el2n_epoch", "grand_epoch")}
     seeds = scfg.get("seeds")
-    train_seeds = [int(s) for s in tcfg["seeds"]]
-    if seeds is None:
-        seeds = train_seeds
-    missing = sorted(set(int(s) for s in seeds) - set(train_seeds))
-    if missing:
-        raise ValueError(f"scores.seeds {missing} are not among train.seeds = {train_seeds}")
-    out["seeds"] = [int(s) for s in seeds]
+    out["seeds"] = [int(s) for s in (tcfg["seeds"] if seeds is None else seeds)]
     out["random_seed"] = int(scfg.get("random_seed", 0))
     return out
 

@@ -5,7 +5,7 @@ import json
 
 from snakemake.logging import logger
 
-from lpntk.config import dataset_config, validate_config
+from lpntk.config import check_prepared_data, dataset_config, validate_config
 from lpntk.plan import (
     SCORE_METHODS,
     class_groups,
@@ -81,13 +81,30 @@ def seeds(ds):
 
 def prepared_files(ds):
     """The prepare_data outputs of a dataset by name: info.json and the train / val / test splits (all of which
-    lpntk.data.load_prepared reads)."""
+    lpntk.data.load_prepared reads), once the config's data checks passed on them (data_checked)."""
+    data_checked(ds)
     return {
         "info": f"{RESULTS}/{ds}/data/info.json",
         "train": f"{RESULTS}/{ds}/data/train.npz",
         "val": f"{RESULTS}/{ds}/data/val.npz",
         "test": f"{RESULTS}/{ds}/data/test.npz",
     }
+
+
+_DATA_CHECKED = set()
+
+
+def data_checked(ds):
+    """The config's checks that need the data (lpntk.config.check_prepared_data: difficulty.num, pool_per_class, kept
+    and small-cluster fractions against the class sizes) on the prepared data of a dataset, before any job that reads
+    it is planned: every such job's input function calls this. prepare_data is a checkpoint, so until it has run this
+    defers those jobs (their input shows as <TBD> in a dry run) and Snakemake calls it again as soon as it finishes;
+    a ConfigError then stops the workflow within seconds, naming the key and the limit, before any training."""
+    info = checkpoints.prepare_data.get(ds=ds).output.info
+    key = (ds, Path(info).stat().st_mtime_ns)
+    if key not in _DATA_CHECKED:
+        check_prepared_data(config, ds, info)
+        _DATA_CHECKED.add(key)
 
 
 def train_outputs(ds, name):
