@@ -188,8 +188,7 @@ def run_forgetting(
             return normalize(xb, mean, std).to(device=device, dtype=dtype)
         return clean(pos)
 
-    predictors = setup.predictors
-    shadow = copy.deepcopy(model) if "entk_update" in predictors else None  # keeps w_{t-1} during the step
+    shadow = copy.deepcopy(model) if "entk_update" in setup.predictors else None  # keeps w_{t-1} during the step
     total = setup.last_step
     batches = np.full((total, bs), -1, dtype=np.int64)
     lrs = np.zeros(total, dtype=np.float64)
@@ -208,50 +207,15 @@ def run_forgetting(
         x_u, y_u = stepped(pos), y_all[pos].to(device)
         evaluate = t >= setup.start_step
         t0 = time.perf_counter()
-        if setup.dropout:  # the step's gradient: train mode, dropout active
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            loss_t = F.cross_entropy(model(x_u), y_u)
-            loss_t.backward()
-            loss = float(loss_t.detach())
-            grads = None
-        if evaluate or not setup.dropout:  # eval-mode gradient: Eq. 1's grad_w L_batch (and the step's, no dropout)
-            g, err, loss_eval = cross_entropy_gradients(model, x_u, y_u)
-            if not setup.dropout:
-                loss, grads = loss_eval, g
+        loss, grads, gradient = _step_gradient(model, opt, x_u, y_u, setup.dropout, evaluate)
         if evaluate:
             pos_o, x_o, y_o = prev
-            model.eval()
-            with torch.no_grad():
-                z_before = model(x_o)
-            dz = predicted_logit_changes(
-                model,
-                x_o,
-                y_o,
-                x_u,
-                y_u,
-                lr_t,
-                predictors=KERNEL_PREDICTORS,
-                block_size=setup.block_size,
-                gradient=(g, err),
-            )
-            if shadow is not None:
-                shadow.load_state_dict(model.state_dict())
+            z_before, dz = _predict(model, shadow, x_o, y_o, x_u, y_u, lr_t, gradient, setup.block_size)
         t_pred = time.perf_counter() - t0
-        if grads is not None:  # the training step on B_t
-            for name, p in model.named_parameters():
-                if p.requires_grad:
-                    p.grad = grads[name].clone()
-        opt.step()
+        _take_step(model, opt, grads)  # the training step on B_t
         if evaluate:
             t1 = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                z_after = model(x_o)
-            if shadow is not None:
-                w_before, w_after = _params(shadow), _params(model)
-                delta = {k: w_after[k] - w_before[k] for k in w_before}
-                dz["entk_update"] = jvp_logits(shadow, x_o, delta, block_size=setup.block_size).detach()
+            z_after = _observe(model, shadow, x_o, dz, setup.block_size)
             t_upd = time.perf_counter() - t1
             row, per_sample = _judge(t, lr_t, len(pos), pos_o, y_o, z_before, z_after, dz)
             row.update(
@@ -264,6 +228,74 @@ def run_forgetting(
                 on_step(row)
         prev = (pos, clean(pos), y_all[pos].to(device))
     return ForgettingResult(rows, {k: np.concatenate(v) for k, v in samples.items()}, batches, lrs, asdict(setup))
+
+
+def _step_gradient(
+    model: nn.Module, opt: SGD, x_u: Tensor, y_u: Tensor, dropout: bool, evaluate: bool
+) -> tuple[float, dict[str, Tensor] | None, tuple | None]:
+    """The loss of the step on B_t, the gradient it applies, and the eval-mode gradient grad_w L_batch of Eq. 1 that
+    the predictions use. Without dropout they are one gradient (eval mode), computed once. With dropout the step's
+    gradient is taken in train mode (dropout active) and left in the parameters' ``.grad`` (returned as None), and
+    the eval-mode gradient is computed only inside the window (None before it)."""
+    grads, gradient = None, None
+    if dropout:  # the step's gradient: train mode, dropout active
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss_t = F.cross_entropy(model(x_u), y_u)
+        loss_t.backward()
+        loss = float(loss_t.detach())
+    if evaluate or not dropout:  # eval-mode gradient: Eq. 1's grad_w L_batch (and the step's, no dropout)
+        g, err, loss_eval = cross_entropy_gradients(model, x_u, y_u)
+        gradient = (g, err)
+        if not dropout:
+            loss, grads = loss_eval, g
+    return loss, grads, gradient
+
+
+def _predict(
+    model: nn.Module,
+    shadow: nn.Module | None,
+    x_o: Tensor,
+    y_o: Tensor,
+    x_u: Tensor,
+    y_u: Tensor,
+    lr: float,
+    gradient: tuple,
+    block_size: int | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """At w_{t-1}: the logits z of B_{t-1} (eval mode) and each kernel predictor's change of them for the step on B_t
+    with learning rate ``lr`` (:func:`predicted_logit_changes`); the ``shadow`` copy, if any, keeps w_{t-1}."""
+    model.eval()
+    with torch.no_grad():
+        z_before = model(x_o)
+    dz = predicted_logit_changes(
+        model, x_o, y_o, x_u, y_u, lr, predictors=KERNEL_PREDICTORS, block_size=block_size, gradient=gradient
+    )
+    if shadow is not None:
+        shadow.load_state_dict(model.state_dict())
+    return z_before, dz
+
+
+def _take_step(model: nn.Module, opt: SGD, grads: Mapping[str, Tensor] | None) -> None:
+    """The SGD step on B_t with the gradient ``grads`` (None: the one already in the parameters' ``.grad``)."""
+    if grads is not None:
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.grad = grads[name].clone()
+    opt.step()
+
+
+def _observe(model: nn.Module, shadow: nn.Module | None, x_o: Tensor, dz: dict[str, Tensor], block_size) -> Tensor:
+    """At w_t: the true logits of B_{t-1} (eval mode); with the ``shadow`` copy of w_{t-1}, also the ``entk_update``
+    prediction J(x_o) (w_t - w_{t-1}), the linearisation along the actual update, added to ``dz``."""
+    model.eval()
+    with torch.no_grad():
+        z_after = model(x_o)
+    if shadow is not None:
+        w_before, w_after = _params(shadow), _params(model)
+        delta = {k: w_after[k] - w_before[k] for k in w_before}
+        dz["entk_update"] = jvp_logits(shadow, x_o, delta, block_size=block_size).detach()
+    return z_after
 
 
 def _judge(

@@ -343,7 +343,17 @@ class Engine:
         if not isinstance(z, Tensor) or z.dim() != 2:
             raise ValueError("model: expected logits of shape (N, K)")
         v = cotangent(z.detach(), idx).to(z.dtype)
-        n, m, _ = v.shape
+        self._record_output_grads(z, v)
+        del z
+        result = [self._layer_factors(i) for i in range(len(self.plan))]
+        if self.whole:
+            result.append(whole_model_factors(self.model, x, v, self.whole))
+        self.calls = defaultdict(list)
+        return result, v
+
+    def _record_output_grads(self, z: Tensor, v: Tensor) -> None:
+        """Give every recorded call of the planned modules its output gradient ``grad`` (d(sum_i v_{ia} . z_i)/d(out),
+        :meth:`_output_grads`) and release its output."""
         recorded = []
         for mname, mod, _, _ in self.plan:
             calls = self.calls.get(mod, [])
@@ -354,30 +364,27 @@ class Engine:
                 )
             recorded += calls
         outs = [c.output for c in recorded]
-        if outs:
-            if not z.requires_grad:
-                raise ValueError("model: the logits do not depend on any trainable parameter")
-            for c, g in zip(recorded, self._output_grads(z, outs, v), strict=True):
-                c.grad = g
-            for c in recorded:
-                c.output = None
-        del outs, z
-        result: list[Factors] = []
-        for i, (mname, mod, direct, kind) in enumerate(self.plan):
-            calls = self.calls[mod]
-            f = None
-            if kind == "structured":
-                try:
-                    f = GRAD_SAMPLERS[type(mod)](mod, calls)
-                except Unsupported:
-                    self.plan[i] = (mname, mod, direct, "generic")
-            if f is None:
-                f = generic_module_factors(mod, calls, direct)
-            result.append(f)
-        if self.whole:
-            result.append(whole_model_factors(self.model, x, v, self.whole))
-        self.calls = defaultdict(list)
-        return result, v
+        if not outs:
+            return
+        if not z.requires_grad:
+            raise ValueError("model: the logits do not depend on any trainable parameter")
+        for c, g in zip(recorded, self._output_grads(z, outs, v), strict=True):
+            c.grad = g
+        for c in recorded:
+            c.output = None
+
+    def _layer_factors(self, i: int) -> Factors:
+        """The factors of the ``i``-th planned module: its structured grad sampler (``GRAD_SAMPLERS``), or the generic
+        path when it has none or the sampler declines these calls (the module then stays on the generic path)."""
+        mname, mod, direct, kind = self.plan[i]
+        calls = self.calls[mod]
+        f = None
+        if kind == "structured":
+            try:
+                f = GRAD_SAMPLERS[type(mod)](mod, calls)
+            except Unsupported:
+                self.plan[i] = (mname, mod, direct, "generic")
+        return f if f is not None else generic_module_factors(mod, calls, direct)
 
 
 def iter_blocks(start: int, stop: int, size: int) -> Iterator[slice]:
