@@ -47,6 +47,8 @@ __all__ = [
     "self_max",
     "farthest_point_clustering",
     "head_rank",
+    "assignment_history",
+    "clusters_at",
     "gated_heads",
     "cluster_sizes",
 ]
@@ -61,7 +63,9 @@ class FPCResult:
     ``heads``: the heads in creation order (cluster c is headed by ``heads[c]``); ``cluster``: (n,) cluster id
     of every sample at the end; ``sim_to_head``: (n,) S(i, head(i)); ``snapshots``: {k: (n,) cluster ids at the
     moment the k-th cluster was created} for the requested k; ``stopped_early``: fewer than the requested
-    clusters could be formed.
+    clusters could be formed; ``moves`` (with ``history=True``): for every cluster id c, the positions that joined
+    cluster c when it was created (its head among them; cluster 0: every sample) -- the assignment at any count
+    (:func:`assignment_history`, :func:`clusters_at`).
     """
 
     heads: np.ndarray
@@ -69,6 +73,7 @@ class FPCResult:
     sim_to_head: np.ndarray
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
     stopped_early: bool = False
+    moves: list[np.ndarray] | None = None
 
     @property
     def head_of(self) -> np.ndarray:
@@ -140,17 +145,21 @@ def self_max(S: np.ndarray) -> np.ndarray:
     return out
 
 
-def farthest_point_clustering(S: np.ndarray, k: int, snapshots: Iterable[int] = ()) -> FPCResult:
+def farthest_point_clustering(
+    S: np.ndarray, k: int | None, snapshots: Iterable[int] = (), history: bool = False
+) -> FPCResult:
     """Farthest point clustering of one class into k clusters (module docstring; no self-max gate).
 
     ``S`` is the (n, n) symmetric similarity matrix (exactly; see :func:`symmetrize_upper`); ``k`` is clipped to
-    1..n. ``snapshots`` lists cluster counts at which to record the assignment (each <= k); the final
-    assignment is the snapshot at k. Heads are nested: the first k' heads of a run to k are the heads of a
-    run to k' (the new head never depends on k), so one run serves every k' <= k.
+    1..n (None: n, every sample ranked as a head until FPC stops). ``snapshots`` lists cluster counts at which to
+    record the assignment (each <= k); the final assignment is the snapshot at k. Heads are nested: the first k'
+    heads of a run to k are the heads of a run to k' (the new head never depends on k), so one run serves every
+    k' <= k; with ``history`` it records every move (:attr:`FPCResult.moves`), from which :func:`clusters_at`
+    gives the assignment at every k' <= k without rerunning.
     """
     S = _check_similarity(S, symmetric=True)
     n = len(S)
-    k = int(min(max(int(k), 1), n))
+    k = n if k is None else int(min(max(int(k), 1), n))
     wanted = sorted({int(c) for c in snapshots if 1 <= int(c) <= k})
     idx = np.arange(n)
     h0 = initial_head(S)
@@ -160,6 +169,7 @@ def farthest_point_clustering(S: np.ndarray, k: int, snapshots: Iterable[int] = 
     is_head[h0] = True
     heads = [h0]
     snaps: dict[int, np.ndarray] = {}
+    moves = [idx.copy()] if history else None
     if 1 in wanted:
         snaps[1] = cluster.copy()
     stopped = False
@@ -186,10 +196,17 @@ def farthest_point_clustering(S: np.ndarray, k: int, snapshots: Iterable[int] = 
         move = ~is_head & (col > s)
         cluster[move] = m
         s[move] = col[move]
+        if moves is not None:
+            moves.append(np.sort(np.append(np.flatnonzero(move), new)))
         if m + 1 in wanted:
             snaps[m + 1] = cluster.copy()
     return FPCResult(
-        heads=np.asarray(heads, dtype=np.int64), cluster=cluster, sim_to_head=s, snapshots=snaps, stopped_early=stopped
+        heads=np.asarray(heads, dtype=np.int64),
+        cluster=cluster,
+        sim_to_head=s,
+        snapshots=snaps,
+        stopped_early=stopped,
+        moves=moves,
     )
 
 
@@ -201,6 +218,33 @@ def head_rank(result: FPCResult, n: int) -> np.ndarray:
     rank = np.full(n, -1, dtype=np.int64)
     rank[result.heads] = np.arange(len(result.heads))
     return rank
+
+
+def assignment_history(result: FPCResult, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's moves of a run with ``history=True``, compactly: (counts, ranks) with ``counts[i]`` the number
+    of clusters sample i joined and ``ranks`` their ids, sample by sample in position order, ascending (each
+    sample's first is 0; a head's last is its own). :func:`clusters_at` reads the assignment at any count from it."""
+    if result.moves is None:
+        raise ValueError("the FPC run kept no history: call farthest_point_clustering(..., history=True)")
+    pos = np.concatenate(result.moves).astype(np.int64)
+    rank = np.concatenate([np.full(len(m), c, dtype=np.int64) for c, m in enumerate(result.moves)])
+    order = np.lexsort((rank, pos))
+    return np.bincount(pos, minlength=n).astype(np.int64), rank[order]
+
+
+def clusters_at(counts: np.ndarray, ranks: np.ndarray, k) -> np.ndarray:
+    """The cluster id of every sample with k clusters (k: one count, or one per sample), from
+    :func:`assignment_history`: the last cluster it joined among the first k -- the assignment a run to k ends
+    with (the final one where FPC stopped before k)."""
+    counts, ranks = np.asarray(counts, np.int64), np.asarray(ranks, np.int64)
+    if len(counts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if (counts < 1).any() or counts.sum() != len(ranks):
+        raise ValueError("not an FPC assignment history: every sample joins cluster 0 first")
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    limit = np.repeat(np.broadcast_to(np.asarray(k, np.int64), counts.shape), counts)
+    joined = np.add.reduceat((ranks < limit).astype(np.int64), start)
+    return ranks[start + np.maximum(joined, 1) - 1]
 
 
 def gated_heads(rank: np.ndarray, selfmax: np.ndarray, k: int) -> np.ndarray:

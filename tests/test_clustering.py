@@ -7,7 +7,9 @@ import pytest
 
 from lpntk.clustering import (
     FPCResult,
+    assignment_history,
     cluster_sizes,
+    clusters_at,
     farthest_point_clustering,
     gated_heads,
     head_rank,
@@ -96,6 +98,26 @@ def test_heads_are_nested_and_snapshots_match_shorter_runs():
         assert np.array_equal(full.snapshots[k], short.cluster)
     rank = head_rank(full, 60)
     assert sorted(rank[rank >= 0].tolist()) == list(range(40)) and (rank[full.heads] == np.arange(40)).all()
+
+
+@pytest.mark.parametrize("kind", ["psd", "indefinite_ties"])
+def test_one_run_to_the_end_gives_the_assignment_at_every_count(kind):
+    """The cluster stage runs FPC to the end once with its history: the assignment at any count k -- any kept
+    fraction -- is then that of a run to k, so no kept fraction is an input of the clustering."""
+    rng = np.random.default_rng(5)
+    S = _gram(kind, 50, rng)
+    full = farthest_point_clustering(S, None, history=True)
+    counts, ranks = assignment_history(full, 50)
+    assert counts.sum() == len(ranks) and (counts >= 1).all()
+    for k in range(1, 51):
+        short = farthest_point_clustering(S, k)
+        assert np.array_equal(clusters_at(counts, ranks, k), short.cluster), k
+        assert np.array_equal(full.heads[: len(short.heads)], short.heads)
+    per_sample = rng.integers(1, 51, size=50)  # a count per sample (one per class in the cluster stage)
+    expected = [farthest_point_clustering(S, int(k)).cluster[i] for i, k in enumerate(per_sample)]
+    assert np.array_equal(clusters_at(counts, ranks, per_sample), expected)
+    with pytest.raises(ValueError, match="history=True"):
+        assignment_history(farthest_point_clustering(S, 5), 50)
 
 
 def test_initial_head_is_largest_norm_and_uses_the_upper_triangle():
