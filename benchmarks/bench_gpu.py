@@ -178,7 +178,7 @@ def job_startup(device: str) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test on a CPU; figures not reliable)")
@@ -190,7 +190,51 @@ def main(argv=None) -> int:
     ap.add_argument("--gram-n", type=int, default=5000)
     ap.add_argument("--gram-memory-gb", type=float, default=60.0, help="kernel.max_memory_gb of the gram section")
     ap.add_argument("--json", help="write the figures here (lpntk cost reads benchmarks/gpu.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _model_sections(m: str, s: dict, only: set[str], n: int, epochs: int, device: str, procs: int, k: int, q: bool):
+    """The training sections of model ``m`` that ``only`` names, into ``s``."""
+    if "epochs" in only:
+        s["epoch_s"] = min(_epochs(m, n, epochs, device))
+        print(f"{m}: one run, {n:,} samples: {s['epoch_s']:.2f} s per epoch", flush=True)
+    if "packed" in only:
+        s["packed"] = packed(m, n, epochs, device, procs)
+        print(f"{m}: {procs} runs at once: {s['packed']['wall_s']:.2f} s for {procs} x {epochs} epochs", flush=True)
+    if "lockstep" in only:
+        s["lockstep"] = lockstep(m, n, epochs, device, k)
+        print(f"{m}: {k} seeds in lockstep: {s['lockstep']['epoch_s_all']:.2f} s per epoch of all", flush=True)
+    if "precision" in only:
+        s["precision"] = precision(m, min(n, 256 if q else 10000), 2 if q else 4, device)
+        print(f"{m}: precision {json.dumps(s['precision'])}", flush=True)
+    if "predictor" in only:
+        s["predictor"] = predictor(m, 8 if q else 128, device)
+        print(f"{m}: forgetting predictor step: {s['predictor']['seconds']:.3f} s", flush=True)
+
+
+def _model_rows(m: str, s: dict, procs: int, epoch_eq: dict, unit: str) -> None:
+    """Model ``m``'s rows of the summary table: seconds per epoch of one run, packed and in lockstep (scaled to the
+    paper's epochs where there is a target), the precisions and the forgetting step."""
+    what, hours = TARGETS.get(m, (None, None))
+    runs = [("one run", s.get("epoch_s"))]
+    if "packed" in s:
+        runs.append((f"{s['packed']['procs']} packed", s["packed"]["wall_s"] / (procs * s["packed"]["epochs_each"])))
+    if "lockstep" in s:
+        runs.append((f"lockstep {s['lockstep']['k']}", s["lockstep"]["epoch_s_all"] / s["lockstep"]["k"]))
+    for label, per in runs:
+        if per is None:
+            continue
+        scale = f" -> {what}: {per * epoch_eq[m] / 3600:,.1f} {unit}" if what else ""
+        print(f"| {m} epoch, {label} | {per:.2f} s per run{scale} | {f'<= {hours:g} GPU h' if what else ''} |")
+    for p, r in s.get("precision", {}).items():
+        print(f"| {m} {p} | {r['epoch_s']:.2f} s per epoch, synthetic test accuracy {r['test_acc']:.3f} | |")
+    if "predictor" in s:
+        print(f"| {m} forgetting step {s['predictor']['batch']} x {s['predictor']['batch']} | "
+              f"{s['predictor']['seconds']:.3f} s | |")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     only = set(args.only.split(","))
     names = [m for m in args.models.split(",") if m]
     device = args.device
@@ -209,22 +253,7 @@ def main(argv=None) -> int:
     print(f"# {name}, torch {torch.__version__}, fp32 GEMM {sections['gemm_gflops']:,.0f} GFLOP/s", flush=True)
     t_start = time.perf_counter()
     for m in names:
-        s = sections.setdefault(m, {})
-        if "epochs" in only:
-            s["epoch_s"] = min(_epochs(m, n[m], epochs, device))
-            print(f"{m}: one run, {n[m]:,} samples: {s['epoch_s']:.2f} s per epoch", flush=True)
-        if "packed" in only:
-            s["packed"] = packed(m, n[m], epochs, device, procs)
-            print(f"{m}: {procs} runs at once: {s['packed']['wall_s']:.2f} s for {procs} x {epochs} epochs", flush=True)
-        if "lockstep" in only:
-            s["lockstep"] = lockstep(m, n[m], epochs, device, k)
-            print(f"{m}: {k} seeds in lockstep: {s['lockstep']['epoch_s_all']:.2f} s per epoch of all", flush=True)
-        if "precision" in only:
-            s["precision"] = precision(m, min(n[m], 256 if q else 10000), 2 if q else 4, device)
-            print(f"{m}: precision {json.dumps(s['precision'])}", flush=True)
-        if "predictor" in only:
-            s["predictor"] = predictor(m, 8 if q else 128, device)
-            print(f"{m}: forgetting predictor step: {s['predictor']['seconds']:.3f} s", flush=True)
+        _model_sections(m, sections.setdefault(m, {}), only, n[m], epochs, device, procs, k, q)
     if "gram" in only:
         sections["gram"] = gram(16 if q else args.gram_n, device, args.gram_memory_gb)
         print(f"gram: {json.dumps(sections['gram'])}", flush=True)
@@ -240,25 +269,7 @@ def main(argv=None) -> int:
     print("\n| measurement | figure | target |\n|---|---|---|")
     unit = "GPU h" if dev.type == "cuda" else "h on this CPU"
     for m in names:
-        s = sections[m]
-        what, hours = TARGETS.get(m, (None, None))
-        runs = [("one run", s.get("epoch_s"))]
-        if "packed" in s:
-            runs.append(
-                (f"{s['packed']['procs']} packed", s["packed"]["wall_s"] / (procs * s["packed"]["epochs_each"]))
-            )
-        if "lockstep" in s:
-            runs.append((f"lockstep {s['lockstep']['k']}", s["lockstep"]["epoch_s_all"] / s["lockstep"]["k"]))
-        for label, per in runs:
-            if per is None:
-                continue
-            scale = f" -> {what}: {per * epoch_eq[m] / 3600:,.1f} {unit}" if what else ""
-            print(f"| {m} epoch, {label} | {per:.2f} s per run{scale} | {f'<= {hours:g} GPU h' if what else ''} |")
-        for p, r in s.get("precision", {}).items():
-            print(f"| {m} {p} | {r['epoch_s']:.2f} s per epoch, synthetic test accuracy {r['test_acc']:.3f} | |")
-        if "predictor" in s:
-            print(f"| {m} forgetting step {s['predictor']['batch']} x {s['predictor']['batch']} | "
-                  f"{s['predictor']['seconds']:.3f} s | |")  # fmt: skip
+        _model_rows(m, sections[m], procs, epoch_eq, unit)
     if "gram" in sections:
         g = sections["gram"]
         peak = f", peak {g['peak_gpu_gb']:.1f} GiB" if g["peak_gpu_gb"] is not None else ""

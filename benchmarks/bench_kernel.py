@@ -301,7 +301,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * x for x in w])] + [line(r) for r in rows])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
@@ -316,7 +316,210 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write all results to this JSON file")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+class _Bench:
+    """What the sections share: the options, the workers' common spec, the results so far and a scratch folder."""
+
+    def __init__(self, args: argparse.Namespace, base: dict, results: dict, tmp: str):
+        self.args, self.base, self.results, self.tmp, self.quick = args, base, results, tmp, args.quick
+
+    def target(self, ok: bool, what: str) -> str:
+        if self.quick:
+            return f"(target {what} applies to the full run)"
+        return f"(target {what}: {'met' if ok else 'MISSED'})"
+
+    def gauge(self) -> str:
+        g = run_worker("calibrate", {}, self.args.threads).get("gflops", float("nan"))
+        self.results.setdefault("gemm_gflops", []).append(g)
+        return (
+            f"[machine now: fp32 GEMM {g:.0f} GFLOP/s with {self.args.threads} threads, "
+            f"load average {os.getloadavg()[0]:.2f}; other processes on the machine slow every figure]"
+        )
+
+
+def _b1_side_by_side(bench: _Bench, n_cmp: int) -> dict:
+    """B1 on ``n_cmp`` samples of the largest class: lpntk_gram beside the plain vmap(grad) + Phi Phi^T (whose figures
+    are returned)."""
+    print(f"## B1: largest class (digit 1), n = {n_cmp:,} side by side", flush=True)
+    ours = run_worker(
+        "ours",
+        {**bench.base, "digit": 1, "n": n_cmp, "repeat": bench.args.repeat, "save": os.path.join(bench.tmp, "ours.pt")},
+        bench.args.threads,
+    )
+    plain = run_worker(
+        "plain", {**bench.base, "digit": 1, "n": n_cmp, "save": os.path.join(bench.tmp, "plain.pt")}, bench.args.threads
+    )
+    bench.results["b1_ours"], bench.results["b1_plain"] = ours, plain
+    if "error" in ours or "error" in plain:
+        print(ours.get("error", ""), plain.get("error", ""))
+    else:
+        Go, Gp = torch.load(os.path.join(bench.tmp, "ours.pt")), torch.load(os.path.join(bench.tmp, "plain.pt"))
+        err = float((Go.double() - Gp.double()).abs().max() / Gp.double().abs().max())
+        ratio = plain["seconds"] / ours["seconds"]
+        bench.results["b1_ratio"], bench.results["b1_relerr"] = ratio, err
+        print(
+            table(
+                [
+                    ["lpntk_gram (exact)", fmt_s(ours["seconds"]), f"{ours['peak_rss_gb']:.2f} GiB", "1.0x"],
+                    [
+                        "plain vmap(grad) + Phi Phi^T",
+                        fmt_s(plain["seconds"]),
+                        f"{plain['peak_rss_gb']:.2f} GiB",
+                        f"{ratio:.1f}x slower",
+                    ],
+                    ["  of which per-sample grads", fmt_s(plain["grad_seconds"]), "", ""],
+                    ["  of which Phi Phi^T", fmt_s(plain["gram_seconds"]), "", ""],
+                ],
+                ["method", "time", "peak RSS", "ratio"],
+            )
+        )
+        print(
+            f"speed-up {ratio:.1f}x {bench.target(ratio >= 10, '>= 10x')}; "
+            f"max |G_ours - G_plain| / max |G_plain| = {err:.1e}\n"
+        )
+    return plain
+
+
+def _b1_full_class(bench: _Bench, n_full: int, plain: dict) -> None:
+    """B1 on the whole class: lpntk_gram measured, the plain method extrapolated from its side-by-side run."""
+    print(f"## B1: full class, n = {n_full:,}", flush=True)
+    full = run_worker("ours", {**bench.base, "digit": 1, "n": n_full}, bench.args.threads)
+    bench.results["b1_full"] = full
+    if "error" in full:
+        print(full["error"])
+    else:
+        rows = [
+            [
+                "lpntk_gram (exact)",
+                fmt_s(full["seconds"]),
+                f"{full['peak_rss_gb']:.2f} GiB",
+                f"measured (CPU time / threads {fmt_s(full['cpu_seconds'] / bench.args.threads)})",
+            ]
+        ]
+        if "error" not in plain:
+            r = n_full / plain["n"]
+            t_ext = plain["grad_seconds"] * r + plain["gram_seconds"] * r * r
+            mem = n_full * plain["P"] * 4 / 2**30
+            bench.results["b1_plain_extrapolated"] = {"seconds": t_ext, "phi_gb": mem}
+            rows.append(
+                [
+                    "plain vmap(grad) + Phi Phi^T",
+                    fmt_s(t_ext),
+                    f">= {mem:.1f} GiB (Phi alone)",
+                    f"extrapolated from n = {plain['n']:,}, not run",
+                ]
+            )
+        print(table(rows, ["method", "time", "peak RSS", "note"]))
+        ok = full["peak_rss_gb"] * 2**30 <= 4e9
+        print(f"peak RSS {full['peak_rss_gb']:.2f} GiB {bench.target(ok, '<= 4 GB = 3.73 GiB')}\n")
+
+
+def _b2(bench: _Bench, per_class: int | None) -> None:
+    """B2: the per-class exact Grams of all 10 classes (the first per_class of each in a quick run)."""
+    print(bench.gauge())
+    print(
+        f"## B2: all 10 classes{f' (first {per_class} of each)' if per_class else ''}, per-class exact Grams",
+        flush=True,
+    )
+    b2 = run_worker("b2", {**bench.base, "per_class": per_class}, bench.args.threads)
+    bench.results["b2"] = b2
+    if "error" in b2:
+        print(b2["error"])
+    else:
+        rows = [
+            [
+                str(r["class"]),
+                f"{r['n']:,}",
+                fmt_s(r["seconds"]),
+                fmt_s(r["cpu_seconds"] / bench.args.threads),
+                f"{r['load']:.1f}",
+            ]
+            for r in b2["rows"]
+        ]
+        kernel_total = sum(r["seconds"] for r in b2["rows"])
+        cpu_total = sum(r["cpu_seconds"] for r in b2["rows"]) / bench.args.threads
+        bench.results["b2_total_seconds"], bench.results["b2_cpu_over_threads"] = kernel_total, cpu_total
+        rows.append(["all", f"{sum(r['n'] for r in b2['rows']):,}", fmt_s(kernel_total), fmt_s(cpu_total), ""])
+        print(table(rows, ["class", "n", "wall time", "CPU time / threads", "load avg (incl. this run)"]))
+        print(
+            f"total {fmt_s(kernel_total)} of kernels ({fmt_s(b2['process_wall_seconds'])} with process start "
+            f"and data loading), peak RSS {b2['peak_rss_gb']:.2f} GiB "
+            f"{bench.target(kernel_total <= 180, '<= 3 min')}\n"
+        )
+
+
+def _b3(bench: _Bench, batch: int, anchors: int) -> None:
+    """B3: one step of forgetting prediction against the official loop, and the official approach on all of MNIST
+    extrapolated."""
+    print(bench.gauge())
+    print(f"## B3: one step of forgetting prediction, {batch} previous x {batch} current samples", flush=True)
+    o = run_worker(
+        "b3_ours",
+        {**bench.base, "batch": batch, "anchors": anchors, "save": os.path.join(bench.tmp, "b3_ours.pt")},
+        bench.args.threads,
+    )
+    off = run_worker(
+        "b3_official",
+        {**bench.base, "batch": batch, "anchors": anchors, "save": os.path.join(bench.tmp, "b3_off.pt")},
+        bench.args.threads,
+    )
+    bench.results["b3_ours"], bench.results["b3_official"] = o, off
+    if "error" in o or "error" in off:
+        print(o.get("error", ""), off.get("error", ""))
+    else:
+        Bo, Bf = torch.load(os.path.join(bench.tmp, "b3_ours.pt")), torch.load(os.path.join(bench.tmp, "b3_off.pt"))
+        err = float((Bo.double() - Bf.double()).abs().max() / Bf.double().abs().max())
+        t_off = off["seconds_per_anchor"] * batch
+        rows = [
+            [
+                "official loop (eNTK blocks)",
+                fmt_s(t_off),
+                f"{batch} x median of {anchors} anchor(s), {off['seconds_per_anchor']:.2f} s",
+                "1.0x",
+                f"{off['peak_rss_gb']:.1f} GiB",
+            ]
+        ]
+        for key, label in [
+            ("entk_blocks", "entk_blocks (all blocks)"),
+            ("entk_pred_via_blocks", "eNTK prediction via blocks"),
+            ("pred_entk", "eNTK prediction, matrix-free J.g"),
+            ("pred_lpntk", "lpNTK prediction (cross Gram)"),
+            ("pred_pntk", "pNTK prediction (cross Gram)"),
+        ]:
+            rows.append(
+                [
+                    label,
+                    fmt_s(o[key]),
+                    "measured",
+                    f"{t_off / o[key]:.0f}x faster",
+                    f"{o['peak_rss_gb']:.1f} GiB" if key == "entk_blocks" else "",
+                ]
+            )
+        bench.results["b3_ratio_blocks"] = t_off / o["entk_blocks"]
+        print(table(rows, ["method", "time", "how", "vs official", "peak RSS"]))
+        print(
+            f"eNTK blocks {t_off / o['entk_blocks']:.0f}x faster than the official loop "
+            f"{bench.target(t_off / o['entk_blocks'] >= 50, '>= 50x')}; blocks agree to {err:.1e} (relative); "
+            f"matrix-free vs blocks prediction agree to {o['entk_matrix_free_vs_blocks_relerr']:.1e}\n"
+        )
+        # official per-pair approach on all of MNIST: one vmap(jacrev) call per (anchor, batch of 128)
+        N = 60000
+        calls = sum(math.ceil((N - i) / 128) for i in range(N))
+        t_call = off["seconds_per_anchor"] * (128 / batch)
+        bench.results["official_all_mnist_seconds"] = calls * t_call
+        print("## Official per-pair approach on all 60,000 MNIST training images (extrapolated)")
+        print(
+            f"N(N+1)/2 = {N * (N + 1) // 2:,} pairs in {calls:,} anchor-batch calls of vmap(jacrev) on "
+            f"1 + 128 samples, {t_call:.2f} s each here{f' (scaled from batch {batch})' if batch != 128 else ''}"
+            f": {fmt_s(calls * t_call)} on this machine ({bench.args.threads} threads); "
+            f"storage of all blocks {N * (N + 1) / 2 * 100 * 4 / 1e9:,.0f} GB.\n"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if args.worker:
@@ -341,190 +544,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"data: {source}")
     print("model: MnistCNN (1,199,882 params), randomly initialised (seed 0, untrained), float32, eval, exact mode\n")
-    tmp = tempfile.mkdtemp(prefix="bench_kernel_")
-
-    def target(ok: bool, what: str) -> str:
-        if quick:
-            return f"(target {what} applies to the full run)"
-        return f"(target {what}: {'met' if ok else 'MISSED'})"
-
-    def gauge() -> str:
-        g = run_worker("calibrate", {}, args.threads).get("gflops", float("nan"))
-        results.setdefault("gemm_gflops", []).append(g)
-        return (
-            f"[machine now: fp32 GEMM {g:.0f} GFLOP/s with {args.threads} threads, "
-            f"load average {os.getloadavg()[0]:.2f}; other processes on the machine slow every figure]"
-        )
-
-    print(gauge(), "\n")
-
+    bench = _Bench(args, base, results, tempfile.mkdtemp(prefix="bench_kernel_"))
+    print(bench.gauge(), "\n")
     if "b1" in only:
-        print(f"## B1: largest class (digit 1), n = {n_cmp:,} side by side", flush=True)
-        ours = run_worker(
-            "ours",
-            {**base, "digit": 1, "n": n_cmp, "repeat": args.repeat, "save": os.path.join(tmp, "ours.pt")},
-            args.threads,
-        )
-        plain = run_worker(
-            "plain", {**base, "digit": 1, "n": n_cmp, "save": os.path.join(tmp, "plain.pt")}, args.threads
-        )
-        results["b1_ours"], results["b1_plain"] = ours, plain
-        if "error" in ours or "error" in plain:
-            print(ours.get("error", ""), plain.get("error", ""))
-        else:
-            Go, Gp = torch.load(os.path.join(tmp, "ours.pt")), torch.load(os.path.join(tmp, "plain.pt"))
-            err = float((Go.double() - Gp.double()).abs().max() / Gp.double().abs().max())
-            ratio = plain["seconds"] / ours["seconds"]
-            results["b1_ratio"], results["b1_relerr"] = ratio, err
-            print(
-                table(
-                    [
-                        ["lpntk_gram (exact)", fmt_s(ours["seconds"]), f"{ours['peak_rss_gb']:.2f} GiB", "1.0x"],
-                        [
-                            "plain vmap(grad) + Phi Phi^T",
-                            fmt_s(plain["seconds"]),
-                            f"{plain['peak_rss_gb']:.2f} GiB",
-                            f"{ratio:.1f}x slower",
-                        ],
-                        ["  of which per-sample grads", fmt_s(plain["grad_seconds"]), "", ""],
-                        ["  of which Phi Phi^T", fmt_s(plain["gram_seconds"]), "", ""],
-                    ],
-                    ["method", "time", "peak RSS", "ratio"],
-                )
-            )
-            print(
-                f"speed-up {ratio:.1f}x {target(ratio >= 10, '>= 10x')}; "
-                f"max |G_ours - G_plain| / max |G_plain| = {err:.1e}\n"
-            )
-        print(f"## B1: full class, n = {n_full:,}", flush=True)
-        full = run_worker("ours", {**base, "digit": 1, "n": n_full}, args.threads)
-        results["b1_full"] = full
-        if "error" in full:
-            print(full["error"])
-        else:
-            rows = [
-                [
-                    "lpntk_gram (exact)",
-                    fmt_s(full["seconds"]),
-                    f"{full['peak_rss_gb']:.2f} GiB",
-                    f"measured (CPU time / threads {fmt_s(full['cpu_seconds'] / args.threads)})",
-                ]
-            ]
-            if "error" not in plain:
-                r = n_full / plain["n"]
-                t_ext = plain["grad_seconds"] * r + plain["gram_seconds"] * r * r
-                mem = n_full * plain["P"] * 4 / 2**30
-                results["b1_plain_extrapolated"] = {"seconds": t_ext, "phi_gb": mem}
-                rows.append(
-                    [
-                        "plain vmap(grad) + Phi Phi^T",
-                        fmt_s(t_ext),
-                        f">= {mem:.1f} GiB (Phi alone)",
-                        f"extrapolated from n = {plain['n']:,}, not run",
-                    ]
-                )
-            print(table(rows, ["method", "time", "peak RSS", "note"]))
-            ok = full["peak_rss_gb"] * 2**30 <= 4e9
-            print(f"peak RSS {full['peak_rss_gb']:.2f} GiB {target(ok, '<= 4 GB = 3.73 GiB')}\n")
-
+        _b1_full_class(bench, n_full, _b1_side_by_side(bench, n_cmp))
     if "b2" in only:
-        print(gauge())
-        print(
-            f"## B2: all 10 classes{f' (first {per_class} of each)' if per_class else ''}, per-class exact Grams",
-            flush=True,
-        )
-        b2 = run_worker("b2", {**base, "per_class": per_class}, args.threads)
-        results["b2"] = b2
-        if "error" in b2:
-            print(b2["error"])
-        else:
-            rows = [
-                [
-                    str(r["class"]),
-                    f"{r['n']:,}",
-                    fmt_s(r["seconds"]),
-                    fmt_s(r["cpu_seconds"] / args.threads),
-                    f"{r['load']:.1f}",
-                ]
-                for r in b2["rows"]
-            ]
-            kernel_total = sum(r["seconds"] for r in b2["rows"])
-            cpu_total = sum(r["cpu_seconds"] for r in b2["rows"]) / args.threads
-            results["b2_total_seconds"], results["b2_cpu_over_threads"] = kernel_total, cpu_total
-            rows.append(["all", f"{sum(r['n'] for r in b2['rows']):,}", fmt_s(kernel_total), fmt_s(cpu_total), ""])
-            print(table(rows, ["class", "n", "wall time", "CPU time / threads", "load avg (incl. this run)"]))
-            print(
-                f"total {fmt_s(kernel_total)} of kernels ({fmt_s(b2['process_wall_seconds'])} with process start "
-                f"and data loading), peak RSS {b2['peak_rss_gb']:.2f} GiB "
-                f"{target(kernel_total <= 180, '<= 3 min')}\n"
-            )
-
+        _b2(bench, per_class)
     if "b3" in only:
-        print(gauge())
-        print(f"## B3: one step of forgetting prediction, {batch} previous x {batch} current samples", flush=True)
-        o = run_worker(
-            "b3_ours",
-            {**base, "batch": batch, "anchors": anchors, "save": os.path.join(tmp, "b3_ours.pt")},
-            args.threads,
-        )
-        off = run_worker(
-            "b3_official",
-            {**base, "batch": batch, "anchors": anchors, "save": os.path.join(tmp, "b3_off.pt")},
-            args.threads,
-        )
-        results["b3_ours"], results["b3_official"] = o, off
-        if "error" in o or "error" in off:
-            print(o.get("error", ""), off.get("error", ""))
-        else:
-            Bo, Bf = torch.load(os.path.join(tmp, "b3_ours.pt")), torch.load(os.path.join(tmp, "b3_off.pt"))
-            err = float((Bo.double() - Bf.double()).abs().max() / Bf.double().abs().max())
-            t_off = off["seconds_per_anchor"] * batch
-            rows = [
-                [
-                    "official loop (eNTK blocks)",
-                    fmt_s(t_off),
-                    f"{batch} x median of {anchors} anchor(s), {off['seconds_per_anchor']:.2f} s",
-                    "1.0x",
-                    f"{off['peak_rss_gb']:.1f} GiB",
-                ]
-            ]
-            for key, label in [
-                ("entk_blocks", "entk_blocks (all blocks)"),
-                ("entk_pred_via_blocks", "eNTK prediction via blocks"),
-                ("pred_entk", "eNTK prediction, matrix-free J.g"),
-                ("pred_lpntk", "lpNTK prediction (cross Gram)"),
-                ("pred_pntk", "pNTK prediction (cross Gram)"),
-            ]:
-                rows.append(
-                    [
-                        label,
-                        fmt_s(o[key]),
-                        "measured",
-                        f"{t_off / o[key]:.0f}x faster",
-                        f"{o['peak_rss_gb']:.1f} GiB" if key == "entk_blocks" else "",
-                    ]
-                )
-            results["b3_ratio_blocks"] = t_off / o["entk_blocks"]
-            print(table(rows, ["method", "time", "how", "vs official", "peak RSS"]))
-            print(
-                f"eNTK blocks {t_off / o['entk_blocks']:.0f}x faster than the official loop "
-                f"{target(t_off / o['entk_blocks'] >= 50, '>= 50x')}; blocks agree to {err:.1e} (relative); "
-                f"matrix-free vs blocks prediction agree to {o['entk_matrix_free_vs_blocks_relerr']:.1e}\n"
-            )
-            # official per-pair approach on all of MNIST: one vmap(jacrev) call per (anchor, batch of 128)
-            N = 60000
-            calls = sum(math.ceil((N - i) / 128) for i in range(N))
-            t_call = off["seconds_per_anchor"] * (128 / batch)
-            results["official_all_mnist_seconds"] = calls * t_call
-            print("## Official per-pair approach on all 60,000 MNIST training images (extrapolated)")
-            print(
-                f"N(N+1)/2 = {N * (N + 1) // 2:,} pairs in {calls:,} anchor-batch calls of vmap(jacrev) on "
-                f"1 + 128 samples, {t_call:.2f} s each here{f' (scaled from batch {batch})' if batch != 128 else ''}"
-                f": {fmt_s(calls * t_call)} on this machine ({args.threads} threads); "
-                f"storage of all blocks {N * (N + 1) / 2 * 100 * 4 / 1e9:,.0f} GB.\n"
-            )
-
-    print(gauge())
+        _b3(bench, batch, anchors)
+    print(bench.gauge())
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
