@@ -204,28 +204,8 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
             keeps += [float(k) for k in pcfg.get("curve_keep") or []]
         for keep in sorted(set(keeps), reverse=True):
             plan.append({"name": f"{name}-k{fmt(keep)}", "method": name, "experiment": "table", "keep": keep})
-    scfg = pcfg["small_clusters"]
-    if scfg["enabled"]:
-        for d in sorted({float(x) for x in scfg["data_fractions"]}):
-            base = {"experiment": "small_clusters", "data_fraction": d}
-            plan.append(
-                {"name": f"d{fmt(d)}-base", "method": "base", **base, "remove": 0.0, "keep": 1.0, "kernel": "full"}
-            )
-            for kernel in scfg["kernels"]:
-                prefix = "" if kernel == "full" else f"{kernel}-"
-                for r in sorted({float(x) for x in scfg["remove"]}):
-                    for m in ["small", *scfg["controls"]]:
-                        name = f"d{fmt(d)}-{prefix}{m}-r{fmt(r)}"
-                        plan.append(
-                            {
-                                "name": name,
-                                "method": SMALL_CLUSTER_METHODS[m],
-                                **base,
-                                "remove": r,
-                                "keep": 1.0 - r,
-                                "kernel": kernel,
-                            }
-                        )
+    if pcfg["small_clusters"]["enabled"]:
+        plan += _small_cluster_subsets(pcfg["small_clusters"])
     per_seed = pcfg["draws"] == "per_seed"
     for p in plan:
         p["per_seed"] = per_seed and method(p["method"]).random
@@ -233,6 +213,34 @@ def subset_plan(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     if len(set(names)) != len(names):
         raise ValueError(f"pruning: subset names repeat ({names}); check pruning.methods for duplicates")
     return plan
+
+
+def _small_cluster_subsets(scfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The small-cluster experiment's subsets (a ``pruning.small_clusters`` block), in :func:`subset_plan`'s order: per
+    data fraction its class-balanced base, then per kernel, removed fraction and arm (small clusters, then the
+    controls) ``d<fraction>-[own-]<arm>-r<remove>``."""
+    subsets: list[dict[str, Any]] = []
+    for d in sorted({float(x) for x in scfg["data_fractions"]}):
+        base = {"experiment": "small_clusters", "data_fraction": d}
+        subsets.append(
+            {"name": f"d{fmt(d)}-base", "method": "base", **base, "remove": 0.0, "keep": 1.0, "kernel": "full"}
+        )
+        for kernel in scfg["kernels"]:
+            prefix = "" if kernel == "full" else f"{kernel}-"
+            for r in sorted({float(x) for x in scfg["remove"]}):
+                for m in ["small", *scfg["controls"]]:
+                    name = f"d{fmt(d)}-{prefix}{m}-r{fmt(r)}"
+                    subsets.append(
+                        {
+                            "name": name,
+                            "method": SMALL_CLUSTER_METHODS[m],
+                            **base,
+                            "remove": r,
+                            "keep": 1.0 - r,
+                            "kernel": kernel,
+                        }
+                    )
+    return subsets
 
 
 def small_draw_seed(cfg: Mapping[str, Any], seed: int) -> int | None:
