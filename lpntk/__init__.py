@@ -67,8 +67,10 @@ _EXPORTS: dict[str, str] = {
     "score_table": "scores",
     "farthest_point_clustering": "clustering",
     **dict.fromkeys(("select_heads", "select_top", "remove_small_clusters"), "pruning"),
-    # a layer type of one's own for the kernel engine
+    # a layer type of one's own for the kernel engine; a pruning method, score or model of one's own
     "register_grad_sampler": "grad_sample",
+    **dict.fromkeys(("register_method", "PruningInputs"), "pruning"),
+    "register_score": "scores",
     # foundation
     **dict.fromkeys(("build_model", "count_parameters"), "models"),
     **dict.fromkeys(("Split", "PreparedData", "DataNotFoundError", "prepare_dataset", "load_prepared"), "data"),
@@ -122,7 +124,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         sign_vectors,
     )
     from .models import build_model, count_parameters  # noqa: F401
-    from .pruning import remove_small_clusters, select_heads, select_top  # noqa: F401
+    from .pruning import PruningInputs, register_method, remove_small_clusters, select_heads, select_top  # noqa: F401
     from .relations import cosine, redundant_mask, relation_shares  # noqa: F401
-    from .scores import score_table  # noqa: F401
+    from .scores import register_score, score_table  # noqa: F401
     from .train import Recipe, TrainResult, presentation_forgetting, seed_everything, train_model  # noqa: F401

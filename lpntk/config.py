@@ -39,6 +39,7 @@ import yaml
 
 from .cost import KNOWN_SOURCES, dataset_sizes
 from .plan import check_pruning_config, uses_scores
+from .plugins import load_plugins, widen_enums
 
 __all__ = [
     "ConfigError",
@@ -143,7 +144,14 @@ def validate_config(
     ``results`` None: no prepared data is read. Raises :class:`ConfigError` naming the first offending key.
     Returns ``config``.
     """
-    schema = load_schema(schema_path)
+    plugins = config.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"config error at plugins: expected a list of Python files or modules, got {plugins!r}")
+    try:  # a plugin registers pruning methods, scores or models of one's own: before the schema's enums are read
+        load_plugins(plugins, export=True)
+    except (ImportError, OSError) as err:
+        raise ConfigError(f"config error at plugins: {err}") from err
+    schema = widen_enums(load_schema(schema_path))
     validator = _set_defaults_validator(schema)(schema)
     errors = list(validator.iter_errors(config))
     if errors:

@@ -13,9 +13,10 @@ One :class:`PruningMethod` per name in :data:`METHODS` says what a method needs 
 * **how it is shown** -- ``label`` (figure legends), ``short`` (the gallery's row titles), ``tag`` (the gallery's
   tile captions of a score), ``color`` and ``marker`` (matplotlib); ``figure``: drawn in the redundant-removal
   figure; ``baseline``: one of the paper's four baselines, against which claim C3b compares lpNTK;
-* **how its cost is counted** -- ``cost``: a retraining run on round(keep N) samples (``keep``), on N (``all``: the
-  full set, and methods whose kept fraction is an outcome, an upper bound), or on round(d N (1 - r)) (``subset``:
-  the small-cluster experiment) -- :func:`retrained_samples`.
+* **how its cost is counted** -- ``cost``: a retraining run on round(keep N) samples (``keep``; an upper bound, up
+  to per-class rounding, where a gate keeps fewer: ``lpntk_gated``), on N (``all``: the full set, and methods whose
+  kept fraction is an outcome, an upper bound), or on round(d N (1 - r)) (``subset``: the small-cluster experiment)
+  -- :func:`retrained_samples`.
 
 The selection rule itself (numpy) is registered under the same name in :data:`lpntk.pruning.SELECTORS`, and a score
 method's per-run score in :data:`lpntk.scores.SCORES`; :func:`lpntk.pruning.register_method` adds all three in one

@@ -2,10 +2,19 @@
 
 ``_select`` holds the selection functions over parallel arrays (index, labels, a per-sample quantity), ``_registry``
 the rules by method name (:data:`SELECTORS`, :func:`register_selector`, :func:`select_subset`) over one
-:class:`PruningInputs`. Numpy only.
+:class:`PruningInputs`, and :func:`register_method`, which adds a method of one's own -- its entry in
+:data:`lpntk.methods.METHODS` (needs, label, colour, cost), its rule and its score -- in one call. Numpy only.
 """
 
-from ._registry import SELECTORS, PruningInputs, Selector, draw_seed, register_selector, select_subset
+from ._registry import (
+    SELECTORS,
+    PruningInputs,
+    Selector,
+    draw_seed,
+    register_method,
+    register_selector,
+    select_subset,
+)
 from ._select import (
     accuracy_summary,
     class_balanced_subset,
@@ -38,6 +47,7 @@ __all__ = [
     "Selector",
     "SELECTORS",
     "register_selector",
+    "register_method",
     "select_subset",
     "draw_seed",
 ]
