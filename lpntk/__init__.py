@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "register_grad_sampler": "grad_sample",
     **dict.fromkeys(("register_method", "PruningInputs"), "pruning"),
     "register_score": "scores",
+    "register_model": "models",
     # foundation
     **dict.fromkeys(("build_model", "count_parameters"), "models"),
     **dict.fromkeys(("Split", "PreparedData", "DataNotFoundError", "prepare_dataset", "load_prepared"), "data"),
@@ -123,7 +124,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         pntk_gram,
         sign_vectors,
     )
-    from .models import build_model, count_parameters  # noqa: F401
+    from .models import build_model, count_parameters, register_model  # noqa: F401
     from .pruning import PruningInputs, register_method, remove_small_clusters, select_heads, select_top  # noqa: F401
     from .relations import cosine, redundant_mask, relation_shares  # noqa: F401
     from .scores import register_score, score_table  # noqa: F401

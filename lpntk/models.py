@@ -1,8 +1,11 @@
 """Models used by the paper and by the embedded default (paper-protocols §2.1).
 
 Every model maps a batch of images ``(N, C, H, W)`` to logits ``(N, K)`` (no softmax) and is built through
-:func:`build_model` from a registry name, so that a config block names the architecture and no code is
-written to add one.
+:func:`build_model` from a registry name, so that a config block names the architecture. One
+:class:`ModelSpec` per name in :data:`MODELS` holds what the package asks about a model: its constructor, the input
+shapes it is meant for (its datasets'; the cost figures are measured at these), its key in the cost figures
+(:meth:`ModelSpec.cost_key`, ``mlp@1x28x28``) and its label in text ("MLP 784-256-10", "LeNet-5");
+:func:`register_model` adds a model of one's own in one call (docs/extending.md).
 
 * ``mnist_cnn`` -- the network the official code calls "LeNet": the PyTorch MNIST-example CNN
   (conv 32 -> conv 64 -> max-pool -> dropout 0.25 -> fc 128 -> dropout 0.5 -> fc K); 1,199,882
@@ -22,10 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .cost import model_key
+from .plugins import allow_choice
 
 __all__ = [
     "MnistCNN",
@@ -33,7 +41,10 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "LeNet5",
+    "ModelSpec",
     "MODELS",
+    "register_model",
+    "model_label",
     "build_model",
     "count_parameters",
 ]
@@ -206,13 +217,83 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mnist_cnn": MnistCNN,
-    "resnet18_nobn": ResNet18NoBN,
-    "mlp": MLP,
-    "small_cnn": SmallCNN,
-    "lenet5": LeNet5,
-}
+#: (input shape (C, H, W), classes K, the config's ``model.args``) -> the model's name in text
+Label = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: ``constructor(in_shape=, num_classes=, **args)``; ``shapes``: the input shapes (C, H, W)
+    it is meant for, the first its default; ``label``: its name in text, or a function of (in_shape, num_classes,
+    **args) that says it (the MLP's widths)."""
+
+    name: str
+    constructor: Callable[..., nn.Module]
+    shapes: tuple[tuple[int, ...], ...]
+    label: str | Label
+
+    def cost_key(self, shape: Sequence[int] | None = None) -> str:
+        """The key of its figures in the cost model at input ``shape`` (default: its first): ``lenet5@1x28x28``."""
+        return model_key(self.name, self.shapes[0] if shape is None else shape)
+
+    def describe(self, in_shape: Sequence[int] | None = None, num_classes: int = 10, **args: Any) -> str:
+        """Its label for inputs ``in_shape`` (default: its first shape), ``num_classes`` and constructor ``args``."""
+        if isinstance(self.label, str):
+            return self.label
+        return self.label(tuple(in_shape or self.shapes[0]), int(num_classes), **args)
+
+
+#: name -> model, in registration order
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    constructor: Callable[..., nn.Module] | None = None,
+    *,
+    shapes: Sequence[Sequence[int]],
+    label: str | Label,
+) -> ModelSpec | Callable:
+    """Register model ``name`` (replacing any earlier): its constructor, input shapes (C, H, W) and label; the
+    config's ``model.name`` accepts it from then on. Without ``constructor``, a decorator for the class. Returns
+    the entry (or, as a decorator, the class)."""
+    if constructor is None:
+
+        def deco(cls):
+            register_model(name, cls, shapes=shapes, label=label)
+            return cls
+
+        return deco
+    if not shapes or any(len(s) != 3 for s in shapes):
+        raise ValueError(f"model {name!r}: shapes must list input shapes (C, H, W), got {shapes!r}")
+    spec = ModelSpec(name, constructor, tuple(tuple(int(d) for d in s) for s in shapes), label)
+    MODELS[name] = spec
+    allow_choice("model.name", name)
+    return spec
+
+
+def _mlp_label(in_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256,), **_: Any) -> str:
+    """``MLP 784-256-10``: the widths of its layers."""
+    return "MLP " + "-".join(str(int(d)) for d in (math.prod(in_shape), *hidden, num_classes))
+
+
+DIGITS, MNIST, CIFAR = (1, 8, 8), (1, 28, 28), (3, 32, 32)
+register_model("mnist_cnn", MnistCNN, shapes=[MNIST, CIFAR], label="the paper's CNN (PyTorch MNIST example)")
+register_model("resnet18_nobn", ResNet18NoBN, shapes=[CIFAR], label="ResNet-18 without BatchNorm")
+register_model("mlp", MLP, shapes=[DIGITS, MNIST, CIFAR], label=_mlp_label)
+register_model("small_cnn", SmallCNN, shapes=[DIGITS, MNIST], label="small CNN")
+register_model("lenet5", LeNet5, shapes=[MNIST, CIFAR], label="LeNet-5")
+
+
+def model_label(name: str, in_shape: Sequence[int] | None = None, num_classes: int = 10, **args: Any) -> str:
+    """The label of registered model ``name`` (:meth:`ModelSpec.describe`)."""
+    return _spec(name).describe(in_shape, num_classes, **args)
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
 def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
@@ -221,9 +302,7 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) 
     Extra keyword arguments (``width``, ``hidden``, ``dropout`` ...) are passed to the constructor; an unknown
     name or argument raises a ``ValueError`` that lists what is accepted.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
+    cls = _spec(name).constructor
     try:
         return cls(in_shape=tuple(in_shape), num_classes=int(num_classes), **kwargs)
     except TypeError as err:
