@@ -5,20 +5,26 @@ a job's inputs, calls the method functions of the library, writes its outputs at
 to MLflow. They are plain Python, unit-tested without Snakemake, called with keyword arguments, and given the
 files the rule declares. This module imports neither torch nor mlflow (a job that writes a table stays light);
 :mod:`lpntk.stages.model` holds the torch side (threads, building and loading the config's model).
+
+Test only: with ``LPNTK_TEST_HOLD`` naming a file, the first job of rule ``LPNTK_TEST_HOLD_RULE`` (default
+``train``) that opens its MLflow run stops there and waits (:func:`hold_point`), so that a test can cancel a job
+at a point it controls (``tests/slurm/test_slurm.sh``). Never set them otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..tracking import JobRun
 
-__all__ = ["log", "job_log", "tracking_run", "prepared", "check_outputs", "PREPARED"]
+__all__ = ["log", "job_log", "tracking_run", "hold_point", "prepared", "check_outputs", "PREPARED", "HOLD_ENV"]
 
 log = logging.getLogger("lpntk")
 
@@ -48,13 +54,14 @@ def job_log(path: str | os.PathLike | None) -> Iterator[None]:
             root.removeHandler(handler)
 
 
-def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | None, **kwargs) -> JobRun:
-    """A :class:`JobRun` configured from the config's ``mlflow`` block (``live=False`` for jobs that compute almost
-    nothing, and for every job with ``mlflow.live: false``: their run is spooled and logged by the invocation, see
-    :class:`lpntk.tracking.JobRun`)."""
+@contextlib.contextmanager
+def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | None, **kwargs) -> Iterator[JobRun]:
+    """The job's open :class:`JobRun`, configured from the config's ``mlflow`` block (``live=False`` for jobs that
+    compute almost nothing, and for every job with ``mlflow.live: false``: their run is spooled and logged by the
+    invocation, see :class:`lpntk.tracking.JobRun`); then the test-only :func:`hold_point`."""
     mlflow_cfg = dict(mlflow_cfg or {})
     live = bool(kwargs.pop("live", True)) and bool(mlflow_cfg.get("live", True))
-    return JobRun(
+    with JobRun(
         rule,
         dataset,
         config=cfg,
@@ -63,7 +70,50 @@ def tracking_run(rule: str, dataset: str, cfg: Mapping, mlflow_cfg: Mapping | No
         enabled=mlflow_cfg.get("enabled", True),
         live=live,
         **kwargs,
-    )
+    ) as run:
+        hold_point(rule, dataset, run, kwargs.get("seed"))
+        yield run
+
+
+#: Test only: the file whose creation claims the hold (:func:`hold_point`); its rule is ``LPNTK_TEST_HOLD_RULE``.
+HOLD_ENV = "LPNTK_TEST_HOLD"
+
+
+def hold_point(rule: str, dataset: str, run, seed: int | None = None) -> dict | None:
+    """Test only: stop the first job of rule ``$LPNTK_TEST_HOLD_RULE`` (default ``train``) here, with its MLflow run
+    open (RUNNING), until ``$LPNTK_TEST_HOLD.release`` exists or ``$LPNTK_TEST_HOLD_TIMEOUT`` seconds (default 600)
+    have passed, so that a test cancels a job at a point it controls instead of racing it.
+
+    The job claims the hold by creating the file ``$LPNTK_TEST_HOLD`` (atomically: it holds the complete JSON
+    {rule, dataset, seed, run_id, slurm_job_id, host, pid} once it exists); every later job of the rule, the
+    cancelled job's retry among them, finds it there and does not stop. Nothing happens when the variable is unset.
+    Returns what was written, or None."""
+    path = os.environ.get(HOLD_ENV)
+    if not path or rule != os.environ.get("LPNTK_TEST_HOLD_RULE", "train"):
+        return None
+    info = {
+        "rule": rule,
+        "dataset": dataset,
+        "seed": seed,
+        "run_id": getattr(run, "run_id", None),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(json.dumps(info))
+    try:
+        os.link(tmp, path)  # fails if another job holds (or held) it
+    except FileExistsError:
+        return None
+    finally:
+        os.unlink(tmp)
+    log.warning("test hold (%s=%s): waiting for %s.release", HOLD_ENV, path, path)
+    deadline = time.monotonic() + float(os.environ.get("LPNTK_TEST_HOLD_TIMEOUT", "600"))
+    while not os.path.exists(f"{path}.release") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log.warning("test hold: released")
+    return info
 
 
 #: The prepare_data outputs a job that reads the prepared data declares as inputs (:func:`lpntk.data.load_prepared`).

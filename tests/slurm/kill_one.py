@@ -1,14 +1,20 @@
-"""Cancel one running job of a rule mid-run, once its MLflow run has started; record what was cancelled.
+"""Cancel one running job of a rule at a point the test controls; record what was cancelled.
 
-Used by tests/slurm/test_slurm.sh while the workflow runs under SLURM:
+Used by tests/slurm/test_slurm.sh while the workflow runs under SLURM with ``LPNTK_TEST_HOLD=<file>`` in the jobs'
+environment (lpntk.stages.common.hold_point: the first job of the rule stops right after opening its MLflow run,
+and writes its SLURM job id and run id to <file>):
 
-    python tests/slurm/kill_one.py --rule train --tracking-uri http://127.0.0.1:PORT --experiment lpntk-tiny \
-        --out killed.json --timeout 600
+    python tests/slurm/kill_one.py --rule train --hold HOLD --tracking-uri http://127.0.0.1:PORT \
+        --experiment lpntk-tiny --out killed.json --timeout 600
 
-It polls `squeue` for a RUNNING job whose comment is ``rule_<rule>_wildcards_<...>`` (the plugin's job comment)
-and MLflow for a RUNNING run tagged ``lpntk.rule=<rule>`` that this job opened (same seed tag when the rule has a
-seed), waits --settle seconds so the job is busy, then `scancel`s it. Writes {"jobid", "comment", "run_id",
-"seed"} to --out, or {"error": ...} when nothing could be cancelled in time (exit status 1).
+It waits for the hold file, checks that `squeue` lists its job RUNNING with the comment ``rule_<rule>_...`` (the
+plugin's job comment) and MLflow its run RUNNING, then `scancel`s the job while it waits -- so the run cannot have
+finished first -- and creates ``<hold>.release`` when it could not (a held job never waits out its timeout because
+of this script). Writes {"jobid", "comment", "run_id", "seed", "held": true} to --out, or {"error": ...} when
+nothing could be cancelled in time (exit status 1).
+
+Without --hold (no hold in the jobs) it cancels the first RUNNING job of the rule whose MLflow run is RUNNING,
+--settle seconds later: a race with the job's end, which the hold avoids.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def running_jobs(rule: str) -> list[tuple[str, str]]:
@@ -33,9 +40,32 @@ def running_jobs(rule: str) -> list[tuple[str, str]]:
     return jobs
 
 
+def cancel_held(hold: Path, rule: str, client, deadline: float) -> dict:
+    """Wait for the job holding at ``hold``, check it in squeue and MLflow, cancel it: what was cancelled."""
+    while not hold.is_file():
+        if time.time() > deadline:
+            return {"error": f"no {rule} job took the hold {hold} in time"}
+        time.sleep(0.5)
+    info = json.loads(hold.read_text())
+    jobid = info.get("slurm_job_id")
+    if info.get("rule") != rule or not jobid:
+        return {"error": f"the hold {hold} was taken by {info}, not by a SLURM job of rule {rule}"}
+    jobs = dict(running_jobs(rule))
+    if jobid not in jobs:
+        return {"error": f"job {jobid} holding {hold} is not RUNNING in squeue as a {rule} job ({jobs})"}
+    status = client.get_run(info["run_id"]).info.status if info.get("run_id") else None
+    if status != "RUNNING":
+        return {"error": f"job {jobid} holds with MLflow run {info.get('run_id')} in status {status}, not RUNNING"}
+    subprocess.run(["scancel", jobid], check=True)
+    print(f"kill_one: cancelled SLURM job {jobid} ({jobs[jobid]}) while it held, MLflow run {info['run_id']} RUNNING")
+    seed = None if info.get("seed") is None else str(info["seed"])
+    return {"jobid": jobid, "comment": jobs[jobid], "run_id": info["run_id"], "seed": seed, "held": True}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rule", default="train")
+    ap.add_argument("--hold", type=Path, help="the jobs' LPNTK_TEST_HOLD file (cancel the job that holds there)")
     ap.add_argument("--tracking-uri", required=True)
     ap.add_argument("--experiment", required=True)
     ap.add_argument("--out", required=True)
@@ -48,7 +78,13 @@ def main() -> int:
     client = MlflowClient(args.tracking_uri)
     deadline = time.time() + args.timeout
     result: dict = {"error": f"no RUNNING {args.rule} job with a RUNNING MLflow run within {args.timeout:.0f}s"}
-    while time.time() < deadline:
+    if args.hold is not None:
+        try:
+            result = cancel_held(args.hold, args.rule, client, deadline)
+        finally:  # a held job not cancelled goes on (a cancelled one is never released: it must not finish first)
+            if "jobid" not in result:
+                Path(f"{args.hold}.release").touch()
+    while args.hold is None and time.time() < deadline:
         jobs = running_jobs(args.rule)
         exp = client.get_experiment_by_name(args.experiment) if jobs else None
         if exp is not None:

@@ -4,7 +4,9 @@
 #   1. a trivial two-rule Snakefile under `snakemake --executor slurm` (mechanics: submission, status polling
 #      through sacct/slurmdbd, account and partition passed explicitly);
 #   2. the repository's tiny end-to-end config with profiles/slurm unchanged; one `train` job is cancelled
-#      with scancel mid-run and the profile's `retries` must still bring the workflow to completion;
+#      with scancel mid-run, at a point the test controls: LPNTK_TEST_HOLD (test only, lpntk.stages.common.hold_point)
+#      makes the first train job wait right after opening its MLflow run, and kill_one.py cancels it there; its run
+#      must end KILLED or FAILED and the profile's `retries` must still bring the workflow to completion;
 #   3. checks (tests/slurm/check_run.py): outputs, sacct states, MLflow runs on the server, no SQLite store.
 #
 #   bash tests/slurm/test_slurm.sh          # as root (apt-get installs slurm-wlm, slurmdbd, munge, mariadb)
@@ -214,10 +216,13 @@ WORK="$TMP/work"
 mkdir -p "$WORK"
 SM_ARGS=(--snakefile "$REPO/Snakefile" --directory "$WORK" --configfile "$REPO/.test/config/config.yaml"
     --workflow-profile "$REPO/profiles/slurm")
-"$PYTHON" "$HERE/kill_one.py" --rule train --tracking-uri "$MLFLOW_TRACKING_URI" --experiment lpntk-tiny \
-    --out "$TMP/killed.json" --timeout 600 &
+# the first train job waits at its hold point (its MLflow run open) until kill_one.py cancels it there
+HOLD="$TMP/hold.json"
+"$PYTHON" "$HERE/kill_one.py" --rule train --hold "$HOLD" --tracking-uri "$MLFLOW_TRACKING_URI" \
+    --experiment lpntk-tiny --out "$TMP/killed.json" --timeout 600 &
 KILLER_PID=$!
-"${SNAKEMAKE[@]}" "${SM_ARGS[@]}" --jobs "$JOBS" "${POLL[@]}" >"$TMP/workflow.log" 2>&1 &
+LPNTK_TEST_HOLD="$HOLD" LPNTK_TEST_HOLD_RULE=train \
+    "${SNAKEMAKE[@]}" "${SM_ARGS[@]}" --jobs "$JOBS" "${POLL[@]}" >"$TMP/workflow.log" 2>&1 &
 SNAKEMAKE_PID=$!
 rc=0
 wait "$SNAKEMAKE_PID" || rc=$?
@@ -225,6 +230,8 @@ SNAKEMAKE_PID=""
 kill "$KILLER_PID" 2>/dev/null || true # still polling only if it never found a job to cancel
 wait "$KILLER_PID" || true
 KILLER_PID=""
+touch "$HOLD.release" # nothing may still wait there
+[ -s "$HOLD" ] && echo "hold point taken by: $(cat "$HOLD")"
 [ -s "$TMP/killed.json" ] || echo '{"error": "the workflow ended before a train job could be cancelled"}' >"$TMP/killed.json"
 grep -E 'SLURM run ID|SLURM account|has been submitted|Trying to restart|Error in rule|Finished jobid|steps \(100%\)' \
     "$TMP/workflow.log" | tail -60 || true
