@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
             "jvp_logits",
             "logit_loss_gradient",
             "exact_matmul",
+            "KernelOptions",
         ),
         "kernel",
     ),
@@ -111,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     )
     from .grad_sample import register_grad_sampler  # noqa: F401
     from .kernel import (  # noqa: F401
+        KernelOptions,
         entk_blocks,
         exact_matmul,
         gradient_gram,

@@ -26,7 +26,9 @@ Method, one private module per step:
 * ``_tiling`` -- memory: the packed factors held at once are bounded by ``max_memory_bytes``; when a set does not
   fit, its Gram is computed over pairs of chunks, recomputing the column chunk's factors per row chunk;
 * ``_sketch`` -- ``mode="sketch"``: a seeded CountSketch of g instead of its factors (unbiased);
-* ``_gram`` -- the driver joining the three; ``_kernels`` -- the public kernels above;
+* ``_gram`` -- the driver joining the three, with the table of approximations by ``mode`` (:data:`MODES`:
+  ``exact``, ``sketch``) and the options every public kernel takes (:class:`KernelOptions`); ``_kernels`` -- the
+  public kernels above;
 * ``_linearisation`` -- the cross-entropy gradients grad_w L and softmax(z) - e_y, and J(x) u by forward-mode AD.
 
 Precision: computation and accumulation in the model's floating dtype (float32 by default; float64 when the
@@ -44,7 +46,9 @@ through a whole-model torch.func path.
 from __future__ import annotations
 
 from ._engine import exact_matmul
+from ._gram import MODES, register_mode
 from ._kernels import (
+    KernelOptions,
     entk_blocks,
     gradient_gram,
     lpntk_features,
@@ -57,6 +61,9 @@ from ._kernels import (
 from ._linearisation import LossGradients, cross_entropy_gradients, jvp_logits, logit_loss_gradient, loss_gradient
 
 __all__ = [
+    "KernelOptions",
+    "MODES",
+    "register_mode",
     "sign_vectors",
     "gradient_gram",
     "lpntk_gram",

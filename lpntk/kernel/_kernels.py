@@ -15,13 +15,14 @@ s(y) in {+1,-1}^K is +1 at the label y and -1 elsewhere (:func:`sign_vectors`).
                          cross-entropy gradient Gram (per layer ||a||^2 ||delta||^2 or the cheaper ghost norm).
 
 Each validates its arguments, runs in eval mode with TF32 off (:func:`~lpntk.kernel._engine.eval_mode`) and hands
-the cotangents to the Gram driver (:func:`~lpntk.kernel._gram.gram`).
+the cotangents to the Gram driver (:func:`~lpntk.kernel._gram.gram`). How a Gram is computed -- exactly or by a
+sketch (:data:`~lpntk.kernel._gram.MODES`), in blocks of how many samples, within what memory, in which dtype and on
+which device -- is one :class:`KernelOptions`, given as ``options=`` or as keywords (``mode="sketch"``, ...).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +39,10 @@ from ._engine import (
     output_width,
     prepare_model,
 )
-from ._gram import Side, gram
-from ._tiling import DEFAULT_MAX_MEMORY_BYTES
+from ._gram import KernelOptions, Side, gram
 
 __all__ = [
+    "KernelOptions",
     "sign_vectors",
     "gradient_gram",
     "lpntk_gram",
@@ -61,20 +62,8 @@ def sign_vectors(y: Tensor, num_classes: int) -> Tensor:
     return s
 
 
-def _check_options(block_size: int, max_memory_bytes: int, mode: str, sketch_dim: int | None) -> None:
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
-    if max_memory_bytes <= 0:
-        raise ValueError(f"max_memory_bytes: expected a positive number, got {max_memory_bytes!r}")
-    if mode not in ("exact", "sketch"):
-        raise ValueError(f"mode: expected 'exact' or 'sketch', got {mode!r}")
-    if mode == "sketch" and (not isinstance(sketch_dim, int) or sketch_dim < 1):
-        raise ValueError(f"sketch_dim: mode='sketch' needs a positive integer sketch_dim, got {sketch_dim!r}")
-
-
-def _setup(model: nn.Module, x, x2, dtype, device, num_classes, block_size, max_memory_bytes, mode, sketch_dim):
-    _check_options(block_size, max_memory_bytes, mode, sketch_dim)
-    model, dtype, device = prepare_model(model, dtype, device, x)
+def _setup(model: nn.Module, x, x2, num_classes: int | None, opts: KernelOptions):
+    model, dtype, device = prepare_model(model, opts.dtype, opts.device, x)
     x = as_inputs(x, "x", dtype, device)
     x2 = None if x2 is None else as_inputs(x2, "x2", dtype, device)
     with eval_mode(model):
@@ -87,6 +76,11 @@ def _const_cot(v: Tensor) -> Cotangent:
     return lambda z, idx: v[idx]
 
 
+def _gram(model: nn.Module, left: Side, right: Side | None, opts: KernelOptions) -> Tensor:
+    with eval_mode(model):
+        return gram(model, left, right, opts)
+
+
 def gradient_gram(
     model: nn.Module,
     x: Tensor,
@@ -94,29 +88,24 @@ def gradient_gram(
     x2: Tensor | None = None,
     v2: Tensor | None = None,
     *,
-    mode: str = "exact",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    sketch_dim: int | None = None,
-    seed: int = 0,
+    options: KernelOptions | None = None,
+    **overrides,
 ) -> Tensor:
     """Gram of per-sample vectors g_i = J(x_i)^T v_i:  G_ij = <g_i, g'_j> = v_i^T J(x_i) J(x'_j)^T v'_j.
 
     ``v``: (N, K) per-sample cotangents (v = s(y)/sqrt K gives lpNTK, v = softmax(z) - e_y the per-sample
     cross-entropy gradient). With ``x2``/``v2`` the (N, M) cross Gram, else the symmetric (N, N) Gram
-    (only one triangle is computed). ``mode="sketch"`` replaces g by a seeded CountSketch to ``sketch_dim``
-    dims (unbiased; see :func:`lpntk_gram`). ``block_size`` samples go through one forward/backward pass;
-    ``max_memory_bytes`` bounds the packed per-layer factors held at once (the output and one block's
-    activations come on top). Computation and accumulation in the model's dtype, or in ``dtype`` (a cast
-    copy of the model is used); on ``device`` if given, else the model's.
+    (only one triangle is computed). How it is computed: ``options`` (:class:`KernelOptions`), or its fields as
+    keywords -- ``mode`` (``"exact"``, or ``"sketch"``: g replaced by a seeded CountSketch to ``sketch_dim`` dims,
+    unbiased; see :func:`lpntk_gram`), ``block_size`` samples per forward/backward pass, ``max_memory_bytes`` on the
+    packed per-layer factors held at once (the output and one block's activations come on top), computation and
+    accumulation in the model's dtype or in ``dtype`` (a cast copy of the model), on ``device`` if given, else the
+    model's.
     """
+    opts = KernelOptions.of(options, overrides)
     if (x2 is None) != (v2 is None):
         raise ValueError("x2, v2: give both or neither")
-    model, dtype, device, x, x2, k = _setup(
-        model, x, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
-    )
+    model, dtype, device, x, x2, k = _setup(model, x, x2, None, opts)
 
     def as_cot(vv, name, n):
         vv = torch.as_tensor(vv).to(device=device, dtype=dtype)
@@ -126,53 +115,7 @@ def gradient_gram(
 
     left = Side(x, as_cot(v, "v", len(x)))
     right = None if x2 is None else Side(x2, as_cot(v2, "v2", len(x2)))
-    with eval_mode(model):
-        G = gram(
-            model,
-            left,
-            right,
-            block_size=block_size,
-            max_memory_bytes=max_memory_bytes,
-            mode=mode,
-            sketch_dim=sketch_dim,
-            seed=seed,
-        )
-    return G[:, 0, :, 0]
-
-
-def _label_gram(model, x, y, num_classes, x2, y2, vec: Callable[[Tensor, int], Tensor], **kw) -> Tensor:
-    if (x2 is None) != (y2 is None):
-        raise ValueError("x2, y2: give both or neither")
-    model, dtype, device, x, x2, k = _setup(
-        model,
-        x,
-        x2,
-        kw["dtype"],
-        kw["device"],
-        num_classes,
-        kw["block_size"],
-        kw["max_memory_bytes"],
-        kw["mode"],
-        kw["sketch_dim"],
-    )
-    y = as_labels(y, "y", len(x), k, device)
-    left = Side(x, _const_cot(vec(y, k).to(device=device, dtype=dtype).unsqueeze(1)))
-    right = None
-    if x2 is not None:
-        y2 = as_labels(y2, "y2", len(x2), k, device)
-        right = Side(x2, _const_cot(vec(y2, k).to(device=device, dtype=dtype).unsqueeze(1)))
-    with eval_mode(model):
-        G = gram(
-            model,
-            left,
-            right,
-            block_size=kw["block_size"],
-            max_memory_bytes=kw["max_memory_bytes"],
-            mode=kw["mode"],
-            sketch_dim=kw["sketch_dim"],
-            seed=kw["seed"],
-        )
-    return G[:, 0, :, 0]
+    return _gram(model, left, right, opts)[:, 0, :, 0]
 
 
 def _lpntk_vec(y: Tensor, k: int) -> Tensor:
@@ -187,13 +130,8 @@ def lpntk_gram(
     x2: Tensor | None = None,
     y2: Tensor | None = None,
     *,
-    mode: str = "exact",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    sketch_dim: int | None = None,
-    seed: int = 0,
+    options: KernelOptions | None = None,
+    **overrides,
 ) -> Tensor:
     """lpNTK Gram: kappa_ij = (1/K) s(y_i)^T J(x_i) J(x'_j)^T s(y'_j) = <phi_i, phi'_j>, phi = J^T s(y)/sqrt K.
 
@@ -204,100 +142,53 @@ def lpntk_gram(
     ``mode="sketch"``: phi is replaced by a seeded CountSketch S phi in R^D, D = ``sketch_dim`` (hash and sign per
     parameter coordinate, drawn from ``seed``); each entry is unbiased, E[<S phi, S phi'>] = kappa, with variance
     at most (||phi||^2 ||phi'||^2 + kappa^2) / D, i.e. a standard deviation <= sqrt(2/D) ||phi|| ||phi'||.
-    See :func:`gradient_gram` for ``block_size``, ``max_memory_bytes``, ``dtype``, ``device``.
+    The other options (``options`` or keywords) as in :func:`gradient_gram`.
     """
-    return _label_gram(
-        model,
-        x,
-        y,
-        num_classes,
-        x2,
-        y2,
-        _lpntk_vec,
-        mode=mode,
-        block_size=block_size,
-        max_memory_bytes=max_memory_bytes,
-        dtype=dtype,
-        device=device,
-        sketch_dim=sketch_dim,
-        seed=seed,
-    )
+    opts = KernelOptions.of(options, overrides)
+    if (x2 is None) != (y2 is None):
+        raise ValueError("x2, y2: give both or neither")
+    model, dtype, device, x, x2, k = _setup(model, x, x2, num_classes, opts)
+
+    def side(xx, yy, name):
+        yy = as_labels(yy, name, len(xx), k, device)
+        return Side(xx, _const_cot(_lpntk_vec(yy, k).to(device=device, dtype=dtype).unsqueeze(1)))
+
+    left = side(x, y, "y")
+    right = None if x2 is None else side(x2, y2, "y2")
+    return _gram(model, left, right, opts)[:, 0, :, 0]
 
 
 def pntk_gram(
-    model: nn.Module,
-    x: Tensor,
-    x2: Tensor | None = None,
-    *,
-    mode: str = "exact",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    sketch_dim: int | None = None,
-    seed: int = 0,
+    model: nn.Module, x: Tensor, x2: Tensor | None = None, *, options: KernelOptions | None = None, **overrides
 ) -> Tensor:
     """pNTK Gram (Mohamadi et al. 2023): (1/K) 1^T J(x_i) J(x'_j)^T 1, i.e. the Gram of J^T 1 / sqrt K.
 
     (N, N) or (N, M) against ``x2``; options as in :func:`lpntk_gram`.
     """
-    model, dtype, device, x, x2, k = _setup(
-        model, x, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
-    )
+    opts = KernelOptions.of(options, overrides)
+    model, dtype, device, x, x2, k = _setup(model, x, x2, None, opts)
     ones = lambda n: torch.full((n, 1, k), 1.0 / math.sqrt(k), dtype=dtype, device=device)
     left = Side(x, _const_cot(ones(len(x))))
     right = None if x2 is None else Side(x2, _const_cot(ones(len(x2))))
-    with eval_mode(model):
-        G = gram(
-            model,
-            left,
-            right,
-            block_size=block_size,
-            max_memory_bytes=max_memory_bytes,
-            mode=mode,
-            sketch_dim=sketch_dim,
-            seed=seed,
-        )
-    return G[:, 0, :, 0]
+    return _gram(model, left, right, opts)[:, 0, :, 0]
 
 
 def entk_blocks(
-    model: nn.Module,
-    x1: Tensor,
-    x2: Tensor | None = None,
-    *,
-    mode: str = "exact",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    sketch_dim: int | None = None,
-    seed: int = 0,
+    model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, options: KernelOptions | None = None, **overrides
 ) -> Tensor:
     """eNTK blocks K(x1_i, x2_j) = J(x1_i) J(x2_j)^T, returned as (N1, N2, K, K) (x2 defaults to x1).
 
     Per sample, K backward passes (one per logit) give the layer factors with an extra K axis; the blocks are
-    their contraction. lpNTK = (1/K) s^T B s and pNTK = (1/K) 1^T B 1 for each block B.
+    their contraction. lpNTK = (1/K) s^T B s and pNTK = (1/K) 1^T B 1 for each block B. Options as in
+    :func:`lpntk_gram`.
     """
-    model, dtype, device, x1, x2, k = _setup(
-        model, x1, x2, dtype, device, None, block_size, max_memory_bytes, mode, sketch_dim
-    )
+    opts = KernelOptions.of(options, overrides)
+    model, dtype, device, x1, x2, k = _setup(model, x1, x2, None, opts)
     eye = torch.eye(k, dtype=dtype, device=device)
     cot = lambda z, idx: eye.expand(z.shape[0], k, k)
     left = Side(x1, cot)
     right = None if x2 is None else Side(x2, cot)
-    with eval_mode(model):
-        G = gram(
-            model,
-            left,
-            right,
-            block_size=block_size,
-            max_memory_bytes=max_memory_bytes,
-            mode=mode,
-            sketch_dim=sketch_dim,
-            seed=seed,
-        )
-    return G.permute(0, 2, 1, 3).contiguous()
+    return _gram(model, left, right, opts).permute(0, 2, 1, 3).contiguous()
 
 
 def per_sample_gradients(
@@ -311,7 +202,8 @@ def per_sample_gradients(
 ) -> Tensor:
     """Materialised per-sample vectors g_i = J(x_i)^T v_i, (N, P), columns in ``named_parameters()`` order
     (trainable parameters only, each flattened). For small models; memory N * P."""
-    model, dtype, device, x, _, k = _setup(model, x, None, dtype, device, None, block_size, 1, "exact", None)
+    opts = KernelOptions(block_size=block_size, max_memory_bytes=1, dtype=dtype, device=device)
+    model, dtype, device, x, _, k = _setup(model, x, None, None, opts)
     v = torch.as_tensor(v).to(device=device, dtype=dtype)
     if v.shape != (len(x), k):
         raise ValueError(f"v: expected shape ({len(x)}, {k}) = (len(x), K), got {tuple(v.shape)}")
@@ -353,7 +245,8 @@ def lpntk_features(
 
     (N, P), columns in ``named_parameters()`` order; lpntk_gram = Phi Phi^T. Memory N * P: small models only.
     """
-    model, dtype, device, x, _, k = _setup(model, x, None, dtype, device, num_classes, block_size, 1, "exact", None)
+    opts = KernelOptions(block_size=block_size, max_memory_bytes=1, dtype=dtype, device=device)
+    model, dtype, device, x, _, k = _setup(model, x, None, num_classes, opts)
     y = as_labels(y, "y", len(x), k, device)
     v = _lpntk_vec(y, k).to(device=device, dtype=dtype)
     return _materialise_all(model, x, _const_cot(v.unsqueeze(1)), block_size)
@@ -386,7 +279,7 @@ def per_sample_grad_norms(
     """
     if loss != "cross_entropy":
         raise ValueError(f"loss: only 'cross_entropy' is supported, got {loss!r}")
-    _check_options(block_size, 1, "exact", None)
+    KernelOptions(block_size=block_size)  # checks block_size
     model, dtype, device = prepare_model(model, dtype, device, x)
     x = as_inputs(x, "x", dtype, device)
     with eval_mode(model):
