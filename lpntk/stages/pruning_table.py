@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..figures.pruning import plot_redundant_removal, plot_small_clusters
 from ..io import atomic_path, load_json, save_table
+from ..methods import method
 from ..paper import pruning_reference
 from ..plan import subset_plan
 from .common import log, tracking_run
@@ -160,7 +161,7 @@ def pruning_table_stage(
             ]
         )
         long = pd.concat([df, srows], ignore_index=True)
-    methods = ["full", *[m for m in cfg["pruning"]["methods"] if m != "node"]]
+    methods = ["full", *[m for m in cfg["pruning"]["methods"] if method(m).keep]]  # one column per kept fraction
     n_seeds = int(df["n_seeds"].max())
     table_epochs = sorted({int(e) for e in df.loc[~small, "epochs"]})
     lines = [
