@@ -38,6 +38,7 @@ __all__ = [
     "retrain_settings",
     "retrain_shards",
     "shard_seeds",
+    "subset_group",
     "retrain_units",
     "cluster_keeps",
     "Section",
@@ -292,18 +293,36 @@ def shard_seeds(cfg: Mapping[str, Any], shard: str) -> list[int]:
     raise ValueError(f"shard {shard!r}: expected 'all' or seed<n> with n in {list(seeds)}")
 
 
+def subset_group(spec: Mapping[str, Any]) -> str | None:
+    """The prune group of a subset of :func:`subset_plan` (one prune job per retraining seed and group, one subsets
+    file each): ``k<keep>`` for every method at one kept fraction, ``d<fraction>`` for the small-cluster experiment
+    at one data fraction, the subset's own name for a method whose kept fraction is an outcome (``node-c0.5``); None
+    for the full training set, which needs no selection."""
+    if spec["method"] == "full":
+        return None
+    if spec["experiment"] == "small_clusters":
+        return f"d{fmt(spec['data_fraction'])}"
+    return spec["name"] if spec.get("keep") is None else f"k{fmt(spec['keep'])}"
+
+
 def retrain_units(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     """The retraining jobs' units: {unit name: subset names}, after ``pruning.retrain.group_by``.
 
-    ``subset``: one unit per subset (unit = subset name); ``method``: one unit per method of the table (all its
-    kept fractions) and one per data fraction of the small-cluster experiment (``d<fraction>``); ``all``: a
-    single unit ``all``. Grouping only saves per-job start-up time; the runs and their seeds are the same.
+    ``subset``: one unit per subset (unit = subset name); ``fraction``: one unit per prune group
+    (:func:`subset_group`: every method at one kept fraction, ``k<keep>``; every subset of one small-cluster data
+    fraction, ``d<fraction>``) and ``full``; ``method``: one unit per method of the table (all its kept fractions)
+    and one per data fraction of the small-cluster experiment (``d<fraction>``); ``all``: a single unit ``all``.
+    Grouping only saves per-job start-up time; the runs and their seeds are the same. A unit reruns whole: with
+    ``subset`` or ``fraction`` a changed kept fraction reruns only its own subsets' training, with ``method`` every
+    fraction of the methods concerned, with ``all`` everything.
     """
     group_by = cfg["pruning"]["retrain"]["group_by"]
     units: dict[str, list[str]] = {}
     for p in subset_plan(cfg):
         if group_by == "subset":
             unit = p["name"]
+        elif group_by == "fraction":
+            unit = subset_group(p) or "full"
         elif group_by == "method":
             unit = p["method"] if p["experiment"] == "table" else f"d{fmt(p['data_fraction'])}"
         else:

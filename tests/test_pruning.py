@@ -573,13 +573,15 @@ def pruning_inputs(tmp_path_factory, full_kernel_cfg):
 
 
 def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(pruning_inputs):
+    from lpntk.stages.cluster import clusters_at_keep
+
     tmp, index, labels, outs = pruning_inputs
     lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
     subsets = {s: np.load(outs[s]["subsets"]) for s in (1, 2)}
     for seed in (1, 2):
         cl = np.load(outs[seed]["clusters"])
         assert sorted(cl["index"].tolist()) == sorted(index.tolist()) and (np.diff(cl["label"]) >= 0).all()
-        assert set(cl["cluster_k0.5"]) <= set(index)  # clusters named by their head's ORIGINAL index
+        assert set(clusters_at_keep(cl, 0.5)) <= set(index)  # clusters named by their head's ORIGINAL index
         table = pd.read_csv(outs[seed]["table"]).set_index("name")
         assert (table["seed"] == seed).all() and sorted(table.index) == sorted(subsets[seed].files)
         for name in subsets[seed].files:
@@ -660,9 +662,9 @@ def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, full_ker
     with pytest.raises(ValueError, match=r"no \['own_d0.5_s1_index'"):  # the own-model clusters were not given
         prune_stage(cfg=own, **args)
     cfg = copy.deepcopy(full_kernel_cfg)
-    cfg["pruning"]["curve_keep"] = [0.95]  # FPC must run further than the clusters file did
-    with pytest.raises(ValueError, match=r"another configuration \(no \['cluster_k0.95'\]\)"):
-        prune_stage(cfg=cfg, **args)
+    cfg["pruning"]["curve_keep"] = [0.95]  # any kept fraction: the clusters file ranks every sample (cluster stage)
+    prune_stage(cfg=cfg, **args)
+    assert len(np.load(again["subsets"])["lpntk-k0.95"]) > len(np.load(outs[1]["subsets"])["lpntk-k0.9"])
     shared = copy.deepcopy(full_kernel_cfg)
     shared["pruning"]["draws"] = "shared"  # the clusters hold seed 1's own draw, not the shared one
     with pytest.raises(ValueError, match=r"no \['small_d0.5_index'"):
@@ -924,17 +926,20 @@ def test_pruning_stages_end_to_end(workflow_run):
         assert scores[["el2n", "grand", "forgetting", "random"]].notna().all().all()
         assert json.loads((res / "scores" / f"seed{seed}.json").read_text())["seeds"] == [seed]
         assert (res / "cluster" / f"seed{seed}" / "clusters.npz").is_file()
-        subsets[seed] = np.load(res / "pruning" / f"seed{seed}" / "subsets.npz")
-        plan = pd.read_csv(res / "pruning" / f"seed{seed}" / "subsets.csv")  # one row per subset
-        assert sorted(plan["name"]) == sorted(subsets[seed].files) and (plan["seed"] == seed).all()
+        groups = ("k0.8", "k0.5", "d0.5")  # one prune job and file per kept fraction or small-cluster data fraction
+        assert sorted(p.stem for p in (res / "pruning" / f"seed{seed}").glob("*.npz")) == sorted(groups)
+        subsets[seed] = {k: v for g in groups for k, v in np.load(res / "pruning" / f"seed{seed}" / f"{g}.npz").items()}
+        plan = pd.concat([pd.read_csv(res / "pruning" / f"seed{seed}" / f"{g}.csv") for g in groups])  # a row a subset
+        assert sorted(plan["name"]) == sorted(subsets[seed]) and (plan["seed"] == seed).all()
         assert names is None or set(plan["name"]) == names
         names = set(plan["name"])
-        for name in subsets[seed].files:
+        for name in subsets[seed]:
             assert set(subsets[seed][name]) <= set(train["index"].tolist()), name
         assert len(subsets[seed]["lpntk-k0.5"]) == len(subsets[seed]["random-k0.5"]) == n // 2  # 12 of 24 per class
+        assert set(subsets[seed]["lpntk-k0.5"]) <= set(subsets[seed]["lpntk-k0.8"])  # nested heads
     for name in ("lpntk-k0.5", "el2n-k0.5", "random-k0.5", "d0.5-small-r0.25"):  # the seeds select apart
         assert not np.array_equal(subsets[1][name], subsets[2][name]), name
-    assert np.array_equal(subsets[1]["full"], subsets[2]["full"])
+    names.add("full")  # the full training set: retrained, never selected
     mean = pd.read_csv(res / "scores" / "scores.csv")  # scores.enabled: the mean over the seeds, a table of its own
     one = {s: pd.read_csv(res / "scores" / f"seed{s}.csv") for s in (1, 2)}
     assert np.allclose(mean["el2n"], (one[1]["el2n"] + one[2]["el2n"]) / 2)
@@ -967,7 +972,8 @@ def test_pruning_stages_end_to_end(workflow_run):
             "random_removal",
         }
         assert "lpntk.keep" in r.data.tags
-    for rule, count in (("scores", 3), ("cluster", 2), ("prune", 2), ("pruning_table", 1)):  # per seed (+ the mean)
+    # per seed (+ the mean); prune: per seed and group
+    for rule, count in (("scores", 3), ("cluster", 2), ("prune", 6), ("pruning_table", 1)):
         found = client.search_runs([exp.experiment_id], f"tags.`lpntk.rule` = '{rule}'")
         assert len(found) == count and all(r.info.status == "FINISHED" for r in found), rule
 

@@ -108,7 +108,7 @@ def test_a_seeds_selection_reads_only_its_own_training_run(repo, workflow_run):
         ("kernel", "ds=tiny, seed=2, group=classes0-1-2-3-4"),
         ("scores", "ds=tiny, part=seed2"),
         ("cluster", "ds=tiny, seed=2"),
-        ("prune", "ds=tiny, seed=2"),
+        *(("prune", f"ds=tiny, seed=2, group={group}") for group in ("k0.8", "k0.5", "d0.5")),
     }, jobs
 
 
@@ -121,6 +121,39 @@ def test_editing_one_stage_block_reruns_only_that_stage(repo, workflow_run, tmp_
     table = proc.stdout.split("Job stats:")[1].split("total")[0].strip().splitlines()[2:]  # after the header rows
     jobs = {line.split()[0] for line in table}
     assert jobs == {"relations", "gallery", "summary", "all"}, proc.stdout  # the gallery reads tau
+
+
+def _job_counts(proc) -> dict[str, int]:
+    """{rule: jobs} of a dry run's job stats."""
+    table = proc.stdout.split("Job stats:")[1].split("total")[0].strip().splitlines()[2:]  # after the header rows
+    return {line.split()[0]: int(line.split()[1]) for line in table}
+
+
+def test_changing_one_kept_fraction_reruns_only_the_jobs_that_depend_on_it(repo, workflow_run, tmp_path):
+    """pruning.keep [0.5] -> [0.6]: the prune jobs of group k0.6 (one per seed), its retraining, and the table, claims,
+    gallery and summary downstream -- not the full-set retraining, the curve point 0.8, the small clusters, the
+    clusters, the kernels or the training (lpntk.dag)."""
+    workdir, _ = workflow_run
+    text = (repo / ".test" / "config" / "config.yaml").read_text()
+    assert text.count("keep: [0.5]") == 1 and "curve_keep: [0.8]" in text and "group_by: fraction" in text
+    (tmp_path / "keep.yaml").write_text(text.replace("keep: [0.5]", "keep: [0.6]"))
+    proc = snakemake(repo, workdir, "-n", "--configfile", str(tmp_path / "keep.yaml"), configfile=None)
+    counts = _job_counts(proc)
+    assert counts == {
+        "prune": 2,
+        "retrain": 1,
+        "pruning_table": 1,
+        "claims": 1,
+        "gallery": 1,
+        "summary": 1,
+        "all": 1,
+    }, proc.stdout
+    jobs = {(rule, w) for rule, w in _jobs(proc) if rule in ("prune", "retrain")}
+    assert jobs == {
+        ("prune", "ds=tiny, seed=1, group=k0.6"),
+        ("prune", "ds=tiny, seed=2, group=k0.6"),
+        ("retrain", "ds=tiny, unit=k0.6, shard=all"),
+    }, jobs
 
 
 def test_editing_the_mlflow_block_reruns_nothing(repo, workflow_run, tmp_path):

@@ -1,10 +1,12 @@
 """Stage cluster: farthest point clustering of every class on its lpNTK Gram (use case 3; paper-protocols §1.6, §4.4).
 
 One job per pruning seed s, on the lpNTK Grams of training run s (its retraining seed's subsets are selected from
-them alone). Per class, FPC is run once to the largest cluster count needed (heads are nested), with the assignments
-at the configured counts; and, for the small-cluster experiment, FPC of seed s's seeded class-balanced 1 % / 5 %
-subset (or the one shared draw) on its sub-Gram (the per-class Gram restricted to the subset, still at the full-data
-checkpoint). Numpy only: one class's Gram in memory at a time.
+them alone). Per class, FPC runs until every sample is ranked as a head (or FPC stops), recording every sample's
+moves, so that the head ranks and the assignment at any cluster count -- any kept fraction -- follow from this one
+file (:func:`clusters_at_keep`): the job reads no kept fraction, and changing ``pruning.keep`` does not rerun it.
+For the small-cluster experiment it also clusters seed s's seeded class-balanced 1 % / 5 % subset (or the one shared
+draw) on its sub-Gram (the per-class Gram restricted to the subset, still at the full-data checkpoint). Numpy only:
+one class's Gram in memory at a time.
 """
 
 from __future__ import annotations
@@ -16,14 +18,22 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..clustering import cluster_sizes, farthest_point_clustering, head_rank, self_max, symmetrize_upper
+from ..clustering import (
+    assignment_history,
+    cluster_sizes,
+    clusters_at,
+    farthest_point_clustering,
+    head_rank,
+    self_max,
+    symmetrize_upper,
+)
 from ..grams import ClassGram, iter_class_grams
 from ..io import save_npz, save_table
-from ..plan import check_pruning_config, cluster_keeps, fmt, small_draw_seed, small_key
+from ..plan import fmt, small_draw_seed, small_key
 from ..pruning import class_balanced_subset, draw_seed, keep_count
 from .common import log, tracking_run
 
-__all__ = ["cluster_class", "cluster_stage"]
+__all__ = ["cluster_class", "cluster_stage", "clusters_at_keep"]
 
 
 def _sizes_row(
@@ -46,20 +56,19 @@ def _sizes_row(
 
 def cluster_class(
     g: ClassGram,
-    keeps: Sequence[float],
     fractions: Sequence[float],
     small_cfg: Mapping,
     draws: Sequence[int | None] = (None,),
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """FPC of one class at every kept fraction of ``keeps`` and of its class-balanced subsets at ``fractions`` (one
-    draw per retraining seed of ``draws``, None: one shared draw): the per-sample arrays (see :func:`cluster_stage`)
-    and the summary rows."""
+    """FPC of one class until every sample is ranked (with its moves), and of its class-balanced subsets at
+    ``fractions`` (one draw per retraining seed of ``draws``, None: one shared draw): the per-sample arrays (see
+    :func:`cluster_stage`) and the summary rows."""
     c = g.label
     S = symmetrize_upper(g.gram)
     index = np.asarray(g.index, dtype=np.int64)
     n = len(index)
-    ks = {keep: keep_count(n, keep) for keep in keeps}
-    res = farthest_point_clustering(S, max(ks.values()), snapshots=ks.values())
+    res = farthest_point_clustering(S, None, history=True)
+    moves_n, moves = assignment_history(res, n)
     sm = self_max(S)
     part = {
         "index": index,
@@ -68,13 +77,11 @@ def cluster_class(
         "sq_norm": np.diag(S).copy(),
         "head_rank": head_rank(res, n),
         "self_max": sm,
+        "moves_n": moves_n,
+        "moves": moves,
     }
-    rows = []
-    for keep, kc in ks.items():
-        snap = res.snapshots.get(kc, res.cluster)  # stopped early: the final assignment
-        part[f"cluster_k{fmt(keep)}"] = index[res.heads[snap]]
-        sizes = cluster_sizes(snap, min(kc, len(res.heads)))
-        rows.append(_sizes_row(c, "full", keep, n, kc, sizes, int(sm.sum()), bool(len(res.heads) < kc)))
+    sizes = cluster_sizes(res.cluster, len(res.heads))  # the run's end: k is the number of samples ranked as heads
+    rows = [_sizes_row(c, "full", 1.0, n, len(res.heads), sizes, int(sm.sum()), False)]
     for d in fractions:  # FPC of the class-balanced subsets on their sub-Grams (full-data checkpoint)
         for seed in draws:
             sub = class_balanced_subset(index, part["label"], d, draw_seed(int(small_cfg["seed"]), seed))
@@ -111,21 +118,21 @@ def cluster_stage(
     outputs: Mapping[str, str],
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """FPC of every class at every configured cluster count, and of the small-cluster experiment's subsets, on the
-    ``kernels`` of training run ``seed`` (the pruning seed whose subsets they select).
+    """FPC of every class until every sample is ranked, and of the small-cluster experiment's subsets, on the
+    ``kernels`` of training run ``seed`` (the pruning seed whose subsets they select). ``cfg`` needs
+    ``pruning.draws`` and ``pruning.small_clusters`` (enabled, data_fractions, seed, cluster_keep) alone.
 
     Writes ``outputs["clusters"]`` (npz, one entry per training sample, classes in label order): ``index``
     (original), ``label``, ``position``, ``sq_norm`` (|phi|^2), ``head_rank`` (creation rank of the sample as
-    an FPC head within its class, -1 if never), ``self_max`` (the official code's flag), ``cluster_k<keep>``
-    (the original index of the sample's head with round(keep N_c) clusters); and per small-cluster data
-    fraction d, seed ``seed``'s draw (:func:`lpntk.plan.small_key`: ``small_d<d>_s<seed>``, or ``small_d<d>`` for the
-    draw shared by every seed): ``<key>_index`` (the subset) and
-    ``<key>_cluster`` (head of each member).
-    ``outputs["summary"]`` (CSV): per class and setting, cluster counts and sizes.
+    an FPC head within its class, -1 if never), ``self_max`` (the official code's flag), ``moves_n`` and ``moves``
+    (the clusters each sample joined, :func:`lpntk.clustering.assignment_history`: :func:`clusters_at_keep` gives
+    every sample's head at any kept fraction); and per small-cluster data fraction d, seed ``seed``'s draw
+    (:func:`lpntk.plan.small_key`: ``small_d<d>_s<seed>``, or ``small_d<d>`` for the draw shared by every seed):
+    ``<key>_index`` (the subset) and ``<key>_cluster`` (head of each member).
+    ``outputs["summary"]`` (CSV): per class and setting, cluster counts and sizes (setting ``full``: the run's end,
+    k the number of samples ranked as heads).
     """
-    check_pruning_config(cfg)
     scfg = cfg["pruning"]["small_clusters"]
-    keeps = cluster_keeps(cfg)
     fractions = sorted({float(x) for x in scfg["data_fractions"]}) if scfg["enabled"] else []
     rows: list[dict] = []
     parts: dict[int, dict[str, np.ndarray]] = {}
@@ -136,7 +143,7 @@ def cluster_stage(
         for g in iter_class_grams(kernels):  # one class's Gram in memory at a time
             if g.label in parts:
                 raise ValueError(f"two kernel files hold class {g.label}")
-            parts[g.label], class_rows = cluster_class(g, keeps, fractions, scfg, [small_draw_seed(cfg, seed)])
+            parts[g.label], class_rows = cluster_class(g, fractions, scfg, [small_draw_seed(cfg, seed)])
             rows += class_rows
         order = sorted(parts)
         arrays = {key: np.concatenate([parts[c][key] for c in order]) for key in parts[order[0]]}
@@ -156,5 +163,19 @@ def cluster_stage(
     if summary["stopped_early"].any():
         stopped = summary.loc[summary["stopped_early"], ["class", "setting", "keep"]].to_dict("records")
         log.warning("%s: FPC stopped early (every cluster's farthest member is its head) for %s", dataset, stopped)
-    log.info("%s seed %d: FPC of %d classes at keeps %s in %.1f s", dataset, seed, len(parts), keeps, seconds)
+    log.info("%s seed %d: FPC of %d classes in %.1f s", dataset, seed, len(parts), seconds)
     return summary
+
+
+def clusters_at_keep(clusters: Mapping[str, np.ndarray], keep: float) -> np.ndarray:
+    """The original index of every sample's FPC head with round(keep N_c) clusters in its class c, from the
+    cluster stage's arrays (``clusters``: its npz, loaded), aligned with ``clusters["index"]``."""
+    labels = np.asarray(clusters["label"], np.int64)
+    index = np.asarray(clusters["index"], np.int64)
+    rank = np.asarray(clusters["head_rank"], np.int64)
+    counts = np.bincount(labels)
+    ids = clusters_at(clusters["moves_n"], clusters["moves"], [keep_count(int(counts[c]), keep) for c in labels])
+    heads = np.flatnonzero(rank >= 0)
+    heads = heads[np.lexsort((rank[heads], labels[heads]))]  # by class, then rank: class c's heads are 0..h_c - 1
+    first = np.concatenate([[0], np.cumsum(np.bincount(labels[heads], minlength=len(counts)))[:-1]])
+    return index[heads[first[labels] + ids]]

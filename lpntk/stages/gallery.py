@@ -45,12 +45,18 @@ from ..io import load_npz, save_table
 from ..methods import method as pruning_method
 from ..plan import cluster_keeps, fmt, small_draw_seed, small_key
 from ..relations import cosine
+from .cluster import clusters_at_keep
 from .common import check_outputs, log, tracking_run
 
 __all__ = ["GALLERY_OUTPUTS", "gallery_stage"]
 
 #: Output names of :func:`gallery_stage` (the rule's ``output:`` keys).
 GALLERY_OUTPUTS = ("figure", "figure_pdf", "samples")
+
+
+def _files(paths) -> list:
+    """One path, or several (the prune stage writes one file per prune group)."""
+    return [paths] if isinstance(paths, str | os.PathLike) else list(paths)
 
 
 def _g(v: float) -> str:
@@ -257,8 +263,8 @@ def gallery_stage(
     outputs: Mapping[str, str],
     cross: str | os.PathLike | None = None,
     clusters: str | os.PathLike | None = None,
-    subsets: str | os.PathLike | None = None,
-    subsets_table: str | os.PathLike | None = None,
+    subsets: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    subsets_table: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     scores: str | os.PathLike | None = None,
     selection_kernels: Sequence[str | os.PathLike] | None = None,
     mlflow_cfg: Mapping | None = None,
@@ -267,11 +273,11 @@ def gallery_stage(
 
     ``train``: the prepared training split; ``kernels``: the reference seed's kernel files; the optional inputs are
     those of the enabled stages, all of one pruning seed -- ``cross``: the relations stage's cross-class panel;
-    ``clusters``: the cluster stage's npz; ``subsets`` / ``subsets_table``: the prune stage's npz and CSV; ``scores``:
-    its scores table; ``selection_kernels``: its kernel files where it is not the reference seed (None: ``kernels``
-    are its own). ``outputs`` maps
-    every name of :data:`GALLERY_OUTPUTS` to a path: the figure (PNG, PDF) and ``samples`` (CSV: one row per tile,
-    with its panel, row, group, original index, position, label and kappa / cos / score). Returns that table."""
+    ``clusters``: the cluster stage's npz; ``subsets`` / ``subsets_table``: the prune stage's npz and CSV files (one
+    per prune group); ``scores``: its scores table; ``selection_kernels``: its kernel files where it is not the
+    reference seed (None: ``kernels`` are its own). ``outputs`` maps every name of :data:`GALLERY_OUTPUTS` to a
+    path: the figure (PNG, PDF) and ``samples`` (CSV: one row per tile, with its panel, row, group, original index,
+    position, label and kappa / cos / score). Returns that table."""
     check_outputs(outputs, GALLERY_OUTPUTS, "gallery_stage")
     gcfg, tau = cfg["gallery"], float(cfg["relations"]["tau"])
     arr = load_npz(train, what="prepared train split")
@@ -294,7 +300,7 @@ def gallery_stage(
     keep = min(cluster_keeps(cfg)) if cl is not None else None
     head_of, head_ids = None, {}
     if cl is not None:
-        heads = np.asarray(cl[f"cluster_k{fmt(keep)}"], np.int64)
+        heads = clusters_at_keep(cl, keep)
         head_of = dict(zip(np.asarray(cl["index"]).tolist(), heads.tolist(), strict=True))
         cl_labels = np.asarray(cl["label"], np.int64)
         head_ids = {c: largest_clusters(heads[cl_labels == c], int(gcfg["clusters_per_row"])) for c in shown}
@@ -318,8 +324,8 @@ def gallery_stage(
         why = "the pruning stage did not run (pruning.enabled is false)"
         panels += [_skipped("(c) Pruning", why), _skipped("(d) Small clusters", why)]
     else:
-        plan = pd.read_csv(subsets_table)
-        kept = load_npz(subsets, what="pruning subsets")
+        plan = pd.concat([pd.read_csv(p) for p in _files(subsets_table)], ignore_index=True)
+        kept = {k: v for path in _files(subsets) for k, v in load_npz(path, what="pruning subsets").items()}
         table = None
         if scores is not None:
             raw = pd.read_csv(scores)

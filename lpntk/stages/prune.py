@@ -1,6 +1,7 @@
 """Stage prune: every training subset of the pruning plan, as ORIGINAL indices (use case 3; paper-protocols §4.4-4.6).
 
-One job per retraining seed s, from training run s alone: reads its FPC clusters (on its lpNTK Grams) and its
+One job per retraining seed s and prune group (:func:`lpntk.dag.prune_groups`: every method at one kept fraction, or
+one small-cluster data fraction), from training run s alone: reads its FPC clusters (on its lpNTK Grams) and its
 baseline scores (its dynamics), aligns them with the training split, and applies each subset's selection rule by
 name (:data:`lpntk.pruning.SELECTORS`), with seed s's random draws (or the shared ones, ``pruning.draws: shared``).
 Every method's spread over retraining seeds thus includes the variance of its selection. Numpy and pandas only.
@@ -9,7 +10,7 @@ Every method's spread over retraining seeds thus includes the variance of its se
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,6 @@ import pandas as pd
 from ..io import load_npz, save_npz, save_table
 from ..plan import (
     check_pruning_config,
-    cluster_keeps,
-    fmt,
     pruning_seeds,
     score_columns,
     small_draw_seed,
@@ -26,6 +25,7 @@ from ..plan import (
     subset_plan,
 )
 from ..pruning import PruningInputs, class_counts_of, select_subset
+from .cluster import clusters_at_keep
 from .common import log, tracking_run
 
 __all__ = ["pruning_inputs", "prune_stage"]
@@ -42,30 +42,70 @@ def _aligned(name: str, src_index: np.ndarray, index: np.ndarray, path) -> np.nd
     return order[np.searchsorted(src_index[order], index)]
 
 
-def _small_clusters(cfg: Mapping, seed: int, cl, own, clusters, own_path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
-    """{(data fraction, kernel, draw): (members, heads)} of retraining seed ``seed``'s small-cluster draws."""
-    scfg = cfg["pruning"]["small_clusters"]
-    if not scfg["enabled"]:
+def _small_clusters(
+    cfg: Mapping, seed: int, specs, cl, own, clusters, own_path
+) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """{(data fraction, kernel, draw): (members, heads)} of retraining seed ``seed``'s small-cluster draws that the
+    subsets ``specs`` select from."""
+    wanted = sorted({(float(p["data_fraction"]), p.get("kernel", "full")) for p in specs if "data_fraction" in p})
+    if not wanted:
         return {}
     out, missing = {}, []
     draw = small_draw_seed(cfg, seed)
-    for d in sorted({float(x) for x in scfg["data_fractions"]}):
-        for kernel in scfg["kernels"]:
-            src, path = (cl, clusters) if kernel == "full" else (own, own_path)
-            key = small_key(d, draw, kernel)
-            if src is None or f"{key}_index" not in src:
-                missing.append(f"{key}_index")
-                continue
-            out[d, kernel, draw] = (
-                np.asarray(src[f"{key}_index"], np.int64),
-                np.asarray(src[f"{key}_cluster"], np.int64),
-            )
+    for d, kernel in wanted:
+        src, path = (cl, clusters) if kernel == "full" else (own, own_path)
+        key = small_key(d, draw, kernel)
+        if src is None or f"{key}_index" not in src:
+            missing.append(f"{key}_index")
+            continue
+        out[d, kernel, draw] = (
+            np.asarray(src[f"{key}_index"], np.int64),
+            np.asarray(src[f"{key}_cluster"], np.int64),
+        )
     if missing:
         raise ValueError(
             f"the clusters files ({clusters}, {own_path}) were computed for another configuration (no "
             f"{missing[:4]}{'...' if len(missing) > 4 else ''}); rerun the cluster steps"
         )
     return out
+
+
+class _ClustersAt(Mapping):
+    """{kept fraction: every sample's FPC head with round(keep N_c) clusters}, aligned with the training split,
+    computed on first use from the cluster stage's moves (:func:`lpntk.stages.cluster.clusters_at_keep`)."""
+
+    def __init__(self, cl: Mapping[str, np.ndarray], pos: np.ndarray):
+        self._cl, self._pos, self._cache = cl, pos, {}
+
+    def __getitem__(self, keep: float) -> np.ndarray:
+        keep = float(keep)
+        if keep not in self._cache:
+            self._cache[keep] = clusters_at_keep(self._cl, keep)[self._pos]
+        return self._cache[keep]
+
+    def __iter__(self):
+        return iter(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def _settings(pcfg: Mapping) -> dict:
+    """The selection settings of the pruning block that the job was given (:func:`lpntk.dag.prune_keys`: a key it
+    was not given is one its subsets do not read, and keeps :class:`PruningInputs`' placeholder)."""
+    kw: dict = {}
+    if "ranking" in pcfg:
+        kw["per_class"] = pcfg["ranking"] == "per_class"
+    if "fraction" in pcfg.get("node", {}):
+        kw["node_fraction"] = float(pcfg["node"]["fraction"])
+    if "seed" in pcfg:
+        kw["seed"] = int(pcfg["seed"])
+    scfg = pcfg.get("small_clusters", {})
+    if "seed" in scfg:
+        kw["small_seed"] = int(scfg["seed"])
+    if "tie_break" in scfg:
+        kw["tie_break"] = scfg["tie_break"]
+    return kw
 
 
 def pruning_inputs(
@@ -75,37 +115,33 @@ def pruning_inputs(
     clusters: str | os.PathLike,
     scores: str | os.PathLike | None,
     own_clusters: str | os.PathLike | None = None,
+    subsets: Sequence[Mapping] | None = None,
 ) -> PruningInputs:
-    """Every per-sample quantity the selection rules read for retraining seed ``seed``, aligned with the training
-    split (file names in errors): ``clusters`` and ``scores`` are training run ``seed``'s (the cluster stage's npz on
-    its Grams, the scores stage's table of its dynamics), ``own_clusters`` the own_clusters stage's npz."""
-    pcfg = cfg["pruning"]
+    """Every per-sample quantity the selection rules of ``subsets`` (specs of :func:`lpntk.plan.subset_plan`; None:
+    all of them) read for retraining seed ``seed``, aligned with the training split (file names in errors):
+    ``clusters`` and ``scores`` are training run ``seed``'s (the cluster stage's npz on its Grams, the scores stage's
+    table of its dynamics), ``own_clusters`` the own_clusters stage's npz. The cluster assignment at a kept fraction
+    is computed when a rule asks for it."""
+    specs = subset_plan(cfg) if subsets is None else list(subsets)
     arr = load_npz(train, what="prepared train split")
     index, labels = np.asarray(arr["index"], dtype=np.int64), np.asarray(arr["y"], dtype=np.int64)
     cl = load_npz(clusters, what="FPC clusters")
-    missing = [f"cluster_k{fmt(k)}" for k in cluster_keeps(cfg) if f"cluster_k{fmt(k)}" not in cl]
+    missing = [k for k in ("head_rank", "moves_n", "moves") if k not in cl]
     if missing:
-        raise ValueError(
-            f"FPC clusters {clusters} were computed for another configuration (no {missing}); rerun the cluster step"
-        )
+        raise ValueError(f"FPC clusters {clusters} lack {missing} (an older layout); rerun the cluster step")
     own = load_npz(own_clusters, what="own-model clusters") if own_clusters is not None else None
     cpos = _aligned("FPC clusters", cl["index"], index, clusters)
-    scfg = pcfg["small_clusters"]
     inputs = PruningInputs(
         index=index,
         labels=labels,
         head_rank=cl["head_rank"][cpos],
         self_max=cl["self_max"][cpos],
-        clusters={k: cl[f"cluster_k{fmt(k)}"][cpos] for k in cluster_keeps(cfg)},
-        per_class=pcfg["ranking"] == "per_class",
-        node_fraction=float(pcfg["node"]["fraction"]),
-        seed=int(pcfg["seed"]),
-        small=_small_clusters(cfg, seed, cl, own, clusters, own_clusters),
-        small_seed=int(scfg["seed"]),
+        clusters=_ClustersAt(cl, cpos),
+        small=_small_clusters(cfg, seed, specs, cl, own, clusters, own_clusters),
         sq_norm=cl["sq_norm"][cpos],
-        tie_break=scfg["tie_break"],
+        **_settings(cfg["pruning"]),
     )
-    columns = score_columns(cfg)
+    columns = score_columns({"pruning": {"enabled": True, "methods": [p["method"] for p in specs]}})
     if columns:
         if scores is None:
             raise ValueError(f"pruning.methods need the scores {columns} but no scores table was given")
@@ -132,23 +168,29 @@ def prune_stage(
     scores: str | os.PathLike | None,
     outputs: Mapping[str, str],
     own_clusters: str | os.PathLike | None = None,
+    subsets: Sequence[Mapping] | None = None,
+    group: str | None = None,
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Build every subset of :func:`lpntk.plan.subset_plan` for retraining seed ``seed`` as sorted ORIGINAL indices,
-    from training run ``seed`` alone.
+    """Build the subsets ``subsets`` (specs of :func:`lpntk.plan.subset_plan`: the workflow gives one prune group's,
+    :func:`lpntk.dag.prune_groups`; None: every subset of the plan) for retraining seed ``seed`` as sorted ORIGINAL
+    indices, from training run ``seed`` alone.
 
-    ``train``: the prepared training split; ``clusters``: the cluster stage's npz of seed ``seed`` (FPC on its lpNTK
-    Grams); ``scores``: the scores table of seed ``seed`` (its dynamics; None when no method needs it);
-    ``own_clusters``: the own_clusters stage's npz (small-cluster experiment with the subsets' own models). Writes
-    ``outputs["subsets"]`` (npz: subset name -> original indices) and ``outputs["table"]`` (CSV: one row per subset:
-    name, seed, draw (per_seed or shared), method, experiment, nominal keep, realised keep, size, per-class sizes).
+    ``cfg``: the dataset's block; with ``subsets`` given, its pruning block needs only the keys their selection reads
+    (:func:`lpntk.dag.prune_keys`). ``train``: the prepared training split; ``clusters``: the cluster stage's npz of
+    seed ``seed`` (FPC on its lpNTK Grams); ``scores``: the scores table of seed ``seed`` (its dynamics; None when no
+    method needs it); ``own_clusters``: the own_clusters stage's npz (small-cluster experiment with the subsets' own
+    models); ``group``: the prune group's name (the MLflow run's). Writes ``outputs["subsets"]`` (npz: subset name ->
+    original indices) and ``outputs["table"]`` (CSV: one row per subset: name, seed, draw (per_seed or shared),
+    method, experiment, nominal keep, realised keep, size, per-class sizes).
     """
-    check_pruning_config(cfg)
     seed = int(seed)
-    if seed not in pruning_seeds(cfg):
-        raise ValueError(f"seed {seed} is not a retraining seed of the pruning experiment {pruning_seeds(cfg)}")
-    plan = subset_plan(cfg)
-    inputs = pruning_inputs(cfg, seed, train, clusters, scores, own_clusters)
+    if subsets is None:
+        check_pruning_config(cfg)
+        if seed not in pruning_seeds(cfg):
+            raise ValueError(f"seed {seed} is not a retraining seed of the pruning experiment {pruning_seeds(cfg)}")
+    plan = subset_plan(cfg) if subsets is None else [dict(p) for p in subsets]
+    inputs = pruning_inputs(cfg, seed, train, clusters, scores, own_clusters, plan)
     index, labels = inputs.index, inputs.labels
     subsets = {p["name"]: select_subset(inputs, p, seed if p["per_seed"] else None) for p in plan}
     lookup = dict(zip(index.tolist(), labels.tolist(), strict=True))
@@ -179,8 +221,9 @@ def prune_stage(
             }
         )
     summary = pd.DataFrame(rows)
-    name = f"prune-{dataset}-seed{seed}"
-    with tracking_run("prune", dataset, cfg, mlflow_cfg, seed=seed, run_name=name, live=False) as run:
+    name = f"prune-{dataset}-seed{seed}" + (f"-{group}" if group else "")
+    tags = {"group": group} if group else None
+    with tracking_run("prune", dataset, cfg, mlflow_cfg, seed=seed, tags=tags, run_name=name, live=False) as run:
         save_npz(outputs["subsets"], **subsets)
         save_table(outputs["table"], summary)
         run.log_metrics({f"n_{r['name']}": r["n"] for r in rows})

@@ -126,14 +126,16 @@ def pruning_table_stage(
     mlflow_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
     """Aggregate the retraining runs (``runs``: the retrain jobs' results; ``subsets_table``: the prune stage's
-    table of every retraining seed): ``outputs["csv"]`` (long: one row per subset, plus the slides' rows),
-    ``outputs["runs"]`` (one row per retraining run: what the claims pair over seeds), ``outputs["md"]`` (wide
-    tables with the slides beside ours), the figures ``outputs["fig_redundant"]`` /
-    ``outputs["fig_small"]`` (PNG) and ``outputs["fig_redundant_pdf"]`` / ``outputs["fig_small_pdf"]``."""
+    tables of every retraining seed and prune group; the full set's size is its retraining's): ``outputs["csv"]``
+    (long: one row per subset, plus the slides' rows), ``outputs["runs"]`` (one row per retraining run: what the
+    claims pair over seeds), ``outputs["md"]`` (wide tables with the slides beside ours), the figures
+    ``outputs["fig_redundant"]`` / ``outputs["fig_small"]`` (PNG) and ``outputs["fig_redundant_pdf"]`` /
+    ``outputs["fig_small_pdf"]``."""
     tables = [subsets_table] if isinstance(subsets_table, str | os.PathLike) else list(subsets_table)
     sizes = pd.concat([pd.read_csv(p) for p in tables], ignore_index=True)
-    n_full = int(sizes.loc[sizes["name"] == "full", "n"].iloc[0])
     records = [load_json(p, what="retraining result") for p in runs]
+    full = [s["n_train"] for r in records for s in r["subsets"] if s["subset"] == "full"]
+    n_full = int(full[0]) if full else int(sizes.loc[sizes["name"] == "full", "n"].iloc[0])
     df = aggregate_runs(records, n_full)
     order = {p["name"]: i for i, p in enumerate(subset_plan(cfg))}
     df = df.sort_values("subset", key=lambda s: s.map(order)).reset_index(drop=True)

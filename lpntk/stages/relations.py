@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import paths
 from ..data import load_prepared, normalize, to_unit
 from ..figures.relations import plot_relation_histograms
 from ..grams import load_class_grams
@@ -299,7 +300,7 @@ def relations_stage(
     if cfg["kernel"]["mode"] == "exact" and cross.check_err > 1e-3:
         raise ValueError(
             f"the lpNTK of the reference checkpoint {reference} differs from the per-class Grams (relative error "
-            f"{cross.check_err:.2e}); the kernel files are stale: delete results/{dataset}/kernel and rerun"
+            f"{cross.check_err:.2e}); the kernel files are stale: delete {paths.kernel_dir(dataset)} and rerun"
         )
     shares, shares_df = shares_table(within, cross, sizes, taus, thr)
     dist_df = distribution_table(within, cross, quantiles, num_classes)

@@ -1,9 +1,10 @@
 """Stage retrain: train fresh models on the pruned subsets (use case 3; paper-protocols §4.4-4.6).
 
-A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the seeds of its shard. Each finished
-(subset, seed) run is kept in a progress folder beside the output, and the run in flight saves a resumable state
-every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power cut) resumes
-where it stopped when rerun, with the same results; the folder is removed when the job completes.
+A job trains every subset of one unit (:func:`lpntk.plan.retrain_units`) for the seeds of its shard, given only what
+it reads of the pruning block (:func:`lpntk.dag.retrain_job`) and the subsets files of its subsets' prune groups.
+Each finished (subset, seed) run is kept in a progress folder beside the output, and the run in flight saves a
+resumable state every ``train.resume_every`` epochs there, so a killed job (a SLURM preemption, ``scancel``, a power
+cut) resumes where it stopped when rerun, with the same results; the folder is removed when the job completes.
 
 With ``pruning.retrain.lockstep: true`` the pending seeds of a subset train together (:mod:`lpntk.lockstep`: one
 vectorised step for all of them; with dropout active the masks are drawn differently from separate runs), tagged
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dag import retrain_job
 from ..data import Split, load_prepared
 from ..io import load_json, load_npz, save_json
 from ..lockstep import train_lockstep
-from ..plan import fmt, retrain_settings, retrain_units, shard_seeds, subset_plan
+from ..plan import fmt
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
 from .common import log, tracking_run
@@ -54,6 +56,27 @@ def retrain_recipe(cfg: Mapping, epochs: int) -> Recipe:
     return Recipe.from_config({**cfg["train"], "epochs": epochs, "score_epochs": [], "select": "val"}, cfg["augment"])
 
 
+def _subsets_by_seed(
+    subsets: Mapping[int, Sequence[str | os.PathLike]] | Sequence[str | os.PathLike], seeds: Sequence[int], shard: str
+) -> dict[int, dict[str, np.ndarray]]:
+    """{seed: {subset name: original indices}} from the prune stage's files of each seed (a mapping seed -> files),
+    or from one file per seed in the shard's seed order (a sequence)."""
+    if isinstance(subsets, Mapping):
+        by_seed = {int(s): list(files) for s, files in subsets.items()}
+        if sorted(by_seed) != sorted(seeds):
+            raise ValueError(f"expected the subsets files of the seeds of shard {shard!r} ({seeds}), got {subsets}")
+    else:
+        if isinstance(subsets, str | os.PathLike) or len(subsets) != len(seeds):
+            raise ValueError(f"expected one subsets file per seed of shard {shard!r} ({seeds}), got {subsets}")
+        by_seed = {s: [path] for s, path in zip(seeds, subsets, strict=True)}
+    arrs: dict[int, dict[str, np.ndarray]] = {}
+    for s in seeds:
+        arrs[s] = {}
+        for path in by_seed[s]:
+            arrs[s].update(load_npz(path, what="pruned subsets"))
+    return arrs
+
+
 def retrain_stage(
     *,
     dataset: str,
@@ -61,53 +84,53 @@ def retrain_stage(
     unit: str,
     shard: str,
     data: Mapping[str, str | os.PathLike],
-    subsets: Sequence[str | os.PathLike],
+    subsets: Mapping[int, Sequence[str | os.PathLike]] | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     threads: int | None = None,
     mlflow_cfg: Mapping | None = None,
+    job: Mapping | None = None,
 ) -> dict:
     """Train fresh models on every subset of one unit, one per seed of the shard.
 
     Each run uses the dataset's recipe (``pruning.retrain`` may override epochs and seeds, and
     ``pruning.small_clusters.epochs`` the epochs of the small-cluster experiment), validation and test
-    splits from the prepared data (``data``: the prepared-data files), and no per-sample recording. ``subsets``: the
-    prune stage's npz of each seed of the shard, in the shard's seed order (:func:`lpntk.plan.shard_seeds`): seed s
-    trains on the subsets selected from its own training run. Writes
-    ``output`` (JSON): per subset its description, size and index checksum, and per seed ``test_acc_best_val``,
-    ``test_acc_last``, ``test_acc_max`` (official metric), ``val_acc_best``, ``best_epoch`` and the per-epoch
-    history. One MLflow run per subset and seed (rule ``retrain``; tags ``lpntk.method``, ``lpntk.keep``,
-    ``lpntk.seed``, ``lpntk.subset``, ``lpntk.experiment``; metrics ``test_acc_best_val``, ``test_acc_last``,
-    ``test_acc_max``).
+    splits from the prepared data (``data``: the prepared-data files), and no per-sample recording. ``job``: what
+    the job reads of the pruning block (:func:`lpntk.dag.retrain_job`: the unit's subset specs with their epochs,
+    the shard's seeds, the lockstep switch; None: from ``cfg``, which then needs its pruning block). ``subsets``: the
+    prune stage's npz files of each seed of the shard ({seed: files}, or one file per seed in the shard's seed
+    order): seed s trains on the subsets selected from its own training run; the full training set needs none.
+    Writes ``output`` (JSON): per subset its description, size and index checksum, and per seed
+    ``test_acc_best_val``, ``test_acc_last``, ``test_acc_max`` (official metric), ``val_acc_best``, ``best_epoch``
+    and the per-epoch history. One MLflow run per subset and seed (rule ``retrain``; tags ``lpntk.method``,
+    ``lpntk.keep``, ``lpntk.seed``, ``lpntk.subset``, ``lpntk.experiment``; metrics ``test_acc_best_val``,
+    ``test_acc_last``, ``test_acc_max``).
     """
     set_threads(threads)
-    units = retrain_units(cfg)
-    if unit not in units:
-        raise ValueError(f"retraining unit {unit!r} is not in the config's plan ({', '.join(units)})")
-    plan = {p["name"]: p for p in subset_plan(cfg)}
-    settings = retrain_settings(cfg)
-    seeds = shard_seeds(cfg, shard)
+    job = retrain_job(cfg, unit, shard) if job is None else job
+    specs, seeds, lockstep = list(job["subsets"]), [int(s) for s in job["seeds"]], bool(job["lockstep"])
     prep = load_prepared(data)
     if len(prep.val) == 0:
         raise ValueError(
             f"dataset {dataset!r}: retraining reports the test accuracy at the best validation epoch "
             f"and needs a validation split; set val_fraction > 0"
         )
-    if isinstance(subsets, str | os.PathLike) or len(subsets) != len(seeds):
-        raise ValueError(f"expected one subsets file per seed of shard {shard!r} ({seeds}), got {subsets}")
-    arrs = {s: load_npz(path, what="pruned subsets") for s, path in zip(seeds, subsets, strict=True)}
-    for s, path in zip(seeds, subsets, strict=True):
-        missing = [name for name in units[unit] if name not in arrs[s]]
+    arrs = _subsets_by_seed(subsets, seeds, shard)
+    for s in seeds:
+        missing = [p["name"] for p in specs if p["method"] != "full" and p["name"] not in arrs[s]]
         if missing:
-            raise ValueError(f"{path} (seed {s}) has no subset {missing[:4]}; rerun the prune step")
+            raise ValueError(f"the subsets files of seed {s} have no subset {missing[:4]}; rerun the prune step")
     device = select_device(cfg.get("device", "auto"))
     progress = Path(output).with_name(f".{Path(output).stem}.progress")
     records = []
-    for name in units[unit]:
-        epochs = settings["small_epochs" if plan[name]["experiment"] == "small_clusters" else "epochs"]
-        trains = {int(s): subset_split(prep.train, arrs[s][name]) for s in seeds}
-        recipe = retrain_recipe(cfg, epochs)
-        records.append(_retrain_subset(dataset, cfg, plan[name], trains, prep, recipe, device, mlflow_cfg, progress))
-    out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": settings["epochs"], "subsets": records}
+    for spec in specs:
+        name = spec["name"]
+        trains = {s: prep.train if spec["method"] == "full" else subset_split(prep.train, arrs[s][name]) for s in seeds}
+        recipe = retrain_recipe(cfg, int(spec["epochs"]))
+        records.append(
+            _retrain_subset(dataset, cfg, spec, trains, prep, recipe, device, mlflow_cfg, progress, lockstep)
+        )
+    epochs = max((int(p["epochs"]) for p in specs if p["experiment"] != "small_clusters"), default=None)
+    out = {"dataset": dataset, "unit": unit, "shard": shard, "epochs": epochs, "subsets": records}
     save_json(output, out)
     shutil.rmtree(progress, ignore_errors=True)
     return out
@@ -123,12 +146,12 @@ def _retrain_subset(
     device,
     mlflow_cfg: Mapping | None,
     progress: Path,
+    lockstep: bool = False,
 ) -> dict:
     """Every seed's run on its training subset (``trains[seed]``: the one selected from the seed's own training run,
-    the same for every seed only for ``full`` and shared random draws). With ``pruning.retrain.lockstep`` the
+    the same for every seed only for ``full`` and shared random draws). With ``lockstep`` (``pruning.retrain``) the
     pending seeds whose subsets have one size train together, each on its own subset."""
     subset = spec["name"]
-    lockstep = bool(cfg["pruning"]["retrain"]["lockstep"])
     base_tags = {
         "method": spec["method"],
         "subset": subset,

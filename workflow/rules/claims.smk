@@ -3,16 +3,16 @@ rule claims:
         unpack(lambda wc: claims_inputs(wc.ds)),
     output:
         csv=report(
-            f"{RESULTS}/{{ds}}/claims/claims.csv",
+            paths.claims_file("claims.csv"),
             caption="../report/claims.rst",
             category="Claims",
         ),
-        md=f"{RESULTS}/{{ds}}/claims/claims.md",
-        summary=f"{RESULTS}/{{ds}}/claims/summary.json",
+        md=paths.claims_file("claims.md"),
+        summary=paths.claims_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/claims.log",
+        paths.log_file("claims"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/claims.tsv"
+        paths.benchmark_file("claims")
     conda:
         "../envs/lpntk.yaml"
     threads: 1

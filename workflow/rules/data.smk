@@ -1,13 +1,10 @@
 checkpoint prepare_data:
     output:
-        train=f"{RESULTS}/{{ds}}/data/train.npz",
-        val=f"{RESULTS}/{{ds}}/data/val.npz",
-        test=f"{RESULTS}/{{ds}}/data/test.npz",
-        info=f"{RESULTS}/{{ds}}/data/info.json",
+        **paths.prepared_files(),
     log:
-        f"{RESULTS}/{{ds}}/logs/prepare_data.log",
+        paths.log_file("prepare_data"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/prepare_data.tsv"
+        paths.benchmark_file("prepare_data")
     conda:
         "../envs/lpntk.yaml"
     threads: 1

@@ -2,28 +2,28 @@ rule difficulty:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
         kernels=lambda wc: kernel_files(wc.ds),
-        reference=f"{RESULTS}/{{ds}}/reference/model.pt",
+        reference=paths.reference_file("model.pt"),
     output:
-        sets=f"{RESULTS}/{{ds}}/difficulty/sets.csv",
-        curves=f"{RESULTS}/{{ds}}/difficulty/curves.npz",
+        sets=paths.difficulty_file("sets.csv"),
+        curves=paths.difficulty_file("curves.npz"),
         auc=report(
-            f"{RESULTS}/{{ds}}/difficulty/auc.csv",
+            paths.difficulty_file("auc.csv"),
             caption="../report/difficulty.rst",
             category="Use case 1 - learning difficulty",
         ),
-        auc_md=f"{RESULTS}/{{ds}}/difficulty/auc.md",
-        auc_per_class=f"{RESULTS}/{{ds}}/difficulty/auc_per_class.csv",
+        auc_md=paths.difficulty_file("auc.md"),
+        auc_per_class=paths.difficulty_file("auc_per_class.csv"),
         figure=report(
-            f"{RESULTS}/{{ds}}/difficulty/curves.png",
+            paths.difficulty_file("curves.png"),
             caption="../report/difficulty.rst",
             category="Use case 1 - learning difficulty",
         ),
-        figure_pdf=f"{RESULTS}/{{ds}}/difficulty/curves.pdf",
-        summary=f"{RESULTS}/{{ds}}/difficulty/summary.json",
+        figure_pdf=paths.difficulty_file("curves.pdf"),
+        summary=paths.difficulty_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/difficulty.log",
+        paths.log_file("difficulty"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/difficulty.tsv"
+        paths.benchmark_file("difficulty")
     conda:
         "../envs/lpntk.yaml"
     threads: difficulty_threads
@@ -41,24 +41,24 @@ rule ld_size:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
     output:
-        ld=f"{RESULTS}/{{ds}}/ld_size/ld.csv",
+        ld=paths.ld_size_file("ld.csv"),
         correlation=report(
-            f"{RESULTS}/{{ds}}/ld_size/correlation.csv",
+            paths.ld_size_file("correlation.csv"),
             caption="../report/ld_size.rst",
             category="Use case 1 - learning difficulty",
         ),
-        correlation_md=f"{RESULTS}/{{ds}}/ld_size/correlation.md",
+        correlation_md=paths.ld_size_file("correlation.md"),
         heatmap=report(
-            f"{RESULTS}/{{ds}}/ld_size/correlation.png",
+            paths.ld_size_file("correlation.png"),
             caption="../report/ld_size.rst",
             category="Use case 1 - learning difficulty",
         ),
-        heatmap_pdf=f"{RESULTS}/{{ds}}/ld_size/correlation.pdf",
-        summary=f"{RESULTS}/{{ds}}/ld_size/summary.json",
+        heatmap_pdf=paths.ld_size_file("correlation.pdf"),
+        summary=paths.ld_size_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/ld_size.log",
+        paths.log_file("ld_size"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/ld_size.tsv"
+        paths.benchmark_file("ld_size")
     conda:
         "../envs/lpntk.yaml"
     threads: difficulty_threads

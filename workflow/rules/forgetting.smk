@@ -2,13 +2,13 @@ rule forgetting:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
     output:
-        steps=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/steps.csv",
-        samples=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/samples.npz",
-        summary=f"{RESULTS}/{{ds}}/forgetting/{{recipe}}/{{group}}/summary.json",
+        steps=paths.forgetting_job_file("steps.csv"),
+        samples=paths.forgetting_job_file("samples.npz"),
+        summary=paths.forgetting_job_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/forgetting/{{recipe}}/{{group}}.log",
+        paths.log_file("forgetting"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/forgetting/{{recipe}}/{{group}}.tsv"
+        paths.benchmark_file("forgetting")
     wildcard_constraints:
         group=r"seeds?\d+(-\d+)*",
         recipe=r"[A-Za-z0-9_]+",
@@ -17,8 +17,8 @@ rule forgetting:
     threads: forgetting_threads
     resources:
         **gpu("forgetting"),
-        mem_mb=mem_mb("forgetting", lambda wc: f"{wc.recipe}/{wc.group}"),
-        runtime=runtime("forgetting", lambda wc: f"{wc.recipe}/{wc.group}"),
+        mem_mb=mem_mb("forgetting"),
+        runtime=runtime("forgetting"),
     params:
         cfg=stage_cfg("model", "augment", "forgetting"),
         seeds=forgetting_group_seeds,
@@ -31,22 +31,22 @@ rule forgetting_table:
         summaries=lambda wc: forgetting_files(wc.ds),
     output:
         table_csv=report(
-            f"{RESULTS}/{{ds}}/forgetting/table.csv",
+            paths.forgetting_file("table.csv"),
             caption="../report/forgetting.rst",
             category="Use case 2 - forgetting",
         ),
-        table_md=f"{RESULTS}/{{ds}}/forgetting/table.md",
+        table_md=paths.forgetting_file("table.md"),
         figure_png=report(
-            f"{RESULTS}/{{ds}}/forgetting/scores.png",
+            paths.forgetting_file("scores.png"),
             caption="../report/forgetting.rst",
             category="Use case 2 - forgetting",
         ),
-        figure_pdf=f"{RESULTS}/{{ds}}/forgetting/scores.pdf",
-        summary=f"{RESULTS}/{{ds}}/forgetting/summary.json",
+        figure_pdf=paths.forgetting_file("scores.pdf"),
+        summary=paths.forgetting_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/forgetting_table.log",
+        paths.log_file("forgetting_table"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/forgetting_table.tsv"
+        paths.benchmark_file("forgetting_table")
     conda:
         "../envs/lpntk.yaml"
     threads: 1

@@ -3,16 +3,16 @@ rule gallery:
         unpack(gallery_inputs),
     output:
         figure=report(
-            f"{RESULTS}/{{ds}}/gallery/gallery.png",
+            paths.gallery_file("gallery.png"),
             caption="../report/gallery.rst",
             category="Samples",
         ),
-        figure_pdf=f"{RESULTS}/{{ds}}/gallery/gallery.pdf",
-        samples=f"{RESULTS}/{{ds}}/gallery/samples.csv",
+        figure_pdf=paths.gallery_file("gallery.pdf"),
+        samples=paths.gallery_file("samples.csv"),
     log:
-        f"{RESULTS}/{{ds}}/logs/gallery.log",
+        paths.log_file("gallery"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/gallery.tsv"
+        paths.benchmark_file("gallery")
     conda:
         "../envs/lpntk.yaml"
     threads: 1

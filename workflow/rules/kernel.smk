@@ -5,12 +5,12 @@ checkpoint select_reference:
         summaries=lambda wc: train_files(wc.ds),
         checkpoints=lambda wc: reference_checkpoints(wc.ds),
     output:
-        model=f"{RESULTS}/{{ds}}/reference/model.pt",
-        info=f"{RESULTS}/{{ds}}/reference/reference.json",
+        model=paths.reference_file("model.pt"),
+        info=paths.reference_file("reference.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/select_reference.log",
+        paths.log_file("select_reference"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/select_reference.tsv"
+        paths.benchmark_file("select_reference")
     conda:
         "../envs/lpntk.yaml"
     threads: 1
@@ -30,11 +30,11 @@ rule kernel:
         unpack(lambda wc: prepared_files(wc.ds)),
         checkpoint=seed_checkpoint,
     output:
-        gram=f"{RESULTS}/{{ds}}/kernel/seed{{seed}}/{{group}}.npz",
+        gram=paths.kernel_file(),
     log:
-        f"{RESULTS}/{{ds}}/logs/kernel/seed{{seed}}/{{group}}.log",
+        paths.log_file("kernel"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/kernel/seed{{seed}}/{{group}}.tsv"
+        paths.benchmark_file("kernel")
     wildcard_constraints:
         group=r"class(es)?\d+(-\d+)*",
     conda:

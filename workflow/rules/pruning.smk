@@ -1,23 +1,24 @@
 # Use case 3: every retraining seed's subsets are selected from its own training run -- FPC on its lpNTK Grams
-# (cluster), its scores (scores.smk) -- by one prune job per seed.
+# (cluster), its scores (scores.smk) -- by one prune job per seed and prune group (every method at one kept fraction,
+# or one small-cluster data fraction: lpntk.dag), so that a change of one kept fraction reruns only its own jobs.
 rule cluster:
     input:
         kernels=lambda wc: kernel_files(wc.ds, wc.seed),
     output:
-        clusters=f"{RESULTS}/{{ds}}/cluster/seed{{seed}}/clusters.npz",
-        summary=f"{RESULTS}/{{ds}}/cluster/seed{{seed}}/summary.csv",
+        clusters=paths.cluster_file("clusters.npz"),
+        summary=paths.cluster_file("summary.csv"),
     log:
-        f"{RESULTS}/{{ds}}/logs/cluster/seed{{seed}}.log",
+        paths.log_file("cluster"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/cluster/seed{{seed}}.tsv"
+        paths.benchmark_file("cluster")
     conda:
         "../envs/lpntk.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("cluster", lambda wc: f"seed{wc.seed}"),
-        runtime=runtime("cluster", lambda wc: f"seed{wc.seed}"),
+        mem_mb=mem_mb("cluster"),
+        runtime=runtime("cluster"),
     params:
-        cfg=stage_cfg("train", "pruning"),
+        cfg=stage_cfg(keys=CLUSTER_KEYS),
     script:
         "../scripts/cluster.py"
 
@@ -26,12 +27,12 @@ rule own_clusters:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
     output:
-        clusters=f"{RESULTS}/{{ds}}/cluster/own.npz",
-        summary=f"{RESULTS}/{{ds}}/cluster/own.csv",
+        clusters=paths.own_clusters_file("npz"),
+        summary=paths.own_clusters_file("csv"),
     log:
-        f"{RESULTS}/{{ds}}/logs/own_clusters.log",
+        paths.log_file("own_clusters"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/own_clusters.tsv"
+        paths.benchmark_file("own_clusters")
     conda:
         "../envs/lpntk.yaml"
     threads: retrain_threads
@@ -40,7 +41,7 @@ rule own_clusters:
         mem_mb=mem_mb("own_clusters"),
         runtime=runtime("own_clusters"),
     params:
-        cfg=stage_cfg("model", "train", "augment", "kernel", "pruning"),
+        cfg=stage_cfg("model", "train", "augment", "kernel", keys=OWN_CLUSTERS_KEYS),
     script:
         "../scripts/own_clusters.py"
 
@@ -49,34 +50,36 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        subsets=f"{RESULTS}/{{ds}}/pruning/seed{{seed}}/subsets.npz",
-        table=f"{RESULTS}/{{ds}}/pruning/seed{{seed}}/subsets.csv",
+        subsets=paths.subsets_file("npz"),
+        table=paths.subsets_file("csv"),
     log:
-        f"{RESULTS}/{{ds}}/logs/prune/seed{{seed}}.log",
+        paths.log_file("prune"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/prune/seed{{seed}}.tsv"
+        paths.benchmark_file("prune")
+    wildcard_constraints:
+        group=r"[A-Za-z0-9_.+-]+",
     conda:
         "../envs/lpntk.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("prune", lambda wc: f"seed{wc.seed}"),
-        runtime=runtime("prune", lambda wc: f"seed{wc.seed}"),
+        mem_mb=mem_mb("prune"),
+        runtime=runtime("prune"),
     params:
-        cfg=stage_cfg("train", "scores", "pruning"),
+        cfg=prune_cfg,
+        subsets=group_subsets,
     script:
         "../scripts/prune.py"
 
 
 rule retrain:
     input:
-        unpack(lambda wc: prepared_files(wc.ds)),
-        subsets=retrain_subsets,
+        unpack(retrain_inputs),
     output:
-        f"{RESULTS}/{{ds}}/retrain/{{unit}}/{{shard}}.json",
+        paths.retrain_file(),
     log:
-        f"{RESULTS}/{{ds}}/logs/retrain/{{unit}}/{{shard}}.log",
+        paths.log_file("retrain"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/retrain/{{unit}}/{{shard}}.tsv"
+        paths.benchmark_file("retrain")
     wildcard_constraints:
         unit=r"[A-Za-z0-9_.+-]+",
         shard=r"all|seed\d+",
@@ -85,10 +88,11 @@ rule retrain:
     threads: retrain_threads
     resources:
         **gpu("retrain"),
-        mem_mb=mem_mb("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
-        runtime=runtime("retrain", lambda wc: f"{wc.unit}/{wc.shard}"),
+        mem_mb=mem_mb("retrain"),
+        runtime=runtime("retrain"),
     params:
-        cfg=stage_cfg("model", "train", "augment", "scores", "pruning"),
+        cfg=stage_cfg("model", "train", "augment"),
+        job=retrain_params,
     script:
         "../scripts/retrain.py"
 
@@ -99,28 +103,28 @@ rule pruning_table:
         subsets=lambda wc: subsets_tables(wc.ds),
     output:
         csv=report(
-            f"{RESULTS}/{{ds}}/pruning/table.csv",
+            paths.pruning_file("table.csv"),
             caption="../report/pruning_table.rst",
             category="Use case 3 - pruning",
         ),
-        md=f"{RESULTS}/{{ds}}/pruning/table.md",
-        runs=f"{RESULTS}/{{ds}}/pruning/runs.csv",
+        md=paths.pruning_file("table.md"),
+        runs=paths.pruning_file("runs.csv"),
         fig_redundant=report(
-            f"{RESULTS}/{{ds}}/pruning/redundant_removal.png",
+            paths.pruning_file("redundant_removal.png"),
             caption="../report/pruning_redundant.rst",
             category="Use case 3 - pruning",
         ),
-        fig_redundant_pdf=f"{RESULTS}/{{ds}}/pruning/redundant_removal.pdf",
+        fig_redundant_pdf=paths.pruning_file("redundant_removal.pdf"),
         fig_small=report(
-            f"{RESULTS}/{{ds}}/pruning/small_clusters.png",
+            paths.pruning_file("small_clusters.png"),
             caption="../report/pruning_small_clusters.rst",
             category="Use case 3 - pruning",
         ),
-        fig_small_pdf=f"{RESULTS}/{{ds}}/pruning/small_clusters.pdf",
+        fig_small_pdf=paths.pruning_file("small_clusters.pdf"),
     log:
-        f"{RESULTS}/{{ds}}/logs/pruning_table.log",
+        paths.log_file("pruning_table"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/pruning_table.tsv"
+        paths.benchmark_file("pruning_table")
     conda:
         "../envs/lpntk.yaml"
     threads: 1

@@ -2,34 +2,34 @@ rule relations:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
         kernels=lambda wc: kernel_files(wc.ds),
-        reference=f"{RESULTS}/{{ds}}/reference/model.pt",
+        reference=paths.reference_file("model.pt"),
     output:
         shares=report(
-            f"{RESULTS}/{{ds}}/relations/shares.csv",
+            paths.relations_file("shares.csv"),
             caption="../report/relations.rst",
             category="Use case 1 - relations",
         ),
-        shares_md=f"{RESULTS}/{{ds}}/relations/shares.md",
-        distribution=f"{RESULTS}/{{ds}}/relations/distribution.csv",
-        distribution_md=f"{RESULTS}/{{ds}}/relations/distribution.md",
+        shares_md=paths.relations_file("shares.md"),
+        distribution=paths.relations_file("distribution.csv"),
+        distribution_md=paths.relations_file("distribution.md"),
         per_class=report(
-            f"{RESULTS}/{{ds}}/relations/per_class.csv",
+            paths.relations_file("per_class.csv"),
             caption="../report/relations.rst",
             category="Use case 1 - relations",
         ),
-        per_class_md=f"{RESULTS}/{{ds}}/relations/per_class.md",
-        cross=f"{RESULTS}/{{ds}}/relations/cross_panel.npz",
+        per_class_md=paths.relations_file("per_class.md"),
+        cross=paths.relations_file("cross_panel.npz"),
         histogram=report(
-            f"{RESULTS}/{{ds}}/relations/histogram.png",
+            paths.relations_file("histogram.png"),
             caption="../report/relations.rst",
             category="Use case 1 - relations",
         ),
-        histogram_pdf=f"{RESULTS}/{{ds}}/relations/histogram.pdf",
-        summary=f"{RESULTS}/{{ds}}/relations/summary.json",
+        histogram_pdf=paths.relations_file("histogram.pdf"),
+        summary=paths.relations_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/relations.log",
+        paths.log_file("relations"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/relations.tsv"
+        paths.benchmark_file("relations")
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]

@@ -4,20 +4,20 @@ rule scores:
     input:
         unpack(score_files),
     output:
-        table=f"{RESULTS}/{{ds}}/scores/{{part}}.csv",
-        info=f"{RESULTS}/{{ds}}/scores/{{part}}.json",
+        table=paths.scores_file("csv"),
+        info=paths.scores_file("json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/scores/{{part}}.log",
+        paths.log_file("scores"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/scores/{{part}}.tsv"
+        paths.benchmark_file("scores")
     wildcard_constraints:
         part=r"scores|seed\d+",
     conda:
         "../envs/lpntk.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb("scores", lambda wc: wc.part),
-        runtime=runtime("scores", lambda wc: wc.part),
+        mem_mb=mem_mb("scores"),
+        runtime=runtime("scores"),
     params:
         cfg=stage_cfg("train", "scores"),
         seeds=score_seeds,

@@ -3,14 +3,14 @@ rule summary:
         summary_inputs,
     output:
         report(
-            f"{RESULTS}/summary.md",
+            paths.summary_page(),
             caption="../report/summary.rst",
             category="Summary",
         ),
     log:
-        f"{RESULTS}/logs/summary.log",
+        paths.log_file("summary", ds=None),
     benchmark:
-        f"{RESULTS}/benchmarks/summary.tsv"
+        paths.benchmark_file("summary", ds=None)
     conda:
         "../envs/lpntk.yaml"
     threads: 1

@@ -2,22 +2,22 @@ rule train:
     input:
         unpack(lambda wc: prepared_files(wc.ds)),
     output:
-        model_best=f"{RESULTS}/{{ds}}/train/seed{{seed}}/model_best.pt",
-        model_last=f"{RESULTS}/{{ds}}/train/seed{{seed}}/model_last.pt",
-        dynamics=f"{RESULTS}/{{ds}}/train/seed{{seed}}/dynamics.npz",
-        history=f"{RESULTS}/{{ds}}/train/seed{{seed}}/history.csv",
-        summary=f"{RESULTS}/{{ds}}/train/seed{{seed}}/summary.json",
+        model_best=paths.train_file("model_best.pt"),
+        model_last=paths.train_file("model_last.pt"),
+        dynamics=paths.train_file("dynamics.npz"),
+        history=paths.train_file("history.csv"),
+        summary=paths.train_file("summary.json"),
     log:
-        f"{RESULTS}/{{ds}}/logs/train/seed{{seed}}.log",
+        paths.log_file("train"),
     benchmark:
-        f"{RESULTS}/{{ds}}/benchmarks/train/seed{{seed}}.tsv"
+        paths.benchmark_file("train")
     conda:
         "../envs/lpntk.yaml"
     threads: config["threads"]
     resources:
         **gpu("train"),
-        mem_mb=mem_mb("train", lambda wc: f"seed{wc.seed}"),
-        runtime=runtime("train", lambda wc: f"seed{wc.seed}"),
+        mem_mb=mem_mb("train"),
+        runtime=runtime("train"),
     params:
         cfg=stage_cfg("model", "train", "augment"),
     script:

@@ -12,6 +12,8 @@ with job_log(snakemake.log[0]):
         clusters=snakemake.input.clusters,
         scores=snakemake.input.get("scores"),
         own_clusters=snakemake.input.get("own_clusters"),
+        subsets=snakemake.params.subsets,
+        group=snakemake.wildcards.group,
         outputs=dict(snakemake.output),
         mlflow_cfg=snakemake.config["mlflow"],
     )

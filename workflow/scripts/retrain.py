@@ -3,6 +3,7 @@
 from lpntk.stages.common import job_log, prepared
 from lpntk.stages.retrain import retrain_stage
 
+job = snakemake.params.job
 with job_log(snakemake.log[0]):
     retrain_stage(
         dataset=snakemake.wildcards.ds,
@@ -10,8 +11,9 @@ with job_log(snakemake.log[0]):
         unit=snakemake.wildcards.unit,
         shard=snakemake.wildcards.shard,
         data=prepared(snakemake.input),
-        subsets=list(snakemake.input.subsets),
+        subsets={s: list(snakemake.input.get(f"subsets_seed{s}", [])) for s in job["seeds"]},
         output=snakemake.output[0],
         threads=snakemake.threads,
         mlflow_cfg=snakemake.config["mlflow"],
+        job=job,
     )
