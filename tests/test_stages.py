@@ -110,3 +110,45 @@ def test_reference_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, digit
         load_reference_model({"model": {"name": "small_cnn"}}, digits.info, tmp_path / "m.pt")
     with pytest.raises(FileNotFoundError, match="run the train step"):
         load_reference_model({"model": {"name": "small_cnn"}}, digits.info, tmp_path / "none.pt")
+
+
+def _finished_dataset(root, ds: str, sections=("relations/shares.md",)) -> None:
+    """The files the summary page reads of one dataset's finished results under ``root``."""
+    from lpntk import paths
+
+    r = str(root)
+    info = {"n": {"train": 80, "val": 10, "test": 10}, "num_classes": 10, "input_shape": [1, 8, 8]}
+    save_json(paths.data_file("info.json", ds, r), info)
+    for seed in (1, 2):
+        run = {"seed": seed, "n_params": 100, "val_acc_selected": 0.5, "test_acc_selected": 0.5, "test_acc_last": 0.4}
+        save_json(paths.train_file("summary.json", ds, seed, r), run)
+    save_json(paths.claims_file("summary.json", ds, r), {"verdicts": {"supported": 1}})
+    for rel, text in (("claims/claims.md", f"# claims of {ds}"), *((s, f"# table {s} of {ds}") for s in sections)):
+        path = root / ds / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_summary_covers_every_dataset_with_results_in_its_folder(tmp_path):
+    """A run of one config into a results/ folder that holds another config's datasets keeps their sections:
+    the page covers the config's datasets and, after them, every other finished dataset found there."""
+    from lpntk import paths
+    from lpntk.stages.summary import present_results, summary_stage
+
+    root = tmp_path / "results"
+    _finished_dataset(root, "mnist", sections=("relations/shares.md", "pruning/table.md"))
+    _finished_dataset(root, "digits")
+    (root / "half").mkdir()  # a dataset whose run stopped before its claims: not finished, left out
+    save_json(paths.data_file("info.json", "half", str(root)), {"n": {}})
+    (root / "logs").mkdir()
+    found = present_results(root, skip=["mnist"])
+    assert list(found) == ["digits"]
+    assert found["digits"]["summaries"] == [paths.train_file("summary.json", "digits", s, str(root)) for s in (1, 2)]
+    assert "relations_shares" in found["digits"] and "pruning_table" not in found["digits"]
+    assert "reference" not in found["digits"]  # absent: the section says nothing of it
+    mnist = present_results(root)["mnist"]  # what the config's own files would be
+    text = summary_stage(results={"mnist": mnist}, output=paths.summary_page(str(root)), mlflow_cfg=OFF, others=True)
+    assert text.index("## mnist") < text.index("## digits") and "# table pruning/table.md of mnist" in text
+    assert "digits is not in the config that wrote this page" in text and "claims of digits" in text
+    alone = summary_stage(results={"mnist": mnist}, output=tmp_path / "alone.md", mlflow_cfg=OFF)
+    assert "## digits" not in alone

@@ -183,6 +183,21 @@ def test_summary_page_gathers_every_stage(workflow_run):
     assert "\n#### Pruning the training set of tiny" in text  # a table's own title nests under its section
 
 
+def test_summary_keeps_the_datasets_of_another_config_in_the_same_folder(repo, workflow_run, tmp_path):
+    """Results of another config's dataset in the same results/ (here a copy of tiny's, as "other") keep their
+    section when this config's summary is rewritten."""
+    import shutil
+
+    workdir, _ = workflow_run
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    shutil.copytree(copy / "results" / "tiny", copy / "results" / "other")
+    snakemake(repo, copy, "--forcerun", "summary")
+    text = (copy / "results" / "summary.md").read_text()
+    assert "## tiny" in text and "## other" in text and text.index("## tiny") < text.index("## other")
+    assert "other is not in the config that wrote this page" in text
+
+
 def test_report_bundles_the_results_without_warnings(workflow_run, repo):
     workdir, _ = workflow_run
     proc = snakemake(repo, workdir, "--report", "report.html")

@@ -2,11 +2,15 @@
 
 The stage tables already carry the slides' numbers where the dataset is one the slides report (MNIST,
 CIFAR-10); this page gathers them under one heading per dataset and use case, after the reference runs'
-accuracies. It holds no timestamps or timings, so the same results give the same bytes.
+accuracies. Besides the datasets of the config that ran, it covers every other dataset whose results lie in the same
+``results/`` folder (:func:`present_results`: a run of another config there, such as the digits default beside
+MNIST), so that one config's run does not drop another's section. It holds no timestamps or timings, so the same
+results give the same bytes.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +22,11 @@ from ..io import atomic_path, load_json
 from ..plan import SECTIONS
 from .common import log, tracking_run
 
-__all__ = ["summary_stage", "reference_runs_table"]
+__all__ = ["summary_stage", "reference_runs_table", "present_results"]
+
+#: The files a dataset's summary section needs, under ``results/<dataset>/``: without them a folder is not a
+#: dataset's finished results.
+_REQUIRED = ("info", "claims", "claims_summary")
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -56,16 +64,53 @@ def _demote(markdown: str, levels: int = 3) -> str:
     return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
+def present_results(root: str | os.PathLike, skip: Sequence[str] = ()) -> dict[str, dict[str, str | list[str]]]:
+    """The summary's files of every dataset whose finished results lie under ``root`` (its prepared data's info, its
+    claims and at least one training run), but for those in ``skip``: {dataset: {"info", "summaries", "reference",
+    "claims", "claims_summary", <the section keys whose table exists>}}, datasets in name order."""
+    root = Path(root)
+    found: dict[str, dict[str, str | list[str]]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        ds = folder.name
+        if ds in skip:
+            continue
+        files: dict[str, str | list[str]] = {
+            "info": paths.data_file("info.json", ds, str(root)),
+            "reference": paths.reference_file("reference.json", ds, str(root)),
+            "claims": paths.claims_file("claims.md", ds, str(root)),
+            "claims_summary": paths.claims_file("summary.json", ds, str(root)),
+        }
+        runs = sorted(glob.glob(paths.train_file("summary.json", ds, "*", str(root))))
+        if not runs or not all(Path(files[k]).is_file() for k in _REQUIRED):
+            continue
+        files["summaries"] = runs
+        if not Path(files["reference"]).is_file():
+            del files["reference"]
+        for section in SECTIONS:
+            table = paths.dataset_file(section.file, ds, str(root))
+            if Path(table).is_file():
+                files[section.key] = table
+        found[ds] = files
+    return found
+
+
 def summary_stage(
     *,
     results: Mapping[str, Mapping[str, str | Sequence[str]]],
     output: str | os.PathLike,
     mlflow_cfg: Mapping | None = None,
+    others: bool = False,
 ) -> str:
     """Write the summary page from ``results[dataset]`` = {"info", "summaries", "reference", "claims",
     "claims_summary", <section keys>}: the claims of every dataset first, then every stage table.
 
-    The page is attached to one MLflow run (rule ``summary``) in each dataset's experiment."""
+    ``others``: cover too every other dataset with finished results in the page's folder (``results/``:
+    :func:`present_results`), after the config's, marked as found there (its files as they are on disk, from an
+    earlier run). The page is attached to one MLflow run (rule ``summary``) in each of the config's datasets'
+    experiments."""
+    root = Path(output).parent
+    found = present_results(root, skip=list(results)) if others else {}
+    everything = {**results, **found}
     lines = [
         "# lpntk results",
         "",
@@ -87,17 +132,18 @@ def summary_stage(
         "*not run*: the claim's stage is off. The trivial baseline of each metric is printed beside it.",
         "",
     ]
-    for ds, files in results.items():
+    for ds, files in everything.items():
         if files.get("claims"):
             verdicts = load_json(files["claims_summary"], what="claims summary")["verdicts"]
             counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(verdicts.items()))
             lines += [
                 f"### {ds} (primary verdicts: {counts or 'none'})",
                 "",
+                *([_found_note(ds, root), ""] if ds in found else []),
                 _demote(Path(files["claims"]).read_text().strip(), 4),
                 "",
             ]
-    for ds, files in results.items():
+    for ds, files in everything.items():
         info = load_json(files["info"], what="prepared-data info")
         summaries = sorted(
             (load_json(p, what="training summary") for p in files["summaries"]), key=lambda s: int(s["seed"])
@@ -112,6 +158,7 @@ def summary_stage(
             f"model with {summaries[0].get('n_params', 0):,} parameters; seeds "
             f"{', '.join(str(int(s['seed'])) for s in summaries)}.",
             "",
+            *([_found_note(ds, root), ""] if ds in found else []),
             "### Reference training runs",
             "",
             reference_runs_table(summaries, reference),
@@ -127,5 +174,19 @@ def summary_stage(
     for ds in results:
         with tracking_run("summary", ds, {}, mlflow_cfg, live=False) as run:
             run.log_outputs({"summary": str(output)})
-    log.info("summary of %d dataset(s) written to %s", len(results), output)
+    log.info(
+        "summary of %d dataset(s) written to %s (%d of the config, %s found under %s)",
+        len(everything),
+        output,
+        len(results),
+        ", ".join(found) or "none",
+        root,
+    )
     return text
+
+
+def _found_note(ds: str, root) -> str:
+    return (
+        f"*{ds} is not in the config that wrote this page: its section shows the results found under `{root}/{ds}/`, "
+        "as an earlier run of another config left them.*"
+    )

@@ -8,4 +8,5 @@ with job_log(snakemake.log[0]):
         results=snakemake.params.results,
         output=snakemake.output[0],
         mlflow_cfg=snakemake.config["mlflow"],
+        others=True,
     )
