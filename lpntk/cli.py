@@ -28,6 +28,7 @@ from .cost import (
     plan_jobs,
     startup_seconds,
 )
+from .paths import data_file
 
 __all__ = ["main", "cost_report", "format_report", "prepare_command", "this_machine"]
 
@@ -61,7 +62,7 @@ def prepare_command(ds: str, results: str | Path = "results", configfile: str | 
         cmd += ["--snakefile", str(REPO / "Snakefile")]
     if relocated:
         cmd += ["--directory", str(results.parent.resolve() if results.name == "results" else results.resolve())]
-    cmd.append(f"results/{ds}/data/info.json")
+    cmd.append(data_file("info.json", ds))
     if configfile is not None:
         cmd += ["--configfile", str(Path(configfile).resolve() if relocated else configfile)]
     return " ".join(cmd)

@@ -15,12 +15,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from .paths import benchmarks_dir
+
 __all__ = ["measured_stage_seconds", "estimate_vs_measured", "comparison_markdown", "startup_seconds_of_run"]
 
 
 def measured_stage_seconds(results: str | os.PathLike, dataset: str) -> dict[str, tuple[int, float]]:
     """Per rule: (jobs, the sum of their wall seconds) from the dataset's Snakemake benchmark files."""
-    root = Path(results) / dataset / "benchmarks"
+    root = Path(benchmarks_dir(dataset, str(results)))
     out: dict[str, tuple[int, float]] = {}
     for path in sorted(root.rglob("*.tsv")):
         rule = path.relative_to(root).parts[0].removesuffix(".tsv")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,6 @@ from lpntk.cost import (
     CostError,
     Job,
     Work,
-    _kernel,
     dataset_sizes,
     gpu_figures,
     job_seconds,
@@ -24,6 +24,7 @@ from lpntk.cost import (
     plan_jobs,
     uses_cuda,
 )
+from lpntk.workload import _kernel
 
 FIGURES = {  # one of each unit, so that seconds = the work's own counts
     "train_sample_s": 1.0, "train_step_s": 10.0, "eval_sample_s": 0.1, "eval_batch_s": 2.0, "grand_sample_s": 3.0,
@@ -57,29 +58,30 @@ def test_job_counts_of_the_tiny_config_counted_by_hand(tiny, tmp_path):
     # seeds [1, 2]; 10 classes, 5 per kernel job, for each seed (its subsets come from its own kernels; the
     # reference seed's serve use cases 1-2 too); one relations, difficulty, ld_size job; both forgetting seeds in
     # one job per recipe (plain and official, the defaults); scores per seed and their mean (scores.enabled);
-    # cluster and prune per seed; own_clusters (small-cluster kernels full and own, the default); retrain group_by
-    # all, batch_seeds (default): one job; claims; gallery
+    # cluster per seed; prune per seed and group (k0.8, k0.5, d0.5); own_clusters (small-cluster kernels full and
+    # own, the default); retrain group_by fraction, batch_seeds (default): full, k0.8, k0.5, d0.5; claims; gallery
     assert count == {
         "prepare_data": 1, "train": 2, "select_reference": 1, "kernel": 4, "relations": 1, "difficulty": 1,
-        "ld_size": 1, "forgetting": 2, "scores": 3, "cluster": 2, "own_clusters": 1, "prune": 2, "retrain": 1,
+        "ld_size": 1, "forgetting": 2, "scores": 3, "cluster": 2, "own_clusters": 1, "prune": 6, "retrain": 4,
         "pruning_table": 1, "forgetting_table": 1, "claims": 1, "gallery": 1,
     }  # fmt: skip
     assert [j.name for j in jobs["train"]] == ["seed1", "seed2"]
     groups = ["classes0-1-2-3-4", "classes5-6-7-8-9"]
     assert [j.name for j in jobs["kernel"]] == [f"seed{s}/{g}" for s in (1, 2) for g in groups]
     assert [j.name for j in jobs["scores"]] == ["scores", "seed1", "seed2"]
-    assert [j.name for j in jobs["cluster"]] == [j.name for j in jobs["prune"]] == ["seed1", "seed2"]
+    assert [j.name for j in jobs["cluster"]] == ["seed1", "seed2"]
+    assert [j.name for j in jobs["prune"]] == [f"seed{s}/{g}" for s in (1, 2) for g in ("k0.8", "k0.5", "d0.5")]
     assert [j.name for j in jobs["forgetting"]] == ["plain/seeds1-2", "official/seeds1-2"] and runs["forgetting"] == 4
     # own_clusters: one model per retraining seed (pruning.draws: per_seed, the default) for the one data fraction
     assert runs["own_clusters"] == 2
-    assert [j.name for j in jobs["retrain"]] == ["all/all"]
+    assert [j.name for j in jobs["retrain"]] == ["full/all", "k0.8/all", "k0.5/all", "d0.5/all"]
     # difficulty: rankings lpntk and cosine (default) x (easy, median, hard, contradictory, control) x 2 runs
     assert runs["difficulty"] == 2 * 5 * 2
     # ld_size: pool 16 per class, min_size 4: sizes 16 and 4, i.e. 1 + 4 runs
     assert runs["ld_size"] == 5
-    # retraining: full + 5 methods at keep 0.5, and d0.5-base, d0.5-small-r0.25, d0.5-random-r0.25 and the own-model
-    # d0.5-own-small-r0.25, d0.5-own-random-r0.25; 2 seeds each
-    assert runs["retrain"] == (1 + 5 + 3 + 2) * 2
+    # retraining: full, lpntk and random at curve_keep 0.8, 5 methods at keep 0.5, and d0.5-base, d0.5-small-r0.25,
+    # d0.5-random-r0.25 and the own-model d0.5-own-small-r0.25, d0.5-own-random-r0.25; 2 seeds each
+    assert runs["retrain"] == (1 + 2 + 5 + 3 + 2) * 2
 
 
 def test_kernel_jobs_of_the_pruning_seeds_and_the_reference(tiny, tmp_path):
@@ -97,7 +99,8 @@ def test_kernel_jobs_of_the_pruning_seeds_and_the_reference(tiny, tmp_path):
     block["train"]["seeds"] = [1, 2, 3]
     block["pruning"]["retrain"]["seeds"] = [2]
     assert names("kernel") == ["seed2/classes0-1-2-3-4-5-6-7-8-9", "reference/classes0-1-2-3-4-5-6-7-8-9"]
-    assert names("cluster") == names("prune") == ["seed2"] and names("scores") == ["scores", "seed2"]
+    assert names("cluster") == ["seed2"] and names("scores") == ["scores", "seed2"]
+    assert names("prune") == ["seed2/k0.8", "seed2/k0.5", "seed2/d0.5"]
     block["kernel"]["seed"] = 3
     assert names("kernel") == ["seed2/classes0-1-2-3-4-5-6-7-8-9", "seed3/classes0-1-2-3-4-5-6-7-8-9"]
     block["pruning"]["methods"] = ["lpntk"]
@@ -160,10 +163,11 @@ def test_work_of_the_lockstep_relations_and_cluster_jobs_by_hand(tiny, tmp_path)
     rel = jobs["relations"][0].work
     assert rel.relation_pairs == 10 * 24 * 25 / 2 + (80 * 80 - 10 * 64) / 2
     assert rel.gram_bytes_read == 10 * 24 * 24 * 4 and rel.figures == 1  # the reference seed's float32 Grams
-    # cluster: FPC of each 24-sample class to round(0.5 x 24) = 12 heads (keep [0.5]), the seed's Grams read
-    assert [j.work.fpc_elements for j in jobs["cluster"]] == [10 * 24 * 12] * 2
+    # cluster: FPC of each 24-sample class run to the end (24 heads: its history gives every kept fraction's
+    # clusters), the seed's Grams read
+    assert [j.work.fpc_elements for j in jobs["cluster"]] == [10 * 24 * 24] * 2
     seconds = job_seconds(jobs["cluster"][0], FIGURES, 0.0)
-    assert seconds == pytest.approx(10 * 24 * 12 * FIGURES["fpc_element_s"] + 10 * 24 * 24 * 4 * 1e-7)
+    assert seconds == pytest.approx(10 * 24 * 24 * FIGURES["fpc_element_s"] + 10 * 24 * 24 * 4 * 1e-7)
     # kernel jobs write their five classes' Grams
     assert [j.work.gram_bytes_written for j in jobs["kernel"]] == [5 * 24 * 24 * 4] * 4
 
@@ -540,16 +544,16 @@ def test_the_printed_prepare_command_works(repo, tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("test", 3)):
+    for split, n in (("train", 48), ("test", 3)):
         for c in range(10):
             folder = tmp_path / "imgs" / split / f"c{c}"
             folder.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
-    text = (repo / "config" / "config.yaml").read_text()
-    text = text.replace("  digits:\n", "  mine:\n").replace("mlflow:\n  enabled: true", "mlflow:\n  enabled: false")
-    folder = f"    source: folder\n    name: mine\n    root: {tmp_path / 'imgs'}\n    channels: 1\n"
-    text = text.replace("    source: sklearn\n    name: digits\n", folder)
+    # a dataset block naming only its data (every use case on, its defaults scaled to the data at start-up)
+    root = tmp_path / "imgs"
+    text = f"mlflow:\n  enabled: false\ndatasets:\n  mine:\n    source: folder\n    name: mine\n    root: {root}\n"
+    text += "    channels: 1\n    model: {name: mlp}\n    train: {epochs: 2}\n"
     (tmp_path / "cfg.yaml").write_text(text)
     first = _lpntk_cost(repo, "--configfile", "cfg.yaml", cwd=tmp_path)
     assert first.returncode == 2 and "is not known before it is prepared" in first.stderr
@@ -561,7 +565,9 @@ def test_the_printed_prepare_command_works(repo, tmp_path):
     assert (tmp_path / "results" / "mine" / "data" / "info.json").is_file()
     second = _lpntk_cost(repo, "--configfile", "cfg.yaml", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "mine: mlp@1x8x8, train 108 / val 12 / test 30 (prepared)" in second.stdout
+    sizes = re.search(r"mine: mlp@1x8x8, train (\d+) / val (\d+) / test (\d+) \(prepared\)", second.stdout)
+    assert sizes, second.stdout
+    assert int(sizes[1]) + int(sizes[2]) == 480 and int(sizes[3]) == 30  # the folder's 10 x 48 and 10 x 3 images
 
 
 def test_header_names_the_figures_machine_and_this_one(repo, tmp_path):

@@ -1038,9 +1038,10 @@ def test_cost_counts_the_runs_of_every_target_group(repo, schema_path, tmp_path)
     """lpntk.cost: the difficulty job trains (G + 1) x arms x runs, G = random_targets / C, and the engine computes
     kappa of the (G + 1) C targets to every training sample."""
     import copy
+    import math
 
     from lpntk.config import load_config
-    from lpntk.cost import _kernel, _training, dataset_sizes, plan_jobs
+    from lpntk.workload import Work, _kernel, dataset_sizes, plan_jobs
 
     tiny = load_config(repo / ".test" / "config" / "config.yaml", schema_path)["datasets"]["tiny"]
     sizes = dataset_sizes("tiny", tiny, tmp_path)
@@ -1051,6 +1052,17 @@ def test_cost_counts_the_runs_of_every_target_group(repo, schema_path, tmp_path)
         jobs[count] = next(j for j in plan_jobs("tiny", block, sizes, 1000.0) if j.stage == "difficulty")
     assert jobs[0].runs == 2 * 5 * 2 and jobs[30].runs == 4 * 2 * 5 * 2  # rankings x arms x runs, x 4 groups
     d, c = tiny["difficulty"], sizes.num_classes
-    run = _training(c * (d["num"] + 1), d["epochs"], d["batch_size"], evals=(c,), eval_batch=c)
+    m, e = c * (d["num"] + 1), d["epochs"]  # a company set: num + 1 samples per class
+    # the runs of one company set train in lockstep (default): one step serves the set's runs; each epoch ends
+    # with the targets' eval pass; the reference Grams read once and the figure drawn
+    per_step = min(d["runs"], d["lockstep_max_runs"]) if d["lockstep"] else 1
+    expect = Work(
+        train_samples=80 * e * m,
+        train_steps=80 / per_step * e * math.ceil(m / d["batch_size"]),
+        run_epochs=80 * e,
+        eval_samples=80 * e * c,
+        gram_bytes_read=4.0 * sum(k * k for k in sizes.class_sizes),
+        figures=1,
+    )
     kernel = _kernel(4 * c, tiny["kernel"], 1000.0, cross=sizes.n_train)
-    assert jobs[30].work == run * 80 + kernel
+    assert jobs[30].work == expect + kernel
