@@ -172,7 +172,10 @@ def predictor(name: str, b: int, device: str) -> dict:
 
 def job_startup(device: str) -> float:
     """Seconds for a fresh process to import a training stage's modules and (on a GPU) start CUDA."""
-    code = f"import torch, lpntk.stages.train, lpntk.stages.kernel; torch.zeros(1, device={device!r}).sum().item()"
+    code = (
+        f"import torch, lpntk.stages.train_stage, lpntk.stages.kernel_stage; "
+        f"torch.zeros(1, device={device!r}).sum().item()"
+    )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - t0

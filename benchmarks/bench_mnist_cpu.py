@@ -21,7 +21,7 @@ unless said otherwise:
 4. **ten seeds of one subset** (``--seeds`` seeds, ``--subset`` images, ``--seed-epochs`` epochs, the retraining
    recipe: record off, validation and test evaluated each epoch): one after the other in one process (the
    baseline, what ``pruning.retrain.lockstep: false`` does), in lockstep (:func:`lpntk.lockstep.train_lockstep`,
-   per-seed draws of one size), and each seed in a fresh process that imports ``lpntk.stages.retrain`` (the job's
+   per-seed draws of one size), and each seed in a fresh process that imports ``lpntk.stages.retrain_stage`` (the job's
    start-up, timed alone beside it) and loads the data from a file.
 5. **two cores** (``--two-cores``, alone; wall time, so on an idle machine): a record-off epoch in one process at one
    thread, in each of two such processes at once, and in one process at two threads.
@@ -66,7 +66,7 @@ MEAN, STD = [0.1307], [0.3081]
 CHILD = """
 import sys, time
 t0 = time.perf_counter()
-import lpntk.stages.retrain  # noqa: F401  (what a retrain job imports)
+import lpntk.stages.retrain_stage  # noqa: F401  (what a retrain job imports)
 import torch
 from lpntk.data import Split
 from lpntk.models import build_model
@@ -266,7 +266,7 @@ def seeds_three_ways(name: str, subset: int, seeds: list[int], epochs: int, val:
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out["startup"] = statistics.median(
-        _run_child([sys.executable, "-c", "import lpntk.stages.retrain"], env) for _ in range(3)
+        _run_child([sys.executable, "-c", "import lpntk.stages.retrain_stage"], env) for _ in range(3)
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.pt"
@@ -458,7 +458,7 @@ def report(results: dict, args) -> None:
         )
     print(
         "   ratio: sequential / the other (> 1: the other is faster); start-up: `python -c 'import "
-        "lpntk.stages.retrain'`, median of 3"
+        "lpntk.stages.retrain_stage'`, median of 3"
     )
 
 

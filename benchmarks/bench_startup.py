@@ -35,15 +35,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STAGE_MODULES = [
     "lpntk.stages.common",
-    "lpntk.stages.reference",
-    "lpntk.stages.scores",
-    "lpntk.stages.prune",
-    "lpntk.stages.cluster",
-    "lpntk.stages.pruning_table",
-    "lpntk.stages.forgetting_table",
-    "lpntk.stages.summary",
-    "lpntk.stages.kernel",
-    "lpntk.stages.train",
+    "lpntk.stages.select_reference_stage",
+    "lpntk.stages.scores_stage",
+    "lpntk.stages.prune_stage",
+    "lpntk.stages.cluster_stage",
+    "lpntk.stages.pruning_table_stage",
+    "lpntk.stages.forgetting_table_stage",
+    "lpntk.stages.summary_stage",
+    "lpntk.stages.kernel_stage",
+    "lpntk.stages.train_stage",
 ]
 
 NOOP = """

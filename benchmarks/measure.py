@@ -247,7 +247,7 @@ def measure_host(repeats: int = 3, n: int = 5000, log=print) -> dict[str, float]
     """The figures of the host's NumPy work, independent of the model (``lpntk cost``'s device-level figures), on one
     class of n samples (5,000: about an MNIST class, so that the arrays outgrow the caches as the workflow's do):
 
-    * ``fpc_element_s``: lpntk.stages.cluster.cluster_class of a random n x n Gram (symmetrised, farthest point
+    * ``fpc_element_s``: lpntk.stages.cluster_stage.cluster_class of a random n x n Gram (symmetrised, farthest point
       clustering to 0.95 n heads, self-max), per (sample, head) element scanned (n x heads);
     * ``relation_pair_s``: lpntk.relations.within_class_pairs of the class's Gram and the relations stage's three
       distributions (kappa, K kappa, cosine) of its pairs, per pair i <= j;
@@ -266,7 +266,7 @@ def measure_host(repeats: int = 3, n: int = 5000, log=print) -> dict[str, float]
     from lpntk.figures import save_figure
     from lpntk.grams import ClassGram, iter_class_grams, save_class_grams
     from lpntk.relations import distribution, within_class_pairs
-    from lpntk.stages.cluster import cluster_class
+    from lpntk.stages.cluster_stage import cluster_class
 
     cpu = torch.device("cpu")
     a = torch.randn(n, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

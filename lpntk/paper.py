@@ -1,8 +1,8 @@
 """The paper's own numbers, in one place: the authors' slides and the official code's published figures.
 
 Every table of the workflow prints these beside ours where the dataset is one the authors report (MNIST, CIFAR-10),
-and the claims section compares against them. Sources: ``docs/reference/seed-slides.txt`` (the slides, "Use Case 2"
-and "Experiment Results on Pruning Image Training Sets") and ``docs/reference/paper-protocols.md`` §5 (the official
+and the claims section compares against them. Sources: ``docs/paper/seed-slides.txt`` (the slides, "Use Case 2"
+and "Experiment Results on Pruning Image Training Sets") and ``docs/paper/paper-protocols.md`` §5 (the official
 code's statistics notebook). Plain data: importing this module imports nothing else.
 """
 

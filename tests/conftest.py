@@ -61,7 +61,7 @@ def small_kernel_setup(root: Path, train_epochs: int = 0):
     ``train_epochs``) in ``root/model.pt``, and its per-class kernel files: (prep, model, cfg, kernel paths)."""
     from lpntk.data import prepare_dataset, save_prepared
     from lpntk.models import build_model
-    from lpntk.stages.kernel import kernel_stage
+    from lpntk.stages.kernel_stage import kernel_stage
     from lpntk.train import Recipe, seed_everything, train_model
 
     spec = {

@@ -211,7 +211,7 @@ def test_dropped_pairs_are_counted_and_too_many_stop():
 
 
 def test_claims_stage_files_headline_and_stages_off(tmp_path):
-    from lpntk.stages.claims import claims_stage
+    from lpntk.stages.claims_stage import claims_stage
 
     (tmp_path / "d.json").write_text(json.dumps(_difficulty_summary(np.full(20, 0.5))))
     runs = _forgetting_runs(6, 0.5, 0.3)

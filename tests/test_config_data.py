@@ -43,7 +43,7 @@ def _validate(block: dict, schema_path, results=None) -> dict:
 
 def _prepare(config: dict, results) -> str:
     """results/d/data/ as prepare_data writes it (the data keys recorded in info.json)."""
-    from lpntk.stages.data import prepare_data_stage
+    from lpntk.stages.prepare_data_stage import prepare_data_stage
 
     cfg = {k: v for k, v in dataset_config(config, "d").items() if k not in STAGE_BLOCKS}
     out = {k: str(results / "d" / "data" / f"{k}.{'json' if k == 'info' else 'npz'}") for k in ("info", *SPLITS)}

@@ -292,7 +292,7 @@ def _outputs(root, names):
 
 def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
     from lpntk.io import load_json, load_npz
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
 
     root, prep, cfg, kernels = small_setup
     cfg = {**cfg, "difficulty": _dcfg()}
@@ -333,7 +333,7 @@ def test_difficulty_stage_sets_curves_table(small_setup, tmp_path):
     assert (added["kappa_to_target"] < 0).all() and len(added) == 30 and added["position"].is_unique
     from lpntk.data import normalize, to_unit
     from lpntk.kernel import lpntk_gram
-    from lpntk.stages.model import load_reference_model
+    from lpntk.stages.torch_setup import load_reference_model
 
     model = load_reference_model(cfg, prep.info, root / "model.pt")
     x = normalize(to_unit(prep.train.x), prep.info.mean, prep.info.std)
@@ -364,7 +364,7 @@ def test_difficulty_stage_both_rankings_and_label_matched_control(small_setup, t
     """rank_by [lpntk, cosine]: a full set of arms per ranking, the cosine sets ranked by kappa / (|phi_t| |phi_j|)
     computed here by hand; the control arm carries exactly the contradictory arm's labels, class by class."""
     from lpntk.io import load_npz
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
 
     root, prep, cfg, kernels = small_setup
     cfg = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, rank_by=["lpntk", "cosine"], control=True, control_seed=5)}
@@ -411,7 +411,7 @@ def test_difficulty_stage_both_rankings_and_label_matched_control(small_setup, t
 
 
 def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
 
     root, prep, cfg, kernels = small_setup
     base = {**cfg, "difficulty": _dcfg(runs=1, epochs=1, contradictory="none")}
@@ -477,7 +477,7 @@ def test_difficulty_stage_official_swap_and_class_pool(small_setup, tmp_path):
 
 
 def test_ld_size_stage(small_setup, tmp_path):
-    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+    from lpntk.stages.ld_size_stage import LD_SIZE_OUTPUTS, ld_size_stage
 
     root, prep, cfg, _ = small_setup
     cfg = {**cfg, "difficulty": _dcfg()}
@@ -503,8 +503,8 @@ def test_ld_size_stage(small_setup, tmp_path):
     np.testing.assert_allclose(pearson, np.corrcoef(ld[["ld_size4", "ld_size1"]].to_numpy().T), atol=1e-9)
     assert summary["metrics"]["ld_corr_4_1"] == pytest.approx(pearson[0, 1])
     # size 4: one run on the whole pool, whose LD = sum over epochs of that run's training-pass L2
-    from lpntk.stages.difficulty import difficulty_recipe
-    from lpntk.stages.model import build_from_config
+    from lpntk.stages.difficulty_stage import difficulty_recipe
+    from lpntk.stages.torch_setup import build_from_config
 
     pool = prep.train.subset(ld["position"].to_numpy().copy())
     full = learning_difficulty(
@@ -662,7 +662,7 @@ def test_killed_difficulty_job_resumes_where_it_stopped(small_setup, tmp_path, m
     """A difficulty job killed after its first run and rerun trains only the runs that are missing and writes the
     same bytes as a job that was never interrupted; a record of another config is not reused; the progress folder
     goes when the job completes."""
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
 
     root, _, cfg, kernels = small_setup
     cfg = {**cfg, "difficulty": _dcfg(control=False, contradictory="none")}
@@ -698,7 +698,7 @@ def test_killed_difficulty_job_resumes_where_it_stopped(small_setup, tmp_path, m
 def test_killed_ld_size_job_resumes_inside_its_run(small_setup, tmp_path, monkeypatch):
     """An ld_size job killed in its second run (after that run saved its state at epoch 1) and rerun loads the first
     run's record, continues the second from its saved epoch, and writes the same bytes as an uninterrupted job."""
-    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+    from lpntk.stages.ld_size_stage import LD_SIZE_OUTPUTS, ld_size_stage
 
     root, _, cfg, _ = small_setup
     dcfg = _dcfg()
@@ -750,8 +750,8 @@ def test_lockstep_difficulty_and_ld_size_stages_equal_the_run_by_run_stages(smal
     """difficulty.lockstep: every company set's seeds train together and every size's quad-tree nodes together
     (at most lockstep_max_runs at a time); the small CNN has no dropout, so every area and LD equals the run-by-run
     stage's up to float32 summation order."""
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
-    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.ld_size_stage import LD_SIZE_OUTPUTS, ld_size_stage
 
     root, _, cfg, kernels = small_setup
     args = {"dataset": "digits", "data": root / "data", "threads": 1, "mlflow_cfg": OFF}
@@ -785,7 +785,7 @@ def test_killed_lockstep_ld_size_job_resumes_inside_its_group(small_setup, tmp_p
     """An ld_size job in lockstep killed inside its second group (4 nodes, saved at epoch 1) and rerun loads the
     first group's record, continues the second from its saved epoch and writes the same bytes as an uninterrupted
     job."""
-    from lpntk.stages.ld_size import LD_SIZE_OUTPUTS, ld_size_stage
+    from lpntk.stages.ld_size_stage import LD_SIZE_OUTPUTS, ld_size_stage
 
     root, _, cfg, _ = small_setup
     dcfg = _dcfg(lockstep=True)
@@ -885,7 +885,7 @@ def test_per_target_areas_by_hand_with_a_null_row_for_a_missing_arm():
     """Literal curves: each target's area in each run is the sum of its own curve over the epochs; group 1 lacks the
     contradictory arm (skipped), so its targets get null rows there."""
     from lpntk.difficulty import Company
-    from lpntk.stages.difficulty import per_target_areas
+    from lpntk.stages.difficulty_stage import per_target_areas
 
     easy = np.array([[[0.5, 0.25, 0.125], [1.0, 1.0, 0.0]], [[0.0, 0.5, 0.5], [0.75, 0.25, 0.25]]])  # (R, T, E)
     contra = easy[:, :, ::-1] * 2
@@ -912,7 +912,7 @@ def test_per_target_areas_by_hand_with_a_null_row_for_a_missing_arm():
 def _skip_contradictory_after_group_0(monkeypatch):
     """Patch the stage's contradictory arm: built for target group 0 (the max_self targets), skipped with a note for
     the random groups, whatever their candidates."""
-    import lpntk.stages.difficulty as stage
+    import lpntk.stages.difficulty_stage as stage
 
     real, calls = stage.contradictory_companies, []
 
@@ -933,8 +933,8 @@ def test_difficulty_stage_random_target_groups(small_setup, tmp_path, monkeypatc
     a separate training of its group's set from its seeds; the group whose contradictory arm is skipped says so and
     gives null rows; lockstep gives the same areas."""
     from lpntk.io import load_json, load_npz
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
-    from lpntk.stages.model import build_from_config
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.torch_setup import build_from_config
 
     root, prep, cfg, kernels = small_setup
     args = {"dataset": "digits", "kernels": kernels, "data": root / "data", "reference": root / "model.pt",
@@ -1006,7 +1006,7 @@ def test_difficulty_stage_random_target_groups(small_setup, tmp_path, monkeypatc
 
 
 def difficulty_recipe_of(cfg):
-    from lpntk.stages.difficulty import difficulty_recipe
+    from lpntk.stages.difficulty_stage import difficulty_recipe
 
     return difficulty_recipe(cfg["difficulty"])
 
@@ -1014,7 +1014,7 @@ def difficulty_recipe_of(cfg):
 def test_killed_difficulty_job_with_target_groups_resumes_where_it_stopped(small_setup, tmp_path, monkeypatch):
     """With a random target group, a job killed inside group 1 and rerun trains only the missing runs (group 0's
     and group 1's finished ones are loaded) and writes the same bytes as an uninterrupted job."""
-    from lpntk.stages.difficulty import DIFFICULTY_OUTPUTS, difficulty_stage
+    from lpntk.stages.difficulty_stage import DIFFICULTY_OUTPUTS, difficulty_stage
 
     root, _, cfg, kernels = small_setup
     cfg = {**cfg, "difficulty": _dcfg(control=False, contradictory="none", random_targets=10)}

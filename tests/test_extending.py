@@ -98,10 +98,10 @@ def test_the_example_method_runs_through_plan_prune_and_table(tmp_path, repo, sc
     from lpntk.io import save_json, save_npz
     from lpntk.methods import method
     from lpntk.plan import pruning_seeds, subset_plan
-    from lpntk.stages.cluster import cluster_stage
-    from lpntk.stages.prune import prune_stage
-    from lpntk.stages.pruning_table import pruning_table_stage
-    from lpntk.stages.scores import scores_stage
+    from lpntk.stages.cluster_stage import cluster_stage
+    from lpntk.stages.prune_stage import prune_stage
+    from lpntk.stages.pruning_table_stage import pruning_table_stage
+    from lpntk.stages.scores_stage import scores_stage
 
     def pruning(block):
         block["pruning"].update({"methods": ["lpntk", "least_confidence", "random"], "keep": [0.5]})

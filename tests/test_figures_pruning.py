@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lpntk.figures.pruning import plot_redundant_removal, plot_small_clusters
+from lpntk.figures.pruning_figures import plot_redundant_removal, plot_small_clusters
 from lpntk.plan import subset_plan
-from lpntk.stages.pruning_table import aggregate_runs
+from lpntk.stages.pruning_table_stage import aggregate_runs
 
 N_FULL = 1293
 

@@ -314,7 +314,7 @@ def test_aggregate_scores_mean_std_and_paper_columns():
 
 
 def test_forgetting_figure_marks_the_slides_in_the_stepwise_panel(tmp_path):
-    from lpntk.figures.forgetting import plot_forgetting_scores
+    from lpntk.figures.forgetting_figures import plot_forgetting_scores
 
     run = {"n_true_events": 4}
     for pred in ("entk", "lpntk"):
@@ -440,8 +440,8 @@ def test_forgetting_stages(digits, tmp_path, forgetting_cfg):
     from lpntk.io import load_json, load_npz
     from lpntk.paper import forgetting_reference as paper_reference
     from lpntk.plan import group_name
-    from lpntk.stages.forgetting import forgetting_stage
-    from lpntk.stages.forgetting_table import forgetting_table_stage
+    from lpntk.stages.forgetting_stage import forgetting_stage
+    from lpntk.stages.forgetting_table_stage import forgetting_table_stage
 
     def seed_group_name(seeds):
         return group_name("seed", seeds)

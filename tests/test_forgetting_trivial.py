@@ -216,7 +216,7 @@ def test_table_prints_the_trivial_rows_mcc_and_the_events_per_seed():
 
 
 def test_figure_draws_the_floor_and_says_why_a_slot_is_empty(tmp_path):
-    from lpntk.figures.forgetting import plot_forgetting_scores
+    from lpntk.figures.forgetting_figures import plot_forgetting_scores
 
     runs = []
     for seed in (0, 1):

@@ -105,9 +105,9 @@ def gallery_inputs(tmp_path_factory, repo, schema_path):
     the cluster and prune stages on them (synthetic baseline scores)."""
     from lpntk.config import dataset_config, load_config
     from lpntk.io import save_table
-    from lpntk.stages.cluster import cluster_stage
-    from lpntk.stages.prune import prune_stage
-    from lpntk.stages.relations import RELATIONS_OUTPUTS, relations_stage
+    from lpntk.stages.cluster_stage import cluster_stage
+    from lpntk.stages.prune_stage import prune_stage
+    from lpntk.stages.relations_stage import RELATIONS_OUTPUTS, relations_stage
 
     root = tmp_path_factory.mktemp("gallery")
     prep, _, kcfg, kernels = small_kernel_setup(root, train_epochs=2)
@@ -149,7 +149,7 @@ def gallery_inputs(tmp_path_factory, repo, schema_path):
 
 
 def _run(tmp, cfg, files, **drop):
-    from lpntk.stages.gallery import gallery_stage
+    from lpntk.stages.gallery_stage import gallery_stage
 
     out = {"figure": str(tmp / "g.png"), "figure_pdf": str(tmp / "g.pdf"), "samples": str(tmp / "g.csv")}
     inputs = {k: v for k, v in files.items() if k not in drop}

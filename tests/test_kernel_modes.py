@@ -84,7 +84,7 @@ def test_the_kernel_stage_in_sketch_mode(tmp_path, repo, schema_path):
 
     from lpntk.config import dataset_config, load_config
     from lpntk.grams import iter_class_grams
-    from lpntk.stages.kernel import kernel_stage
+    from lpntk.stages.kernel_stage import kernel_stage
 
     prep, _, cfg, exact_files = small_kernel_setup(tmp_path)
     raw = yaml.safe_load((repo / ".test" / "config" / "config.yaml").read_text())

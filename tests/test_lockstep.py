@@ -222,7 +222,7 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
     from lpntk.config import ConfigError, dataset_config, load_config, validate_config
     from lpntk.data import save_prepared
     from lpntk.io import load_json, save_npz
-    from lpntk.stages.retrain import retrain_stage
+    from lpntk.stages.retrain_stage import retrain_stage
 
     full = load_config(repo / ".test" / "config" / "config.yaml", schema_path)
     cfg = dataset_config(full, "tiny")
@@ -237,7 +237,7 @@ def test_retraining_with_the_lockstep_switch_gives_the_separate_runs_accuracies(
             "subsets": [tmp_path / f"subsets{s}.npz" for s in (3, 4)], "threads": 1,
             "mlflow_cfg": {"enabled": False}}  # fmt: skip
     calls = []
-    import lpntk.stages.retrain as retrain_module
+    import lpntk.stages.retrain_stage as retrain_module
 
     real = retrain_module.train_lockstep
     monkeypatch.setattr(

@@ -184,7 +184,7 @@ def test_the_figures_show_the_registrys_labels_and_colours(tmp_path, monkeypatch
     import pandas as pd
     from matplotlib.colors import to_hex
 
-    from lpntk.figures.pruning import plot_redundant_removal
+    from lpntk.figures.pruning_figures import plot_redundant_removal
 
     rows = [{"method": "full", "keep": 1.0, "realised_keep": 1.0}]
     rows += [{"method": m, "keep": 0.5, "realised_keep": 0.5} for m in config_methods() if m != "node"]

@@ -526,8 +526,8 @@ def _toy_run(tmp, index, labels, seed: int):
 
 def _cluster_and_prune(tmp, cfg, seed: int, kernels, scores, tag: str = ""):
     """The cluster and prune stages of one retraining seed on its own run's kernels and scores: their outputs."""
-    from lpntk.stages.cluster import cluster_stage
-    from lpntk.stages.prune import prune_stage
+    from lpntk.stages.cluster_stage import cluster_stage
+    from lpntk.stages.prune_stage import prune_stage
 
     outs = {
         "clusters": str(tmp / f"clusters{seed}{tag}.npz"),
@@ -573,7 +573,7 @@ def pruning_inputs(tmp_path_factory, full_kernel_cfg):
 
 
 def test_cluster_and_prune_stages_keep_original_indices_and_class_balance(pruning_inputs):
-    from lpntk.stages.cluster import clusters_at_keep
+    from lpntk.stages.cluster_stage import clusters_at_keep
 
     tmp, index, labels, outs = pruning_inputs
     lab = dict(zip(index.tolist(), labels.tolist(), strict=True))
@@ -649,7 +649,7 @@ def test_each_seeds_subsets_depend_only_on_its_own_training_run(pruning_inputs, 
 
 
 def test_prune_is_deterministic_and_checks_its_clusters(pruning_inputs, full_kernel_cfg):
-    from lpntk.stages.prune import prune_stage
+    from lpntk.stages.prune_stage import prune_stage
 
     tmp, _, _, outs = pruning_inputs
     again = {"subsets": str(tmp / "again.npz"), "table": str(tmp / "again.csv")}
@@ -692,10 +692,10 @@ def test_shared_draws_keep_one_random_subset_but_each_seeds_selection(pruning_in
 
 
 def test_retraining_uses_exactly_the_subset(tmp_path, digits, tiny_cfg, monkeypatch):
-    import lpntk.stages.retrain as retrain_module
+    import lpntk.stages.retrain_stage as retrain_module
     from lpntk.data import save_prepared
     from lpntk.io import save_npz
-    from lpntk.stages.retrain import retrain_stage
+    from lpntk.stages.retrain_stage import retrain_stage
 
     save_prepared(digits, tmp_path / "data")
     rng = np.random.default_rng(1)
@@ -795,7 +795,7 @@ def _result(subset, method, keep, accs, n, experiment="table", **extra):
 
 def test_pruning_table_with_slides(tmp_path, tiny_cfg):
     from lpntk.io import save_json
-    from lpntk.stages.pruning_table import aggregate_runs, pruning_table_stage
+    from lpntk.stages.pruning_table_stage import aggregate_runs, pruning_table_stage
 
     cfg = copy.deepcopy(tiny_cfg)
     cfg.update({"source": "torchvision", "name": "MNIST"})
@@ -981,10 +981,10 @@ def test_pruning_stages_end_to_end(workflow_run):
 def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_cfg, monkeypatch):
     """A job killed after its first (subset, seed) run and rerun trains only what is missing, and writes the same
     bytes as a job that was never interrupted; the progress folder goes when the job completes."""
-    import lpntk.stages.retrain as retrain_module
+    import lpntk.stages.retrain_stage as retrain_module
     from lpntk.data import save_prepared
     from lpntk.io import save_npz
-    from lpntk.stages.retrain import retrain_stage
+    from lpntk.stages.retrain_stage import retrain_stage
 
     save_prepared(digits, tmp_path / "data")
     cfg = copy.deepcopy(tiny_cfg)
@@ -1029,7 +1029,7 @@ def test_killed_retraining_job_resumes_where_it_stopped(tmp_path, digits, tiny_c
 
 def test_a_selection_rule_of_ones_own_is_one_registered_function(pruning_inputs, full_kernel_cfg):
     from lpntk.pruning import SELECTORS, register_selector, select_subset
-    from lpntk.stages.prune import pruning_inputs as read_inputs
+    from lpntk.stages.prune_stage import pruning_inputs as read_inputs
 
     tmp, index, labels, outs = pruning_inputs
     inputs = read_inputs(full_kernel_cfg, 1, tmp / "train.npz", outs[1]["clusters"], tmp / "scores1.csv")
@@ -1055,7 +1055,7 @@ def test_own_clusters_cluster_each_draw_with_a_model_trained_on_it(tmp_path, dig
     from lpntk.data import save_prepared
     from lpntk.plan import small_key
     from lpntk.pruning import class_balanced_subset, draw_seed
-    from lpntk.stages.own_clusters import own_clusters_stage
+    from lpntk.stages.own_clusters_stage import own_clusters_stage
 
     save_prepared(digits, tmp_path / "data")
     cfg = copy.deepcopy(tiny_cfg)

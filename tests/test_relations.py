@@ -184,7 +184,7 @@ def small_setup(tmp_path_factory):
 
 
 def _outputs(root):
-    from lpntk.stages.relations import RELATIONS_OUTPUTS
+    from lpntk.stages.relations_stage import RELATIONS_OUTPUTS
 
     ext = {
         "shares_md": "md",
@@ -205,7 +205,7 @@ def test_relations_stage_matches_brute_force_full_gram(small_setup, tmp_path):
     from lpntk.data import normalize, to_unit
     from lpntk.io import load_json, load_npz
     from lpntk.kernel import lpntk_gram
-    from lpntk.stages.relations import relations_stage
+    from lpntk.stages.relations_stage import relations_stage
 
     root, prep, model, cfg, kernels = small_setup
     cfg = {
@@ -274,7 +274,7 @@ def test_relations_stage_matches_brute_force_full_gram(small_setup, tmp_path):
 
 def test_relations_stage_is_deterministic_and_samples_the_cross_panel(small_setup, tmp_path):
     from lpntk.io import load_npz
-    from lpntk.stages.relations import relations_stage
+    from lpntk.stages.relations_stage import relations_stage
 
     root, prep, model, cfg, kernels = small_setup
     cfg = {
@@ -329,7 +329,7 @@ def test_relations_stage_is_deterministic_and_samples_the_cross_panel(small_setu
 
 def test_relations_stage_rejects_stale_kernels(small_setup, tmp_path):
     from lpntk.models import build_model
-    from lpntk.stages.relations import relations_stage
+    from lpntk.stages.relations_stage import relations_stage
 
     root, prep, model, cfg, kernels = small_setup
     torch.manual_seed(99)

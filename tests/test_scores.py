@@ -143,7 +143,7 @@ def _cfg(**scores):
 
 
 def test_scores_stage_writes_table_keyed_by_original_index(tmp_path):
-    from lpntk.stages.scores import score_settings, scores_stage
+    from lpntk.stages.scores_stage import score_settings, scores_stage
 
     summaries, dynamics = [], []
     for seed, run in ((2, RUN2), (1, RUN1)):  # the files say which seed they hold, whatever their names and order

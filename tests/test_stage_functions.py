@@ -15,9 +15,9 @@ import torch
 
 from lpntk.io import load_npz, save_json
 from lpntk.models import build_model
-from lpntk.stages.data import prepare_data_stage
-from lpntk.stages.summary import summary_stage
-from lpntk.stages.train import train_stage
+from lpntk.stages.prepare_data_stage import prepare_data_stage
+from lpntk.stages.summary_stage import summary_stage
+from lpntk.stages.train_stage import train_stage
 
 OFF = {"enabled": False}
 DATA_CFG = {

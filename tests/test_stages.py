@@ -10,7 +10,7 @@ from lpntk.data import save_prepared
 from lpntk.io import load_json, save_json
 from lpntk.kernel import lpntk_gram
 from lpntk.models import build_model
-from lpntk.reference import choose_reference_run
+from lpntk.reference_run import choose_reference_run
 
 OFF = {"enabled": False}
 
@@ -53,8 +53,8 @@ def small_cfg():
 def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, small_cfg):
     from lpntk.data import normalize, to_unit
     from lpntk.grams import iter_class_grams
-    from lpntk.stages.kernel import kernel_stage
-    from lpntk.stages.reference import select_reference_stage
+    from lpntk.stages.kernel_stage import kernel_stage
+    from lpntk.stages.select_reference_stage import select_reference_stage
 
     save_prepared(digits, tmp_path / "data")
     summaries = []
@@ -103,7 +103,7 @@ def test_reference_and_kernel_stage_keep_original_indices(digits, tmp_path, smal
 
 
 def test_reference_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path, digits):
-    from lpntk.stages.model import load_reference_model
+    from lpntk.stages.torch_setup import load_reference_model
 
     torch.save(build_model("mlp", (1, 8, 8), 10).state_dict(), tmp_path / "m.pt")
     with pytest.raises(ValueError, match="does not fit model 'small_cnn'"):
@@ -133,7 +133,7 @@ def test_summary_covers_every_dataset_with_results_in_its_folder(tmp_path):
     """A run of one config into a results/ folder that holds another config's datasets keeps their sections:
     the page covers the config's datasets and, after them, every other finished dataset found there."""
     from lpntk import paths
-    from lpntk.stages.summary import present_results, summary_stage
+    from lpntk.stages.summary_stage import present_results, summary_stage
 
     root = tmp_path / "results"
     _finished_dataset(root, "mnist", sections=("relations/shares.md", "pruning/table.md"))

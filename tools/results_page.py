@@ -22,7 +22,7 @@ from pathlib import Path
 from lpntk.config import load_config
 from lpntk.cost import load_costs, startup_seconds
 from lpntk.plan import enabled_sections
-from lpntk.stages.claims import count_text
+from lpntk.stages.claims_stage import count_text
 from lpntk.timing import comparison_markdown, estimate_vs_measured, measured_stage_seconds, startup_seconds_of_run
 
 REPO = Path(__file__).resolve().parents[1]

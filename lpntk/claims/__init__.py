@@ -1,7 +1,7 @@
 """The paper's claims, tested by a design declared before the run: per claim and dataset one primary comparison,
 a secondary family under Holm, and exploratory rows that never count in the headline (``docs/statistics.md``).
 
-The claims (from the slides, ``docs/reference/seed-slides.txt``):
+The claims (from the slides, ``docs/paper/seed-slides.txt``):
 
 * **C1** a target is easier to learn (lower area under its L2-error curve) with more interchangeable company. Unit:
   the *target* (targets drawn at random, stratified by class, besides the paper's ``max_self`` ones); per target the

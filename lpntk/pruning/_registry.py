@@ -58,7 +58,8 @@ def draw_seed(base: int, seed: int | None) -> int:
 @dataclass
 class PruningInputs:
     """Every per-sample quantity the selection rules read, aligned with ``index`` (ORIGINAL indices): those of one
-    retraining seed's own training run (FPC on its lpNTK Grams, its scores; :func:`lpntk.stages.prune.pruning_inputs`).
+    retraining seed's own training run (FPC on its lpNTK Grams, its scores;
+    :func:`lpntk.stages.prune_stage.pruning_inputs`).
 
     ``head_rank`` / ``self_max``: FPC head creation rank within the class (-1 for non-heads) and the official
     self-max flag; ``clusters[keep]``: cluster id (its head's original index) of each sample with round(keep N_c)

@@ -4,7 +4,7 @@ The stage modules of this package are what the Snakemake scripts in ``workflow/s
 a job's inputs, calls the method functions of the library, writes its outputs atomically and logs the job
 to MLflow. They are plain Python, unit-tested without Snakemake, called with keyword arguments, and given the
 files the rule declares. This module imports neither torch nor mlflow (a job that writes a table stays light);
-:mod:`lpntk.stages.model` holds the torch side (threads, building and loading the config's model).
+:mod:`lpntk.stages.torch_setup` holds the torch side (threads, building and loading the config's model).
 
 Test only: with ``LPNTK_TEST_HOLD`` naming a file, the first job of rule ``LPNTK_TEST_HOLD_RULE`` (default
 ``train``) that opens its MLflow run stops there and waits (:func:`hold_point`), so that a test can cancel a job

@@ -1,5 +1,5 @@
 # The page covers the config's datasets (its inputs) and every other dataset with finished results under results/
-# (lpntk.stages.summary.present_results), so that a run of one config does not drop another's section.
+# (lpntk.stages.summary_stage.present_results), so that a run of one config does not drop another's section.
 rule summary:
     input:
         summary_inputs,

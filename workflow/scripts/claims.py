@@ -1,6 +1,6 @@
-"""Adapter: rule claims -> lpntk.stages.claims.claims_stage."""
+"""Adapter: rule claims -> lpntk.stages.claims_stage.claims_stage."""
 
-from lpntk.stages.claims import claims_stage
+from lpntk.stages.claims_stage import claims_stage
 from lpntk.stages.common import job_log
 
 with job_log(snakemake.log[0]):

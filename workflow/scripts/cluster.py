@@ -1,6 +1,6 @@
-"""Adapter: rule cluster -> lpntk.stages.cluster.cluster_stage."""
+"""Adapter: rule cluster -> lpntk.stages.cluster_stage.cluster_stage."""
 
-from lpntk.stages.cluster import cluster_stage
+from lpntk.stages.cluster_stage import cluster_stage
 from lpntk.stages.common import job_log
 
 with job_log(snakemake.log[0]):

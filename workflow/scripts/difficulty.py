@@ -1,7 +1,7 @@
-"""Adapter: rule difficulty -> lpntk.stages.difficulty.difficulty_stage."""
+"""Adapter: rule difficulty -> lpntk.stages.difficulty_stage.difficulty_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.difficulty import difficulty_stage
+from lpntk.stages.difficulty_stage import difficulty_stage
 
 with job_log(snakemake.log[0]):
     difficulty_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule forgetting -> lpntk.stages.forgetting.forgetting_stage."""
+"""Adapter: rule forgetting -> lpntk.stages.forgetting_stage.forgetting_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.forgetting import forgetting_stage
+from lpntk.stages.forgetting_stage import forgetting_stage
 
 with job_log(snakemake.log[0]):
     forgetting_stage(

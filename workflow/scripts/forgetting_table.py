@@ -1,7 +1,7 @@
-"""Adapter: rule forgetting_table -> lpntk.stages.forgetting_table.forgetting_table_stage."""
+"""Adapter: rule forgetting_table -> lpntk.stages.forgetting_table_stage.forgetting_table_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.forgetting_table import forgetting_table_stage
+from lpntk.stages.forgetting_table_stage import forgetting_table_stage
 
 with job_log(snakemake.log[0]):
     forgetting_table_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule gallery -> lpntk.stages.gallery.gallery_stage."""
+"""Adapter: rule gallery -> lpntk.stages.gallery_stage.gallery_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.gallery import gallery_stage
+from lpntk.stages.gallery_stage import gallery_stage
 
 with job_log(snakemake.log[0]):
     gallery_stage(

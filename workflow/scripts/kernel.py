@@ -1,7 +1,7 @@
-"""Adapter: rule kernel -> lpntk.stages.kernel.kernel_stage."""
+"""Adapter: rule kernel -> lpntk.stages.kernel_stage.kernel_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.kernel import kernel_stage
+from lpntk.stages.kernel_stage import kernel_stage
 
 with job_log(snakemake.log[0]):
     kernel_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule ld_size -> lpntk.stages.ld_size.ld_size_stage."""
+"""Adapter: rule ld_size -> lpntk.stages.ld_size_stage.ld_size_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.ld_size import ld_size_stage
+from lpntk.stages.ld_size_stage import ld_size_stage
 
 with job_log(snakemake.log[0]):
     ld_size_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule own_clusters -> lpntk.stages.own_clusters.own_clusters_stage."""
+"""Adapter: rule own_clusters -> lpntk.stages.own_clusters_stage.own_clusters_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.own_clusters import own_clusters_stage
+from lpntk.stages.own_clusters_stage import own_clusters_stage
 
 with job_log(snakemake.log[0]):
     own_clusters_stage(

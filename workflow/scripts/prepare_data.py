@@ -1,7 +1,7 @@
-"""Adapter: rule prepare_data -> lpntk.stages.data.prepare_data_stage."""
+"""Adapter: rule prepare_data -> lpntk.stages.prepare_data_stage.prepare_data_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.data import prepare_data_stage
+from lpntk.stages.prepare_data_stage import prepare_data_stage
 
 with job_log(snakemake.log[0]):
     prepare_data_stage(

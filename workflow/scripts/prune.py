@@ -1,7 +1,7 @@
-"""Adapter: rule prune -> lpntk.stages.prune.prune_stage."""
+"""Adapter: rule prune -> lpntk.stages.prune_stage.prune_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.prune import prune_stage
+from lpntk.stages.prune_stage import prune_stage
 
 with job_log(snakemake.log[0]):
     prune_stage(

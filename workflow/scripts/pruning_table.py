@@ -1,7 +1,7 @@
-"""Adapter: rule pruning_table -> lpntk.stages.pruning_table.pruning_table_stage."""
+"""Adapter: rule pruning_table -> lpntk.stages.pruning_table_stage.pruning_table_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.pruning_table import pruning_table_stage
+from lpntk.stages.pruning_table_stage import pruning_table_stage
 
 with job_log(snakemake.log[0]):
     pruning_table_stage(

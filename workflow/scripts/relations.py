@@ -1,7 +1,7 @@
-"""Adapter: rule relations -> lpntk.stages.relations.relations_stage."""
+"""Adapter: rule relations -> lpntk.stages.relations_stage.relations_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.relations import relations_stage
+from lpntk.stages.relations_stage import relations_stage
 
 with job_log(snakemake.log[0]):
     relations_stage(

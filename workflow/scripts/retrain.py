@@ -1,7 +1,7 @@
-"""Adapter: rule retrain -> lpntk.stages.retrain.retrain_stage."""
+"""Adapter: rule retrain -> lpntk.stages.retrain_stage.retrain_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.retrain import retrain_stage
+from lpntk.stages.retrain_stage import retrain_stage
 
 job = snakemake.params.job
 with job_log(snakemake.log[0]):

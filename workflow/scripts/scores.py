@@ -1,7 +1,7 @@
-"""Adapter: rule scores -> lpntk.stages.scores.scores_stage."""
+"""Adapter: rule scores -> lpntk.stages.scores_stage.scores_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.scores import scores_stage
+from lpntk.stages.scores_stage import scores_stage
 
 with job_log(snakemake.log[0]):
     scores_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule select_reference -> lpntk.stages.reference.select_reference_stage."""
+"""Adapter: rule select_reference -> lpntk.stages.select_reference_stage.select_reference_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.reference import select_reference_stage
+from lpntk.stages.select_reference_stage import select_reference_stage
 
 with job_log(snakemake.log[0]):
     select_reference_stage(

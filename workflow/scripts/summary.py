@@ -1,7 +1,7 @@
-"""Adapter: rule summary -> lpntk.stages.summary.summary_stage."""
+"""Adapter: rule summary -> lpntk.stages.summary_stage.summary_stage."""
 
 from lpntk.stages.common import job_log
-from lpntk.stages.summary import summary_stage
+from lpntk.stages.summary_stage import summary_stage
 
 with job_log(snakemake.log[0]):
     summary_stage(

@@ -1,7 +1,7 @@
-"""Adapter: rule train -> lpntk.stages.train.train_stage."""
+"""Adapter: rule train -> lpntk.stages.train_stage.train_stage."""
 
 from lpntk.stages.common import job_log, prepared
-from lpntk.stages.train import train_stage
+from lpntk.stages.train_stage import train_stage
 
 with job_log(snakemake.log[0]):
     train_stage(

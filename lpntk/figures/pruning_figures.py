@@ -1,6 +1,6 @@
 """Figures of use case 3: accuracy after removing redundant samples, and after removing small clusters.
 
-Both take the per-subset aggregate of :func:`lpntk.stages.pruning_table.aggregate_runs` (accuracies in %, mean
+Both take the per-subset aggregate of :func:`lpntk.stages.pruning_table_stage.aggregate_runs` (accuracies in %, mean
 and std over seeds) and write a PNG and a PDF with reproducible bytes. Their panels share one legend, below them
 (the figure grows by its rows), so that it covers no axis label, point or error bar.
 """

@@ -22,14 +22,14 @@ import pandas as pd
 
 from ..data import load_prepared
 from ..difficulty import learning_difficulty, pearson_matrix, quad_tree_subsets, size_levels
-from ..figures.difficulty import plot_ld_correlation
+from ..figures.difficulty_figures import plot_ld_correlation
 from ..io import save_json, save_table
 from ..lockstep import lockstep_groups
 from ..progress import Progress, run_key
 from ..train import select_device
 from .common import check_outputs, log, tracking_run
-from .difficulty import difficulty_recipe
-from .model import build_from_config, set_threads
+from .difficulty_stage import difficulty_recipe
+from .torch_setup import build_from_config, set_threads
 
 __all__ = ["LD_SIZE_OUTPUTS", "ld_size_stage"]
 

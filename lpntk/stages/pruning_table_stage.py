@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..figures.pruning import plot_redundant_removal, plot_small_clusters
+from ..figures.pruning_figures import plot_redundant_removal, plot_small_clusters
 from ..io import atomic_path, load_json, save_table
 from ..methods import method
 from ..paper import pruning_reference

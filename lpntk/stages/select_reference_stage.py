@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..io import atomic_path, load_json, save_json
 from ..plan import reference_checkpoint_name
-from ..reference import choose_reference_run
+from ..reference_run import choose_reference_run
 from .common import log, tracking_run
 
 __all__ = ["select_reference_stage"]

@@ -58,7 +58,7 @@ from ..difficulty import (
     target_similarity,
     training_set_positions,
 )
-from ..figures.difficulty import plot_difficulty_curves
+from ..figures.difficulty_figures import plot_difficulty_curves
 from ..grams import ClassGram, load_class_grams
 from ..io import save_json, save_npz, save_table
 from ..kernel import lpntk_gram
@@ -66,8 +66,8 @@ from ..lockstep import lockstep_groups
 from ..progress import Progress, run_key
 from ..train import Recipe, select_device
 from .common import check_outputs, log, tracking_run
-from .kernel import gram_options
-from .model import build_from_config, load_reference_model, set_threads
+from .kernel_stage import gram_options
+from .torch_setup import build_from_config, load_reference_model, set_threads
 
 __all__ = [
     "DIFFICULTY_OUTPUTS",

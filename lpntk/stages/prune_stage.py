@@ -25,7 +25,7 @@ from ..plan import (
     subset_plan,
 )
 from ..pruning import PruningInputs, class_counts_of, select_subset
-from .cluster import clusters_at_keep
+from .cluster_stage import clusters_at_keep
 from .common import log, tracking_run
 
 __all__ = ["pruning_inputs", "prune_stage"]
@@ -72,7 +72,7 @@ def _small_clusters(
 
 class _ClustersAt(Mapping):
     """{kept fraction: every sample's FPC head with round(keep N_c) clusters}, aligned with the training split,
-    computed on first use from the cluster stage's moves (:func:`lpntk.stages.cluster.clusters_at_keep`)."""
+    computed on first use from the cluster stage's moves (:func:`lpntk.stages.cluster_stage.clusters_at_keep`)."""
 
     def __init__(self, cl: Mapping[str, np.ndarray], pos: np.ndarray):
         self._cl, self._pos, self._cache = cl, pos, {}

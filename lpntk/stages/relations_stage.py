@@ -26,7 +26,7 @@ import pandas as pd
 
 from .. import paths
 from ..data import load_prepared, normalize, to_unit
-from ..figures.relations import plot_relation_histograms
+from ..figures.relations_figures import plot_relation_histograms
 from ..grams import load_class_grams
 from ..io import save_json, save_npz, save_table
 from ..kernel import lpntk_gram
@@ -43,8 +43,8 @@ from ..relations import (
 )
 from ..train import select_device
 from .common import check_outputs, log, tracking_run
-from .kernel import gram_options
-from .model import load_reference_model, set_threads
+from .kernel_stage import gram_options
+from .torch_setup import load_reference_model, set_threads
 
 __all__ = [
     "RELATIONS_OUTPUTS",

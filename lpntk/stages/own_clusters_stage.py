@@ -29,9 +29,9 @@ from ..plan import fmt, retrain_settings, small_draw_seeds, small_key
 from ..pruning import class_balanced_subset, draw_seed, keep_count
 from ..train import seed_everything, select_device, train_model
 from .common import log, tracking_run
-from .kernel import gram_options
-from .model import build_from_config, set_threads
-from .retrain import retrain_recipe, subset_split
+from .kernel_stage import gram_options
+from .retrain_stage import retrain_recipe, subset_split
+from .torch_setup import build_from_config, set_threads
 
 __all__ = ["own_clusters_stage"]
 

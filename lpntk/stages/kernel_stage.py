@@ -18,7 +18,7 @@ from ..grams import ClassGram, save_class_grams
 from ..kernel import lpntk_gram
 from ..train import select_device
 from .common import log, tracking_run
-from .model import load_reference_model, set_threads
+from .torch_setup import load_reference_model, set_threads
 
 __all__ = ["gram_options", "class_inputs", "kernel_stage"]
 

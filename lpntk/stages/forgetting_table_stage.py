@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..figures.forgetting import plot_forgetting_scores
+from ..figures.forgetting_figures import plot_forgetting_scores
 from ..forgetting import aggregate_scores, format_table
 from ..io import load_json, save_json, save_table
 from ..paper import forgetting_reference

@@ -31,7 +31,7 @@ from ..plan import fmt
 from ..pruning import accuracy_summary
 from ..train import Recipe, seed_everything, select_device, train_model
 from .common import log, tracking_run
-from .model import build_from_config, set_threads
+from .torch_setup import build_from_config, set_threads
 
 __all__ = ["subset_split", "retrain_recipe", "retrain_stage"]
 

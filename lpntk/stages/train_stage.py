@@ -14,7 +14,7 @@ from ..io import save_json, save_npz, save_table, save_torch
 from ..models import count_parameters
 from ..train import Recipe, seed_everything, select_device, train_model
 from .common import log, tracking_run
-from .model import build_from_config, set_threads
+from .torch_setup import build_from_config, set_threads
 
 __all__ = ["train_stage"]
 

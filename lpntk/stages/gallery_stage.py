@@ -17,8 +17,9 @@ Four panels, each drawn only when the stage it reads ran (else it says which swi
 (d) small clusters -- per data fraction, the samples removed as small clusters at the smallest removed share
     (``d<d>-base`` minus ``d<d>-small-r<r>``), smallest clusters first.
 
-The choices are the numpy functions of :mod:`lpntk.gallery`; the drawing is :func:`lpntk.figures.gallery.plot_gallery`.
-One class Gram is in memory at a time. Numpy, pandas and matplotlib only.
+The choices are the numpy functions of :mod:`lpntk.gallery`; the drawing is
+:func:`lpntk.figures.gallery_figures.plot_gallery`. One class Gram is in memory at a time. Numpy, pandas and matplotlib
+only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..figures.gallery import Group, Panel, Row, Tile, plot_gallery
+from ..figures.gallery_figures import Group, Panel, Row, Tile, plot_gallery
 from ..gallery import (
     anchor_positions,
     cluster_members,
@@ -45,7 +46,7 @@ from ..io import load_npz, save_table
 from ..methods import method as pruning_method
 from ..plan import cluster_keeps, fmt, small_draw_seed, small_key
 from ..relations import cosine
-from .cluster import clusters_at_keep
+from .cluster_stage import clusters_at_keep
 from .common import check_outputs, log, tracking_run
 
 __all__ = ["GALLERY_OUTPUTS", "gallery_stage"]

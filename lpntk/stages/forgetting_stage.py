@@ -4,7 +4,7 @@
 run from a fresh initialisation whose window of steps is evaluated by :func:`lpntk.forgetting.run_forgetting`; writes
 the per-step confusion counts of every predictor, the per-sample events, the record of every step's minibatch and
 learning rate, and a summary per seed; one MLflow run per seed. The table over seeds is
-:mod:`lpntk.stages.forgetting_table`.
+:mod:`lpntk.stages.forgetting_table_stage`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..forgetting import ForgettingSetup, run_forgetting, summarise_steps
 from ..io import save_json, save_npz, save_table
 from ..train import seed_everything, select_device
 from .common import log, tracking_run
-from .model import build_from_config, set_threads
+from .torch_setup import build_from_config, set_threads
 
 __all__ = ["forgetting_setup", "forgetting_stage"]
 
