@@ -142,7 +142,7 @@ def snakemake(
 def workflow_run(tmp_path_factory):
     """The whole workflow on .test/config/config.yaml, run once per test session: (workdir, process).
 
-    Every stage's end-to-end checks use this one run (tests/test_workflow.py and the stage test files)."""
+    Every stage's end-to-end checks use this one run (tests/workflow/test_workflow.py and the stage test files)."""
     workdir = tmp_path_factory.mktemp("wf")
     proc = snakemake(REPO, workdir)
     return workdir, proc

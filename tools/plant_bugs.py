@@ -43,7 +43,7 @@ PLANTS = (
         "lpntk/kernel/_kernels.py",
         "s = -torch.ones(len(y), num_classes)",
         "s = torch.zeros(len(y), num_classes)",
-        ("tests/test_brute_force_references.py", "tests/test_kernel.py"),
+        ("tests/test_brute_force_references.py", "tests/kernel/test_kernel.py"),
         "s(y) one-hot (0 off the label)",
     ),
     Plant(
@@ -51,7 +51,7 @@ PLANTS = (
         "lpntk/kernel/_kernels.py",
         "s = -torch.ones(len(y), num_classes)",
         "s = -torch.ones(len(y), num_classes) / (num_classes - 1)",
-        ("tests/test_brute_force_references.py", "tests/test_kernel.py"),
+        ("tests/test_brute_force_references.py", "tests/kernel/test_kernel.py"),
         "s(y) with -1/(K-1) off the label",
     ),
     Plant(
@@ -59,7 +59,7 @@ PLANTS = (
         "lpntk/train.py",
         'rec["correct"][idx, epoch] = logits.detach().argmax(1) == yb',
         'rec["correct"][idx, epoch] = logits.detach().argmax(1) != yb',
-        ("tests/test_brute_force_references.py", "tests/test_train.py", "tests/test_scores.py"),
+        ("tests/test_brute_force_references.py", "tests/train/test_train.py", "tests/scores/test_scores.py"),
         "recorded per-presentation correctness inverted",
     ),
     Plant(
@@ -67,7 +67,7 @@ PLANTS = (
         "lpntk/data.py",
         "x = torch.where(flip[:, None, None, None], x.flip(-1), x)",
         "x = torch.where(flip[:, None, None, None], x, x)",
-        ("tests/test_brute_force_references.py", "tests/test_train.py", "tests/test_data.py"),
+        ("tests/test_brute_force_references.py", "tests/train/test_train.py", "tests/data/test_data.py"),
         "horizontal flip a no-op",
     ),
     Plant(
@@ -91,7 +91,7 @@ PLANTS = (
         "lpntk/difficulty.py",
         'return curve_area(res.dynamics["l2"])',
         'return curve_area(res.dynamics["loss"])',
-        ("tests/test_brute_force_references.py", "tests/test_difficulty.py"),
+        ("tests/test_brute_force_references.py", "tests/difficulty/test_difficulty.py"),
         "learning difficulty summed from the loss instead of the L2 error",
     ),
     Plant(
@@ -99,7 +99,7 @@ PLANTS = (
         "lpntk/difficulty.py",
         "return np.asarray(curves, dtype=np.float64).sum(axis=-1)",
         "return np.asarray(curves, dtype=np.float64).mean(axis=-1)",
-        ("tests/test_brute_force_references.py", "tests/test_difficulty.py"),
+        ("tests/test_brute_force_references.py", "tests/difficulty/test_difficulty.py"),
         "curve area as the mean instead of the sum over epochs",
     ),
     Plant(
@@ -107,7 +107,7 @@ PLANTS = (
         "lpntk/clustering.py",
         "col = S[new]  # = S(:, new)",
         "col = S[:][new]  # = S(:, new)",
-        ("tests/test_clustering.py",),
+        ("tests/clustering/test_clustering.py",),
         "farthest point clustering reads the whole Gram at every step (O(k N^2))",
     ),
 )

@@ -9,7 +9,7 @@ import pytest
 
 from lpntk import paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_key_left_out_stays_the_rules_wildcard():

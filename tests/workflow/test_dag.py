@@ -1,5 +1,5 @@
 """lpntk.dag: each job of use case 3 is given only what it reads, so a change of one kept fraction reaches only its
-own jobs (tests/test_workflow.py checks the same on the workflow's dry run)."""
+own jobs (tests/workflow/test_workflow.py checks the same on the workflow's dry run)."""
 
 from __future__ import annotations
 

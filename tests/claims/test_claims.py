@@ -240,7 +240,7 @@ def test_library_defaults_are_the_schema_defaults():
     from lpntk.claims import DEFAULT_DESIGN
     from lpntk.config import load_schema
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     schema = load_schema(root / "workflow" / "schemas" / "config.schema.yaml")["$defs"]["claims"]["properties"]
     for key, value in DEFAULT_DESIGN.items():
         if isinstance(value, dict):

@@ -101,7 +101,7 @@ def test_broken_configs_name_the_key(base, schema_path, mutate, where, what):
 def test_recipe_defaults_are_the_schemas(schema_path):
     """The schema is the source of the workflow's defaults; the Recipe dataclass keeps defaults for library users.
     Both must agree, key by key (the train block, its schedule, the augment block), but for score_epochs, whose
-    schema default (null) lpntk.config resolves from the other blocks (tests/test_config_data.py)."""
+    schema default (null) lpntk.config resolves from the other blocks (tests/workflow/test_config_data.py)."""
     import dataclasses
 
     from lpntk.config import load_schema
