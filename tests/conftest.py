@@ -5,6 +5,7 @@ them."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -146,3 +147,33 @@ def workflow_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
     proc = snakemake(REPO, workdir)
     return workdir, proc
+
+
+# ------------------------------------------------------------------- pruning (tests/pruning/)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(repo, schema_path):
+    """The tiny test config's dataset block with the pruning block the pruning tests run (tests/pruning/): every
+    method, two kept fractions, a curve point and the small-cluster experiment with both controls."""
+    from lpntk.config import dataset_config, load_config
+
+    cfg = dataset_config(load_config(repo / ".test" / "config" / "config.yaml", schema_path), "tiny")
+    cfg["pruning"].update(
+        {
+            "methods": ["lpntk", "lpntk_gated", "lpntk_random", "node", "el2n", "grand", "forgetting", "random"],
+            "keep": [0.7, 0.5],
+            "curve_keep": [0.9],
+        }
+    )
+    cfg["pruning"]["small_clusters"].update({"data_fractions": [0.5], "remove": [0.2], "controls": ["random", "large"]})
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def full_kernel_cfg(tiny_cfg):
+    """tiny_cfg with the small-cluster experiment on the full-data kernel only (the synthetic fixture has no images
+    to train a subset's own model on)."""
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["pruning"]["small_clusters"]["kernels"] = ["full"]
+    return cfg

@@ -27,19 +27,19 @@ fns() {  # fns MODULE NAME... -> the mutmut globs of those functions of MODULE (
   shift
   for f in "$@"; do printf '%s.x_%s__mutmut_* ' "$mod" "$f"; done
 }
-# -k expressions shared by the groups that read tests/pruning/test_pruning.py: its stage tests (cluster/prune stages,
-# retraining, the plan, the table, own clusters, the registry on the stage's inputs) prepare data or train per test
-PRUNING_UNIT="not stage and not retraining and not plan and not pruning_table and not deterministic and not own_clusters and not selection_rule_of_ones_own"
+# the pruning selections' unit tests: the stage tests (cluster/prune stages, retraining, the plan, the table, own
+# clusters) live in other files of tests/pruning/, which prepare data or train per test
+PRUNING_UNIT="tests/pruning/test_selection_rules.py tests/pruning/test_selector_registry.py"
 declare -A GROUPS_=(
   [scores]="lpntk/scores.py|lpntk.scores.*|tests/scores/test_scores.py tests/test_brute_force_references.py|not stage and not hand_written and not forgetting_run and not lpntk and not sign and not flip and not crop and not matmul and not cosine_schedule and not curve_area"
-  [clustering]="lpntk/clustering.py|lpntk.clustering.*|tests/clustering/test_clustering.py tests/pruning/test_pruning.py|$PRUNING_UNIT"
+  [clustering]="lpntk/clustering.py|lpntk.clustering.*|tests/clustering/test_clustering.py $PRUNING_UNIT|"
   [relations]="lpntk/relations.py|$(fns lpntk.relations cosine upper_triangle relation_counts relation_shares official_value_counts official_value_shares redundant_mask cross_redundant_mask selfmax_larger_index_mask stratified_shares)|tests/relations/test_relations.py|not stage"
   [train]="lpntk/dynamics.py|$(fns lpntk.dynamics l2_error presentation_forgetting)|tests/train/test_train.py tests/test_brute_force_references.py|l2_error or hand_made or hand_written_loop_computes"
   [difficulty]="lpntk/difficulty.py|$(fns lpntk.difficulty choose_target target_similarity rank_others select_sets official_swap contradictory_sets training_set_positions curve_area size_levels quad_tree_subsets pearson_matrix)|tests/difficulty/test_difficulty.py tests/test_brute_force_references.py|not stage and not lpntk and not sign and not forgetting_run and not flip and not crop and not matmul and not train_model and not cosine_schedule"
   [kernel]="lpntk/kernel/_kernels.py|$(fns lpntk.kernel._kernels sign_vectors _check_options _setup _const_cot gradient_gram _label_gram _lpntk_vec lpntk_gram pntk_gram)|tests/test_brute_force_references.py tests/kernel/test_kernel.py|sign_vectors or closed_form or jacrev or input_errors or linear_model_wrappers or (lpntk_float64 and auto-mlp])"
   [forgetting]="lpntk/forgetting/_events.py|lpntk.forgetting._events.*|tests/forgetting/test_forgetting.py|by_hand or probability_change or metrics or el2n_approximation"
-  [pruning]="lpntk/pruning/_select.py|lpntk.pruning._select.*|tests/pruning/test_pruning.py|$PRUNING_UNIT"
-  [registry]="lpntk/pruning/_registry.py|lpntk.pruning._registry.*|tests/pruning/test_pruning.py|registry_rules"
+  [pruning]="lpntk/pruning/_select.py|lpntk.pruning._select.*|$PRUNING_UNIT|"
+  [registry]="lpntk/pruning/_registry.py|lpntk.pruning._registry.*|tests/pruning/test_selector_registry.py|"
   [claims]="lpntk/inference.py|$(fns lpntk.inference finite_pairs sign_flip_p paired_test noninferiority_test decide holm intersection_union seeds_to_resolve seeds_to_show_noninferiority bootstrap_interval)|tests/claims/test_inference.py tests/claims/test_claims.py|not stage and not null_simulation"
 )
 ORDER=(scores clustering relations train difficulty kernel forgetting pruning registry claims)
