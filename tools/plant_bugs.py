@@ -91,7 +91,7 @@ PLANTS = (
         "lpntk/difficulty.py",
         'return curve_area(res.dynamics["l2"])',
         'return curve_area(res.dynamics["loss"])',
-        ("tests/test_brute_force_references.py", "tests/difficulty/test_difficulty.py"),
+        ("tests/test_brute_force_references.py", "tests/difficulty"),
         "learning difficulty summed from the loss instead of the L2 error",
     ),
     Plant(
@@ -99,7 +99,7 @@ PLANTS = (
         "lpntk/difficulty.py",
         "return np.asarray(curves, dtype=np.float64).sum(axis=-1)",
         "return np.asarray(curves, dtype=np.float64).mean(axis=-1)",
-        ("tests/test_brute_force_references.py", "tests/difficulty/test_difficulty.py"),
+        ("tests/test_brute_force_references.py", "tests/difficulty"),
         "curve area as the mean instead of the sum over epochs",
     ),
     Plant(
