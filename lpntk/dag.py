@@ -32,6 +32,7 @@ from .plan import (
     SCORE_METHODS,
     retrain_settings,
     retrain_units,
+    score_columns,
     shard_seeds,
     subset_group,
     subset_plan,
@@ -45,6 +46,7 @@ __all__ = [
     "job_config",
     "prune_groups",
     "prune_keys",
+    "group_score_columns",
     "retrain_groups",
     "retrain_job",
 ]
@@ -148,6 +150,13 @@ def prune_keys(specs: Sequence[Mapping[str, Any]]) -> list[str]:
         if name not in KEEP_METHODS:
             keys.append(f"pruning.{name}")
     return list(dict.fromkeys(keys))
+
+
+def group_score_columns(specs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The scores-table columns the selection of ``specs`` reads (the registry's ``score`` of each spec's method,
+    with ``random``'s shared draws): the prune job reads training run s's scores table exactly when this is not
+    empty."""
+    return score_columns({"pruning": {"enabled": True, "methods": [spec["method"] for spec in specs]}})
 
 
 def retrain_groups(cfg: Mapping[str, Any], unit: str) -> list[str]:

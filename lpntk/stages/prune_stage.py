@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..dag import group_score_columns
 from ..io import load_npz, save_npz, save_table
 from ..plan import (
     check_pruning_config,
     pruning_seeds,
-    score_columns,
     small_draw_seed,
     small_key,
     subset_plan,
@@ -141,7 +141,7 @@ def pruning_inputs(
         sq_norm=cl["sq_norm"][cpos],
         **_settings(cfg["pruning"]),
     )
-    columns = score_columns({"pruning": {"enabled": True, "methods": [p["method"] for p in specs]}})
+    columns = group_score_columns(specs)
     if columns:
         if scores is None:
             raise ValueError(f"pruning.methods need the scores {columns} but no scores table was given")

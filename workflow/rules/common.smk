@@ -12,6 +12,7 @@ from lpntk.config import check_prepared_data, dataset_config, validate_config
 from lpntk.dag import (
     CLUSTER_KEYS,
     OWN_CLUSTERS_KEYS,
+    group_score_columns,
     job_config,
     prune_groups,
     prune_keys,
@@ -19,7 +20,6 @@ from lpntk.dag import (
     retrain_job,
 )
 from lpntk.plan import (
-    SCORE_METHODS,
     class_groups,
     enabled_sections,
     gallery_seed,
@@ -283,11 +283,6 @@ def pruning_targets(ds):
     return targets
 
 
-def reads_scores(specs):
-    """Whether selecting ``specs`` reads the scores stage's per-seed table (score baselines and random)."""
-    return any(p["method"] in (*SCORE_METHODS, "random") for p in specs)
-
-
 def score_files(wildcards):
     """The training runs a scores job reads: training run s alone (scores/seed<s>), or every run (scores/scores:
     the mean over scores.seeds)."""
@@ -322,7 +317,7 @@ def prune_inputs(wildcards):
     group's small-cluster subsets are clustered with their own models."""
     ds, seed, specs = wildcards.ds, wildcards.seed, group_subsets(wildcards)
     inputs = {"train": paths.data_file("train.npz", ds), "clusters": paths.cluster_file("clusters.npz", ds, seed)}
-    if reads_scores(specs):
+    if group_score_columns(specs):
         inputs["scores"] = paths.scores_file("csv", ds, f"seed{seed}")
     if any(p.get("kernel") == "own" for p in specs):
         inputs["own_clusters"] = paths.own_clusters_file("npz", ds)
@@ -412,7 +407,7 @@ def gallery_inputs(wildcards):
         )
         if seed != ref:
             inputs["selection_kernels"] = kernel_files(ds, seed)
-        if reads_scores([p for specs in groups.values() for p in specs]):
+        if group_score_columns([p for specs in groups.values() for p in specs]):
             inputs["scores"] = paths.scores_file("csv", ds, f"seed{seed}")
     return inputs
 
