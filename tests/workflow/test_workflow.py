@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import snakemake
 
-from lpntk.grams import load_class_grams
+from lpntk.grams import iter_class_grams, load_class_grams
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +154,36 @@ def test_changing_one_kept_fraction_reruns_only_the_jobs_that_depend_on_it(repo,
         ("prune", "ds=tiny, seed=2, group=k0.6"),
         ("retrain", "ds=tiny, unit=k0.6, shard=all"),
     }, jobs
+
+
+def test_the_workflow_runs_the_kernel_in_sketch_mode(repo, workflow_run, tmp_path):
+    """kernel.mode: sketch through Snakemake (a copy of the tiny run's folder): the config passes, the dry run reruns
+    the kernel jobs and what reads their Grams, not the training; the sketched Grams differ from the exact ones but
+    stay within the CountSketch's spread, 6 sqrt(2/D) |phi| |phi'|."""
+    import shutil
+
+    workdir, _ = workflow_run
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    text = (repo / ".test" / "config" / "config.yaml").read_text()
+    block = "    kernel:\n      classes_per_job: 5"
+    assert text.count(block) == 1
+    dim = 2048
+    sketched = block + f"\n      mode: sketch\n      sketch_dim: {dim}\n      sketch_seed: 3"
+    (tmp_path / "sketch.yaml").write_text(text.replace(block, sketched))
+    args = ("--configfile", str(tmp_path / "sketch.yaml"))
+    counts = _job_counts(snakemake(repo, copy, "-n", *args, configfile=None))
+    assert counts["kernel"] == 4 and "train" not in counts and "prepare_data" not in counts, counts
+    target = "results/tiny/kernel/seed2/classes0-1-2-3-4.npz"
+    exact = {g.label: g for g in iter_class_grams([copy / target])}
+    snakemake(repo, copy, target, *args, configfile=None)
+    for g in iter_class_grams([copy / target]):
+        ref = exact[g.label]
+        assert np.array_equal(g.index, ref.index) and g.gram.shape == ref.gram.shape
+        norms = np.sqrt(np.outer(ref.sq_norm, ref.sq_norm))
+        err = np.abs(g.gram.astype(np.float64) - ref.gram)
+        assert (err <= 6 * np.sqrt(2 / dim) * norms + 1e-5).all(), g.label
+        assert err.max() > 1e-6 * norms.max(), g.label  # a sketch, not the exact Gram
 
 
 def test_editing_the_mlflow_block_reruns_nothing(repo, workflow_run, tmp_path):
