@@ -18,7 +18,7 @@ checkpoint select_reference:
         mem_mb=mem_mb("select_reference"),
         runtime=runtime("select_reference"),
     params:
-        cfg=stage_cfg("kernel"),
+        cfg=stage_cfg(keys=("kernel.seed", "kernel.checkpoint")),
     script:
         "../scripts/select_reference.py"
 
