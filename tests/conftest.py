@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,21 @@ def digits():
 
 
 SMALL_ARGS = {"width": 0.5, "hidden": 8}
+
+
+def assert_sketch_of(sketched, exact, dim: int) -> None:
+    """Every class's sketched Gram (kernel.mode: sketch, ``dim`` dimensions) has the exact Gram's samples and stays
+    within the CountSketch's documented spread of it, 6 sqrt(2/D) |phi| |phi'| (norms from the exact Gram's
+    diagonal), and is not the exact Gram itself."""
+    exact = {g.label: g for g in exact}
+    assert sorted(g.label for g in sketched) == sorted(exact)
+    for g in sketched:
+        ref = exact[g.label]
+        assert np.array_equal(g.index, ref.index) and g.gram.shape == ref.gram.shape
+        norms = np.sqrt(np.outer(ref.sq_norm, ref.sq_norm))
+        err = np.abs(g.gram.astype(np.float64) - ref.gram)
+        assert (err <= 6 * np.sqrt(2 / dim) * norms + 1e-5).all(), g.label
+        assert err.max() > 1e-6 * norms.max(), g.label  # a sketch, not the exact Gram
 
 
 def small_kernel_setup(root: Path, train_epochs: int = 0):
